@@ -1,0 +1,261 @@
+"""Seeded, reproducible synthetic customer journeys (demo traffic and benchmarks).
+
+A discrete-event simulation: sessions arrive as a Poisson process; each session is a
+journey on one channel (browsing, a chat or email conversation, a helpdesk ticket, a
+call, a store visit) whose steps are spread over realistic delays; agent replies come
+after log-normally distributed response times, and some conversations end with a
+survey. `events()` yields the touchpoints in `occurred_at` order. The same seed and
+start time give the same events, with the same ids.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from schemas.touchpoint import Actor, Channel, Direction, Kind, TouchpointEvent
+
+#: Relative share of sessions per journey type.
+JOURNEYS: dict[str, float] = {
+    "browse_web": 30,
+    "browse_app": 12,
+    "chat": 18,
+    "email": 10,
+    "helpdesk": 8,
+    "phone": 6,
+    "messaging": 6,
+    "social": 4,
+    "forum": 2,
+    "in_store": 4,
+}
+
+#: Median agent response time per channel in seconds (log-normal, sigma below).
+MEDIAN_REPLY_SECONDS: dict[Channel, float] = {
+    Channel.CHAT: 45,
+    Channel.MESSAGING: 300,
+    Channel.SOCIAL: 900,
+    Channel.FORUM: 3 * 3600,
+    Channel.EMAIL: 2 * 3600,
+    Channel.HELPDESK: 3600,
+    Channel.PHONE: 30,
+}
+REPLY_SIGMA = 0.9
+#: Share of conversations still waiting for an agent when the customer gives up.
+UNANSWERED_SHARE = 0.08
+
+Step = tuple[float, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    seed: int = 7
+    customers: int = 1000
+    #: Mean session starts per simulated second.
+    sessions_per_second: float = 40.0
+    #: Share of records emitted by `raw_records` that are deliberately invalid.
+    invalid_share: float = 0.0
+
+
+class Simulator:
+    def __init__(self, config: SimulatorConfig, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("start must be timezone-aware")
+        self.config = config
+        self.start = start
+        self._random = random.Random(config.seed)
+        self._queue: list[tuple[float, int, dict[str, Any]]] = []
+        self._sequence = 0
+        self._sessions = 0
+        self._emitted = 0
+        self._next_session_at = 0.0
+        self._journeys = list(JOURNEYS)
+        self._journey_weights = list(JOURNEYS.values())
+
+    # -- public -------------------------------------------------------------------
+
+    def events(self, limit: int | None = None) -> Iterator[TouchpointEvent]:
+        """Touchpoints in `occurred_at` order, forever or up to `limit`."""
+        emitted = 0
+        while limit is None or emitted < limit:
+            while not self._queue or self._next_session_at <= self._queue[0][0]:
+                self._start_session(self._next_session_at)
+                self._next_session_at += self._random.expovariate(self.config.sessions_per_second)
+            at, _, fields = heapq.heappop(self._queue)
+            yield self._event(at, fields)
+            emitted += 1
+
+    def records(self, limit: int | None = None) -> Iterator[tuple[TouchpointEvent, bytes]]:
+        """(event, value to publish), with `invalid_share` of the values broken on purpose."""
+        for event in self.events(limit):
+            value = event.model_dump_json().encode()
+            if self.config.invalid_share and self._random.random() < self.config.invalid_share:
+                value = self._break(event)
+            yield event, value
+
+    # -- sessions -------------------------------------------------------------------
+
+    def _customer(self) -> str:
+        # A few customers are far more active than most (Pareto-like).
+        index = min(int(self._random.paretovariate(1.2)) - 1, self.config.customers - 1)
+        index = (index * 7919 + self._random.randrange(self.config.customers)) % self.config.customers
+        return f"cust-{index:06d}"
+
+    def _start_session(self, at: float) -> None:
+        self._sessions += 1
+        journey = self._random.choices(self._journeys, self._journey_weights)[0]
+        customer = self._customer()
+        steps = getattr(self, f"_journey_{journey}")()
+        for offset, fields in steps:
+            fields.setdefault("customer_id", customer)
+            self._sequence += 1
+            heapq.heappush(self._queue, (at + offset, self._sequence, fields))
+
+    def _event(self, at: float, fields: dict[str, Any]) -> TouchpointEvent:
+        occurred = self.start + timedelta(seconds=at)
+        lag = timedelta(milliseconds=self._random.randint(5, 400))
+        self._emitted += 1
+        event_id = f"sim-{self.config.seed}-{self._emitted:09d}"
+        return TouchpointEvent(
+            event_id=event_id, occurred_at=occurred, received_at=occurred + lag, **fields
+        )
+
+    def _reply_delay(self, channel: Channel) -> float:
+        return self._random.lognormvariate(math.log(MEDIAN_REPLY_SECONDS[channel]), REPLY_SIGMA)
+
+    def _conversation_id(self, channel: Channel) -> str:
+        return f"{channel.value}-{self.config.seed}-{self._sessions:08d}"
+
+    # -- journeys: each returns (seconds after session start, event fields) ---------
+
+    def _browse(self, channel: Channel) -> list[Step]:
+        steps: list[Step] = []
+        t = 0.0
+        for _ in range(self._random.randint(1, 8)):
+            steps.append((t, _fields(channel, Kind.PAGE_VIEW, Direction.INBOUND, Actor.CUSTOMER)))
+            if self._random.random() < 0.4:
+                t += self._random.uniform(1, 20)
+                steps.append((t, _fields(channel, Kind.CLICK, Direction.INBOUND, Actor.CUSTOMER)))
+            t += self._random.uniform(5, 90)
+        if self._random.random() < 0.06:
+            purchase = _fields(channel, Kind.PURCHASE, Direction.NONE, Actor.CUSTOMER)
+            purchase["attributes"] = {"amount": f"{self._random.uniform(5, 400):.2f}", "currency": "EUR"}
+            steps.append((t, purchase))
+        return steps
+
+    def _journey_browse_web(self) -> list[Step]:
+        return self._browse(Channel.WEB)
+
+    def _journey_browse_app(self) -> list[Step]:
+        return self._browse(Channel.MOBILE_APP)
+
+    def _conversation(
+        self, channel: Channel, opening: Kind = Kind.MESSAGE, survey: str | None = None
+    ) -> list[Step]:
+        conversation = self._conversation_id(channel)
+        agent = f"agent-{self._random.randint(1, 25):02d}"
+        steps: list[Step] = []
+        t = 0.0
+        if channel is Channel.CHAT and self._random.random() < 0.5:
+            greeting = _fields(channel, Kind.MESSAGE, Direction.OUTBOUND, Actor.BOT, conversation)
+            steps.append((t, greeting))
+            t += self._random.uniform(2, 30)
+        for turn in range(self._random.randint(1, 4)):
+            kind = opening if turn == 0 else Kind.MESSAGE
+            steps.append((t, _fields(channel, kind, Direction.INBOUND, Actor.CUSTOMER, conversation)))
+            if self._random.random() < 0.3:  # a follow-up before the agent answers
+                t += self._random.uniform(5, 60)
+                steps.append(
+                    (t, _fields(channel, Kind.MESSAGE, Direction.INBOUND, Actor.CUSTOMER, conversation))
+                )
+            if self._random.random() < UNANSWERED_SHARE:
+                return steps
+            t += self._reply_delay(channel)
+            reply = _fields(channel, Kind.MESSAGE, Direction.OUTBOUND, Actor.AGENT, conversation)
+            reply["agent_id"] = agent
+            steps.append((t, reply))
+            t += self._random.uniform(10, 600)
+        if opening is Kind.TICKET_OPENED:
+            resolved = _fields(channel, Kind.TICKET_RESOLVED, Direction.OUTBOUND, Actor.AGENT, conversation)
+            resolved["agent_id"] = agent
+            steps.append((t, resolved))
+        if survey and self._random.random() < 0.35:
+            t += self._random.uniform(60, 3600)
+            steps.append((t, self._survey(channel, conversation, survey)))
+        return steps
+
+    def _survey(self, channel: Channel, conversation: str, survey_type: str) -> dict[str, Any]:
+        fields = _fields(channel, Kind.SURVEY_RESPONSE, Direction.INBOUND, Actor.CUSTOMER, conversation)
+        if survey_type == "nps":
+            score = self._random.choices(range(11), [2, 1, 1, 2, 2, 4, 5, 9, 14, 25, 35])[0]
+        else:
+            score = self._random.choices(range(1, 6), [5, 6, 12, 37, 40])[0]
+        fields["survey"] = {"type": survey_type, "score": score}
+        return fields
+
+    def _journey_chat(self) -> list[Step]:
+        return self._conversation(Channel.CHAT, survey="csat")
+
+    def _journey_email(self) -> list[Step]:
+        return self._conversation(Channel.EMAIL, survey="csat")
+
+    def _journey_helpdesk(self) -> list[Step]:
+        return self._conversation(Channel.HELPDESK, opening=Kind.TICKET_OPENED, survey="nps")
+
+    def _journey_messaging(self) -> list[Step]:
+        return self._conversation(Channel.MESSAGING, survey="csat")
+
+    def _journey_social(self) -> list[Step]:
+        return self._conversation(Channel.SOCIAL)
+
+    def _journey_forum(self) -> list[Step]:
+        return self._conversation(Channel.FORUM)
+
+    def _journey_phone(self) -> list[Step]:
+        return self._conversation(Channel.PHONE, opening=Kind.CALL, survey="nps")[:3]
+
+    def _journey_in_store(self) -> list[Step]:
+        purchase = _fields(Channel.IN_STORE, Kind.PURCHASE, Direction.NONE, Actor.CUSTOMER)
+        purchase["attributes"] = {"amount": f"{self._random.uniform(5, 400):.2f}", "currency": "EUR"}
+        steps: list[Step] = [(0.0, purchase)]
+        if self._random.random() < 0.1:
+            consent = _fields(Channel.IN_STORE, Kind.CONSENT_UPDATED, Direction.INBOUND, Actor.CUSTOMER)
+            consent["consent"] = {"analytics": self._random.random() < 0.5}
+            steps.append((self._random.uniform(10, 60), consent))
+        return steps
+
+    # -- invalid records for the dead-letter path -------------------------------------
+
+    def _break(self, event: TouchpointEvent) -> bytes:
+        choice = self._random.randrange(4)
+        data = event.model_dump(mode="json")
+        if choice == 0:
+            return b"{not json"
+        if choice == 1:
+            data["occurred_at"] = data["occurred_at"].replace("Z", "").split("+")[0]
+        elif choice == 2:
+            data["channel"] = "carrier_pigeon"
+        else:
+            del data["customer_id"]
+        return json.dumps(data).encode()
+
+
+def _fields(
+    channel: Channel,
+    kind: Kind,
+    direction: Direction,
+    actor: Actor,
+    conversation_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "kind": kind,
+        "direction": direction,
+        "actor": actor,
+        "conversation_id": conversation_id,
+    }

@@ -1,0 +1,124 @@
+"""TouchpointEvent v1: the canonical event every channel adapter produces (SPEC §2)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+SCHEMA_VERSION = 1
+
+#: Bounds on `attributes`: small, free-form, never a place for payloads.
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_KEY_CHARS = 64
+MAX_ATTRIBUTE_VALUE_CHARS = 1024
+
+
+class Channel(StrEnum):
+    WEB = "web"
+    CHAT = "chat"
+    EMAIL = "email"
+    SOCIAL = "social"
+    PHONE = "phone"
+    MOBILE_APP = "mobile_app"
+    FORUM = "forum"
+    HELPDESK = "helpdesk"
+    MESSAGING = "messaging"
+    IN_STORE = "in_store"
+
+
+class Kind(StrEnum):
+    PAGE_VIEW = "page_view"
+    CLICK = "click"
+    MESSAGE = "message"
+    CALL = "call"
+    TICKET_OPENED = "ticket_opened"
+    TICKET_RESOLVED = "ticket_resolved"
+    SURVEY_RESPONSE = "survey_response"
+    PURCHASE = "purchase"
+    CONSENT_UPDATED = "consent_updated"
+    ERASURE_REQUESTED = "erasure_requested"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    NONE = "none"
+
+
+class Actor(StrEnum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    BOT = "bot"
+    SYSTEM = "system"
+
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+OptionalRef = Annotated[str, StringConstraints(min_length=1, max_length=256)] | None
+AttributeKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATTRIBUTE_KEY_CHARS)]
+AttributeValue = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE_CHARS)]
+
+
+class Survey(BaseModel):
+    """A survey answer: NPS is scored 0-10, CSAT 1-5."""
+
+    model_config = _STRICT
+
+    type: Literal["nps", "csat"]
+    score: int
+
+    @model_validator(mode="after")
+    def _score_in_scale(self) -> Self:
+        low, high = (0, 10) if self.type == "nps" else (1, 5)
+        if not low <= self.score <= high:
+            raise ValueError(f"{self.type} score must be between {low} and {high}, got {self.score}")
+        return self
+
+
+class Consent(BaseModel):
+    model_config = _STRICT
+
+    analytics: bool
+
+
+class TouchpointEvent(BaseModel):
+    """One touchpoint of a customer journey.
+
+    Timestamps must carry a timezone: a naive datetime is rejected rather than
+    guessed. `survey` is required exactly on `survey_response` events and
+    `consent` exactly on `consent_updated` events.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="TouchpointEvent",
+        json_schema_extra={"$id": "https://touchstream.dev/schemas/touchpoint-event-v1.json"},
+    )
+
+    event_id: EventId
+    schema_version: Literal[1] = SCHEMA_VERSION
+    occurred_at: AwareDatetime
+    received_at: AwareDatetime
+    customer_id: CustomerId
+    channel: Channel
+    kind: Kind
+    direction: Direction
+    actor: Actor
+    conversation_id: OptionalRef = None
+    agent_id: OptionalRef = None
+    survey: Survey | None = None
+    consent: Consent | None = None
+    attributes: Annotated[dict[AttributeKey, AttributeValue], Field(max_length=MAX_ATTRIBUTES)] = {}
+
+    @model_validator(mode="after")
+    def _payload_matches_kind(self) -> Self:
+        if (self.kind is Kind.SURVEY_RESPONSE) != (self.survey is not None):
+            raise ValueError("survey is required on survey_response events and allowed only there")
+        if (self.kind is Kind.CONSENT_UPDATED) != (self.consent is not None):
+            raise ValueError("consent is required on consent_updated events and allowed only there")
+        return self

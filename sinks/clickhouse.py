@@ -1,0 +1,143 @@
+"""The one ClickHouse client factory and the idempotent schema migrations.
+
+Embedded mode opens chDB (ClickHouse in-process) on a directory; only one process may
+hold that directory, so the process that writes also serves reads. Server mode talks
+HTTP to `CLICKHOUSE_URL`. Both go through clickhouse-connect, with the same DDL.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
+
+from sinks.ddl import migrations
+from touchstream.errors import ClickHouseError, ConfigError
+from touchstream.settings import Settings
+
+
+def error_code(error: BaseException) -> int | None:
+    """ClickHouse's numeric code from a driver error message ("Code: 47. DB::Exception...")."""
+    text = str(error)
+    marker = "Code: "
+    start = text.find(marker)
+    if start < 0:
+        return None
+    digits = ""
+    for char in text[start + len(marker) :]:
+        if not char.isdigit():
+            break
+        digits += char
+    return int(digits) if digits else None
+
+
+def wrap(error: DriverError) -> ClickHouseError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    return ClickHouseError(first_line, code=error_code(error))
+
+
+def _server_client(url: str, database: str) -> Client:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError("CLICKHOUSE_URL must look like http(s)://user:password@host:port/db")
+    return clickhouse_connect.get_client(
+        host=parts.hostname,
+        port=parts.port or (8443 if parts.scheme == "https" else 8123),
+        username=unquote(parts.username or "default"),
+        password=unquote(parts.password or ""),
+        secure=parts.scheme == "https",
+        database="default",
+        connect_timeout=10,
+    )
+
+
+class ClickHouse:
+    """A thread-safe handle: one clickhouse-connect client, calls serialized by a lock.
+
+    chDB is a single in-process engine, so serializing is also what keeps concurrent
+    callers (the sink flushing, an operator's `touchstream sql`) from interleaving.
+    """
+
+    def __init__(self, client: Client, *, database: str, embedded: bool) -> None:
+        self.client = client
+        self.database = database
+        self.embedded = embedded
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _call(self) -> Iterator[Client]:
+        with self._lock:
+            try:
+                yield self.client
+            except DriverError as error:
+                raise wrap(error) from error
+
+    def command(self, sql: str, *, settings: dict[str, Any] | None = None) -> Any:
+        with self._call() as client:
+            return client.command(sql, settings=settings)
+
+    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._call() as client:
+            return list(client.query(sql, parameters=parameters).result_rows)
+
+    def scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        rows = self.rows(sql, parameters)
+        return rows[0][0] if rows else None
+
+    def formatted(self, sql: str, fmt: str) -> bytes:
+        """Run `sql` and return ClickHouse's own rendering in output format `fmt`."""
+        with self._call() as client:
+            return bytes(client.raw_query(sql, fmt=fmt))
+
+    def insert(
+        self,
+        table: str,
+        rows: list[tuple[Any, ...]],
+        columns: list[str],
+        *,
+        dedup_token: str | None = None,
+    ) -> None:
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        with self._call() as client:
+            client.insert(
+                table, rows, column_names=columns, database=self.database, settings=settings
+            )
+
+    def migrate(self) -> None:
+        for statement in migrations(self.database):
+            self.command(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()
+
+
+def connect(settings: Settings, *, migrate: bool = True) -> ClickHouse:
+    """The ClickHouse in use: chDB under the data dir, or the server at CLICKHOUSE_URL."""
+    try:
+        if settings.clickhouse_url is None:
+            path: Path = settings.chdb_path
+            path.mkdir(parents=True, exist_ok=True)
+            client = clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
+            handle = ClickHouse(client, database=settings.clickhouse_database, embedded=True)
+        else:
+            client = _server_client(
+                settings.clickhouse_url.get_secret_value(), settings.clickhouse_database
+            )
+            handle = ClickHouse(client, database=settings.clickhouse_database, embedded=False)
+    except DriverError as error:
+        raise wrap(error) from error
+    except OSError as error:
+        raise ClickHouseError(f"cannot open ClickHouse: {error}") from error
+    if migrate:
+        handle.migrate()
+    # Unqualified table names in operators' queries resolve to Touchstream's database.
+    handle.client.database = settings.clickhouse_database
+    return handle

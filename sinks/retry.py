@@ -1,0 +1,49 @@
+"""Retry policy for sink writes: back off, never drop. The input pauses while ClickHouse is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from touchstream.errors import ClickHouseError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    first_seconds: float = 0.2
+    factor: float = 2.0
+    max_seconds: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        return float(min(self.max_seconds, self.first_seconds * self.factor ** (attempt - 1)))
+
+
+async def until_written(
+    write: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    backoff: Backoff = Backoff(),
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """Await `write()` until it succeeds, backing off between ClickHouse failures.
+
+    Giving up would mean either dropping the batch or committing offsets past it, so
+    this only ends by success or by cancellation (shutdown), which the caller handles
+    by not committing the batch.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await write()
+        except ClickHouseError as error:
+            attempt += 1
+            delay = backoff.delay(attempt)
+            log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, error)
+            await sleep(delay)

