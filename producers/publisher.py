@@ -54,9 +54,7 @@ class Publisher:
 
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=report
-                )
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
                 break
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self._producer.poll(0.1)
@@ -81,7 +79,9 @@ class Publisher:
             raise BrokerError("Kafka delivery reports missing after flush")
 
     def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued, then release the client's connections and threads."""
         self._producer.flush(timeout)
+        self._producer.close()
 
     def __enter__(self) -> Publisher:
         return self

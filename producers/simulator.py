@@ -121,9 +121,7 @@ class Simulator:
         lag = timedelta(milliseconds=self._random.randint(5, 400))
         self._emitted += 1
         event_id = f"sim-{self.config.seed}-{self._emitted:09d}"
-        return TouchpointEvent(
-            event_id=event_id, occurred_at=occurred, received_at=occurred + lag, **fields
-        )
+        return TouchpointEvent(event_id=event_id, occurred_at=occurred, received_at=occurred + lag, **fields)
 
     def _reply_delay(self, channel: Channel) -> float:
         return self._random.lognormvariate(math.log(MEDIAN_REPLY_SECONDS[channel]), REPLY_SIGMA)
@@ -144,7 +142,10 @@ class Simulator:
             t += self._random.uniform(5, 90)
         if self._random.random() < 0.06:
             purchase = _fields(channel, Kind.PURCHASE, Direction.NONE, Actor.CUSTOMER)
-            purchase["attributes"] = {"amount": f"{self._random.uniform(5, 400):.2f}", "currency": "EUR"}
+            purchase["attributes"] = {
+                "amount": f"{self._random.uniform(5, 400):.2f}",
+                "currency": "EUR",
+            }
             steps.append((t, purchase))
         return steps
 
@@ -171,7 +172,10 @@ class Simulator:
             if self._random.random() < 0.3:  # a follow-up before the agent answers
                 t += self._random.uniform(5, 60)
                 steps.append(
-                    (t, _fields(channel, Kind.MESSAGE, Direction.INBOUND, Actor.CUSTOMER, conversation))
+                    (
+                        t,
+                        _fields(channel, Kind.MESSAGE, Direction.INBOUND, Actor.CUSTOMER, conversation),
+                    )
                 )
             if self._random.random() < UNANSWERED_SHARE:
                 return steps
@@ -221,7 +225,10 @@ class Simulator:
 
     def _journey_in_store(self) -> list[Step]:
         purchase = _fields(Channel.IN_STORE, Kind.PURCHASE, Direction.NONE, Actor.CUSTOMER)
-        purchase["attributes"] = {"amount": f"{self._random.uniform(5, 400):.2f}", "currency": "EUR"}
+        purchase["attributes"] = {
+            "amount": f"{self._random.uniform(5, 400):.2f}",
+            "currency": "EUR",
+        }
         steps: list[Step] = [(0.0, purchase)]
         if self._random.random() < 0.1:
             consent = _fields(Channel.IN_STORE, Kind.CONSENT_UPDATED, Direction.INBOUND, Actor.CUSTOMER)

@@ -106,9 +106,7 @@ class ClickHouse:
     ) -> None:
         settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
         with self._call() as client:
-            client.insert(
-                table, rows, column_names=columns, database=self.database, settings=settings
-            )
+            client.insert(table, rows, column_names=columns, database=self.database, settings=settings)
 
     def migrate(self) -> None:
         for statement in migrations(self.database):
@@ -128,9 +126,7 @@ def connect(settings: Settings, *, migrate: bool = True) -> ClickHouse:
             client = clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
             handle = ClickHouse(client, database=settings.clickhouse_database, embedded=True)
         else:
-            client = _server_client(
-                settings.clickhouse_url.get_secret_value(), settings.clickhouse_database
-            )
+            client = _server_client(settings.clickhouse_url.get_secret_value(), settings.clickhouse_database)
             handle = ClickHouse(client, database=settings.clickhouse_database, embedded=False)
     except DriverError as error:
         raise wrap(error) from error

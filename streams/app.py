@@ -68,6 +68,7 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
+        broker_rebalance_timeout=settings.rebalance_timeout_ms / 1000,
         producer_acks=-1,
         web_enabled=True,
         web_bind=settings.worker_host,
@@ -83,7 +84,12 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse) -> Pipelin
     stats = PipelineStats()
     prefix = settings.topic_prefix
     expected_channel = {input_topic(channel, prefix): channel.value for channel in Channel}
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    raw = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
     inputs = app.topic(*expected_channel, **raw)  # type: ignore[arg-type]
     dlq = app.topic(dead_letter_topic(prefix), **raw)  # type: ignore[arg-type]
 
@@ -120,9 +126,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse) -> Pipelin
 
     @app.agent(inputs, name=SINK_AGENT)
     async def sink(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(
-            settings.sink_batch_size, within=settings.sink_flush_seconds
-        ):
+        async for events in stream.take_events(settings.sink_batch_size, within=settings.sink_flush_seconds):
             try:
                 await handle(events)
             except BaseException:

@@ -55,9 +55,7 @@ def split(records: Iterable[RawRecord], *, expected_channel: dict[str, str]) -> 
     for record in records:
         decoded = decode(record.value)
         if isinstance(decoded, Rejected):
-            result.rejected.append(
-                DeadLetter(record.key, record.value, decoded.reason, record.source)
-            )
+            result.rejected.append(DeadLetter(record.key, record.value, decoded.reason, record.source))
             continue
         channel = expected_channel.get(record.source.topic)
         if channel is not None and decoded.channel.value != channel:

@@ -101,7 +101,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for reason in summary.reasons:
         print(f"  rejected {reason}", file=sys.stderr)
     if summary.rejected:
-        print(f"rejected records were sent to {settings.topic_prefix}.dlq with their reasons", file=sys.stderr)
+        print(
+            f"rejected records were sent to {settings.topic_prefix}.dlq with their reasons",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -144,7 +147,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
-        prog="touchstream", description="Live customer-engagement analytics on Kafka and ClickHouse."
+        prog="touchstream",
+        description="Live customer-engagement analytics on Kafka and ClickHouse.",
     )
     root.add_argument("--data-dir", type=Path, help="where embedded data lives (default .touchstream)")
     verbs = root.add_subparsers(dest="verb", required=True, metavar="VERB")

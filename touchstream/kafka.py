@@ -32,8 +32,7 @@ def ensure_topics(
     if mismatched:
         found = ", ".join(f"{name} has {count}" for name, count in sorted(mismatched.items()))
         raise ConfigError(
-            f"topics exist with a different partition count than the configured {partitions}: "
-            f"{found}"
+            f"topics exist with a different partition count than the configured {partitions}: {found}"
         )
     missing = [name for name in wanted if name not in existing]
     if not missing:

@@ -8,7 +8,10 @@ import threading
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import faust
 from faust.worker import Worker
 
 from producers.publisher import Delivery, Publisher
@@ -101,19 +104,20 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
         stats = build(app, settings, clickhouse)
         control.register(app, clickhouse, stats)
         url = f"http://{settings.worker_host}:{settings.worker_port}"
-        if owner:
-            info = control.ControlInfo(url=url, pid=os.getpid(), bootstrap=bootstrap)
-            path = control.write_info(settings.data_dir, info)
-            stack.callback(path.unlink, missing_ok=True)
+        info = control.ControlInfo(url=url, pid=os.getpid(), bootstrap=bootstrap) if owner else None
+        if info is not None:
+            stack.callback((settings.data_dir / control.CONTROL_FILE).unlink, missing_ok=True)
         print(f"worker     {url}/status  (group {settings.app_id}, {settings.partitions} partitions)")
         if demo:
             traffic = DemoTraffic(settings, bootstrap)
             traffic.start()
             stack.callback(traffic.stop)
             print(f"demo       simulated journeys at ~{settings.demo_rate:.0f} events/s")
-        print(f"ready in {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
-        worker = Worker(
+        worker = _Worker(
             app,
+            control_info=info,
+            data_dir=settings.data_dir,
+            started=started,
             loglevel=settings.log_level.upper(),
             quiet=True,
             redirect_stdouts=False,
@@ -124,3 +128,27 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
         except SystemExit as exit_:
             if exit_.code not in (0, None):
                 raise
+
+
+class _Worker(Worker):
+    """Faust's worker, announcing itself once it serves requests and consumes."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        *,
+        control_info: control.ControlInfo | None,
+        data_dir: Path,
+        started: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._control_info = control_info
+        self._data_dir = data_dir
+        self._began = started
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        if self._control_info is not None:
+            control.write_info(self._data_dir, self._control_info)
+        print(f"ready in {time.monotonic() - self._began:.1f}s; Ctrl-C stops everything", flush=True)

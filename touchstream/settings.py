@@ -17,9 +17,7 @@ class Settings(BaseSettings):
     embedded broker and chDB are used.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="TOUCHSTREAM_", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="TOUCHSTREAM_", extra="ignore", populate_by_name=True)
 
     kafka_bootstrap: str | None = Field(
         default=None,
@@ -48,6 +46,9 @@ class Settings(BaseSettings):
     sink_flush_seconds: float = Field(default=1.0, gt=0)
     sink_max_retries: int = Field(default=8, ge=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
+    #: How long a group rebalance waits for members to rejoin; a worker that died without
+    #: leaving the group delays its replacement by up to this much.
+    rebalance_timeout_ms: int = Field(default=60_000, ge=1000)
 
     demo_rate: float = Field(default=200.0, gt=0, description="events/s the demo simulator sends")
     demo_seed: int = 7

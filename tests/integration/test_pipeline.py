@@ -1,0 +1,82 @@
+"""Events produced to real Kafka end up as exactly those rows in ClickHouse."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from producers.publisher import Delivery, Publisher
+from producers.simulator import Simulator, SimulatorConfig
+from schemas.topics import input_topic
+from tests.factories import BASE_TIME, event_data
+from tests.integration.conftest import Worker, dlq_topic, read_topic, wait_until
+from touchstream.broker import EmbeddedBroker
+
+COUNT_FINAL = "SELECT count() FROM touchpoints FINAL"
+
+
+def publish_simulated(env: dict[str, str], broker: EmbeddedBroker, count: int, seed: int) -> set[str]:
+    events = list(Simulator(SimulatorConfig(seed=seed), BASE_TIME).events(count))
+    with Publisher(broker.bootstrap, prefix=env["TOUCHSTREAM_TOPIC_PREFIX"]) as publisher:
+        delivery = publisher.publish(events)
+    assert delivery.ok and delivery.delivered == count
+    return {event.event_id for event in events}
+
+
+def test_valid_events_become_rows_and_invalid_ones_dead_letters(
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], Worker]
+) -> None:
+    expected_ids = publish_simulated(pipeline_env, broker, 3000, seed=11)
+    prefix = pipeline_env["TOUCHSTREAM_TOPIC_PREFIX"]
+    bad = {
+        b"{not json": "Invalid JSON",
+        json.dumps(event_data(event_id="naive", occurred_at="2026-03-02T09:00:00")).encode(): "timezone",
+        json.dumps(event_data(event_id="pigeon", channel="carrier_pigeon")).encode(): "channel",
+        json.dumps(
+            event_data(event_id="web-on-chat", channel="web", kind="page_view")
+        ).encode(): "arrived on",
+    }
+    with Publisher(broker.bootstrap, prefix=prefix) as publisher:
+        delivery = Delivery()
+        for value in bad:
+            publisher.send_raw(input_topic("chat", prefix), b"cust-x", value, delivery)
+        publisher.wait(delivery, len(bad), 30)
+
+    worker = start_worker()
+    wait_until(lambda: worker.scalar(COUNT_FINAL) >= len(expected_ids), timeout=90, what="all rows")
+
+    stored = {row[0] for row in worker.sql("SELECT event_id FROM touchpoints FINAL")}
+    assert stored == expected_ids
+    assert worker.scalar("SELECT count() FROM touchpoints WHERE occurred_at < '2026-01-01'") == 0
+    by_channel = dict(worker.sql("SELECT channel, count() FROM touchpoints FINAL GROUP BY channel"))
+    assert len(by_channel) == 10
+
+    letters = read_topic(broker.bootstrap, dlq_topic(pipeline_env), expected=len(bad))
+    assert len(letters) == len(bad)
+    for letter in letters:
+        headers = {key: value.decode() for key, value in letter.headers() or []}
+        assert letter.value() in bad, "the dead letter keeps the raw bytes unchanged"
+        assert bad[letter.value()] in headers["touchstream.reason"]
+        assert headers["touchstream.source.topic"] == input_topic("chat", prefix)
+        assert int(headers["touchstream.source.offset"]) >= 0
+    assert worker.stop() == 0
+
+
+def test_worker_killed_mid_stream_loses_and_duplicates_nothing(
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], Worker]
+) -> None:
+    total = 30_000
+    expected_ids = publish_simulated(pipeline_env, broker, total, seed=12)
+
+    first = start_worker()
+    wait_until(lambda: first.scalar("SELECT count() FROM touchpoints") > 2000, timeout=90, what="progress")
+    first.kill()  # SIGKILL: no flush, no commit, no goodbye to the group
+    second = start_worker()
+    assert second.scalar("SELECT count() FROM touchpoints FINAL") < total, "killed before the end"
+    wait_until(lambda: second.scalar(COUNT_FINAL) >= total, timeout=180, what="all rows after restart")
+
+    assert second.scalar(COUNT_FINAL) == total
+    assert second.scalar("SELECT uniqExact(event_id) FROM touchpoints") == total
+    stored = {row[0] for row in second.sql("SELECT event_id FROM touchpoints FINAL")}
+    assert stored == expected_ids
+    assert second.stop() == 0

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from schemas.codec import encode
+from schemas.topics import input_topic
+from schemas.touchpoint import Channel
+from sinks.touchpoints import Source
+from streams.ingest import RawRecord, split
+from tests.factories import event, event_data
+
+CHANNELS = {input_topic(channel): channel.value for channel in Channel}
+
+
+def record(value: bytes | None, topic: str = "touchpoints.chat", offset: int = 0) -> RawRecord:
+    return RawRecord(key=b"cust-1", value=value, source=Source(topic, 2, offset))
+
+
+def test_split_keeps_valid_events_and_rejects_the_rest_with_raw_bytes() -> None:
+    good = encode(event(event_id="a"))
+    naive = json.dumps(event_data(event_id="b", occurred_at="2026-03-02T09:00:00")).encode()
+    result = split(
+        [
+            record(good, offset=0),
+            record(b"\xff\xfe", offset=1),
+            record(naive, offset=2),
+            record(None, offset=3),
+        ],
+        expected_channel=CHANNELS,
+    )
+    assert [e.event_id for e, _ in result.accepted] == ["a"]
+    assert [letter.source.offset for letter in result.rejected] == [1, 2, 3]
+    assert result.rejected[0].value == b"\xff\xfe"
+    assert result.rejected[1].value == naive
+    assert "occurred_at" in result.rejected[1].reason
+
+
+def test_event_on_another_channels_topic_is_a_dead_letter() -> None:
+    web_event = encode(event(channel="web", kind="page_view"))
+    result = split([record(web_event, topic="touchpoints.email")], expected_channel=CHANNELS)
+    assert not result.accepted
+    assert "touchpoints.email" in result.rejected[0].reason
+
+
+def test_dead_letter_headers_name_reason_and_source() -> None:
+    result = split([record(b"nope", offset=41)], expected_channel=CHANNELS)
+    headers = dict(result.rejected[0].headers(now=datetime(2026, 1, 1, tzinfo=UTC)))
+    assert headers["touchstream.source.topic"] == b"touchpoints.chat"
+    assert headers["touchstream.source.partition"] == b"2"
+    assert headers["touchstream.source.offset"] == b"41"
+    assert headers["touchstream.failed_at"] == b"2026-01-01T00:00:00+00:00"
+    assert headers["touchstream.reason"].decode() == result.rejected[0].reason != ""

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+from producers.simulator import Simulator, SimulatorConfig
+from schemas.codec import Rejected, decode
+from tests.factories import BASE_TIME
+
+
+def test_same_seed_same_events() -> None:
+    first = list(Simulator(SimulatorConfig(seed=3), BASE_TIME).events(3000))
+    second = list(Simulator(SimulatorConfig(seed=3), BASE_TIME).events(3000))
+    other = list(Simulator(SimulatorConfig(seed=4), BASE_TIME).events(3000))
+    assert first == second
+    assert first != other
+
+
+def test_events_are_time_ordered_unique_and_varied() -> None:
+    events = list(Simulator(SimulatorConfig(seed=1, sessions_per_second=0.5), BASE_TIME).events(20_000))
+    assert all(a.occurred_at <= b.occurred_at for a, b in itertools.pairwise(events))
+    assert len({e.event_id for e in events}) == len(events)
+    channels = Counter(e.channel.value for e in events)
+    kinds = Counter(e.kind.value for e in events)
+    assert len(channels) == 10
+    assert {"page_view", "message", "survey_response", "purchase", "ticket_resolved"} <= set(kinds)
+    replies = [e for e in events if e.direction.value == "outbound" and e.actor.value == "agent"]
+    assert replies and all(e.agent_id for e in replies)
+    assert len({e.customer_id for e in events}) > 200
+
+
+def test_invalid_share_produces_rejectable_records() -> None:
+    simulator = Simulator(SimulatorConfig(seed=2, invalid_share=0.2), BASE_TIME)
+    values = [value for _, value in simulator.records(2000)]
+    reasons = [result.reason for result in map(decode, values) if isinstance(result, Rejected)]
+    assert 250 < len(reasons) < 550
+    assert all(reasons)
