@@ -69,6 +69,7 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
         broker_rebalance_timeout=settings.rebalance_timeout_ms / 1000,
+        consumer_group_instance_id=settings.group_instance_id,
         producer_acks=-1,
         web_enabled=True,
         web_bind=settings.worker_host,

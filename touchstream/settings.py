@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -46,9 +47,13 @@ class Settings(BaseSettings):
     sink_flush_seconds: float = Field(default=1.0, gt=0)
     sink_max_retries: int = Field(default=8, ge=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
-    #: How long a group rebalance waits for members to rejoin; a worker that died without
-    #: leaving the group delays its replacement by up to this much.
+    #: How long a group rebalance waits for members to rejoin.
     rebalance_timeout_ms: int = Field(default=60_000, ge=1000)
+    #: Static consumer-group membership (KIP-345): a restarted worker with the same
+    #: instance id takes over its predecessor's partitions at once, even when the
+    #: predecessor was killed without leaving the group. Give each concurrently
+    #: running worker its own value; the default is stable per app and host.
+    worker_instance: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
 
     demo_rate: float = Field(default=200.0, gt=0, description="events/s the demo simulator sends")
     demo_seed: int = 7
@@ -61,6 +66,10 @@ class Settings(BaseSettings):
     @property
     def embedded_clickhouse(self) -> bool:
         return self.clickhouse_url is None
+
+    @property
+    def group_instance_id(self) -> str:
+        return self.worker_instance or f"{self.app_id}-{socket.gethostname()}"
 
     @property
     def chdb_path(self) -> Path:
