@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -44,7 +44,7 @@ class Publisher:
         value: bytes,
         delivery: Delivery,
         *,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         def report(error: KafkaError | None, _message: Message) -> None:
             if error is None:
@@ -52,9 +52,10 @@ class Publisher:
             else:
                 delivery.errors.append(f"{topic}: {error.str()}")
 
+        wire: list[tuple[str, str | bytes | None]] = [(name, data) for name, data in headers]
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
+                self._producer.produce(topic, value=value, key=key, headers=wire, on_delivery=report)
                 break
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self._producer.poll(0.1)

@@ -85,7 +85,7 @@ class ClickHouse:
 
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._call() as client:
-            return list(client.query(sql, parameters=parameters).result_rows)
+            return [tuple(row) for row in client.query(sql, parameters=parameters).result_rows]
 
     def scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         rows = self.rows(sql, parameters)

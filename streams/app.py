@@ -97,8 +97,8 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse) -> Pipelin
     async def handle(events: Sequence[EventT]) -> None:
         records = [
             RawRecord(
-                key=event.key,  # type: ignore[arg-type]
-                value=event.value,  # type: ignore[arg-type]
+                key=event.key,
+                value=event.value,
                 source=Source(event.message.topic, event.message.partition, event.message.offset),
             )
             for event in events
@@ -127,7 +127,10 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse) -> Pipelin
 
     @app.agent(inputs, name=SINK_AGENT)
     async def sink(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.sink_batch_size, within=settings.sink_flush_seconds):
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            settings.sink_batch_size, within=settings.sink_flush_seconds
+        )
+        async for events in batches:
             try:
                 await handle(events)
             except BaseException:

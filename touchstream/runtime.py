@@ -17,10 +17,11 @@ from faust.worker import Worker
 from producers.publisher import Delivery, Publisher
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.topics import all_topics, input_topic
-from sinks.clickhouse import connect
+from sinks.clickhouse import ClickHouse, connect
 from streams.app import build, faust_app
 from touchstream import control
 from touchstream.broker import EmbeddedBroker, free_port, wait_for_metadata
+from touchstream.errors import ConfigError
 from touchstream.kafka import ensure_topics
 from touchstream.settings import Settings
 
@@ -29,13 +30,19 @@ log = logging.getLogger(__name__)
 EVENTS_PER_SESSION = 3.0
 
 
-def kafka(settings: Settings, stack: ExitStack, *, say: bool = True) -> str:
-    """Bootstrap servers of the Kafka in use, with every Touchstream topic created."""
+def kafka(settings: Settings, stack: ExitStack, *, say: bool = True) -> tuple[str, bool]:
+    """Bootstrap servers of the Kafka in use, with every Touchstream topic created.
+
+    The flag tells whether that Kafka started empty just now: a memory-only embedded
+    broker forgets every topic, offset and group when it stops.
+    """
+    forgetful = False
     if settings.kafka_bootstrap:
         bootstrap = settings.kafka_bootstrap
         wait_for_metadata(bootstrap, timeout=30)
     else:
         broker = EmbeddedBroker(settings.broker, settings.broker_dir)
+        forgetful = not broker.persistent
         stack.enter_context(broker)
         bootstrap = broker.bootstrap
         if say:
@@ -49,7 +56,23 @@ def kafka(settings: Settings, stack: ExitStack, *, say: bool = True) -> str:
     )
     if created:
         log.info("created topics %s", ", ".join(created))
-    return bootstrap
+    return bootstrap, forgetful
+
+
+def refuse_stale_results(settings: Settings, clickhouse: ClickHouse) -> None:
+    """Stop a memory-only broker from silently restarting the stream beside old results.
+
+    A restarted Tansu has no topics, offsets or groups, so the worker would begin again
+    from nothing while ClickHouse still holds what the previous run wrote.
+    """
+    held = clickhouse.scalar("SELECT count() FROM touchpoints")
+    if held:
+        where = settings.chdb_path if clickhouse.embedded else "ClickHouse"
+        raise ConfigError(
+            f"the {settings.broker} broker keeps no data across restarts, but {where} "
+            f"already holds {held} touchpoints from an earlier run; use the default noida broker "
+            "(TOUCHSTREAM_BROKER=noida), or start with an empty --data-dir"
+        )
 
 
 class DemoTraffic(threading.Thread):
@@ -93,9 +116,11 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
     """
     started = time.monotonic()
     with ExitStack() as stack:
-        bootstrap = kafka(settings, stack)
+        bootstrap, forgetful = kafka(settings, stack)
         clickhouse = connect(settings)
         stack.callback(clickhouse.close)
+        if forgetful:
+            refuse_stale_results(settings, clickhouse)
         where = "chDB at " + str(settings.chdb_path) if clickhouse.embedded else "ClickHouse server"
         print(f"clickhouse {where}, database {settings.clickhouse_database}")
         if not settings.worker_port:

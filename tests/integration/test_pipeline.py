@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import cast
 
 from producers.publisher import Delivery, Publisher
 from producers.simulator import Simulator, SimulatorConfig
@@ -54,9 +55,11 @@ def test_valid_events_become_rows_and_invalid_ones_dead_letters(
     letters = read_topic(broker.bootstrap, dlq_topic(pipeline_env), expected=len(bad))
     assert len(letters) == len(bad)
     for letter in letters:
-        headers = {key: value.decode() for key, value in letter.headers() or []}
-        assert letter.value() in bad, "the dead letter keeps the raw bytes unchanged"
-        assert bad[letter.value()] in headers["touchstream.reason"]
+        pairs = cast(list[tuple[str, bytes]], letter.headers() or [])
+        headers = {key: value.decode() for key, value in pairs}
+        raw = letter.value()
+        assert isinstance(raw, bytes) and raw in bad, "the dead letter keeps the raw bytes unchanged"
+        assert bad[raw] in headers["touchstream.reason"]
         assert headers["touchstream.source.topic"] == input_topic("chat", prefix)
         assert int(headers["touchstream.source.offset"]) >= 0
     assert worker.stop() == 0
