@@ -66,12 +66,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_sql(args: argparse.Namespace) -> int:
     from touchstream.control import check_format, read_info, remote_sql
+    from touchstream.datadir import owner
 
     settings = _settings(args)
     fmt = check_format(args.format or ("PrettyCompact" if sys.stdout.isatty() else "TSV"))
     info = read_info(settings.data_dir) if settings.embedded_clickhouse else None
     if info is not None:
         output = remote_sql(info, args.query, fmt)
+    elif settings.embedded_clickhouse and (pid := owner(settings.data_dir)) is not None:
+        raise TouchstreamError(
+            f"touchstream (pid {pid}) owns {settings.data_dir} and is still starting; try again shortly"
+        )
     else:
         from sinks.clickhouse import connect
 

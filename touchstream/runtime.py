@@ -21,6 +21,7 @@ from sinks.clickhouse import ClickHouse, connect
 from streams.app import build, faust_app
 from touchstream import control
 from touchstream.broker import EmbeddedBroker, free_port, wait_for_metadata
+from touchstream.datadir import DataDirLock
 from touchstream.errors import ConfigError
 from touchstream.kafka import ensure_topics
 from touchstream.settings import Settings
@@ -116,6 +117,7 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
     """
     started = time.monotonic()
     with ExitStack() as stack:
+        stack.enter_context(DataDirLock(settings.data_dir))
         bootstrap, forgetful = kafka(settings, stack)
         clickhouse = connect(settings)
         stack.callback(clickhouse.close)

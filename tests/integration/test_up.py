@@ -1,0 +1,167 @@
+"""`touchstream up` as a user runs it: its own broker and chDB, Ctrl-C, restarts, `sql`."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import wait_until
+from touchstream.broker import PID_FILE
+
+COUNT = "SELECT count() FROM touchpoints"
+_runs = itertools.count()
+
+
+def cli_env() -> dict[str, str]:
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("KAFKA_BOOTSTRAP", "CLICKHOUSE_URL")
+    }
+    env.update(
+        TOUCHSTREAM_WORKER_PORT="0",
+        TOUCHSTREAM_SESSION_TIMEOUT_MS="6000",
+        TOUCHSTREAM_SINK_FLUSH_SECONDS="0.3",
+        TOUCHSTREAM_DEMO_RATE="300",
+    )
+    return env
+
+
+def touchstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "touchstream.cli", *args],
+        env=env or cli_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+class Up:
+    """A `touchstream up` process, as started from a terminal."""
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.log = data_dir.parent / f"up-{data_dir.name}-{next(_runs)}.log"
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "touchstream.cli", "up", "--data-dir", str(data_dir), *args],
+                env=env or cli_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"up exited with {self.process.returncode}:\n{self.output()}")
+            return "ready in" in self.output()
+
+        wait_until(ready, timeout=90, what=f"touchstream up to be ready (log {self.log})")
+
+    def broker_pid(self, broker: str = "noida") -> int:
+        return int((self.data_dir / f"kafka-{broker}" / PID_FILE).read_text())
+
+    def interrupt(self) -> int:
+        self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        return self.process.wait(timeout=60)
+
+    def sql(self, query: str) -> str:
+        done = touchstream("sql", query, "--data-dir", str(self.data_dir))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def count(self) -> int:
+        return int(self.sql(COUNT))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+@pytest.fixture
+def stop_all() -> Iterator[list[Up]]:
+    started: list[Up] = []
+    yield started
+    for up in started:
+        if up.process.poll() is None:
+            up.process.kill()
+            up.process.wait()
+
+
+def test_up_demo_runs_stops_on_ctrl_c_and_continues_with_its_data(tmp_path: Path, stop_all: list[Up]) -> None:
+    data = tmp_path / "data"
+    first = Up(data, "--demo")
+    stop_all.append(first)
+    first.wait_ready()
+    banner = first.output()
+    assert "kafka" in banner and "clickhouse" in banner and "worker" in banner and "demo" in banner
+    broker = first.broker_pid()
+
+    wait_until(lambda: first.count() > 0, timeout=60, what="first demo rows")
+    before = first.count()
+    wait_until(lambda: first.count() > before, timeout=60, what="the row count to grow")
+
+    second = touchstream("up", "--data-dir", str(data))
+    assert second.returncode == 1
+    assert "in use by another touchstream process" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    assert alive(broker), "a refused second `up` must not touch the running broker"
+
+    assert first.interrupt() == 0
+    assert not alive(broker), "the embedded broker stops with `up`"
+    assert not (data / "control.json").exists()
+
+    stopped = int(touchstream("sql", COUNT, "--data-dir", str(data)).stdout)
+    assert stopped >= before > 0, "sql works without `up`, straight from chDB"
+    by_channel = "SELECT channel, count() FROM touchpoints GROUP BY channel"
+    table = touchstream("sql", by_channel, "--format", "JSON", "--data-dir", str(data))
+    assert table.returncode == 0 and '"meta"' in table.stdout
+
+    again = Up(data, "--demo")
+    stop_all.append(again)
+    again.wait_ready()
+    assert again.count() >= stopped, "a second `up` keeps what the first one stored"
+    wait_until(lambda: again.count() > stopped, timeout=60, what="new rows after restart")
+    assert again.interrupt() == 0
+    finals = touchstream(
+        "sql", "SELECT count(), uniqExact(event_id) FROM touchpoints FINAL", "--data-dir", str(data)
+    )
+    total, unique = map(int, finals.stdout.split())
+    assert total == unique > stopped
+
+
+def test_sql_errors_are_one_line(tmp_path: Path) -> None:
+    done = touchstream("sql", "SELECT nonsense FROM nowhere", "--data-dir", str(tmp_path / "d"))
+    assert done.returncode == 1
+    assert done.stderr.startswith("touchstream: ClickHouse:") and len(done.stderr.strip().splitlines()) == 1
+    bad_format = touchstream("sql", "SELECT 1", "--format", "TSV; DROP", "--data-dir", str(tmp_path / "d"))
+    assert bad_format.returncode == 1 and "not a ClickHouse output format" in bad_format.stderr
+
+
+def test_memory_only_broker_refuses_to_restart_beside_earlier_results(
+    tmp_path: Path, stop_all: list[Up]
+) -> None:
+    env = {**cli_env(), "TOUCHSTREAM_BROKER": "tansu"}
+    data = tmp_path / "data"
+    first = Up(data, "--demo", env=env)
+    stop_all.append(first)
+    first.wait_ready()
+    assert "in memory only" in first.output()
+    broker = first.broker_pid("tansu")
+    wait_until(lambda: first.count() > 0, timeout=60, what="rows through the tansu broker")
+    assert first.interrupt() == 0
+    assert not alive(broker)
+
+    refused = touchstream("up", "--data-dir", str(data), env=env)
+    assert refused.returncode == 1
+    assert "keeps no data across restarts" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert not (data / "kafka-tansu" / PID_FILE).exists(), "the refused run stopped the broker it started"

@@ -1,0 +1,70 @@
+"""One owner per data dir: the embedded broker, chDB and worker state live there.
+
+The owner holds an exclusive `flock` on `owner.lock` for its lifetime. The kernel
+drops the lock when the process dies, even by SIGKILL, so a crash never leaves the
+directory claimed, and a second `touchstream up` on the same directory is refused
+instead of fighting the first over chDB files and the broker.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from touchstream.errors import ConfigError
+
+LOCK_FILE = "owner.lock"
+
+
+class DataDirLock:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> DataDirLock:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        handle = (self.data_dir / LOCK_FILE).open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            pid = owner(self.data_dir)
+            raise ConfigError(
+                f"{self.data_dir} is in use by another touchstream process (pid {pid}); "
+                "stop it first, or pass another --data-dir"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None
+
+    def __enter__(self) -> DataDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def owner(data_dir: Path) -> int | None:
+    """PID of the live process owning `data_dir`, or None when nobody holds it."""
+    path = data_dir / LOCK_FILE
+    try:
+        handle = path.open("r")
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = handle.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
