@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +19,8 @@ from confluent_kafka import Consumer, Message
 
 from schemas.topics import all_topics, dead_letter_topic
 from touchstream.broker import EmbeddedBroker
-from touchstream.control import ControlInfo, read_info, remote_sql
 from touchstream.kafka import ensure_topics
+from touchstream.process import WorkerProcess
 
 PARTITIONS = 4
 _counter = itertools.count()
@@ -35,75 +32,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, every: float = 0.25) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker("noida", tmp_path_factory.mktemp("broker")) as running:
         yield running
-
-
-class Worker:
-    """A `touchstream worker` subprocess against the test broker, owning one chDB dir."""
-
-    def __init__(self, env: dict[str, str], data_dir: Path, log: Path) -> None:
-        self.env = env
-        self.data_dir = data_dir
-        self.log_path = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "touchstream.cli", "worker"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        log.close()
-        wait_until(self._ready, timeout=60, what=f"worker to start (log: {self.log_path})")
-        return self
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"worker exited: {self.log_path.read_text()[-2000:]}")
-        info = read_info(self.data_dir)
-        return info is not None and info.pid == self.process.pid
-
-    @property
-    def control(self) -> ControlInfo:
-        info = read_info(self.data_dir)
-        assert info is not None, "worker is not running"
-        return info
-
-    def sql(self, query: str) -> list[list[str]]:
-        output = remote_sql(self.control, query, "TSV").decode()
-        return [line.split("\t") for line in output.splitlines()]
-
-    def scalar(self, query: str) -> int:
-        return int(self.sql(query)[0][0])
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
 
 
 @pytest.fixture
@@ -130,11 +62,13 @@ def pipeline_env(broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_worker(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], Worker]]:
-    workers: list[Worker] = []
+def start_worker(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
+    workers: list[WorkerProcess] = []
 
-    def start() -> Worker:
-        worker = Worker(pipeline_env, Path(pipeline_env["TOUCHSTREAM_DATA_DIR"]), tmp_path / "worker.log")
+    def start() -> WorkerProcess:
+        worker = WorkerProcess(
+            pipeline_env, Path(pipeline_env["TOUCHSTREAM_DATA_DIR"]), tmp_path / "worker.log"
+        )
         workers.append(worker)
         return worker.start()
 

@@ -10,8 +10,9 @@ from producers.publisher import Delivery, Publisher
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.topics import input_topic
 from tests.factories import BASE_TIME, event_data
-from tests.integration.conftest import Worker, dlq_topic, read_topic, wait_until
+from tests.integration.conftest import dlq_topic, read_topic
 from touchstream.broker import EmbeddedBroker
+from touchstream.process import WorkerProcess, wait_until
 
 COUNT_FINAL = "SELECT count() FROM touchpoints FINAL"
 
@@ -25,7 +26,7 @@ def publish_simulated(env: dict[str, str], broker: EmbeddedBroker, count: int, s
 
 
 def test_valid_events_become_rows_and_invalid_ones_dead_letters(
-    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], Worker]
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], WorkerProcess]
 ) -> None:
     expected_ids = publish_simulated(pipeline_env, broker, 3000, seed=11)
     prefix = pipeline_env["TOUCHSTREAM_TOPIC_PREFIX"]
@@ -66,7 +67,7 @@ def test_valid_events_become_rows_and_invalid_ones_dead_letters(
 
 
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(
-    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], Worker]
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], WorkerProcess]
 ) -> None:
     total = 30_000
     expected_ids = publish_simulated(pipeline_env, broker, total, seed=12)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import wait_until
 from touchstream.broker import PID_FILE
+from touchstream.process import wait_until
 
 COUNT = "SELECT count() FROM touchpoints"
 _runs = itertools.count()
