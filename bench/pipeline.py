@@ -11,7 +11,9 @@ For every broker it measures, in the same run:
   (cores; 1.0 = one core busy);
 * worker SIGKILLed mid-stream and restarted: rows missing or duplicated afterwards.
 
-Run: `python -m bench.pipeline [--events N] [--brokers noida,tansu] [--json FILE]`.
+Run: `python -m bench.pipeline [--events N] [--brokers noida,noida:0,tansu] [--json FILE]`.
+`NAME:MS` sets the worker's empty-fetch wait (TOUCHSTREAM_EMPTY_FETCH_WAIT_MS); without
+it each broker runs as `touchstream up` would run it (100 ms for noida, 0 for tansu).
 Machines here are shared and noisy: compare the ratios, not the absolute figures.
 """
 
@@ -36,6 +38,7 @@ from schemas.topics import all_topics, input_topic, input_topics
 from touchstream.broker import EmbeddedBroker
 from touchstream.kafka import ensure_topics
 from touchstream.process import WorkerProcess, wait_until
+from touchstream.settings import Settings
 
 PARTITIONS = 4
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -91,7 +94,7 @@ def raw_consume(bootstrap: str, prefix: str, total: int) -> float:
     return total / elapsed
 
 
-def worker_env(bootstrap: str, prefix: str, data_dir: Path) -> dict[str, str]:
+def worker_env(bootstrap: str, prefix: str, data_dir: Path, fetch_wait_ms: int) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key != "CLICKHOUSE_URL"}
     env.update(
         KAFKA_BOOTSTRAP=bootstrap,
@@ -101,11 +104,16 @@ def worker_env(bootstrap: str, prefix: str, data_dir: Path) -> dict[str, str]:
         TOUCHSTREAM_PARTITIONS=str(PARTITIONS),
         TOUCHSTREAM_WORKER_PORT="0",
         TOUCHSTREAM_SESSION_TIMEOUT_MS="6000",
+        TOUCHSTREAM_EMPTY_FETCH_WAIT_MS=str(fetch_wait_ms),
     )
     return env
 
 
-def run_broker(name: str, events: int, work: Path) -> BrokerFigures:
+def run_broker(variant: str, events: int, work: Path) -> BrokerFigures:
+    name, _, wait = variant.partition(":")
+    as_up = Settings(broker=name, kafka_bootstrap=None).empty_fetch_wait_seconds
+    fetch_wait_ms = int(wait) if wait else round(as_up * 1000)
+    slug = f"{name}-{fetch_wait_ms}"
     simulated = list(Simulator(SimulatorConfig(seed=5, customers=5000), START).events(events))
 
     def records(prefix: str) -> list[tuple[str, bytes, bytes]]:
@@ -114,14 +122,16 @@ def run_broker(name: str, events: int, work: Path) -> BrokerFigures:
             for event in simulated
         ]
 
-    with EmbeddedBroker(name, work / f"broker-{name}") as broker:  # type: ignore[arg-type]
+    with EmbeddedBroker(name, work / f"broker-{slug}") as broker:  # type: ignore[arg-type]
         # Throughput and idle cost: a backlog drained by one worker.
         prefix = "bench"
         ensure_topics(broker.bootstrap, all_topics(prefix), partitions=PARTITIONS)
         produce_rate = publish(broker.bootstrap, prefix, records(prefix))
         raw_rate = raw_consume(broker.bootstrap, prefix, events)
-        worker = WorkerProcess(worker_env(broker.bootstrap, prefix, work / f"{name}-a"), work / f"{name}-a",
-                               work / f"{name}-a.log")  # fmt: skip
+        data = work / f"{slug}-a"
+        worker = WorkerProcess(
+            worker_env(broker.bootstrap, prefix, data, fetch_wait_ms), data, work / f"{slug}-a.log"
+        )
         worker.start()
         began = time.perf_counter()  # from "ready": the group is joined, the sink is up
         wait_until(lambda: worker.scalar(FINAL_COUNT) >= events, timeout=900, what="backlog", every=0.5)
@@ -139,19 +149,20 @@ def run_broker(name: str, events: int, work: Path) -> BrokerFigures:
         prefix = "crash"
         ensure_topics(broker.bootstrap, all_topics(prefix), partitions=PARTITIONS)
         publish(broker.bootstrap, prefix, records(prefix))
-        env = worker_env(broker.bootstrap, prefix, work / f"{name}-b")
-        first = WorkerProcess(env, work / f"{name}-b", work / f"{name}-b.log").start()
+        data = work / f"{slug}-b"
+        env = worker_env(broker.bootstrap, prefix, data, fetch_wait_ms)
+        first = WorkerProcess(env, data, work / f"{slug}-b.log").start()
         wait_until(lambda: first.scalar("SELECT count() FROM touchpoints") > events // 5, timeout=300,
                    what="progress before the kill")  # fmt: skip
         first.kill()
-        second = WorkerProcess(env, work / f"{name}-b", work / f"{name}-b.log").start()
+        second = WorkerProcess(env, data, work / f"{slug}-b.log").start()
         with contextlib.suppress(AssertionError):  # a shortfall is what gets reported
             wait_until(lambda: second.scalar(FINAL_COUNT) >= events, timeout=300, what="rows after restart")
         stored = second.scalar(FINAL_COUNT)
         unique = second.scalar("SELECT uniqExact(event_id) FROM touchpoints")
         second.stop()
     return BrokerFigures(
-        broker=name,
+        broker=f"{name}:{fetch_wait_ms}",
         events=events,
         produce_per_s=round(produce_rate),
         raw_consume_per_s=round(raw_rate),
@@ -167,14 +178,14 @@ def run_broker(name: str, events: int, work: Path) -> BrokerFigures:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--brokers", default="noida,tansu")
+    parser.add_argument("--brokers", default="noida,noida:0,tansu")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     figures = []
     with tempfile.TemporaryDirectory(prefix="touchstream-bench-") as work:
-        for name in args.brokers.split(","):
-            print(f"benchmarking {name} with {args.events} events ...", file=sys.stderr, flush=True)
-            figures.append(run_broker(name, args.events, Path(work)))
+        for variant in args.brokers.split(","):
+            print(f"benchmarking {variant} with {args.events} events ...", file=sys.stderr, flush=True)
+            figures.append(run_broker(variant, args.events, Path(work)))
     report = {"cores": os.cpu_count(), "brokers": [asdict(figure) for figure in figures]}
     header = f"{'':28}" + "".join(f"{figure.broker:>12}" for figure in figures)
     print(f"cores: {os.cpu_count()}, events: {args.events}\n{header}")

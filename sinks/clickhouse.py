@@ -7,6 +7,7 @@ HTTP to `CLICKHOUSE_URL`. Both go through clickhouse-connect, with the same DDL.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,10 +44,18 @@ def wrap(error: DriverError) -> ClickHouseError:
     return ClickHouseError(first_line, code=error_code(error))
 
 
-def _server_client(url: str, database: str) -> Client:
+def server_database(url: str, default: str) -> str:
+    """The database named in CLICKHOUSE_URL's path, else the configured one."""
+    name = unquote(urlsplit(url).path.strip("/"))
+    if name and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ConfigError(f"CLICKHOUSE_URL names an invalid database: {name!r}")
+    return name or default
+
+
+def _server_client(url: str) -> Client:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError("CLICKHOUSE_URL must look like http(s)://user:password@host:port/db")
+        raise ConfigError("CLICKHOUSE_URL must look like http(s)://user:password@host:port[/database]")
     return clickhouse_connect.get_client(
         host=parts.hostname,
         port=parts.port or (8443 if parts.scheme == "https" else 8123),
@@ -126,8 +135,9 @@ def connect(settings: Settings, *, migrate: bool = True) -> ClickHouse:
             client = clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
             handle = ClickHouse(client, database=settings.clickhouse_database, embedded=True)
         else:
-            client = _server_client(settings.clickhouse_url.get_secret_value(), settings.clickhouse_database)
-            handle = ClickHouse(client, database=settings.clickhouse_database, embedded=False)
+            url = settings.clickhouse_url.get_secret_value()
+            database = server_database(url, settings.clickhouse_database)
+            handle = ClickHouse(_server_client(url), database=database, embedded=False)
     except DriverError as error:
         raise wrap(error) from error
     except OSError as error:
@@ -135,5 +145,5 @@ def connect(settings: Settings, *, migrate: bool = True) -> ClickHouse:
     if migrate:
         handle.migrate()
     # Unqualified table names in operators' queries resolve to Touchstream's database.
-    handle.client.database = settings.clickhouse_database
+    handle.client.database = handle.database
     return handle

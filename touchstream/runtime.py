@@ -19,6 +19,7 @@ from producers.simulator import Simulator, SimulatorConfig
 from schemas.topics import all_topics, input_topic
 from sinks.clickhouse import ClickHouse, connect
 from streams.app import build, faust_app
+from streams.fetchpace import pace_empty_fetches
 from touchstream import control
 from touchstream.broker import EmbeddedBroker, free_port, wait_for_metadata
 from touchstream.datadir import DataDirLock
@@ -127,6 +128,7 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
         print(f"clickhouse {where}, database {settings.clickhouse_database}")
         if not settings.worker_port:
             settings = settings.model_copy(update={"worker_port": free_port(settings.worker_host)})
+        pace_empty_fetches(settings.empty_fetch_wait_seconds)
         app = faust_app(settings, bootstrap)
         stats = build(app, settings, clickhouse)
         control.register(app, clickhouse, stats)

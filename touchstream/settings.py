@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     #: running worker its own value; the default is stable per app and host.
     worker_instance: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
 
+    #: Wait after a fetch that brought nothing before fetching again. Unset: 100 ms on
+    #: the embedded noida broker (it answers empty fetches at once, so an idle worker
+    #: would spin a core), 0 elsewhere (real brokers wait fetch.max.wait.ms themselves).
+    empty_fetch_wait_ms: int | None = Field(default=None, ge=0, le=5000)
+
     demo_rate: float = Field(default=200.0, gt=0, description="events/s the demo simulator sends")
     demo_seed: int = 7
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
@@ -66,6 +71,12 @@ class Settings(BaseSettings):
     @property
     def embedded_clickhouse(self) -> bool:
         return self.clickhouse_url is None
+
+    @property
+    def empty_fetch_wait_seconds(self) -> float:
+        if self.empty_fetch_wait_ms is not None:
+            return self.empty_fetch_wait_ms / 1000
+        return 0.1 if self.embedded_kafka and self.broker == "noida" else 0.0
 
     @property
     def group_instance_id(self) -> str:

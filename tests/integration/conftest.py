@@ -55,6 +55,7 @@ def pipeline_env(broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
         "TOUCHSTREAM_SESSION_TIMEOUT_MS": "6000",
         "TOUCHSTREAM_REBALANCE_TIMEOUT_MS": "8000",
         "TOUCHSTREAM_SINK_FLUSH_SECONDS": "0.3",
+        "TOUCHSTREAM_EMPTY_FETCH_WAIT_MS": "100",  # the session broker is noida: see streams/fetchpace.py
         "TOUCHSTREAM_LOG_LEVEL": "info",
     }
     env.pop("CLICKHOUSE_URL", None)

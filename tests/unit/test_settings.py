@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from sinks.clickhouse import server_database
+from touchstream.errors import ConfigError
 from touchstream.settings import Settings
 
 
@@ -35,3 +37,38 @@ def test_prefixed_values_are_parsed_and_validated(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("TOUCHSTREAM_BROKER", "zookeeper")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_empty_fetch_wait_defaults_to_pacing_only_the_embedded_noida(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_BOOTSTRAP", "TOUCHSTREAM_BROKER", "TOUCHSTREAM_EMPTY_FETCH_WAIT_MS"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().empty_fetch_wait_seconds == 0.1
+    assert Settings(broker="tansu").empty_fetch_wait_seconds == 0
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "kafka:9092")
+    assert Settings().empty_fetch_wait_seconds == 0
+    monkeypatch.setenv("TOUCHSTREAM_EMPTY_FETCH_WAIT_MS", "250")
+    assert Settings().empty_fetch_wait_seconds == 0.25
+
+
+def test_restarted_worker_keeps_its_group_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOUCHSTREAM_WORKER_INSTANCE", raising=False)
+    assert Settings(app_id="ts").group_instance_id == Settings(app_id="ts").group_instance_id
+    assert Settings(app_id="ts").group_instance_id.startswith("ts-")
+    assert Settings(worker_instance="worker-2").group_instance_id == "worker-2"
+
+
+@pytest.mark.parametrize(
+    ("url", "database"),
+    [
+        ("http://u:p@clickhouse:8123/analytics", "analytics"),
+        ("http://u:p@clickhouse:8123", "touchstream"),
+        ("https://u:p@clickhouse:8443/", "touchstream"),
+    ],
+)
+def test_clickhouse_url_may_name_the_database(url: str, database: str) -> None:
+    assert server_database(url, "touchstream") == database
+
+
+def test_clickhouse_url_database_must_be_an_identifier() -> None:
+    with pytest.raises(ConfigError, match="invalid database"):
+        server_database("http://clickhouse:8123/drop;table", "touchstream")

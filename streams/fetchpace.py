@@ -1,0 +1,49 @@
+"""Pacing empty fetches for brokers that ignore the fetch wait time.
+
+A Kafka broker holds a fetch for up to `fetch.max.wait.ms` when there is nothing new,
+so an up-to-date consumer costs nothing. The embedded noida broker answers at once
+instead, and aiokafka (under Faust) then sends the next fetch immediately: an idle
+worker spins a whole core. `pace_empty_fetches` makes the consumer wait `seconds`
+after a fetch that brought no records before asking that broker again, which is the
+wait the broker should have done itself; a fetch that brings records is followed
+by the next one at once, so throughput under load is unchanged.
+
+It wraps one private aiokafka method, so it checks that the method still exists
+and refuses to start on an aiokafka it was not written for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from typing import Any
+
+from aiokafka.consumer.fetcher import Fetcher
+
+from touchstream.errors import ConfigError
+
+_ORIGINAL = getattr(Fetcher, "_proc_fetch_request", None)
+_PACED = "_touchstream_paced"
+
+
+def pace_empty_fetches(seconds: float) -> None:
+    if seconds <= 0 or getattr(Fetcher, _PACED, False):
+        return
+    if _ORIGINAL is None or list(inspect.signature(_ORIGINAL).parameters) != [
+        "self", "assignment", "node_id", "request",
+    ]:  # fmt: skip
+        raise ConfigError(
+            "this aiokafka version cannot pace empty fetches; set TOUCHSTREAM_EMPTY_FETCH_WAIT_MS=0"
+        )
+    original = _ORIGINAL
+
+    @functools.wraps(original)
+    async def paced(self: Fetcher, assignment: Any, node_id: int, request: Any) -> bool:
+        got_records = bool(await original(self, assignment, node_id, request))
+        if not got_records:
+            await asyncio.sleep(seconds)
+        return got_records
+
+    Fetcher._proc_fetch_request = paced
+    setattr(Fetcher, _PACED, True)
