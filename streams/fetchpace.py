@@ -42,7 +42,10 @@ def pace_empty_fetches(seconds: float) -> None:
     async def paced(self: Fetcher, assignment: Any, node_id: int, request: Any) -> bool:
         got_records = bool(await original(self, assignment, node_id, request))
         if not got_records:
-            await asyncio.sleep(seconds)
+            try:
+                await asyncio.sleep(seconds)
+            except asyncio.CancelledError:
+                return False  # closing or reassigned: the result is of no interest, as upstream
         return got_records
 
     Fetcher._proc_fetch_request = paced

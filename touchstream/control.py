@@ -35,12 +35,20 @@ def check_format(fmt: str) -> str:
 
 
 def register(app: faust.App, clickhouse: ClickHouse, stats: PipelineStats) -> None:
-    """Add `/status` and `/sql` to the worker's web server (bound to loopback by default)."""
+    """Add `/status` to the worker's web server, and `/sql` when it owns an embedded chDB.
+
+    `/sql` runs any statement, so it exists only for the embedded case, where the worker
+    is the one process able to open chDB and binds to loopback; against a ClickHouse
+    server, `touchstream sql` connects to that server with its own credentials.
+    """
 
     @app.page("/status")
     class Status(View):
         async def get(self, request: Request) -> Response:
             return self.json({"pid": os.getpid(), **stats.as_dict()})
+
+    if not clickhouse.embedded:
+        return
 
     @app.page("/sql")
     class Sql(View):

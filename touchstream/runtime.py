@@ -172,6 +172,7 @@ class _Worker(Worker):
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
+        self.spinner = None  # the banner above says what started; no cursor tricks in logs
         self._control_info = control_info
         self._data_dir = data_dir
         self._began = started
