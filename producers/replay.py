@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from producers.publisher import Delivery, Publisher
@@ -93,8 +94,11 @@ def replay(
             summary.rejected += 1
             if len(summary.reasons) < 20:
                 summary.reasons.append(f"{path.name}:{number}: {decoded.reason}")
-            headers = [("touchstream.reason", decoded.reason.encode()),
-                       ("touchstream.source.file", f"{path}:{number}".encode())]  # fmt: skip
+            headers = [
+                ("touchstream.reason", decoded.reason.encode()),
+                ("touchstream.source.file", f"{path}:{number}".encode()),
+                ("touchstream.failed_at", datetime.now(UTC).isoformat().encode()),
+            ]
             publisher.send_raw(dlq, None, raw, delivery, headers=headers)
         else:
             topic = input_topic(decoded.channel, publisher.prefix)

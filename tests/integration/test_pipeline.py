@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import cast
 
 from producers.publisher import Delivery, Publisher
@@ -84,3 +88,51 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(
     stored = {row[0] for row in second.sql("SELECT event_id FROM touchpoints FINAL")}
     assert stored == expected_ids
     assert second.stop() == 0
+
+
+def test_replay_publishes_valid_lines_and_dead_letters_the_rest(
+    broker: EmbeddedBroker,
+    pipeline_env: dict[str, str],
+    start_worker: Callable[[], WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    events = list(Simulator(SimulatorConfig(seed=21), BASE_TIME).events(400))
+    jsonl = tmp_path / "backfill.jsonl"
+    lines = [event.model_dump_json() for event in events[:300]]
+    lines.insert(10, '{"event_id": "broken", "channel": "web"}')
+    lines.insert(50, json.dumps(event_data(event_id="late-naive", occurred_at="2026-03-02T10:00:00")))
+    jsonl.write_text("\n".join(lines) + "\n")
+    csv_file = tmp_path / "backfill.csv"
+    with csv_file.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(event_data()))
+        writer.writeheader()
+        for event in events[300:]:
+            row = event.model_dump(mode="json")
+            for column in ("survey", "consent", "attributes"):
+                row[column] = json.dumps(row[column]) if row[column] is not None else ""
+            writer.writerow({key: "" if value is None else value for key, value in row.items()})
+
+    def replay(path: Path) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "touchstream.cli", "replay", str(path)]
+        return subprocess.run(
+            command, env=pipeline_env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        )
+
+    from_jsonl = replay(jsonl)
+    assert from_jsonl.returncode == 1, "a backfill with rejected lines says so in its status"
+    assert "published 300 events, rejected 2" in from_jsonl.stdout
+    assert "backfill.jsonl:11:" in from_jsonl.stderr and "backfill.jsonl:52:" in from_jsonl.stderr
+    from_csv = replay(csv_file)
+    assert from_csv.returncode == 0, from_csv.stderr
+    assert "published 100 events, rejected 0" in from_csv.stdout
+
+    worker = start_worker()
+    wait_until(lambda: worker.scalar(COUNT_FINAL) >= len(events), timeout=90, what="replayed rows")
+    assert {row[0] for row in worker.sql("SELECT event_id FROM touchpoints FINAL")} == {
+        event.event_id for event in events
+    }
+    letters = read_topic(broker.bootstrap, dlq_topic(pipeline_env), expected=2)
+    sources = sorted(dict(cast(list[tuple[str, bytes]], letter.headers()))["touchstream.source.file"]
+                     for letter in letters)  # fmt: skip
+    assert sources == [f"{jsonl}:11".encode(), f"{jsonl}:52".encode()]
+    assert worker.stop() == 0
