@@ -121,7 +121,7 @@ def test_replay_publishes_valid_lines_and_dead_letters_the_rest(
     from_jsonl = replay(jsonl)
     assert from_jsonl.returncode == 1, "a backfill with rejected lines says so in its status"
     assert "published 300 events, rejected 2" in from_jsonl.stdout
-    assert "backfill.jsonl:11:" in from_jsonl.stderr and "backfill.jsonl:52:" in from_jsonl.stderr
+    assert "backfill.jsonl:11:" in from_jsonl.stderr and "backfill.jsonl:51:" in from_jsonl.stderr
     from_csv = replay(csv_file)
     assert from_csv.returncode == 0, from_csv.stderr
     assert "published 100 events, rejected 0" in from_csv.stdout
@@ -134,5 +134,5 @@ def test_replay_publishes_valid_lines_and_dead_letters_the_rest(
     letters = read_topic(broker.bootstrap, dlq_topic(pipeline_env), expected=2)
     sources = sorted(dict(cast(list[tuple[str, bytes]], letter.headers()))["touchstream.source.file"]
                      for letter in letters)  # fmt: skip
-    assert sources == [f"{jsonl}:11".encode(), f"{jsonl}:52".encode()]
+    assert sources == [f"{jsonl}:11".encode(), f"{jsonl}:51".encode()]
     assert worker.stop() == 0
