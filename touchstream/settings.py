@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     clickhouse_url: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("CLICKHOUSE_URL", "TOUCHSTREAM_CLICKHOUSE_URL"),
-        description="http(s)://user:password@host:port/database; unset = embedded chDB",
+        description="http(s)://user:password@host:port[/database]; unset = embedded chDB",
     )
     clickhouse_database: str = Field(default="touchstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     data_dir: Path = Path(".touchstream")
@@ -45,7 +45,6 @@ class Settings(BaseSettings):
 
     sink_batch_size: int = Field(default=5000, ge=1)
     sink_flush_seconds: float = Field(default=1.0, gt=0)
-    sink_max_retries: int = Field(default=8, ge=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     #: How long a group rebalance waits for members to rejoin.
     rebalance_timeout_ms: int = Field(default=60_000, ge=1000)
