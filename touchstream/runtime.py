@@ -117,6 +117,7 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
     control file so `touchstream sql` elsewhere can ask it.
     """
     started = time.monotonic()
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.absolute()})
     with ExitStack() as stack:
         stack.enter_context(DataDirLock(settings.data_dir))
         bootstrap, forgetful = kafka(settings, stack)
@@ -150,7 +151,6 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
             loglevel=settings.log_level.upper(),
             quiet=True,
             redirect_stdouts=False,
-            workdir=str(settings.data_dir),
         )
         try:
             worker.execute_from_commandline()

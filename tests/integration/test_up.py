@@ -20,9 +20,8 @@ _runs = itertools.count()
 
 
 def cli_env() -> dict[str, str]:
-    env = {
-        key: value for key, value in os.environ.items() if key not in ("KAFKA_BOOTSTRAP", "CLICKHOUSE_URL")
-    }
+    unset = ("KAFKA_BOOTSTRAP", "CLICKHOUSE_URL", "TOUCHSTREAM_DATA_DIR")
+    env = {key: value for key, value in os.environ.items() if key not in unset}
     env.update(
         TOUCHSTREAM_WORKER_PORT="0",
         TOUCHSTREAM_SESSION_TIMEOUT_MS="6000",
@@ -43,12 +42,15 @@ class Up:
     """A `touchstream up` process, as started from a terminal."""
 
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        """`up` in the data dir's parent; a dir named `.touchstream` is the default, so not passed."""
         self.data_dir = data_dir
         self.log = data_dir.parent / f"up-{data_dir.name}-{next(_runs)}.log"
+        where = [] if data_dir.name == ".touchstream" else ["--data-dir", data_dir.name]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "touchstream.cli", "up", "--data-dir", str(data_dir), *args],
+                [sys.executable, "-m", "touchstream.cli", "up", *where, *args],
                 env=env or cli_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=data_dir.parent,
             )  # fmt: skip
 
     def output(self) -> str:
@@ -97,7 +99,7 @@ def stop_all() -> Iterator[list[Up]]:
 
 
 def test_up_demo_runs_stops_on_ctrl_c_and_continues_with_its_data(tmp_path: Path, stop_all: list[Up]) -> None:
-    data = tmp_path / "data"
+    data = tmp_path / ".touchstream"  # as `make demo` runs it: the default, relative data dir
     first = Up(data, "--demo")
     stop_all.append(first)
     first.wait_ready()
