@@ -35,6 +35,17 @@ LOG_FILE = "broker.log"
 _PR_SET_PDEATHSIG = 1
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not listen on (host, port) right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))

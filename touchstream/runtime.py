@@ -21,7 +21,7 @@ from sinks.clickhouse import ClickHouse, connect
 from streams.app import build, faust_app
 from streams.fetchpace import pace_empty_fetches
 from touchstream import control
-from touchstream.broker import EmbeddedBroker, free_port, wait_for_metadata
+from touchstream.broker import EmbeddedBroker, free_port, port_in_use, wait_for_metadata
 from touchstream.datadir import DataDirLock
 from touchstream.errors import ConfigError
 from touchstream.kafka import ensure_topics
@@ -120,6 +120,11 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
     settings = settings.model_copy(update={"data_dir": settings.data_dir.absolute()})
     with ExitStack() as stack:
         stack.enter_context(DataDirLock(settings.data_dir))
+        if settings.worker_port and port_in_use(settings.worker_host, settings.worker_port):
+            raise ConfigError(
+                f"port {settings.worker_port} on {settings.worker_host} is in use; set "
+                "TOUCHSTREAM_WORKER_PORT to another port, or 0 for any free one"
+            )
         bootstrap, forgetful = kafka(settings, stack)
         clickhouse = connect(settings)
         stack.callback(clickhouse.close)

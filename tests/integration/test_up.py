@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -167,3 +168,18 @@ def test_memory_only_broker_refuses_to_restart_beside_earlier_results(
     assert "keeps no data across restarts" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert not (data / "kafka-tansu" / PID_FILE).exists(), "the refused run stopped the broker it started"
+
+
+def test_busy_worker_port_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**cli_env(), "TOUCHSTREAM_WORKER_PORT": str(port)}
+        done = touchstream("up", "--data-dir", str(tmp_path / "d"), env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"touchstream: port {port} on 127.0.0.1 is in use; set TOUCHSTREAM_WORKER_PORT "
+        "to another port, or 0 for any free one"
+    )
+    assert not (tmp_path / "d" / "kafka-noida").exists(), "checked before the broker starts"
