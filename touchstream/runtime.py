@@ -28,8 +28,11 @@ from touchstream.kafka import ensure_topics
 from touchstream.settings import Settings
 
 log = logging.getLogger(__name__)
-#: Mean events per simulated session, used to turn an events/s rate into sessions/s.
-EVENTS_PER_SESSION = 3.0
+#: Events per second per session started per second, once journeys are under way; turns
+#: an events/s rate into sessions/s. Journeys last minutes to hours (email replies), so
+#: the rate ramps up: measured with the default journeys, about 1.4 in the first
+#: minute, 3.5 at 10 minutes, 4.5 at 30 minutes and 5 after an hour.
+EVENTS_PER_SESSION = 4.5
 
 
 def kafka(settings: Settings, stack: ExitStack, *, say: bool = True) -> tuple[str, bool]:
@@ -147,7 +150,10 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
             traffic = DemoTraffic(settings, bootstrap)
             traffic.start()
             stack.callback(traffic.stop)
-            print(f"demo       simulated journeys at ~{settings.demo_rate:.0f} events/s")
+            print(
+                f"demo       simulated journeys, ramping up to ~{settings.demo_rate:.0f} events/s "
+                "as conversations get under way"
+            )
         worker = _Worker(
             app,
             control_info=info,
