@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -89,3 +92,71 @@ class Publisher:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class AsyncPublisher:
+    """Publishing for asyncio servers: `await publish(events)` returns once Kafka has them all.
+
+    One confluent-kafka producer, served by a background thread that polls delivery
+    reports and hands each to the event loop. Messages Kafka has not acknowledged
+    within `timeout` fail (librdkafka's `message.timeout.ms`), so a caller is never
+    left hanging when Kafka is unreachable; it gets a `BrokerError` and can answer 503.
+    """
+
+    def __init__(self, bootstrap: str, *, prefix: str = DEFAULT_PREFIX, timeout: float = 10.0) -> None:
+        self.prefix = prefix
+        self.timeout = timeout
+        self._producer = Producer(producer_config(bootstrap, **{"message.timeout.ms": int(timeout * 1000)}))
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="publisher-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(0.1)
+
+    async def publish(self, events: Sequence[TouchpointEvent]) -> None:
+        loop = asyncio.get_running_loop()
+        pending: list[asyncio.Future[None]] = []
+        for event in events:
+            future: asyncio.Future[None] = loop.create_future()
+            pending.append(future)
+            self._produce(input_topic(event.channel, self.prefix), event.customer_id.encode(), encode(event),
+                          _settle(loop, future))  # fmt: skip
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:
+            raise BrokerError(
+                f"Kafka did not acknowledge {len(failures)} of {len(events)} events: {failures[0]}"
+            )
+
+    def _produce(self, topic: str, key: bytes, value: bytes, report: Callable[..., None]) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=report)
+                return
+            except BufferError:  # local queue full: the poll thread is draining it
+                time.sleep(0.01)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)
+        self._stopping.set()
+        self._poller.join(timeout=5)
+        self._producer.close()
+
+
+def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> Callable[..., None]:
+    """A delivery callback (runs on the poll thread) that resolves `future` on its loop."""
+
+    def resolve(error: KafkaError | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(BrokerError(error.str()))
+
+    def report(error: KafkaError | None, _message: Message) -> None:
+        loop.call_soon_threadsafe(resolve, error)
+
+    return report

@@ -53,7 +53,15 @@ def _progress() -> Progress:
 def cmd_up(args: argparse.Namespace) -> int:
     from touchstream.runtime import run_worker
 
-    run_worker(_settings(args), demo=args.demo)
+    run_worker(_settings(args), demo=args.demo, collector=True)
+    return 0
+
+
+def cmd_collector(args: argparse.Namespace) -> int:
+    from touchstream.collector import serve
+
+    settings = _settings(args)
+    serve(settings, _bootstrap(settings))
     return 0
 
 
@@ -164,8 +172,9 @@ def parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    up = verb("up", cmd_up, "start the embedded stack: broker, worker, sink (Ctrl-C stops it)")
+    up = verb("up", cmd_up, "start the embedded stack: broker, collector, worker, sink (Ctrl-C stops it)")
     up.add_argument("--demo", action="store_true", help="also publish simulated journeys")
+    verb("collector", cmd_collector, "serve the HTTP collector (POST /v1/events) in front of Kafka")
     verb("worker", cmd_worker, "run one stream worker against the configured Kafka and ClickHouse")
     sql = verb("sql", cmd_sql, "run a SQL query against the ClickHouse in use")
     sql.add_argument("query")

@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 from faust.worker import Worker
+from mode import ServiceT
 
 from producers.publisher import Delivery, Publisher
 from producers.simulator import Simulator, SimulatorConfig
@@ -20,6 +21,7 @@ from schemas.topics import all_topics, input_topic
 from sinks.clickhouse import ClickHouse, connect
 from streams.app import build, faust_app
 from streams.fetchpace import pace_empty_fetches
+from touchstream import collector as collecting
 from touchstream import control
 from touchstream.broker import EmbeddedBroker, free_port, port_in_use, wait_for_metadata
 from touchstream.datadir import DataDirLock
@@ -113,7 +115,9 @@ class DemoTraffic(threading.Thread):
         self.join(timeout=15)
 
 
-def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) -> None:
+def run_worker(
+    settings: Settings, *, demo: bool = False, collector: bool = False, owner: bool = True
+) -> None:
     """Run the worker in this process until Ctrl-C / SIGTERM; everything started is stopped.
 
     `owner` marks the process that holds an embedded chDB directory: it writes the
@@ -128,13 +132,15 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
                 f"port {settings.worker_port} on {settings.worker_host} is in use; set "
                 "TOUCHSTREAM_WORKER_PORT to another port, or 0 for any free one"
             )
+        if collector:
+            collecting.check_port(settings)
         bootstrap, forgetful = kafka(settings, stack)
         clickhouse = connect(settings)
         stack.callback(clickhouse.close)
         if forgetful:
             refuse_stale_results(settings, clickhouse)
         where = "chDB at " + str(settings.chdb_path) if clickhouse.embedded else "ClickHouse server"
-        print(f"clickhouse {where}, database {settings.clickhouse_database}")
+        print(f"clickhouse {where}, database {clickhouse.database}")
         if not settings.worker_port:
             settings = settings.model_copy(update={"worker_port": free_port(settings.worker_host)})
         pace_empty_fetches(settings.empty_fetch_wait_seconds)
@@ -146,6 +152,11 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
         if info is not None:
             stack.callback((settings.data_dir / control.CONTROL_FILE).unlink, missing_ok=True)
         print(f"worker     {url}/status  (group {settings.app_id}, {settings.partitions} partitions)")
+        services = []
+        if collector:
+            port = settings.collector_port or free_port(settings.collector_host)
+            services.append(collecting.CollectorService(settings, bootstrap, port))
+            print(f"collector  {collecting.describe(settings, port)}")
         if demo:
             traffic = DemoTraffic(settings, bootstrap)
             traffic.start()
@@ -156,6 +167,7 @@ def run_worker(settings: Settings, *, demo: bool = False, owner: bool = True) ->
             )
         worker = _Worker(
             app,
+            *services,
             control_info=info,
             data_dir=settings.data_dir,
             started=started,
@@ -176,13 +188,13 @@ class _Worker(Worker):
     def __init__(
         self,
         app: faust.App,
-        *,
+        *services: ServiceT,
         control_info: control.ControlInfo | None,
         data_dir: Path,
         started: float,
         **kwargs: Any,
     ) -> None:
-        super().__init__(app, **kwargs)
+        super().__init__(app, *services, **kwargs)
         self.spinner = None  # the banner above says what started; no cursor tricks in logs
         self._control_info = control_info
         self._data_dir = data_dir

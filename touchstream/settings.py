@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -40,7 +40,15 @@ class Settings(BaseSettings):
 
     worker_host: str = "127.0.0.1"
     worker_port: int = Field(default=6066, ge=0, le=65535)
+    collector_host: str = "127.0.0.1"
     collector_port: int = Field(default=8080, ge=0, le=65535)
+    #: API keys accepted on `POST /v1/events`, comma-separated. Unset: the collector
+    #: uses (and on first start creates) the key in `<data dir>/collector.key`.
+    collector_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    collector_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    collector_max_batch: int = Field(default=500, ge=1)
+    #: How long an accepted request waits for Kafka's acknowledgement before a 503.
+    collector_publish_timeout_seconds: float = Field(default=10.0, gt=0)
     dashboard_port: int = Field(default=8081, ge=0, le=65535)
 
     sink_batch_size: int = Field(default=5000, ge=1)
@@ -62,6 +70,17 @@ class Settings(BaseSettings):
     demo_rate: float = Field(default=200.0, gt=0, description="events/s the demo simulator sends")
     demo_seed: int = 7
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    @field_validator("collector_api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @property
+    def collector_key_file(self) -> Path:
+        return self.data_dir / "collector.key"
 
     @property
     def embedded_kafka(self) -> bool:

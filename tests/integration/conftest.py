@@ -80,16 +80,21 @@ def start_worker(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Calla
 
 
 def read_topic(bootstrap: str, topic: str, *, expected: int, timeout: float = 30) -> list[Message]:
+    return read_topics(bootstrap, [topic], expected=expected, timeout=timeout)
+
+
+def read_topics(bootstrap: str, topics: list[str], *, expected: int, timeout: float = 30) -> list[Message]:
+    """Records of `topics` from the start: stops at `expected` of them, or at `timeout`."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{topic}-{time.time_ns()}",
+            "group.id": f"reader-{time.time_ns()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "session.timeout.ms": 6000,
         }
     )
-    consumer.subscribe([topic])
+    consumer.subscribe(topics)
     messages: list[Message] = []
     deadline = time.monotonic() + timeout
     try:

@@ -1,0 +1,101 @@
+"""Running the HTTP collector: inside `touchstream up`, or alone (`touchstream collector`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+
+from aiohttp import web
+from mode import Service
+
+from producers.collector import Collector, CollectorConfig
+from producers.publisher import AsyncPublisher
+from touchstream.broker import port_in_use
+from touchstream.errors import ConfigError
+from touchstream.settings import Settings
+
+
+def api_keys(settings: Settings) -> tuple[str, ...]:
+    """The configured keys, else the data dir's own key (created on first use, mode 0600)."""
+    if settings.collector_api_keys:
+        return tuple(key.get_secret_value() for key in settings.collector_api_keys)
+    return (_key_file(settings.collector_key_file),)
+
+
+def _key_file(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+def check_port(settings: Settings) -> None:
+    if settings.collector_port and port_in_use(settings.collector_host, settings.collector_port):
+        raise ConfigError(
+            f"port {settings.collector_port} on {settings.collector_host} is in use; set "
+            "TOUCHSTREAM_COLLECTOR_PORT to another port, or 0 for any free one"
+        )
+
+
+def build(settings: Settings, bootstrap: str) -> tuple[web.Application, AsyncPublisher]:
+    publisher = AsyncPublisher(
+        bootstrap, prefix=settings.topic_prefix, timeout=settings.collector_publish_timeout_seconds
+    )
+    config = CollectorConfig(
+        api_keys=api_keys(settings),
+        max_body_bytes=settings.collector_max_body_bytes,
+        max_batch=settings.collector_max_batch,
+    )
+    return Collector(config, publisher).application(), publisher
+
+
+def describe(settings: Settings, port: int) -> str:
+    where = "keys from TOUCHSTREAM_COLLECTOR_API_KEYS"
+    if not settings.collector_api_keys:
+        where = f"API key in {settings.collector_key_file}"
+    return f"http://{settings.collector_host}:{port}/v1/events  ({where})"
+
+
+class CollectorService(Service):
+    """The collector as a service of the worker started by `touchstream up`."""
+
+    def __init__(self, settings: Settings, bootstrap: str, port: int) -> None:
+        super().__init__()
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.port = port
+        self._runner: web.AppRunner | None = None
+        self._publisher: AsyncPublisher | None = None
+
+    async def on_start(self) -> None:
+        app, self._publisher = build(self.settings, self.bootstrap)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.settings.collector_host, self.port).start()
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._publisher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._publisher.close)
+
+
+def serve(settings: Settings, bootstrap: str) -> None:
+    """`touchstream collector`: serve until SIGINT/SIGTERM, then close the producer."""
+    check_port(settings)
+    app, publisher = build(settings, bootstrap)
+
+    async def close_publisher(_app: web.Application) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, publisher.close)
+
+    app.on_cleanup.append(close_publisher)
+    print(f"collector  {describe(settings, settings.collector_port)}  -> Kafka {bootstrap}", flush=True)
+    web.run_app(app, host=settings.collector_host, port=settings.collector_port, print=None, access_log=None)
