@@ -1,0 +1,115 @@
+"""Collector throughput: requests/s and events/s through `POST /v1/events` into Kafka.
+
+Starts the embedded noida broker and `touchstream collector`, then posts with
+`--concurrency` aiohttp clients for `--seconds`, with batches of 1 and of 100
+events. Every answer must be 202 (Kafka has the events). Baseline in the same run:
+confluent-kafka producing the same events directly (events/s), so the collector's
+figure reads as a share of what the broker takes.
+
+Run: `python -m bench.collector [--seconds 10] [--concurrency 16] [--json FILE]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.pipeline import START, publish
+from producers.simulator import Simulator, SimulatorConfig
+from schemas.topics import all_topics, input_topic
+from touchstream.broker import EmbeddedBroker, free_port
+from touchstream.kafka import ensure_topics
+from touchstream.process import wait_until
+
+KEY = "bench-key"
+
+
+async def load(url: str, bodies: list[bytes], seconds: float, concurrency: int) -> tuple[int, int]:
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(offset: int) -> None:
+        nonlocal done
+        async with aiohttp.ClientSession() as session:
+            index = offset
+            while time.perf_counter() < deadline:
+                async with session.post(url, data=bodies[index % len(bodies)], headers=headers) as response:
+                    await response.read()
+                    if response.status != 202:
+                        raise RuntimeError(f"collector answered {response.status}")
+                done += 1
+                index += concurrency
+
+    await asyncio.gather(*(client(offset) for offset in range(concurrency)))
+    return done, len(bodies)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    events = list(Simulator(SimulatorConfig(seed=9, customers=5000), START).events(20_000))
+    dumped = [event.model_dump(mode="json") for event in events]
+    report: dict[str, Any] = {"cores": os.cpu_count(), "concurrency": args.concurrency}
+    with tempfile.TemporaryDirectory(prefix="touchstream-bench-") as work, \
+            EmbeddedBroker("noida", Path(work) / "broker") as broker:  # fmt: skip
+        ensure_topics(broker.bootstrap, all_topics("bench"), partitions=4)
+        direct = [(input_topic(e.channel, "bench"), e.customer_id.encode(), e.model_dump_json().encode())
+                  for e in events]  # fmt: skip
+        report["direct_produce_events_per_s"] = round(publish(broker.bootstrap, "bench", direct))
+        port = free_port()
+        env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap, "TOUCHSTREAM_TOPIC_PREFIX": "bench",
+               "TOUCHSTREAM_COLLECTOR_PORT": str(port), "TOUCHSTREAM_COLLECTOR_API_KEYS": KEY,
+               "TOUCHSTREAM_DATA_DIR": str(Path(work) / "data")}  # fmt: skip
+        collector = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "collector"], env=env,
+                                     stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}/v1/events"
+            wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="collector")
+            for batch in (1, 100):
+                bodies = [json.dumps(dumped[i : i + batch]).encode() for i in range(0, len(dumped), batch)]
+                began = time.perf_counter()
+                requests, _ = asyncio.run(load(url, bodies, args.seconds, args.concurrency))
+                elapsed = time.perf_counter() - began
+                report[f"batch_{batch}"] = {
+                    "requests_per_s": round(requests / elapsed),
+                    "events_per_s": round(requests * batch / elapsed),
+                }
+        finally:
+            collector.terminate()
+            collector.wait(timeout=30)
+    for name in ("batch_1", "batch_100"):
+        report[name]["vs_direct_produce"] = round(
+            report[name]["events_per_s"] / report["direct_produce_events_per_s"], 4
+        )
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
