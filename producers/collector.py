@@ -1,18 +1,24 @@
 """The HTTP collector: channel systems send touchpoints here, and get an answer per item.
 
-`POST /v1/events` takes one canonical event or a JSON array of them, with an API key
-(`Authorization: Bearer KEY` or `X-API-Key: KEY`). Each item is validated on its own;
-the valid ones are published, and the answer (202) comes only once Kafka has
-acknowledged every one of them, with the accepted count and a reason per rejected
-item. Nothing valid is published when the request as a whole is bad (4xx), and when
-Kafka does not acknowledge in time the answer is 503: resending is safe, since
-`event_id` makes redelivery idempotent downstream.
+- `POST /v1/events` takes one canonical event or a JSON array of them, with an API key
+  (`Authorization: Bearer KEY` or `X-API-Key: KEY`). A publishable web key (the one in
+  the website snippet) may send only web page views and clicks.
+- `POST /v1/webhooks/<kind>/<provider>` takes a platform's own webhook payload
+  (`producers/providers.py` lists them), proven by the provider's signature scheme
+  with its configured secret; `GET` on the same path answers Messenger's
+  subscription check.
+- `GET /v1/touchstream.js` serves the website snippet; `GET /healthz`, `GET /metrics`
+  (Prometheus text) and `GET /openapi.json` need no key.
 
-`received_at` is set here, by the adapter, as SPEC §2 says: a value sent by the
-client is replaced.
+Each item is judged on its own: valid ones are published, and the answer (202 for
+events, 200 for webhooks, since platforms retry anything else) comes only once Kafka has
+acknowledged every one of them, with a reason per rejected item. Nothing is published
+when the request as a whole is bad (4xx), and when Kafka does not acknowledge in time
+the answer is 503: resending is safe, since `event_id` makes redelivery idempotent
+downstream.
 
-`GET /healthz` and `GET /metrics` (Prometheus text) need no key; `GET /openapi.json`
-describes the API.
+`received_at` is set here, by the adapter, as SPEC §2 says: a value sent by a client
+is replaced.
 """
 
 from __future__ import annotations
@@ -20,20 +26,24 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any, Protocol
 
 from aiohttp import web
-from pydantic import ValidationError
 
+from producers.mapping import Mapped, MappingContext, PayloadError
 from producers.metrics import CollectorMetrics
-from schemas.codec import describe
-from schemas.touchpoint import TouchpointEvent
+from producers.providers import PROVIDERS
+from producers.webhook import SignatureError, WebhookRequest
+from schemas.touchpoint import Channel, Kind, TouchpointEvent
 from touchstream.errors import BrokerError
 
 API_KEY_HEADER = "X-API-Key"
+EVENTS = "events"
+WEB_KINDS = frozenset({Kind.PAGE_VIEW, Kind.CLICK})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -46,39 +56,46 @@ class EventSink(Protocol):
 @dataclass(frozen=True)
 class CollectorConfig:
     api_keys: tuple[str, ...]
+    #: Publishable keys for websites: web page_view and click events only.
+    web_keys: tuple[str, ...] = ()
+    #: Origins allowed to call /v1/events from a browser ("*" for any).
+    allowed_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 1_048_576
+    webhook_max_body_bytes: int = 33_554_432
     max_batch: int = 500
+    #: Secret per provider, by route (`chat/intercom`) or provider name (`intercom`).
+    webhook_secrets: Mapping[str, str] = field(default_factory=dict)
+    webhook_tolerance_seconds: float = 300.0
+    #: Messenger's subscription check token (chosen by the operator, typed into Meta's dashboard).
+    webhook_verify_token: str | None = None
+    brand_domains: frozenset[str] = frozenset()
+    hash_email_addresses: bool = True
+    bot_ids: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class ItemError:
-    index: int
-    reason: str
-    event_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "event_id": self.event_id, "reason": self.reason}
-
-
-def problem(status: int, error: str, *, reason: str, metrics: CollectorMetrics, **extra: Any) -> web.Response:
-    """A JSON error answer; `reason` is the metric label (a short fixed word)."""
-    metrics.rejected_requests.inc(reason)
-    return web.json_response({"error": error, **extra}, status=status)
-
-
-def validate_items(items: list[Any], received_at: datetime) -> tuple[list[TouchpointEvent], list[ItemError]]:
-    accepted: list[TouchpointEvent] = []
-    errors: list[ItemError] = []
+def map_events(items: list[Any], received_at: datetime, *, web_only: bool = False) -> Mapped:
+    """Canonical events, each judged on its own. `web_only`: a publishable key's request."""
+    mapped = Mapped(received_at)
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            errors.append(ItemError(index, f"an event must be a JSON object, not {type(item).__name__}"))
-            continue
-        event_id = item.get("event_id") if isinstance(item.get("event_id"), str) else None
-        try:
-            accepted.append(TouchpointEvent.model_validate({**item, "received_at": received_at}))
-        except ValidationError as error:
-            errors.append(ItemError(index, describe(error), event_id))
-    return accepted, errors
+            mapped.reject(index, f"an event must be a JSON object, not {type(item).__name__}")
+        elif web_only and not (item.get("channel") == Channel.WEB and _is_web_kind(item.get("kind"))):
+            event_id = item.get("event_id") if isinstance(item.get("event_id"), str) else None
+            mapped.reject(index, "a publishable web key may send only web page_view and click events",
+                          event_id)  # fmt: skip
+        else:
+            mapped.add(index, item)
+    return mapped
+
+
+def _is_web_kind(kind: object) -> bool:
+    return isinstance(kind, str) and kind in WEB_KINDS
+
+
+def _check_key(offered: str, keys: Sequence[str]) -> bool:
+    # Compare with every key, always, so timing says nothing about which one nearly matched.
+    matches = [hmac.compare_digest(offered.encode(), key.encode()) for key in keys]
+    return bool(offered) and any(matches)
 
 
 class Collector:
@@ -88,123 +105,232 @@ class Collector:
         self.config = config
         self.sink = sink
         self.metrics = metrics or CollectorMetrics()
-        self._keys = [key.encode() for key in config.api_keys]
+        self._snippet = resources.files("producers.web").joinpath("touchstream.js").read_bytes()
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.max_body_bytes, middlewares=[self._errors_as_json])
+        limit = max(self.config.max_body_bytes, self.config.webhook_max_body_bytes)
+        app = web.Application(client_max_size=limit, middlewares=[self._errors_as_json])
         app.router.add_post("/v1/events", self.events)
+        app.router.add_route("OPTIONS", "/v1/events", self.preflight)
+        app.router.add_post("/v1/webhooks/{kind}/{provider}", self.webhook)
+        app.router.add_get("/v1/webhooks/{kind}/{provider}", self.subscription_check)
+        app.router.add_get("/v1/touchstream.js", self.snippet)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/openapi.json", self.openapi)
         return app
 
+    def problem(self, status: int, error: str, *, source: str, reason: str, **extra: Any) -> web.Response:
+        """A JSON error answer; `reason` is the metric label (a short fixed word)."""
+        self.metrics.rejected_requests.inc(source, reason)
+        return web.json_response({"error": error, **extra}, status=status)
+
     @web.middleware
     async def _errors_as_json(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        source = EVENTS if request.path == "/v1/events" else "http"
         try:
-            return await handler(request)
+            response = await handler(request)
         except web.HTTPRequestEntityTooLarge:
-            return problem(
-                413,
-                f"request body exceeds {self.config.max_body_bytes} bytes",
-                reason="body_too_large",
-                metrics=self.metrics,
-            )
+            response = self.problem(413, "request body too large", source=source, reason="body_too_large")
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            return problem(error.status, error.reason, reason="http", metrics=self.metrics)
+            response = self.problem(error.status, error.reason, source=source, reason="http")
+        if request.path == "/v1/events":
+            self._cors(request, response)
+        return response
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return
+        if "*" in self.config.allowed_origins or origin in self.config.allowed_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": f"Authorization, Content-Type, {API_KEY_HEADER}",
+                "Access-Control-Max-Age": "600",
+            },
+        )
+
+    async def _body(self, request: web.Request, limit: int) -> bytes | None:
+        if (request.content_length or 0) > limit:
+            return None
+        body = await request.read()
+        return body if len(body) <= limit else None
+
+    # -- POST /v1/events ------------------------------------------------------------
+
+    def _key_scope(self, request: web.Request) -> str | None:
+        """ "full" or "web" for a known key, None otherwise."""
         offered = request.headers.get(API_KEY_HEADER, "")
         bearer = request.headers.get("Authorization", "")
         if not offered and bearer.lower().startswith("bearer "):
             offered = bearer[7:].strip()
-        if not offered or not self._keys:
-            return False
-        # Compare with every key, always, so timing says nothing about which one nearly matched.
-        matches = [hmac.compare_digest(offered.encode(), key) for key in self._keys]
-        return any(matches)
+        full = _check_key(offered, self.config.api_keys)
+        web_only = _check_key(offered, self.config.web_keys)
+        return "full" if full else "web" if web_only else None
 
     async def events(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return problem(
+        scope = self._key_scope(request)
+        if scope is None:
+            return self.problem(
                 401,
                 f"missing or unknown API key (send it as `Authorization: Bearer KEY` "
                 f"or `{API_KEY_HEADER}: KEY`)",
+                source=EVENTS,
                 reason="unauthorized",
-                metrics=self.metrics,
             )
         if request.content_type != "application/json":
-            return problem(
+            return self.problem(
                 415,
                 f"Content-Type must be application/json, not {request.content_type or 'none'}",
+                source=EVENTS,
                 reason="content_type",
-                metrics=self.metrics,
             )
-        if (request.content_length or 0) > self.config.max_body_bytes:
-            return problem(
+        body = await self._body(request, self.config.max_body_bytes)
+        if body is None:
+            return self.problem(
                 413,
                 f"request body exceeds {self.config.max_body_bytes} bytes",
+                source=EVENTS,
                 reason="body_too_large",
-                metrics=self.metrics,
             )
-        body = await request.read()
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
-            return problem(
-                400, f"body is not valid JSON: {error}", reason="invalid_json", metrics=self.metrics
-            )
+            return self.problem(400, f"body is not valid JSON: {error}", source=EVENTS, reason="invalid_json")
         items = payload if isinstance(payload, list) else [payload]
         if not items:
-            return problem(
-                400,
-                "empty batch: send one event or a non-empty array",
-                reason="empty_batch",
-                metrics=self.metrics,
+            return self.problem(
+                400, "empty batch: send one event or a non-empty array", source=EVENTS, reason="empty_batch"
             )
         if len(items) > self.config.max_batch:
-            return problem(
+            return self.problem(
                 413,
                 f"batch of {len(items)} events exceeds the limit of {self.config.max_batch}",
+                source=EVENTS,
                 reason="batch_too_long",
-                metrics=self.metrics,
             )
+        mapped = map_events(items, datetime.now(UTC), web_only=scope == "web")
+        return await self._publish(mapped, source=EVENTS, status=202, summary=_events_summary)
 
-        accepted, errors = validate_items(items, datetime.now(UTC))
-        for _ in errors:
-            self.metrics.rejected_events.inc("invalid_event")
-        if not accepted:
-            return web.json_response(
-                {
-                    "error": "no valid event in the request",
-                    "accepted": 0,
-                    "rejected": len(errors),
-                    "errors": [error.as_dict() for error in errors],
-                },
-                status=422,
+    # -- /v1/webhooks/<kind>/<provider> -----------------------------------------------
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        route = f"{request.match_info['kind']}/{request.match_info['provider']}"
+        provider = PROVIDERS.get(route)
+        if provider is None:
+            return self.problem(
+                404,
+                f"unknown webhook provider {route!r}; known: {', '.join(sorted(PROVIDERS))}",
+                source="unknown",
+                reason="unknown_provider",
             )
-        began = time.perf_counter()
+        secret = self.config.webhook_secrets.get(route) or self.config.webhook_secrets.get(provider.name)
+        if not secret:
+            return self.problem(
+                403,
+                f"webhooks from {route} are not enabled: no secret configured for it "
+                f"(TOUCHSTREAM_WEBHOOK_SECRETS)",
+                source=route,
+                reason="not_enabled",
+            )
+        body = await self._body(request, self.config.webhook_max_body_bytes)
+        if body is None:
+            return self.problem(
+                413,
+                f"request body exceeds {self.config.webhook_max_body_bytes} bytes",
+                source=route,
+                reason="body_too_large",
+            )
+        received_at = datetime.now(UTC)
+        hook = WebhookRequest(
+            body=body,
+            headers={name.lower(): value for name, value in request.headers.items()},
+            content_type=request.content_type,
+            url=str(request.url),
+            now=received_at.timestamp(),
+        )
         try:
-            await self.sink.publish(accepted)
-        except BrokerError as error:
-            self.metrics.publish_failures.inc()
-            return problem(
-                503,
-                f"Kafka did not acknowledge the events; nothing is lost, retry later ({error})",
-                reason="kafka_unavailable",
-                metrics=self.metrics,
-                retry_after_seconds=5,
+            provider.verify(hook, secret.encode(), self.config.webhook_tolerance_seconds)
+        except SignatureError as error:
+            return self.problem(401, str(error), source=route, reason=error.label)
+        except PayloadError as error:
+            return self.problem(_payload_status(error), str(error), source=route, reason=error.label)
+        context = MappingContext(
+            received_at=received_at,
+            brand_domains=self.config.brand_domains,
+            hash_email_addresses=self.config.hash_email_addresses,
+            bot_ids=self.config.bot_ids,
+        )
+        try:
+            mapped = provider.map(hook, context)
+        except PayloadError as error:
+            return self.problem(_payload_status(error), str(error), source=route, reason=error.label)
+        if len(mapped.events) > self.config.max_batch:
+            return self.problem(
+                413,
+                f"payload holds {len(mapped.events)} events, over the limit of {self.config.max_batch}",
+                source=route,
+                reason="batch_too_long",
             )
-        self.metrics.publish_seconds.observe(time.perf_counter() - began)
-        self.metrics.accepted_events.inc(amount=len(accepted))
-        return web.json_response(
-            {
-                "accepted": len(accepted),
-                "rejected": len(errors),
-                "errors": [error.as_dict() for error in errors],
-            },
-            status=202,
+        self.metrics.ignored_items.inc(route, amount=len(mapped.ignored))
+        return await self._publish(mapped, source=route, status=200, summary=Mapped.summary)
+
+    async def subscription_check(self, request: web.Request) -> web.Response:
+        """Meta's webhook verification: echo hub.challenge when hub.verify_token matches."""
+        route = f"{request.match_info['kind']}/{request.match_info['provider']}"
+        query = request.query
+        token = self.config.webhook_verify_token
+        if route != "chat/messenger" or query.get("hub.mode") != "subscribe":
+            return self.problem(405, "use POST to deliver webhooks", source=route, reason="method")
+        if not token or not hmac.compare_digest(query.get("hub.verify_token", "").encode(), token.encode()):
+            return self.problem(
+                403,
+                "hub.verify_token does not match TOUCHSTREAM_WEBHOOK_VERIFY_TOKEN",
+                source=route,
+                reason="bad_verify_token",
+            )
+        return web.Response(text=query.get("hub.challenge", ""), content_type="text/plain")
+
+    # -- shared ---------------------------------------------------------------------
+
+    async def _publish(
+        self, mapped: Mapped, *, source: str, status: int, summary: Callable[[Mapped], dict[str, Any]]
+    ) -> web.Response:
+        self.metrics.rejected_events.inc(source, amount=len(mapped.errors))
+        if not mapped.events and mapped.errors:
+            answer = {"error": "no valid event in the request", **summary(mapped)}
+            return web.json_response(answer, status=422)
+        if mapped.events:
+            began = time.perf_counter()
+            try:
+                await self.sink.publish(mapped.events)
+            except BrokerError as error:
+                self.metrics.publish_failures.inc(source)
+                return self.problem(
+                    503,
+                    f"Kafka did not acknowledge the events; nothing is lost, retry later ({error})",
+                    source=source,
+                    reason="kafka_unavailable",
+                    retry_after_seconds=5,
+                )
+            self.metrics.publish_seconds.observe(time.perf_counter() - began)
+            self.metrics.accepted_events.inc(source, amount=len(mapped.events))
+        return web.json_response(summary(mapped), status=status)
+
+    async def snippet(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self._snippet,
+            content_type="application/javascript",
+            charset="utf-8",
+            headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
         )
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -220,6 +346,15 @@ class Collector:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document(self.config))
+
+
+def _events_summary(mapped: Mapped) -> dict[str, Any]:
+    errors = [error.as_dict() for error in sorted(mapped.errors, key=lambda error: error.index)]
+    return {"accepted": len(mapped.events), "rejected": len(errors), "errors": errors}
+
+
+def _payload_status(error: PayloadError) -> int:
+    return {"content_type": 415, "empty_batch": 400, "invalid_json": 400}.get(error.label, 400)
 
 
 def openapi_document(config: CollectorConfig) -> dict[str, Any]:
@@ -246,6 +381,9 @@ def openapi_document(config: CollectorConfig) -> dict[str, Any]:
             },
         },
     }
+
+    def path_parameter(name: str, values: list[str]) -> dict[str, Any]:
+        return {"name": name, "in": "path", "required": True, "schema": {"enum": values}}
 
     def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": schema}}}
@@ -294,6 +432,30 @@ def openapi_document(config: CollectorConfig) -> dict[str, Any]:
                         "503": answer("Kafka did not acknowledge in time; retry", error),
                     },
                 }
+            },
+            "/v1/webhooks/{kind}/{provider}": {
+                "parameters": [
+                    path_parameter(name, sorted({route.split("/")[part] for route in PROVIDERS}))
+                    for part, name in enumerate(("kind", "provider"))
+                ],
+                "post": {
+                    "summary": "A platform's webhook, in its own format, proven by its signature: "
+                    + ", ".join(sorted(PROVIDERS)),
+                    "responses": {
+                        "200": answer("Kafka has every mapped event; reasons for the rest", item_errors),
+                        "400": answer("payload cannot be read", error),
+                        "401": answer("missing or wrong signature, or stale timestamp", error),
+                        "403": answer("no secret configured for this provider", error),
+                        "404": answer("unknown provider", error),
+                        "413": answer("body or event count over the limit", error),
+                        "415": answer("wrong Content-Type for this provider", error),
+                        "422": answer("no valid event; reasons per item", item_errors),
+                        "503": answer("Kafka did not acknowledge in time; retry", error),
+                    },
+                },
+            },
+            "/v1/touchstream.js": {
+                "get": {"summary": "the website snippet", "responses": {"200": {"description": "JavaScript"}}}
             },
             "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}},
             "/metrics": {

@@ -11,24 +11,29 @@ from dataclasses import dataclass, field
 class Counter:
     name: str
     help: str
-    label: str | None = None
-    _values: dict[str, float] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
+    _values: dict[tuple[str, ...], float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def inc(self, label_value: str = "", amount: float = 1) -> None:
+    def inc(self, *label_values: str, amount: float = 1) -> None:
+        if len(label_values) != len(self.labels):
+            raise ValueError(f"{self.name} takes labels {self.labels}, got {label_values}")
         with self._lock:
-            self._values[label_value] = self._values.get(label_value, 0) + amount
+            self._values[label_values] = self._values.get(label_values, 0) + amount
 
-    def value(self, label_value: str = "") -> float:
-        return self._values.get(label_value, 0)
+    def value(self, *label_values: str) -> float:
+        return self._values.get(label_values, 0)
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        if self.label is None:
-            lines.append(f"{self.name} {_number(self._values.get('', 0))}")
-        for label_value, value in sorted(self._values.items()):
-            if self.label is not None:
-                lines.append(f'{self.name}{{{self.label}="{_escape(label_value)}"}} {_number(value)}')
+        if not self.labels and not self._values:
+            lines.append(f"{self.name} 0")
+        for label_values, value in sorted(self._values.items()):
+            pairs = ",".join(
+                f'{label}="{_escape(text)}"' for label, text in zip(self.labels, label_values, strict=True)
+            )
+            selector = f"{{{pairs}}}" if pairs else ""
+            lines.append(f"{self.name}{selector} {_number(value)}")
         return lines
 
 
@@ -70,18 +75,33 @@ class Histogram:
 
 
 class CollectorMetrics:
+    """`source` is `events` (POST /v1/events) or a webhook route such as `chat/intercom`."""
+
     def __init__(self) -> None:
         self.accepted_events = Counter(
-            "touchstream_collector_events_accepted_total", "Events acknowledged by Kafka and answered 202."
+            "touchstream_collector_events_accepted_total",
+            "Events acknowledged by Kafka and answered 2xx.",
+            labels=("source",),
         )
         self.rejected_events = Counter(
-            "touchstream_collector_events_rejected_total", "Events rejected with a reason.", label="reason"
+            "touchstream_collector_events_rejected_total",
+            "Items rejected with a reason (the rest of their request went on).",
+            labels=("source",),
+        )
+        self.ignored_items = Counter(
+            "touchstream_collector_items_ignored_total",
+            "Webhook items that carry no touchpoint (receipts, notes, pings).",
+            labels=("source",),
         )
         self.rejected_requests = Counter(
-            "touchstream_collector_requests_rejected_total", "Requests answered 4xx/5xx.", label="reason"
+            "touchstream_collector_requests_rejected_total",
+            "Requests answered 4xx/5xx.",
+            labels=("source", "reason"),
         )
         self.publish_failures = Counter(
-            "touchstream_collector_publish_failures_total", "Requests whose events Kafka did not acknowledge."
+            "touchstream_collector_publish_failures_total",
+            "Requests whose events Kafka did not acknowledge.",
+            labels=("source",),
         )
         self.publish_seconds = Histogram(
             "touchstream_collector_publish_seconds",
@@ -92,6 +112,7 @@ class CollectorMetrics:
         metrics = (
             self.accepted_events,
             self.rejected_events,
+            self.ignored_items,
             self.rejected_requests,
             self.publish_failures,
             self.publish_seconds,

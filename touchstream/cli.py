@@ -122,6 +122,53 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest_email(args: argparse.Namespace) -> int:
+    from producers.email.files import ingest
+    from producers.mapping import MappingContext
+    from producers.publisher import Publisher
+
+    settings = _settings(args)
+    domains = [domain.lower().lstrip("@") for domain in args.brand_domain] or settings.email_brand_domains
+    if not domains:
+        raise InputError(
+            "no brand domains: pass --brand-domain DOMAIN or set TOUCHSTREAM_EMAIL_BRAND_DOMAINS"
+        )
+    path = Path(args.path)
+    if not path.exists():
+        raise InputError(f"no such file or directory: {path}")
+    context = MappingContext(
+        received_at=datetime.now(UTC),
+        brand_domains=frozenset(domains),
+        hash_email_addresses=settings.email_customer_ids == "sha256",
+    )
+    with Publisher(_bootstrap(settings), prefix=settings.topic_prefix) as publisher, _progress() as progress:
+        task = progress.add_task(f"ingest {path.name}", total=None)
+        summary = ingest(
+            path,
+            publisher,
+            context,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    print(
+        f"published {summary.published} emails in {summary.threads} threads, "
+        f"ignored {summary.ignored} (brand-internal), rejected {summary.rejected}"
+        + (
+            f", skipped {summary.skipped_files} files that are not .eml or mbox"
+            if summary.skipped_files
+            else ""
+        )
+    )
+    for reason in summary.reasons:
+        print(f"  rejected {reason}", file=sys.stderr)
+    if summary.rejected:
+        print(
+            f"rejected messages' headers were sent to {settings.topic_prefix}.dlq with their reasons",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from producers.publisher import Publisher
     from producers.simulator import Simulator, SimulatorConfig
@@ -181,6 +228,15 @@ def parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", help="any ClickHouse output format (TSV when piped)")
     replay = verb("replay", cmd_replay, "publish a JSONL or CSV file of events (backfill)")
     replay.add_argument("file")
+    ingest = verb("ingest-email", cmd_ingest_email, "publish .eml files, mbox files or directories of them")
+    ingest.add_argument("path")
+    ingest.add_argument(
+        "--brand-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="a domain of the brand (repeatable); default TOUCHSTREAM_EMAIL_BRAND_DOMAINS",
+    )
     simulate = verb("simulate", cmd_simulate, "generate seeded synthetic journeys")
     simulate.add_argument("--events", type=int, default=10_000)
     simulate.add_argument("--seed", type=int, default=7)

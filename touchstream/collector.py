@@ -49,12 +49,25 @@ def build(settings: Settings, bootstrap: str) -> tuple[web.Application, AsyncPub
     publisher = AsyncPublisher(
         bootstrap, prefix=settings.topic_prefix, timeout=settings.collector_publish_timeout_seconds
     )
-    config = CollectorConfig(
+    return Collector(collector_config(settings), publisher).application(), publisher
+
+
+def collector_config(settings: Settings) -> CollectorConfig:
+    verify_token = settings.webhook_verify_token
+    return CollectorConfig(
         api_keys=api_keys(settings),
+        web_keys=tuple(key.get_secret_value() for key in settings.collector_web_keys),
+        allowed_origins=tuple(settings.collector_allowed_origins),
         max_body_bytes=settings.collector_max_body_bytes,
+        webhook_max_body_bytes=settings.collector_webhook_max_body_bytes,
         max_batch=settings.collector_max_batch,
+        webhook_secrets={name: value.get_secret_value() for name, value in settings.webhook_secrets.items()},
+        webhook_tolerance_seconds=settings.webhook_tolerance_seconds,
+        webhook_verify_token=verify_token.get_secret_value() if verify_token else None,
+        brand_domains=frozenset(settings.email_brand_domains),
+        hash_email_addresses=settings.email_customer_ids == "sha256",
+        bot_ids=frozenset(settings.webhook_bot_ids),
     )
-    return Collector(config, publisher).application(), publisher
 
 
 def describe(settings: Settings, port: int) -> str:

@@ -49,6 +49,30 @@ class Settings(BaseSettings):
     collector_max_batch: int = Field(default=500, ge=1)
     #: How long an accepted request waits for Kafka's acknowledgement before a 503.
     collector_publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: Publishable keys for the website snippet: they may send only web page_view and
+    #: click events, so they can sit in a page's HTML. Comma-separated.
+    collector_web_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    #: Origins allowed to call /v1/events from a browser, comma-separated; "*" for any.
+    collector_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*"])
+    #: Webhooks carry whole emails with attachments: their own, larger body limit.
+    collector_webhook_max_body_bytes: int = Field(default=33_554_432, ge=1024)
+
+    #: Webhook secrets as JSON, by provider name or route:
+    #: {"intercom": "...", "chat/generic": "...", "mailgun": "..."}. A provider without
+    #: a secret is not enabled (its webhook answers 403).
+    webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    #: How far a signed webhook timestamp may be from the collector's clock.
+    webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    #: The token Meta's dashboard sends in Messenger's subscription check.
+    webhook_verify_token: SecretStr | None = None
+    #: Messenger app ids (and other platform ids) whose messages are a bot's, comma-separated.
+    webhook_bot_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    #: The brand's email domains (comma-separated): mail from them is outbound.
+    email_brand_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Customer ids from email addresses: "sha256" (pseudonymous) or the plain "address".
+    email_customer_ids: Literal["sha256", "address"] = "sha256"
+
     dashboard_port: int = Field(default=8081, ge=0, le=65535)
 
     sink_batch_size: int = Field(default=5000, ge=1)
@@ -71,12 +95,24 @@ class Settings(BaseSettings):
     demo_seed: int = 7
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
-    @field_validator("collector_api_keys", mode="before")
+    @field_validator(
+        "collector_api_keys",
+        "collector_web_keys",
+        "collector_allowed_origins",
+        "webhook_bot_ids",
+        "email_brand_domains",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("email_brand_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        return [domain.lower().lstrip("@").rstrip(".") for domain in value]
 
     @property
     def collector_key_file(self) -> Path:

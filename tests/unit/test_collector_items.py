@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.collector import validate_items
+from producers.collector import map_events
 from producers.metrics import CollectorMetrics
 from tests.factories import event_data
 
@@ -30,7 +30,8 @@ mutated_events = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(st.lists(json_values | mutated_events, max_size=8))
 def test_every_item_is_accepted_or_rejected_with_a_reason(items: list[Any]) -> None:
-    accepted, errors = validate_items(items, NOW)
+    mapped = map_events(items, NOW)
+    accepted, errors = mapped.events, mapped.errors
     assert len(accepted) + len(errors) == len(items)
     assert all(error.reason for error in errors)
     assert sorted(error.index for error in errors) == [error.index for error in errors]
@@ -38,19 +39,37 @@ def test_every_item_is_accepted_or_rejected_with_a_reason(items: list[Any]) -> N
 
 
 def test_received_at_is_the_collectors() -> None:
-    accepted, errors = validate_items([event_data(received_at="1999-01-01T00:00:00+00:00")], NOW)
-    assert errors == [] and accepted[0].received_at == NOW
+    mapped = map_events([event_data(received_at="1999-01-01T00:00:00+00:00")], NOW)
+    assert mapped.errors == [] and mapped.events[0].received_at == NOW
+
+
+def test_a_publishable_web_key_sends_only_web_page_views_and_clicks() -> None:
+    items = [
+        event_data(event_id="view", channel="web", kind="page_view"),
+        event_data(event_id="tap", channel="web", kind="click"),
+        event_data(event_id="chat", channel="chat", kind="message"),
+        event_data(event_id="buy", channel="web", kind="purchase"),
+        {"kind": ["unhashable"], "channel": "web"},
+    ]
+    mapped = map_events(items, NOW, web_only=True)
+    assert [event.event_id for event in mapped.events] == ["view", "tap"]
+    assert [(error.index, error.event_id) for error in mapped.errors] == [(2, "chat"), (3, "buy"), (4, None)]
+    assert all("publishable web key" in error.reason for error in mapped.errors)
 
 
 def test_metrics_render_prometheus_text() -> None:
     metrics = CollectorMetrics()
-    metrics.accepted_events.inc(amount=3)
-    metrics.rejected_requests.inc('bad "quote"')
+    metrics.accepted_events.inc("events", amount=3)
+    metrics.rejected_requests.inc("chat/intercom", 'bad "quote"')
     metrics.publish_seconds.observe(0.02)
     metrics.publish_seconds.observe(20)
     text = metrics.render()
-    assert "touchstream_collector_events_accepted_total 3\n" in text
-    assert 'touchstream_collector_requests_rejected_total{reason="bad \\"quote\\""} 1' in text
+    assert 'touchstream_collector_events_accepted_total{source="events"} 3\n' in text
+    assert (
+        'touchstream_collector_requests_rejected_total{source="chat/intercom",reason="bad \\"quote\\""} 1'
+        in text
+    )
+    assert "touchstream_collector_publish_failures_total 0" not in text  # labelled, so no bare zero
     assert 'touchstream_collector_publish_seconds_bucket{le="0.01"} 0' in text
     assert 'touchstream_collector_publish_seconds_bucket{le="0.025"} 1' in text
     assert 'touchstream_collector_publish_seconds_bucket{le="10"} 1' in text

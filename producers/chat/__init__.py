@@ -1,0 +1,1 @@
+"""Chat platforms' webhooks, one small mapping module each."""

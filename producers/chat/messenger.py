@@ -1,0 +1,110 @@
+"""Facebook Messenger Platform webhooks (`object: page`).
+
+Source: Meta developer docs, Messenger Platform "Webhook Events Reference":
+`messages`, `message_echoes`, `messaging_postbacks`, `message_deliveries`,
+`message_reads`. Signed with `X-Hub-Signature-256: sha256=<hex>` over the body with
+the app secret. Subscription check: `GET ...?hub.mode=subscribe&hub.verify_token=T&
+hub.challenge=C` answers C when T is the configured verify token.
+
+Mapping, for each `entry[].messaging[]` (and `standby[]`, the handover protocol's
+copy for secondary receivers):
+- `message` from the person (PSID) to the page: a customer message, inbound.
+- `message` with `is_echo` (sent by the page): outbound; a bot's when its `app_id`
+  is one of the configured bot ids, else an agent's (Meta does not say which person).
+- `postback` (the person tapped a button): a customer click, inbound.
+- deliveries, reads, reactions: no touchpoint, ignored.
+- customer_id `messenger:<PSID>` (page-scoped); conversation_id
+  `messenger:<page id>:<PSID>`; event_id `messenger:<mid>`; occurred_at the event's
+  `timestamp` (milliseconds).
+
+Meta signs the body only (no timestamp): a replayed delivery has the same mids, so it
+maps to the same event_ids and is deduplicated downstream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from producers.mapping import Mapped, MappingContext, PayloadError, from_unix, obj, stable_id, text
+from producers.signatures import verify_hub
+from producers.webhook import Provider, WebhookRequest
+
+RECEIPTS = ("delivery", "read", "reaction", "optin", "referral", "account_linking")
+
+
+def event_fields(page_id: str, event: dict[str, Any], context: MappingContext) -> dict[str, Any] | str:
+    """The touchpoint's fields, or why the event carries none."""
+    if not isinstance(event.get("message"), dict) and not isinstance(event.get("postback"), dict):
+        receipt = next((name for name in RECEIPTS if name in event), "unknown")
+        return f"{receipt} event carries no touchpoint"
+    sender = text(obj(event, "sender"), "id") or ""
+    recipient = text(obj(event, "recipient"), "id") or ""
+    occurred_at = from_unix(event.get("timestamp"), unit=1000, what="timestamp")
+    message = event.get("message")
+    if isinstance(message, dict):
+        echo = message.get("is_echo") is True
+        person = recipient if echo else sender
+        app_id = text(message, "app_id", required=False)
+        actor = ("bot" if app_id in context.bot_ids else "agent") if echo else "customer"
+        fields = {
+            "event_id": stable_id("messenger", text(message, "mid") or ""),
+            "kind": "message",
+            "direction": "outbound" if echo else "inbound",
+            "actor": actor,
+        }
+    else:
+        postback = obj(event, "postback")
+        person = sender
+        mid = text(postback, "mid", required=False) or f"postback:{sender}:{event.get('timestamp')}"
+        fields = {"event_id": stable_id("messenger", mid), "kind": "click", "direction": "inbound",
+                  "actor": "customer"}  # fmt: skip
+    return {
+        **fields,
+        "occurred_at": occurred_at,
+        "customer_id": stable_id("messenger", person),
+        "channel": "messaging",
+        "conversation_id": stable_id("messenger", page_id, person),
+        "attributes": {"platform": "messenger"},
+    }
+
+
+def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
+    payload = request.json()
+    if not isinstance(payload, dict) or payload.get("object") != "page":
+        raise PayloadError('not a Messenger webhook (object must be "page")')
+    entries = payload.get("entry")
+    if not isinstance(entries, list):
+        raise PayloadError("entry must be an array")
+    mapped = Mapped(context.received_at)
+    index = 0
+    for entry in entries:
+        page_id = str(entry.get("id", "")) if isinstance(entry, dict) else ""
+        events: list[Any] = [None]  # an entry that is not an object is one bad item
+        if isinstance(entry, dict):
+            lists = [entry.get(key) for key in ("messaging", "standby")]
+            events = [
+                event for found in lists if found for event in (found if isinstance(found, list) else [None])
+            ]
+        for event in events:
+            try:
+                if not isinstance(event, dict) or not page_id:
+                    raise ValueError("each entry needs an id and messaging events that are objects")
+                fields = event_fields(page_id, event, context)
+            except ValueError as error:
+                mapped.reject(index, str(error))
+            else:
+                if isinstance(fields, str):
+                    mapped.ignore(index, fields)
+                else:
+                    mapped.add(index, fields)
+            index += 1
+    return mapped
+
+
+PROVIDER = Provider(
+    kind="chat",
+    name="messenger",
+    verify=verify_hub("x-hub-signature-256", "sha256"),
+    map=map_request,
+    source="developers.facebook.com/docs/messenger-platform/webhooks (messages, message_echoes)",
+)

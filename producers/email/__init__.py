@@ -1,0 +1,1 @@
+"""Email: inbound-parse webhooks and message files, mapped from headers only (never bodies)."""

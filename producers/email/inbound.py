@@ -1,0 +1,36 @@
+"""What the inbound-parse webhooks share: headers in, one mapped message out."""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+from dataclasses import replace
+from email.message import Message
+
+from producers.email.headers import domain_of, email_fields, read_headers
+from producers.mapping import Mapped, MappingContext
+
+
+def headers_of(raw: str | bytes) -> Message:
+    """Parse a header block (or a whole message; the body is not read)."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+
+
+def map_message(message: Message, context: MappingContext, *, platform: str, receiving: list[str]) -> Mapped:
+    """One inbound-parse delivery: the receiving addresses' domains count as the brand's."""
+    mapped = Mapped(context.received_at)
+    brand = context.brand_domains | {domain_of(address) for address in receiving if "@" in address}
+    context = replace(context, brand_domains=frozenset(brand))
+    headers = read_headers(message)
+    try:
+        fields = email_fields(headers, context, platform=platform, fallback_time=context.received_at)
+    except ValueError as error:
+        mapped.reject(0, str(error), headers.event_id)
+        return mapped
+    if isinstance(fields, str):
+        mapped.ignore(0, fields)
+    else:
+        mapped.add(0, fields)
+    return mapped

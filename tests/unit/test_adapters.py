@@ -1,0 +1,391 @@
+"""Channel adapters, without a server: documented payloads in, exactly the expected events out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from producers.mapping import Mapped, MappingContext, PayloadError, stable_id
+from producers.providers import PROVIDERS
+from producers.webhook import SignatureError, WebhookRequest
+from tests.webhooks import fixture, mailgun_form, sendgrid_form, signed_json
+
+NOW = 1_780_000_000
+RECEIVED = datetime.fromtimestamp(NOW, UTC)
+SECRET = "s3cret-for-tests"
+CONTEXT = MappingContext(received_at=RECEIVED, brand_domains=frozenset({"shop.example"}))
+
+
+def request(body: bytes, headers: dict[str, str], *, now: float = NOW) -> WebhookRequest:
+    lowered = {name.lower(): value for name, value in headers.items()}
+    content_type = lowered.get("content-type", "").split(";")[0].strip()
+    return WebhookRequest(body=body, headers=lowered, content_type=content_type, now=now)
+
+
+def deliver(route: str, body: bytes, headers: dict[str, str], context: MappingContext = CONTEXT) -> Mapped:
+    provider = PROVIDERS[route]
+    hook = request(body, headers)
+    provider.verify(hook, SECRET.encode(), 300)
+    return provider.map(hook, context)
+
+
+def rows(mapped: Mapped) -> list[tuple[Any, ...]]:
+    return [
+        (
+            e.event_id,
+            e.kind.value,
+            e.direction.value,
+            e.actor.value,
+            e.customer_id,
+            e.conversation_id,
+            e.agent_id,
+            e.occurred_at.isoformat(),
+        )
+        for e in mapped.events
+    ]
+
+
+def test_intercom_customer_reply() -> None:
+    body, headers = signed_json(
+        "chat/intercom", fixture("intercom-conversation.user.replied.json"), SECRET, NOW
+    )
+    mapped = deliver("chat/intercom", body, headers)
+    assert rows(mapped) == [
+        (
+            "intercom:6073788584",
+            "message",
+            "inbound",
+            "customer",
+            "234523452345345",
+            "intercom:137324500000000",
+            None,
+            "2020-08-05T13:44:54+00:00",
+        ),
+    ]
+    assert mapped.errors == [] and mapped.events[0].channel.value == "chat"
+    assert mapped.events[0].received_at == RECEIVED
+
+
+def test_intercom_opening_message_and_admin_reply_skip_notes() -> None:
+    body, headers = signed_json(
+        "chat/intercom", fixture("intercom-conversation.user.created.json"), SECRET, NOW
+    )
+    opening = deliver("chat/intercom", body, headers)
+    assert [row[:4] for row in rows(opening)] == [("intercom:608953158", "message", "inbound", "customer")]
+    assert opening.events[0].occurred_at == datetime.fromtimestamp(1596634805, UTC)
+
+    body, headers = signed_json(
+        "chat/intercom", fixture("intercom-conversation.admin.replied.json"), SECRET, NOW
+    )
+    reply = deliver("chat/intercom", body, headers)
+    assert rows(reply) == [
+        (
+            "intercom:6073800002",
+            "message",
+            "outbound",
+            "agent",
+            "234523452345345",
+            "intercom:137324500000000",
+            "3330619",
+            "2020-08-05T13:50:00+00:00",
+        ),
+    ]
+    assert len(reply.ignored) == 1 and "note" in reply.ignored[0]
+
+
+def test_intercom_ping_and_contact_topics_are_ignored_not_rejected() -> None:
+    body, headers = signed_json(
+        "chat/intercom", {"type": "notification_event", "topic": "ping", "data": {"item": {}}}, SECRET, NOW
+    )
+    mapped = deliver("chat/intercom", body, headers)
+    assert (mapped.events, mapped.errors, len(mapped.ignored)) == ([], [], 1)
+
+
+def test_messenger_customer_echo_postback_and_receipts() -> None:
+    body, headers = signed_json("chat/messenger", fixture("messenger-messages.json"), SECRET, NOW)
+    page, psid = "682498302938465", "1254459154682919"
+    conversation = f"messenger:{page}:{psid}"
+    mapped = deliver("chat/messenger", body, headers)
+    assert [row[:6] for row in rows(mapped)] == [
+        (
+            "messenger:mid.1457764197618:41d102a3e1ae206a38",
+            "message",
+            "inbound",
+            "customer",
+            f"messenger:{psid}",
+            conversation,
+        ),
+        (
+            "messenger:mid.1457764197618:41d102a3e1ae206a39",
+            "message",
+            "outbound",
+            "agent",
+            f"messenger:{psid}",
+            conversation,
+        ),
+        (
+            stable_id(
+                "messenger",
+                "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxqMvK8ma6AC8fplwlqLP_5cgXIbu7I3rBN0P",
+            ),
+            "click",
+            "inbound",
+            "customer",
+            f"messenger:{psid}",
+            conversation,
+        ),
+    ]
+    assert all(event.channel.value == "messaging" for event in mapped.events)
+    assert mapped.events[0].occurred_at == datetime(2016, 3, 23, 0, 25, 52, 478000, tzinfo=UTC)
+    assert len(mapped.ignored) == 1 and "delivery" in mapped.ignored[0]
+
+    as_bot = deliver(
+        "chat/messenger", body, headers, replace(CONTEXT, bot_ids=frozenset({"1517776481860111"}))
+    )
+    assert as_bot.events[1].actor.value == "bot"
+
+
+def test_mailgun_parsed_reply_joins_the_thread_of_its_root() -> None:
+    fields = fixture("mailgun-parsed.json")
+    body, headers = mailgun_form(fields, SECRET, NOW)
+    mapped = deliver("email/mailgun", body, headers, replace(CONTEXT, brand_domains=frozenset()))
+    (event,) = mapped.events
+    assert event.event_id == "email:CAJ5ia2DsHgVzD@mail.customer.example"
+    assert event.conversation_id == "email-thread:20130503182626.18666.16540@shop.example"
+    assert (event.direction.value, event.actor.value, event.channel.value) == ("inbound", "customer", "email")
+    assert event.customer_id.startswith("email:") and "bob" not in event.customer_id
+    assert event.occurred_at == datetime(2013, 5, 3, 18, 26, 27, tzinfo=UTC)
+    assert "nothing arrived" not in event.model_dump_json(), "bodies never reach the event"
+
+
+def test_sendgrid_parse_reads_headers_and_ignores_bodies_and_attachments() -> None:
+    body, headers = sendgrid_form(fixture("sendgrid-headers.txt"), SECRET, "support@parse.shop.example")
+    mapped = deliver("email/sendgrid", body, headers, replace(CONTEXT, hash_email_addresses=False))
+    (event,) = mapped.events
+    assert event.event_id == stable_id(
+        "email", "CAN_P_JMvV7ZpAQhOnDienypLrJmuhN=LQWweu4yScw4jQyXY2w@mail.customer.example"
+    )
+    assert (event.customer_id, event.direction.value) == ("test@customer.example", "inbound")
+    assert event.occurred_at == datetime(2016, 7, 27, 20, 53, 5, tzinfo=UTC)
+    assert "never reach" not in event.model_dump_json()
+
+
+def generic(route: str, payload: Any) -> Mapped:
+    body, headers = signed_json(route, payload, SECRET, NOW)
+    return deliver(route, body, headers)
+
+
+def test_generic_chat_survey_and_helpdesk_formats() -> None:
+    chat = generic(
+        "chat/generic",
+        {
+            "messages": [
+                {
+                    "id": "m1",
+                    "platform": "livechat",
+                    "conversation_id": "c1",
+                    "customer_id": "cust-1",
+                    "sender": "customer",
+                    "sent_at": "2026-05-01T09:30:00+02:00",
+                },
+                {
+                    "id": "m2",
+                    "platform": "livechat",
+                    "conversation_id": "c1",
+                    "customer_id": "cust-1",
+                    "sender": "agent",
+                    "agent_id": "a7",
+                    "sent_at": "2026-05-01T09:31:10+02:00",
+                },
+                {
+                    "id": "m3",
+                    "conversation_id": "c1",
+                    "customer_id": "cust-1",
+                    "sender": "wizard",
+                    "sent_at": "2026-05-01T09:32:00Z",
+                },
+                {
+                    "id": "m4",
+                    "conversation_id": "c1",
+                    "customer_id": "cust-1",
+                    "sender": "bot",
+                    "sent_at": "2026-05-01T09:32:00",
+                },
+            ]
+        },
+    )
+    assert [row[:4] for row in rows(chat)] == [
+        ("livechat:m1", "message", "inbound", "customer"),
+        ("livechat:m2", "message", "outbound", "agent"),
+    ]
+    reasons = {error.index: error.reason for error in chat.errors}
+    assert "sender must be one of" in reasons[2] and "timezone" in reasons[3]
+
+    survey = generic(
+        "survey/generic",
+        [
+            {
+                "id": "r1",
+                "customer_id": "cust-1",
+                "type": "nps",
+                "score": 9,
+                "answered_at": "2026-05-01T10:00:00Z",
+                "channel": "chat",
+                "conversation_id": "c1",
+            },
+            {
+                "id": "r2",
+                "customer_id": "cust-1",
+                "type": "csat",
+                "score": 9,
+                "answered_at": "2026-05-01T10:00:00Z",
+                "channel": "chat",
+            },
+            {
+                "id": "r3",
+                "customer_id": "cust-1",
+                "type": "nps",
+                "score": 3,
+                "answered_at": "2026-05-01T10:00:00Z",
+            },
+        ],
+    )
+    assert [(e.event_id, e.kind.value, e.survey and e.survey.score) for e in survey.events] == [
+        ("survey:r1", "survey_response", 9)
+    ]
+    assert "csat score must be between 1 and 5" in survey.errors[0].reason
+    assert "channel is required" in survey.errors[1].reason
+
+    desk = generic(
+        "helpdesk/generic",
+        {
+            "events": [
+                {
+                    "id": "e1",
+                    "type": "ticket_opened",
+                    "ticket_id": "T-1",
+                    "customer_id": "cust-1",
+                    "occurred_at": "2026-05-01T11:00:00Z",
+                },
+                {
+                    "id": "e2",
+                    "type": "agent_reply",
+                    "ticket_id": "T-1",
+                    "customer_id": "cust-1",
+                    "agent_id": "a7",
+                    "occurred_at": "2026-05-01T11:20:00Z",
+                },
+                {
+                    "id": "e3",
+                    "type": "ticket_resolved",
+                    "ticket_id": "T-1",
+                    "customer_id": "cust-1",
+                    "occurred_at": "2026-05-01T12:00:00Z",
+                },
+            ]
+        },
+    )
+    assert [row[:6] for row in rows(desk)] == [
+        ("helpdesk:e1", "ticket_opened", "inbound", "customer", "cust-1", "helpdesk:ticket:T-1"),
+        ("helpdesk:e2", "message", "outbound", "agent", "cust-1", "helpdesk:ticket:T-1"),
+        ("helpdesk:e3", "ticket_resolved", "none", "system", "cust-1", "helpdesk:ticket:T-1"),
+    ]
+    assert all(event.channel.value == "helpdesk" for event in desk.events)
+
+
+@pytest.mark.parametrize("route", sorted(PROVIDERS))
+def test_redelivery_maps_to_the_same_event_ids(route: str) -> None:
+    body, headers = sample(route)
+    first = deliver(route, body, headers)
+    again = deliver(route, body, headers, replace(CONTEXT, received_at=datetime(2031, 1, 1, tzinfo=UTC)))
+    assert first.events and [e.event_id for e in first.events] == [e.event_id for e in again.events]
+
+
+def sample(route: str) -> tuple[bytes, dict[str, str]]:
+    if route == "email/mailgun":
+        return mailgun_form({**fixture("mailgun-parsed.json"), "token": "fixed-token"}, SECRET, NOW)
+    if route == "email/sendgrid":
+        return sendgrid_form(fixture("sendgrid-headers.txt"), SECRET, "support@parse.shop.example")
+    payloads = {
+        "chat/intercom": fixture("intercom-conversation.user.replied.json"),
+        "chat/messenger": fixture("messenger-messages.json"),
+        "chat/generic": {
+            "id": "m1",
+            "conversation_id": "c1",
+            "customer_id": "x",
+            "sender": "customer",
+            "sent_at": "2026-05-01T09:30:00Z",
+        },
+        "survey/generic": {
+            "id": "r1",
+            "customer_id": "x",
+            "type": "csat",
+            "score": 5,
+            "channel": "email",
+            "answered_at": "2026-05-01T09:30:00Z",
+        },
+        "helpdesk/generic": {
+            "id": "e1",
+            "type": "customer_reply",
+            "ticket_id": "T",
+            "customer_id": "x",
+            "occurred_at": "2026-05-01T09:30:00Z",
+        },
+    }
+    return signed_json(route, payloads[route], SECRET, NOW)
+
+
+@pytest.mark.parametrize("route", sorted(PROVIDERS))
+def test_missing_and_forged_signatures_are_refused(route: str) -> None:
+    body, headers = sample(route)
+    provider = PROVIDERS[route]
+    provider.verify(request(body, headers), SECRET.encode(), 300)
+    with pytest.raises(SignatureError):
+        provider.verify(request(body, headers), b"another secret", 300)
+    if route != "email/mailgun":  # Mailgun's signature travels in the form, with the body
+        unsigned = {name: value for name, value in headers.items() if name == "Content-Type"}
+        with pytest.raises(SignatureError) as missing:
+            provider.verify(request(body, unsigned), SECRET.encode(), 300)
+        assert missing.value.label == "missing_signature"
+    tampered = body.replace(b"customer", b"cust0mer", 1) if b"customer" in body else body + b" "
+    if route not in {"email/mailgun", "email/sendgrid"}:  # these two do not sign the body
+        with pytest.raises(SignatureError):
+            provider.verify(request(tampered, headers), SECRET.encode(), 300)
+
+
+@pytest.mark.parametrize("route", ["chat/generic", "email/mailgun", "survey/generic", "helpdesk/generic"])
+def test_stale_timestamps_are_refused(route: str) -> None:
+    body, headers = sample(route)
+    provider = PROVIDERS[route]
+    for skew in (-301, 301):
+        with pytest.raises(SignatureError) as stale:
+            provider.verify(request(body, headers, now=NOW + skew), SECRET.encode(), 300)
+        assert stale.value.label == "stale_timestamp"
+    provider.verify(request(body, headers, now=NOW + 299), SECRET.encode(), 300)
+
+
+def test_whole_payload_problems_are_payload_errors() -> None:
+    for route, body, content_type in [
+        ("chat/intercom", b"{not json", "application/json"),
+        ("chat/intercom", b'{"type": "something_else"}', "application/json"),
+        ("chat/messenger", b'{"object": "instagram", "entry": []}', "application/json"),
+        ("chat/generic", b"[]", "application/json"),
+        ("chat/generic", b"{}", "text/plain"),
+        ("email/mailgun", b"recipient=a%40b.c", "application/x-www-form-urlencoded"),
+        ("email/sendgrid", b"--x--", "multipart/form-data"),
+    ]:
+        with pytest.raises(PayloadError):
+            PROVIDERS[route].map(WebhookRequest(body=body, content_type=content_type, now=NOW), CONTEXT)
+
+
+def test_long_source_ids_are_hashed_deterministically() -> None:
+    long_id = "x" * 300
+    assert stable_id("chat", long_id) == stable_id("chat", long_id)
+    assert len(stable_id("chat", long_id)) <= 128 and stable_id("chat", long_id) != stable_id(
+        "chat", "y" * 300
+    )
+    assert json.dumps(stable_id("chat", "m1")) == '"chat:m1"'
