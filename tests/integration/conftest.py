@@ -9,18 +9,24 @@ the worker process that owns it, exactly as `touchstream sql` does.
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Message
 
-from schemas.topics import all_topics, dead_letter_topic
-from touchstream.broker import EmbeddedBroker
+from schemas.topics import all_topics, dead_letter_topic, input_topics
+from touchstream.broker import EmbeddedBroker, free_port
 from touchstream.kafka import ensure_topics
-from touchstream.process import WorkerProcess
+from touchstream.process import WorkerProcess, wait_until
 
 PARTITIONS = 4
 _counter = itertools.count()
@@ -109,3 +115,102 @@ def read_topics(bootstrap: str, topics: list[str], *, expected: int, timeout: fl
 
 def dlq_topic(env: dict[str, str]) -> str:
     return dead_letter_topic(env["TOUCHSTREAM_TOPIC_PREFIX"])
+
+
+# -- the HTTP collector, run as a user runs it (`touchstream collector`) ----------------
+
+KEY = "test-key-0123456789"
+WEB_KEY = "web-key-public-0123"
+WEBHOOK_SECRET = "webhook-secret-for-tests"
+WEBHOOK_SECRETS = {
+    name: WEBHOOK_SECRET for name in ("generic", "intercom", "messenger", "mailgun", "email/sendgrid")
+}
+
+
+class Collector:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**env, "TOUCHSTREAM_COLLECTOR_PORT": str(self.port)}
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "touchstream.cli", "collector"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        self.log = log
+        wait_until(self._up, timeout=30, what=f"collector to answer (log {log})")
+
+    def _up(self) -> bool:
+        assert self.process.poll() is None, self.log.read_text()
+        try:
+            return self.get("/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def request(
+        self, path: str, body: bytes | None = None, *, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        request = urllib.request.Request(self.url + path, data=body, headers=headers or {},
+                                         method="POST" if body is not None else "GET")  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.request(path)
+
+    def post(self, payload: object, *, key: str | None = KEY, raw: bytes | None = None,
+             content_type: str = "application/json") -> tuple[int, Any]:  # fmt: skip
+        headers = {"Content-Type": content_type}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        body = raw if raw is not None else json.dumps(payload).encode()
+        return self.request("/v1/events", body, headers=headers)
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def collector_env(pipeline_env: dict[str, str]) -> dict[str, str]:
+    return {
+        **pipeline_env,
+        "TOUCHSTREAM_COLLECTOR_API_KEYS": f"another-key, {KEY}",
+        "TOUCHSTREAM_COLLECTOR_WEB_KEYS": WEB_KEY,
+        "TOUCHSTREAM_COLLECTOR_MAX_BATCH": "50",
+        "TOUCHSTREAM_COLLECTOR_MAX_BODY_BYTES": "65536",
+        "TOUCHSTREAM_COLLECTOR_WEBHOOK_MAX_BODY_BYTES": "262144",
+        "TOUCHSTREAM_WEBHOOK_SECRETS": json.dumps(WEBHOOK_SECRETS),
+        "TOUCHSTREAM_WEBHOOK_VERIFY_TOKEN": "meta-verify-token",
+        "TOUCHSTREAM_EMAIL_BRAND_DOMAINS": "shop.example",
+    }
+
+
+@pytest.fixture
+def start_collector(collector_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Collector]]:
+    started: list[Collector] = []
+
+    def start(**overrides: str) -> Collector:
+        collector = Collector({**collector_env, **overrides}, tmp_path / f"collector-{len(started)}.log")
+        started.append(collector)
+        return collector
+
+    yield start
+    for collector in started:
+        if collector.process.poll() is None:
+            collector.stop()
+
+
+def published(
+    broker: EmbeddedBroker, env: dict[str, str], expected: int, timeout: float = 20
+) -> list[dict[str, Any]]:
+    messages = read_topics(broker.bootstrap, input_topics(env["TOUCHSTREAM_TOPIC_PREFIX"]),
+                           expected=expected, timeout=timeout)  # fmt: skip
+    return [json.loads(message.value() or b"") for message in messages]

@@ -3,108 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-from schemas.topics import input_topics
 from tests.factories import event_data
-from tests.integration.conftest import read_topics
+from tests.integration.conftest import Collector, published
 from touchstream.broker import EmbeddedBroker, free_port
-from touchstream.process import wait_until
-
-KEY = "test-key-0123456789"
-
-
-class Collector:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**env, "TOUCHSTREAM_COLLECTOR_PORT": str(self.port)}
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "touchstream.cli", "collector"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        self.log = log
-        wait_until(self._up, timeout=30, what=f"collector to answer (log {log})")
-
-    def _up(self) -> bool:
-        assert self.process.poll() is None, self.log.read_text()
-        try:
-            return self.get("/healthz")[0] == 200
-        except OSError:
-            return False
-
-    def request(
-        self, path: str, body: bytes | None = None, *, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any]:
-        request = urllib.request.Request(self.url + path, data=body, headers=headers or {},
-                                         method="POST" if body is not None else "GET")  # fmt: skip
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as error:
-            status, raw = error.code, error.read()
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode()
-
-    def get(self, path: str) -> tuple[int, Any]:
-        return self.request(path)
-
-    def post(self, payload: object, *, key: str | None = KEY, raw: bytes | None = None,
-             content_type: str = "application/json") -> tuple[int, Any]:  # fmt: skip
-        headers = {"Content-Type": content_type}
-        if key is not None:
-            headers["Authorization"] = f"Bearer {key}"
-        body = raw if raw is not None else json.dumps(payload).encode()
-        return self.request("/v1/events", body, headers=headers)
-
-    def stop(self) -> int:
-        self.process.terminate()
-        return self.process.wait(timeout=30)
-
-
-@pytest.fixture
-def collector_env(pipeline_env: dict[str, str]) -> dict[str, str]:
-    return {
-        **pipeline_env,
-        "TOUCHSTREAM_COLLECTOR_API_KEYS": f"another-key, {KEY}",
-        "TOUCHSTREAM_COLLECTOR_MAX_BATCH": "50",
-        "TOUCHSTREAM_COLLECTOR_MAX_BODY_BYTES": "65536",
-    }
-
-
-@pytest.fixture
-def start_collector(collector_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Collector]]:
-    started: list[Collector] = []
-
-    def start(**overrides: str) -> Collector:
-        collector = Collector({**collector_env, **overrides}, tmp_path / f"collector-{len(started)}.log")
-        started.append(collector)
-        return collector
-
-    yield start
-    for collector in started:
-        if collector.process.poll() is None:
-            collector.stop()
-
-
-def published(
-    broker: EmbeddedBroker, env: dict[str, str], expected: int, timeout: float = 20
-) -> list[dict[str, Any]]:
-    messages = read_topics(broker.bootstrap, input_topics(env["TOUCHSTREAM_TOPIC_PREFIX"]),
-                           expected=expected, timeout=timeout)  # fmt: skip
-    return [json.loads(message.value() or b"") for message in messages]
 
 
 def events(count: int, prefix: str = "evt") -> list[dict[str, Any]]:
@@ -134,7 +39,7 @@ def test_accepted_events_are_in_kafka_when_the_answer_comes(
 
     status, text = collector.get("/metrics")
     assert status == 200
-    assert "touchstream_collector_events_accepted_total 52" in text
+    assert 'touchstream_collector_events_accepted_total{source="events"} 52' in text
     assert "touchstream_collector_publish_seconds_count 3" in text
     status, spec = collector.get("/openapi.json")
     assert status == 200 and "/v1/events" in spec["paths"]
@@ -188,8 +93,9 @@ def test_bad_requests_get_a_clear_4xx_and_publish_nothing(
         assert (answer_status, says in answer["error"]) == (status, True), (request_kwargs.keys(), answer)
     assert published(broker, collector_env, expected=1, timeout=5) == []
     rejected = collector.get("/metrics")[1]
-    assert 'touchstream_collector_requests_rejected_total{reason="unauthorized"} 2' in rejected
-    assert 'touchstream_collector_requests_rejected_total{reason="body_too_large"} 1' in rejected
+    metric = "touchstream_collector_requests_rejected_total"
+    assert metric + '{source="events",reason="unauthorized"} 2' in rejected
+    assert metric + '{source="events",reason="body_too_large"} 1' in rejected
 
 
 def test_unreachable_kafka_is_a_503_not_a_hang(start_collector: Callable[..., Collector]) -> None:
@@ -200,4 +106,4 @@ def test_unreachable_kafka_is_a_503_not_a_hang(start_collector: Callable[..., Co
     assert status == 503 and "retry" in answer["error"]
     assert time.monotonic() - began < 25, "answered after the publish timeout, not left hanging"
     assert collector.get("/healthz")[0] == 200, "the collector lives on"
-    assert "touchstream_collector_publish_failures_total 1" in collector.get("/metrics")[1]
+    assert 'touchstream_collector_publish_failures_total{source="events"} 1' in collector.get("/metrics")[1]
