@@ -285,7 +285,8 @@ def test_ingest_email_threads_files_and_mboxes(
     (dead,) = read_topic(broker.bootstrap, dlq_topic(collector_env), expected=1, timeout=10)
     headers = dict(dead.headers() or [])
     assert headers["touchstream.reason"] == b"no valid Date header"
-    assert headers["touchstream.source.file"].endswith(b"archive.mbox#3")
+    source = headers["touchstream.source.file"]
+    assert isinstance(source, bytes) and source.endswith(b"archive.mbox#3")
     assert b"nodate@customer.example" in (dead.value() or b"") and b"secret body" not in (dead.value() or b"")
 
     # Ingesting again gives the same ids (the sink collapses them).
