@@ -1,4 +1,14 @@
-"""Publishing events to Kafka: idempotent, acknowledged only once Kafka has every event."""
+"""Publishing events to Kafka: idempotent, acknowledged only once Kafka has every event.
+
+The Python producer API for systems that publish directly:
+
+    from producers import publish
+    publish(events, bootstrap="kafka:9092")    # returns once Kafka has acknowledged all
+
+`Publisher` (blocking, batches, replay and ingest) and `AsyncPublisher` (the collector)
+share `route`: every event goes to `touchpoints.<channel>`, keyed by `customer_id`,
+through an idempotent confluent-kafka producer with delivery reports.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +25,26 @@ from schemas.topics import DEFAULT_PREFIX, input_topic
 from schemas.touchpoint import TouchpointEvent
 from touchstream.errors import BrokerError
 from touchstream.kafka import producer_config
+
+
+def route(event: TouchpointEvent, prefix: str = DEFAULT_PREFIX) -> tuple[str, bytes, bytes]:
+    """(topic, key, value) for an event: its channel's topic, keyed by customer."""
+    return input_topic(event.channel, prefix), event.customer_id.encode(), encode(event)
+
+
+def publish(
+    events: Iterable[TouchpointEvent], *, bootstrap: str, prefix: str = DEFAULT_PREFIX, timeout: float = 30.0
+) -> int:
+    """Publish `events` and wait for Kafka's acknowledgement of every one; returns how many.
+
+    Raises `BrokerError` when Kafka refuses or does not acknowledge any of them within
+    `timeout`; publishing again is safe (`event_id` makes redelivery idempotent).
+    """
+    with Publisher(bootstrap, prefix=prefix, **{"message.timeout.ms": int(timeout * 1000)}) as publisher:
+        delivery = publisher.publish(events, timeout=timeout)
+    if delivery.errors:
+        raise BrokerError(f"Kafka did not acknowledge {len(delivery.errors)} events: {delivery.errors[0]}")
+    return delivery.delivered
 
 
 @dataclass
@@ -69,8 +99,7 @@ class Publisher:
         delivery = Delivery()
         sent = 0
         for event in events:
-            topic = input_topic(event.channel, self.prefix)
-            self.send_raw(topic, event.customer_id.encode(), encode(event), delivery)
+            self.send_raw(*route(event, self.prefix), delivery)
             sent += 1
         self.wait(delivery, sent, timeout)
         return delivery
@@ -83,8 +112,14 @@ class Publisher:
             raise BrokerError("Kafka delivery reports missing after flush")
 
     def close(self, timeout: float = 10.0) -> None:
-        """Deliver what is queued, then release the client's connections and threads."""
-        self._producer.flush(timeout)
+        """Deliver what is queued (for up to `timeout`), then release connections and threads.
+
+        Whatever Kafka has not acknowledged by then is purged, so closing never hangs on an
+        unreachable broker; `publish`/`wait` have already reported those events as failed.
+        """
+        if self._producer.flush(timeout):
+            self._producer.purge()
+            self._producer.flush(0)
         self._producer.close()
 
     def __enter__(self) -> Publisher:
@@ -121,8 +156,7 @@ class AsyncPublisher:
         for event in events:
             future: asyncio.Future[None] = loop.create_future()
             pending.append(future)
-            self._produce(input_topic(event.channel, self.prefix), event.customer_id.encode(), encode(event),
-                          _settle(loop, future))  # fmt: skip
+            self._produce(*route(event, self.prefix), _settle(loop, future))
         outcomes = await asyncio.gather(*pending, return_exceptions=True)
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if failures:
