@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
@@ -60,7 +61,7 @@ class Settings(BaseSettings):
     #: Webhook secrets as JSON, by provider name or route:
     #: {"intercom": "...", "chat/generic": "...", "mailgun": "..."}. A provider without
     #: a secret is not enabled (its webhook answers 403).
-    webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    webhook_secrets: Annotated[dict[str, SecretStr], NoDecode] = Field(default_factory=dict)
     #: How far a signed webhook timestamp may be from the collector's clock.
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
     #: The token Meta's dashboard sends in Messenger's subscription check.
@@ -107,6 +108,18 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return {}
+            try:
+                return json.loads(value)
+            except ValueError as error:
+                raise ValueError(f'must be a JSON object such as {{"intercom": "secret"}}: {error}') from None
         return value
 
     @field_validator("email_brand_domains")

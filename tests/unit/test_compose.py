@@ -52,7 +52,7 @@ def test_kafka_runs_kraft_without_auto_created_topics(compose: dict[str, Any]) -
     assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
-@pytest.mark.parametrize("service", ["worker", "demo"])
+@pytest.mark.parametrize("service", ["worker", "collector", "demo"])
 def test_touchstream_services_use_only_real_settings(
     compose: dict[str, Any], service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,3 +92,15 @@ def test_worker_image_builds_from_this_repository(compose: dict[str, Any]) -> No
     dockerfile = (COMPOSE.parent / "Dockerfile").read_text()
     for package in ("schemas", "producers", "streams", "sinks", "touchstream"):
         assert f"COPY {package} {package}" in dockerfile
+
+
+def test_collector_has_no_default_key_and_is_published(compose: dict[str, Any]) -> None:
+    collector = service_env(compose, "collector")
+    assert collector["TOUCHSTREAM_COLLECTOR_API_KEYS"] == "", "no key baked into the stack"
+    assert collector["TOUCHSTREAM_COLLECTOR_HOST"] == "0.0.0.0"
+    port = collector["TOUCHSTREAM_COLLECTOR_PORT"]
+    assert f"{port}:{port}" in compose["services"]["collector"]["ports"]
+    volumes = compose["services"]["collector"]["volumes"]
+    assert any(volume.endswith(":" + collector["TOUCHSTREAM_DATA_DIR"]) for volume in volumes), (
+        "the generated key lives in a volume"
+    )

@@ -72,3 +72,19 @@ def test_clickhouse_url_may_name_the_database(url: str, database: str) -> None:
 def test_clickhouse_url_database_must_be_an_identifier() -> None:
     with pytest.raises(ConfigError, match="invalid database"):
         server_database("http://clickhouse:8123/drop;table", "touchstream")
+
+
+def test_webhook_secrets_and_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOUCHSTREAM_WEBHOOK_SECRETS", '{"intercom": "a", "chat/generic": "b"}')
+    monkeypatch.setenv("TOUCHSTREAM_EMAIL_BRAND_DOMAINS", " Shop.Example, @help.shop.example ")
+    settings = Settings()
+    assert {name: value.get_secret_value() for name, value in settings.webhook_secrets.items()} == {
+        "intercom": "a",
+        "chat/generic": "b",
+    }
+    assert settings.email_brand_domains == ["shop.example", "help.shop.example"]
+    monkeypatch.setenv("TOUCHSTREAM_WEBHOOK_SECRETS", "")
+    assert Settings().webhook_secrets == {}
+    monkeypatch.setenv("TOUCHSTREAM_WEBHOOK_SECRETS", "intercom=a")
+    with pytest.raises(ValueError, match="JSON object"):
+        Settings()
