@@ -1,8 +1,10 @@
-"""Collector throughput: requests/s and events/s through `POST /v1/events` into Kafka.
+"""Collector throughput: requests/s and events/s through the collector into Kafka.
 
 Starts the embedded noida broker and `touchstream collector`, then posts with
-`--concurrency` aiohttp clients for `--seconds`, with batches of 1 and of 100
-events. Every answer must be 202 (Kafka has the events). Baseline in the same run:
+`--concurrency` aiohttp clients for `--seconds` per case: canonical events on
+`POST /v1/events` in batches of 1 and of 100, the signed generic chat webhook with 1
+and 100 messages, and Intercom's documented reply payload. Every answer must be a
+2xx (Kafka has the events). Baseline in the same run:
 confluent-kafka producing the same events directly (events/s), so the collector's
 figure reads as a share of what the broker takes.
 
@@ -27,15 +29,18 @@ import aiohttp
 from bench.pipeline import START, publish
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.topics import all_topics, input_topic
+from tests.webhooks import fixture, signed_json
 from touchstream.broker import EmbeddedBroker, free_port
 from touchstream.kafka import ensure_topics
 from touchstream.process import wait_until
 
 KEY = "bench-key"
+SECRET = "bench-webhook-secret"
 
 
-async def load(url: str, bodies: list[bytes], seconds: float, concurrency: int) -> tuple[int, int]:
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+async def load(
+    url: str, requests: list[tuple[bytes, dict[str, str]]], seconds: float, concurrency: int
+) -> int:
     done = 0
     deadline = time.perf_counter() + seconds
 
@@ -44,15 +49,51 @@ async def load(url: str, bodies: list[bytes], seconds: float, concurrency: int) 
         async with aiohttp.ClientSession() as session:
             index = offset
             while time.perf_counter() < deadline:
-                async with session.post(url, data=bodies[index % len(bodies)], headers=headers) as response:
+                body, headers = requests[index % len(requests)]
+                async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
-                    if response.status != 202:
-                        raise RuntimeError(f"collector answered {response.status}")
+                    if response.status not in (200, 202):
+                        raise RuntimeError(f"collector answered {response.status}: {await response.text()}")
                 done += 1
                 index += concurrency
 
     await asyncio.gather(*(client(offset) for offset in range(concurrency)))
-    return done, len(bodies)
+    return done
+
+
+def cases(
+    dumped: list[dict[str, Any]], now: int
+) -> dict[str, tuple[str, int, list[tuple[bytes, dict[str, str]]]]]:
+    """name -> (path, events per request, requests)."""
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+    def events(batch: int) -> list[tuple[bytes, dict[str, str]]]:
+        return [(json.dumps(dumped[i : i + batch]).encode(), auth) for i in range(0, len(dumped), batch)]
+
+    def chat(batch: int) -> list[tuple[bytes, dict[str, str]]]:
+        messages = [
+            {"id": event["event_id"], "conversation_id": event["conversation_id"] or "c",
+             "customer_id": event["customer_id"], "sender": "customer", "sent_at": event["occurred_at"]}
+            for event in dumped
+        ]  # fmt: skip
+        return [
+            signed_json("chat/generic", {"messages": messages[i : i + batch]}, SECRET, now)
+            for i in range(0, len(messages), batch)
+        ]
+
+    intercom = fixture("intercom-conversation.user.replied.json")
+    parts = []
+    for number in range(2000):
+        payload = json.loads(json.dumps(intercom))
+        payload["data"]["item"]["conversation_parts"]["conversation_parts"][0]["id"] = str(number)
+        parts.append(signed_json("chat/intercom", payload, SECRET, now))
+    return {
+        "batch_1": ("/v1/events", 1, events(1)),
+        "batch_100": ("/v1/events", 100, events(100)),
+        "webhook_chat_generic_1": ("/v1/webhooks/chat/generic", 1, chat(1)),
+        "webhook_chat_generic_100": ("/v1/webhooks/chat/generic", 100, chat(100)),
+        "webhook_intercom": ("/v1/webhooks/chat/intercom", 1, parts),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,25 +114,27 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap, "TOUCHSTREAM_TOPIC_PREFIX": "bench",
                "TOUCHSTREAM_COLLECTOR_PORT": str(port), "TOUCHSTREAM_COLLECTOR_API_KEYS": KEY,
-               "TOUCHSTREAM_DATA_DIR": str(Path(work) / "data")}  # fmt: skip
+               "TOUCHSTREAM_DATA_DIR": str(Path(work) / "data"),
+               "TOUCHSTREAM_WEBHOOK_SECRETS": json.dumps({"generic": SECRET, "intercom": SECRET}),
+               }  # fmt: skip
         collector = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "collector"], env=env,
                                      stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)  # fmt: skip
         try:
-            url = f"http://127.0.0.1:{port}/v1/events"
             wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30, what="collector")
-            for batch in (1, 100):
-                bodies = [json.dumps(dumped[i : i + batch]).encode() for i in range(0, len(dumped), batch)]
+            for name, (path, batch, requests) in cases(dumped, int(time.time())).items():
                 began = time.perf_counter()
-                requests, _ = asyncio.run(load(url, bodies, args.seconds, args.concurrency))
+                done = asyncio.run(
+                    load(f"http://127.0.0.1:{port}{path}", requests, args.seconds, args.concurrency)
+                )
                 elapsed = time.perf_counter() - began
-                report[f"batch_{batch}"] = {
-                    "requests_per_s": round(requests / elapsed),
-                    "events_per_s": round(requests * batch / elapsed),
+                report[name] = {
+                    "requests_per_s": round(done / elapsed),
+                    "events_per_s": round(done * batch / elapsed),
                 }
         finally:
             collector.terminate()
             collector.wait(timeout=30)
-    for name in ("batch_1", "batch_100"):
+    for name in [key for key in report if isinstance(report[key], dict)]:
         report[name]["vs_direct_produce"] = round(
             report[name]["events_per_s"] / report["direct_produce_events_per_s"], 4
         )
