@@ -368,6 +368,8 @@ def openapi_document(config: CollectorConfig) -> dict[str, Any]:
         "properties": {
             "accepted": {"type": "integer"},
             "rejected": {"type": "integer"},
+            "ignored": {"type": "integer", "description": "webhooks: items that carry no touchpoint"},
+            "notes": {"type": "array", "items": {"type": "string"}},
             "errors": {
                 "type": "array",
                 "items": {
