@@ -1,0 +1,13 @@
+"""The pure metric core (SPEC §5): no Faust or Kafka import, tested directly.
+
+`Engine` takes events in arrival order and emits the rows of SPEC §6; everything it
+computes is a function of each customer's events sorted by (occurred_at, event_id),
+so events out of order within the grace period change nothing. `reference.recompute`
+is the brute-force definition the engine is checked against.
+"""
+
+from streams.metrics.config import MetricsConfig
+from streams.metrics.engine import Engine
+from streams.metrics.records import Outputs
+
+__all__ = ["Engine", "MetricsConfig", "Outputs"]

@@ -1,0 +1,65 @@
+"""The metric definitions' parameters, with SPEC §5's exact defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+
+from schemas.touchpoint import Actor, Channel, Kind
+
+#: Customer-initiated kinds (SPEC §5 "Engagement score") and their default weights.
+DEFAULT_WEIGHTS: Mapping[Kind, float] = MappingProxyType({
+    Kind.PURCHASE: 5.0,
+    Kind.MESSAGE: 3.0,
+    Kind.CALL: 3.0,
+    Kind.TICKET_OPENED: 2.0,
+    Kind.SURVEY_RESPONSE: 2.0,
+    Kind.CLICK: 1.0,
+    Kind.PAGE_VIEW: 0.5,
+})  # fmt: skip
+
+#: Levels from the lowest; a score s has the last level whose threshold is <= s.
+DEFAULT_LEVELS: tuple[tuple[str, float], ...] = (
+    ("dormant", float("-inf")),
+    ("low", 1.0),
+    ("medium", 5.0),
+    ("high", 15.0),
+    ("champion", 40.0),
+)
+
+_SHORT = timedelta(minutes=30)
+_LONG = timedelta(days=7)
+DEFAULT_INACTIVITY: Mapping[Channel, timedelta] = MappingProxyType({
+    channel: _LONG if channel in (Channel.EMAIL, Channel.HELPDESK) else _SHORT for channel in Channel
+})  # fmt: skip
+
+CUSTOMER_MESSAGE_KINDS = frozenset({Kind.MESSAGE, Kind.CALL, Kind.TICKET_OPENED})
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    #: Out-of-order events within this much event time give the same results as in order.
+    grace: timedelta = timedelta(minutes=10)
+    #: Gap that ends a derived conversation (events without conversation_id), per channel.
+    inactivity: Mapping[Channel, timedelta] = field(default_factory=lambda: DEFAULT_INACTIVITY)
+    #: Outbound actors whose messages answer a waiting customer.
+    reply_actors: frozenset[Actor] = frozenset({Actor.AGENT})
+    weights: Mapping[Kind, float] = field(default_factory=lambda: DEFAULT_WEIGHTS)
+    half_life: timedelta = timedelta(days=7)
+    #: Per customer, kind and UTC day, only the earliest this many events add to the score.
+    daily_cap: int = 20
+    levels: tuple[tuple[str, float], ...] = DEFAULT_LEVELS
+    #: Event ids are remembered this long (event time) to drop redeliveries.
+    dedup_window: timedelta = timedelta(days=30)
+
+    def level_of(self, score: float) -> str:
+        name = self.levels[0][0]
+        for level, threshold in self.levels:
+            if score >= threshold:
+                name = level
+        return name
+
+    def rank(self, level: str) -> int:
+        return [name for name, _ in self.levels].index(level)

@@ -1,0 +1,192 @@
+"""The metrics recomputed by brute force from a full event list: the definition the engine
+is checked against (property tests) and that `touchstream verify` can diff with.
+
+Written for clarity, not speed: every customer's events are deduplicated, sorted by
+(occurred_at, event_id), cut at the horizon, and each metric is computed from its
+definition (scores as direct sums over the contributing events).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from schemas.touchpoint import Kind, TouchpointEvent
+from streams.metrics.config import MetricsConfig
+from streams.metrics.engagement import WINDOWS, is_customer_initiated
+from streams.metrics.records import (
+    EngagementRow,
+    LevelChange,
+    ResponseRecord,
+    SurveyRow,
+    WaitingRow,
+    order_key,
+)
+from streams.metrics.responses import is_customer_message, is_reply
+
+
+@dataclass
+class Tables:
+    """The state of the result tables: what `FINAL` queries would show."""
+
+    responses: dict[str, ResponseRecord] = field(default_factory=dict)
+    surveys: dict[str, SurveyRow] = field(default_factory=dict)
+    changes: list[LevelChange] = field(default_factory=list)
+    engagement: dict[str, EngagementRow] = field(default_factory=dict)
+    #: By (customer_id, conversation_id): conversation ids are only unique per customer.
+    waiting: dict[tuple[str, str], WaitingRow] = field(default_factory=dict)
+
+
+def recompute(events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime) -> Tables:
+    tables = Tables()
+    by_customer: dict[str, dict[str, TouchpointEvent]] = {}
+    for event in events:
+        by_customer.setdefault(event.customer_id, {}).setdefault(event.event_id, event)
+    for customer_id, unique in sorted(by_customer.items()):
+        ordered = sorted((e for e in unique.values() if e.occurred_at < horizon), key=order_key)
+        erasures = [index for index, event in enumerate(ordered) if event.kind is Kind.ERASURE_REQUESTED]
+        if erasures:
+            ordered = ordered[erasures[-1] + 1 :]
+        aggregated = _with_consent(ordered)
+        _responses(customer_id, aggregated, config, tables)
+        for event in aggregated:
+            if event.survey is not None:
+                tables.surveys[event.event_id] = SurveyRow(
+                    event.event_id,
+                    customer_id,
+                    event.channel.value,
+                    event.survey.type,
+                    event.survey.score,
+                    event.conversation_id,
+                    event.occurred_at,
+                )
+        _engagement(customer_id, [e for e in aggregated if is_customer_initiated(e)], config, horizon, tables)
+    return tables
+
+
+def _with_consent(ordered: list[TouchpointEvent]) -> list[TouchpointEvent]:
+    consent, kept = True, []
+    for event in ordered:
+        if event.kind is Kind.CONSENT_UPDATED:
+            assert event.consent is not None
+            consent = event.consent.analytics
+        elif consent:
+            kept.append(event)
+    return kept
+
+
+def _conversation_ids(events: list[TouchpointEvent], config: MetricsConfig) -> list[str]:
+    ids: list[str] = []
+    last_on_channel: dict[str, str] = {}
+    last_in_conversation: dict[str, datetime] = {}
+    for event in events:
+        if event.conversation_id is not None:
+            ids.append(event.conversation_id)
+        else:
+            channel = event.channel.value
+            current = last_on_channel.get(channel)
+            gap = config.inactivity[event.channel]
+            if current is None or event.occurred_at - last_in_conversation[current] > gap:
+                current = f"derived:{channel}:{event.event_id}"
+            last_on_channel[channel] = current
+            ids.append(current)
+        last_in_conversation[ids[-1]] = event.occurred_at
+    return ids
+
+
+def _responses(
+    customer_id: str, events: list[TouchpointEvent], config: MetricsConfig, tables: Tables
+) -> None:
+    conversations: dict[str, list[TouchpointEvent]] = {}
+    for event, conversation_id in zip(events, _conversation_ids(events, config), strict=True):
+        conversations.setdefault(conversation_id, []).append(event)
+    for conversation_id, members in conversations.items():
+        unanswered: list[TouchpointEvent] = []
+        responded = False
+        row: WaitingRow | None = None
+        for event in members:
+            if is_customer_message(event):
+                if not unanswered:
+                    row = WaitingRow(
+                        conversation_id,
+                        customer_id,
+                        event.channel.value,
+                        event.occurred_at,
+                        False,
+                        event.occurred_at,
+                    )
+                unanswered.append(event)
+            elif is_reply(event, config) and unanswered:
+                first = unanswered[0]
+                tables.responses[event.event_id] = ResponseRecord(
+                    event.event_id,
+                    conversation_id,
+                    customer_id,
+                    first.channel.value,
+                    event.agent_id,
+                    (event.occurred_at - first.occurred_at).total_seconds(),
+                    not responded,
+                    first.occurred_at,
+                    event.occurred_at,
+                )
+                row = WaitingRow(
+                    conversation_id, customer_id, first.channel.value, None, True, event.occurred_at
+                )
+                responded, unanswered = True, []
+        if row is not None:
+            tables.waiting[customer_id, conversation_id] = row
+
+
+def _engagement(
+    customer_id: str, actions: list[TouchpointEvent], config: MetricsConfig, horizon: datetime, tables: Tables
+) -> None:
+    counted: list[tuple[TouchpointEvent, float]] = []
+    per_day: dict[tuple[str, object], int] = {}
+    for event in actions:
+        key = (event.kind.value, event.occurred_at.astimezone(UTC).date())
+        per_day[key] = per_day.get(key, 0) + 1
+        weight = config.weights.get(event.kind, 0.0) if per_day[key] <= config.daily_cap else 0.0
+        counted.append((event, weight))
+
+    def score(upto: int) -> float:
+        """The score just after action `upto` (ties at one instant follow event order)."""
+        at, half_life = counted[upto][0].occurred_at, config.half_life
+        return sum(w * 0.5 ** ((at - e.occurred_at) / half_life) for e, w in counted[: upto + 1])
+
+    def row(at: datetime, value: float, level: str) -> EngagementRow:
+        recent = [e for e, _ in counted if at - WINDOWS[-1] < e.occurred_at <= at]
+        day, week, month = (sum(1 for e in recent if at - window < e.occurred_at) for window in WINDOWS)
+        return EngagementRow(
+            customer_id=customer_id,
+            score=value,
+            level=level,
+            interactions_24h=day,
+            interactions_7d=week,
+            interactions_30d=month,
+            active_channels_30d=len({e.channel.value for e in recent}),
+            last_interaction_at=max((e.occurred_at for e in recent), default=None),
+            updated_at=at,
+        )
+
+    level, last_at, last_score = config.levels[0][0], None, 0.0
+    for index, (event, _) in enumerate(counted):
+        until = counted[index + 1][0].occurred_at if index + 1 < len(counted) else horizon
+        at = event.occurred_at
+        value = score(index)
+        if config.level_of(value) != level:
+            tables.changes.append(LevelChange(customer_id, level, config.level_of(value), value, at))
+            level = config.level_of(value)
+        last_at, last_score = at, value
+        # Decay between this action and the next (or the horizon): one change per threshold crossed.
+        while config.rank(level) > 0:
+            threshold = config.levels[config.rank(level)][1]
+            crossing = at + config.half_life * math.log2(value / threshold)
+            if not crossing < until:
+                break
+            lower = config.levels[config.rank(level) - 1][0]
+            tables.changes.append(LevelChange(customer_id, level, lower, threshold, crossing))
+            level, last_at, last_score = lower, crossing, threshold
+    if last_at is not None:
+        tables.engagement[customer_id] = row(last_at, last_score, level)

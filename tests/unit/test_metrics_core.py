@@ -1,0 +1,257 @@
+"""The metric core against its brute-force definition, in any arrival order within grace."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.touchpoint import TouchpointEvent
+from streams.metrics import Engine, MetricsConfig, Outputs
+from streams.metrics.reference import Tables, recompute
+from tests.factories import event
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+GRACE = timedelta(minutes=10)
+CONFIGS = {
+    "spec defaults": MetricsConfig(grace=GRACE),
+    "fast decay": MetricsConfig(grace=GRACE, half_life=timedelta(hours=6), daily_cap=3),
+}
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "customer_chat": {"channel": "chat", "kind": "message", "direction": "inbound", "actor": "customer"},
+    "customer_call": {"channel": "phone", "kind": "call", "direction": "inbound", "actor": "customer"},
+    "customer_email": {"channel": "email", "kind": "message", "direction": "inbound", "actor": "customer"},
+    "agent_chat": {"channel": "chat", "kind": "message", "direction": "outbound", "actor": "agent",
+                   "agent_id": "agent-1"},
+    "agent_email": {"channel": "email", "kind": "message", "direction": "outbound", "actor": "agent",
+                    "agent_id": "agent-2"},
+    "bot_chat": {"channel": "chat", "kind": "message", "direction": "outbound", "actor": "bot"},
+    "ticket": {"channel": "helpdesk", "kind": "ticket_opened", "direction": "inbound", "actor": "customer"},
+    "page_view": {"channel": "web", "kind": "page_view", "direction": "inbound", "actor": "customer"},
+    "click": {"channel": "web", "kind": "click", "direction": "inbound", "actor": "customer"},
+    "purchase": {"channel": "web", "kind": "purchase", "direction": "none", "actor": "customer"},
+    "nps": {"channel": "chat", "kind": "survey_response", "direction": "inbound", "actor": "customer",
+            "survey": {"type": "nps", "score": 9}},
+    "opt_out": {"channel": "web", "kind": "consent_updated", "direction": "inbound", "actor": "customer",
+                "consent": {"analytics": False}},
+    "opt_in": {"channel": "web", "kind": "consent_updated", "direction": "inbound", "actor": "customer",
+               "consent": {"analytics": True}},
+    "erasure": {"channel": "web", "kind": "erasure_requested", "direction": "inbound", "actor": "customer"},
+}  # fmt: skip
+COMMON = ["customer_chat", "agent_chat", "customer_email", "agent_email", "page_view", "click", "purchase"]
+RARE = ["customer_call", "bot_chat", "ticket", "nps", "opt_out", "opt_in", "erasure"]
+
+
+@st.composite
+def journeys(draw: st.DrawFn) -> list[TouchpointEvent]:
+    count = draw(st.integers(1, 40))
+    events = []
+    for number in range(count):
+        shape = draw(st.sampled_from(COMMON) | st.sampled_from(RARE))
+        seconds = draw(st.integers(0, 3 * 86400) | st.integers(0, 3600))
+        events.append(
+            event(
+                event_id=f"e{number:03d}",
+                customer_id=draw(st.sampled_from(["ann", "bob", "cy"])),
+                occurred_at=(T0 + timedelta(seconds=seconds)).isoformat(),
+                conversation_id=draw(st.sampled_from([None, None, "conv-1", "conv-2"])),
+                **SHAPES[shape],
+            )
+        )
+    # Much later, one event moves event time on, so decay has time to lower levels.
+    events.append(event(event_id="tail", customer_id="zed", channel="web", kind="page_view",
+                        occurred_at=(T0 + timedelta(days=9)).isoformat(), conversation_id=None))  # fmt: skip
+    return events
+
+
+@st.composite
+def arrivals(draw: st.DrawFn, events: list[TouchpointEvent]) -> list[list[TouchpointEvent]]:
+    """An arrival order in which nothing is late (each event is at most `grace` behind any
+    event that came before it), some events redelivered, cut into batches."""
+    delays = [draw(st.integers(0, int(GRACE.total_seconds()) - 1)) for _ in events]
+    order = sorted(
+        range(len(events)), key=lambda i: (events[i].occurred_at + timedelta(seconds=delays[i]), i)
+    )
+    sequence = [events[i] for i in order]
+    for index in draw(st.lists(st.integers(0, len(sequence) - 1), max_size=5)):
+        sequence.insert(draw(st.integers(index, len(sequence))), sequence[index])
+    cuts = sorted(draw(st.lists(st.integers(0, len(sequence)), max_size=6)))
+    return [sequence[a:b] for a, b in zip([0, *cuts], [*cuts, len(sequence)], strict=True)]
+
+
+def run(engine: Engine, batches: list[list[TouchpointEvent]]) -> tuple[Tables, Outputs]:
+    """Feed the batches and apply every step's outputs as the sink would."""
+    tables, total = Tables(), Outputs()
+    for batch in batches:
+        out = engine.process(batch)
+        apply(tables, out)
+        total.extend(out)
+    return tables, total
+
+
+def apply(tables: Tables, out: Outputs) -> None:
+    for customer in out.erased_customers:
+        tables.responses = {k: r for k, r in tables.responses.items() if r.customer_id != customer}
+        tables.surveys = {k: r for k, r in tables.surveys.items() if r.customer_id != customer}
+        tables.waiting = {k: r for k, r in tables.waiting.items() if r.customer_id != customer}
+        tables.engagement.pop(customer, None)
+        tables.changes = [change for change in tables.changes if change.customer_id != customer]
+    tables.responses |= {row.reply_event_id: row for row in out.responses}
+    tables.surveys |= {row.event_id: row for row in out.surveys}
+    tables.waiting |= {(row.customer_id, row.conversation_id): row for row in out.waiting}
+    tables.engagement |= {row.customer_id: row for row in out.engagement}
+    tables.changes += out.changes
+
+
+def assert_same(actual: Tables, expected: Tables) -> None:
+    assert actual.responses == expected.responses
+    assert actual.surveys == expected.surveys
+    assert actual.waiting == expected.waiting
+    assert sorted(actual.engagement) == sorted(expected.engagement)
+    for customer, row in expected.engagement.items():
+        got = actual.engagement[customer]
+        assert got.level == row.level and math.isclose(got.score, row.score, rel_tol=1e-9)
+        assert abs(got.updated_at - row.updated_at) < timedelta(milliseconds=1)
+        counts = lambda r: (r.interactions_24h, r.interactions_7d, r.interactions_30d, r.active_channels_30d)  # noqa: E731
+        assert counts(got) == counts(row)
+    assert len(actual.changes) == len(expected.changes)
+    key = lambda change: (change.customer_id, change.changed_at)  # noqa: E731
+    for got, want in zip(sorted(actual.changes, key=key), sorted(expected.changes, key=key), strict=True):
+        assert (got.customer_id, got.previous_level, got.level) == (want.customer_id, want.previous_level,
+                                                                     want.level)  # fmt: skip
+        assert abs(got.changed_at - want.changed_at) < timedelta(milliseconds=1)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@PROPERTY
+@given(data=st.data())
+def test_any_arrival_within_grace_equals_the_brute_force_definition(name: str, data: st.DataObject) -> None:
+    config = CONFIGS[name]
+    events = data.draw(journeys())
+    engine = Engine(config)
+    tables, outputs = run(engine, data.draw(arrivals(events)))
+    assert outputs.late == []
+    assert engine.horizon is not None
+    assert_same(tables, recompute(events, config, engine.horizon))
+
+
+@PROPERTY
+@given(data=st.data())
+def test_redelivery_and_batching_change_nothing(data: st.DataObject) -> None:
+    config = CONFIGS["fast decay"]
+    events = data.draw(journeys())
+    in_order = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+    once, _ = run(Engine(config), [in_order])
+    batches = data.draw(arrivals(events))
+    shuffled, outputs = run(Engine(config), batches)
+    assert_same(shuffled, once)
+    assert outputs.duplicates == sum(len(batch) for batch in batches) - len(events)
+
+
+def test_late_events_are_reported_and_not_folded_in() -> None:
+    config = MetricsConfig(grace=GRACE)
+    base = [
+        event(event_id="m1", occurred_at=T0.isoformat(), conversation_id="c"),
+        event(event_id="far", customer_id="other", occurred_at=(T0 + timedelta(hours=2)).isoformat()),
+    ]
+    late_reply = event(event_id="r1", occurred_at=(T0 + timedelta(minutes=5)).isoformat(),
+                       conversation_id="c", direction="outbound", actor="agent", agent_id="a")  # fmt: skip
+    engine = Engine(config)
+    tables, _ = run(engine, [base])
+    out = engine.process([late_reply])
+    assert [(late.event_id, late.horizon) for late in out.late] == [("r1", T0 + timedelta(hours=2) - GRACE)]
+    assert out.responses == [] and tables.waiting["cust-1", "c"].answered is False
+    assert engine.process([late_reply]).duplicates == 1, "a redelivered late event is a duplicate"
+
+
+def test_response_times_first_response_and_waiting() -> None:
+    at = lambda minutes: (T0 + timedelta(minutes=minutes)).isoformat()  # noqa: E731
+    events = [
+        event(event_id="q1", occurred_at=at(0), conversation_id="c"),
+        event(event_id="q2", occurred_at=at(2), conversation_id="c"),
+        event(event_id="bot", occurred_at=at(3), conversation_id="c", direction="outbound", actor="bot"),
+        event(event_id="a1", occurred_at=at(5), conversation_id="c", direction="outbound", actor="agent",
+              agent_id="kim"),
+        event(event_id="a2", occurred_at=at(6), conversation_id="c", direction="outbound", actor="agent"),
+        event(event_id="q3", occurred_at=at(30), conversation_id="c"),
+        event(event_id="a3", occurred_at=at(31), conversation_id="c", direction="outbound", actor="agent"),
+        event(event_id="q4", occurred_at=at(40), conversation_id="c"),
+        event(event_id="tick", customer_id="z", occurred_at=at(100), conversation_id=None, channel="web",
+              kind="page_view"),
+    ]  # fmt: skip
+    tables, _ = run(Engine(MetricsConfig(grace=GRACE)), [events])
+    assert sorted((r.reply_event_id, r.response_seconds, r.is_first_response, r.agent_id)
+                  for r in tables.responses.values()) == [
+        ("a1", 300.0, True, "kim"), ("a3", 60.0, False, None)
+    ]  # fmt: skip
+    assert tables.waiting["cust-1", "c"].waiting_since == T0 + timedelta(minutes=40)
+    bots_count = run(Engine(MetricsConfig(grace=GRACE, reply_actors=frozenset({"agent", "bot"}))), [events])[
+        0
+    ]
+    assert bots_count.responses["bot"].response_seconds == 180.0
+
+
+def test_score_cap_levels_and_decay_changes() -> None:
+    config = MetricsConfig(grace=timedelta(0))
+    buys = [
+        event(event_id=f"p{n:02d}", occurred_at=(T0 + timedelta(seconds=n)).isoformat(), kind="purchase",
+              channel="web", direction="none", conversation_id=None)
+        for n in range(25)
+    ]  # fmt: skip
+    # The score at the last purchase: only the day's first 20 count, each decayed since.
+    score = sum(5 * 0.5 ** ((24 - n) / timedelta(days=7).total_seconds()) for n in range(20))
+    tick = event(event_id="tick", customer_id="z", occurred_at=(T0 + timedelta(minutes=1)).isoformat(),
+                 conversation_id=None, channel="web", kind="page_view")  # fmt: skip
+    tables, _ = run(Engine(config), [[*buys, tick]])
+    row = tables.engagement["cust-1"]
+    assert (row.level, row.interactions_24h, row.active_channels_30d) == ("champion", 25, 1)
+    assert math.isclose(row.score, score, rel_tol=1e-12) and row.updated_at == T0 + timedelta(seconds=24)
+    # The first purchase scores exactly 5, medium's threshold, and decays below it at once;
+    # 15 and 40 are reached one purchase late, because of decay.
+    assert [(c.previous_level, c.level, c.changed_at) for c in tables.changes] == [
+        ("dormant", "medium", T0), ("medium", "low", T0), ("low", "medium", T0 + timedelta(seconds=1)),
+        ("medium", "high", T0 + timedelta(seconds=3)), ("high", "champion", T0 + timedelta(seconds=8)),
+    ]  # fmt: skip
+
+    later = event(event_id="later", customer_id="z", occurred_at=(T0 + timedelta(days=60)).isoformat(),
+                  conversation_id=None, channel="web", kind="page_view")  # fmt: skip
+    tables, _ = run(Engine(config), [buys, [later]])
+    drops = [c for c in tables.changes if c.customer_id == "cust-1"][5:]
+    assert [(c.previous_level, c.level) for c in drops] == [
+        ("champion", "high"), ("high", "medium"), ("medium", "low"), ("low", "dormant")
+    ]  # fmt: skip
+    for change, threshold in zip(drops, (40, 15, 5, 1), strict=True):
+        expected = T0 + timedelta(seconds=24) + timedelta(days=7) * math.log2(score / threshold)
+        assert abs(change.changed_at - expected) < timedelta(milliseconds=1)
+    assert tables.engagement["cust-1"].level == "dormant"
+    assert tables.engagement["cust-1"].updated_at == drops[-1].changed_at
+
+
+def test_consent_suppresses_and_erasure_forgets() -> None:
+    at = lambda minutes: (T0 + timedelta(minutes=minutes)).isoformat()  # noqa: E731
+    events = [
+        event(event_id="q1", occurred_at=at(0), conversation_id="c"),
+        event(event_id="off", occurred_at=at(1), kind="consent_updated", consent={"analytics": False}),
+        event(event_id="q2", occurred_at=at(2), conversation_id="d"),
+        event(event_id="on", occurred_at=at(3), kind="consent_updated", consent={"analytics": True}),
+        event(event_id="q3", occurred_at=at(4), conversation_id="e"),
+        event(event_id="tick", customer_id="z", occurred_at=at(100), conversation_id=None),
+    ]
+    tables, outputs = run(Engine(MetricsConfig(grace=GRACE)), [events])
+    assert outputs.suppressed == 1
+    assert sorted(key for customer, key in tables.waiting if customer == "cust-1") == ["c", "e"]
+
+    erase = event(event_id="gone", occurred_at=at(5), kind="erasure_requested", conversation_id=None)
+    after = event(event_id="q4", occurred_at=at(6), conversation_id="f")
+    engine = Engine(MetricsConfig(grace=GRACE))
+    tables, outputs = run(engine, [events[:5], [erase, after, events[5]]])
+    assert [proof.request_event_id for proof in outputs.erasures] == ["gone"]
+    assert outputs.erased_customers == ["cust-1"]
+    assert sorted(key for customer, key in tables.waiting if customer == "cust-1") == ["f"]
+    assert tables.engagement["cust-1"].interactions_30d == 1, "only what came after the erasure"
