@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.touchpoint import TouchpointEvent
+from schemas.touchpoint import Actor, TouchpointEvent
 from streams.metrics import Engine, MetricsConfig, Outputs
 from streams.metrics.reference import Tables, recompute
 from tests.factories import event
@@ -122,10 +122,11 @@ def assert_same(actual: Tables, expected: Tables) -> None:
         assert counts(got) == counts(row)
     assert len(actual.changes) == len(expected.changes)
     key = lambda change: (change.customer_id, change.changed_at)  # noqa: E731
-    for got, want in zip(sorted(actual.changes, key=key), sorted(expected.changes, key=key), strict=True):
-        assert (got.customer_id, got.previous_level, got.level) == (want.customer_id, want.previous_level,
-                                                                     want.level)  # fmt: skip
-        assert abs(got.changed_at - want.changed_at) < timedelta(milliseconds=1)
+    pairs = zip(sorted(actual.changes, key=key), sorted(expected.changes, key=key), strict=True)
+    for change, wanted in pairs:
+        assert (change.customer_id, change.previous_level, change.level) == (
+            wanted.customer_id, wanted.previous_level, wanted.level)  # fmt: skip
+        assert abs(change.changed_at - wanted.changed_at) < timedelta(milliseconds=1)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -191,9 +192,8 @@ def test_response_times_first_response_and_waiting() -> None:
         ("a1", 300.0, True, "kim"), ("a3", 60.0, False, None)
     ]  # fmt: skip
     assert tables.waiting["cust-1", "c"].waiting_since == T0 + timedelta(minutes=40)
-    bots_count = run(Engine(MetricsConfig(grace=GRACE, reply_actors=frozenset({"agent", "bot"}))), [events])[
-        0
-    ]
+    with_bots = MetricsConfig(grace=GRACE, reply_actors=frozenset({Actor.AGENT, Actor.BOT}))
+    bots_count, _ = run(Engine(with_bots), [events])
     assert bots_count.responses["bot"].response_seconds == 180.0
 
 
