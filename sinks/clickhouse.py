@@ -88,9 +88,11 @@ class ClickHouse:
             except DriverError as error:
                 raise wrap(error) from error
 
-    def command(self, sql: str, *, settings: dict[str, Any] | None = None) -> Any:
+    def command(
+        self, sql: str, *, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> Any:
         with self._call() as client:
-            return client.command(sql, settings=settings)
+            return client.command(sql, parameters=parameters, settings=settings)
 
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._call() as client:

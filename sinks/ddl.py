@@ -91,6 +91,55 @@ TABLES: dict[str, str] = {
         updated_at {_TS}
     ) ENGINE = ReplacingMergeTree(updated_at)
     ORDER BY (customer_id, conversation_id)""",
+    "late_events": f"""
+        event_id String,
+        customer_id String,
+        channel LowCardinality(String),
+        occurred_at {_TS},
+        horizon {_TS},
+        lateness_seconds Float64,
+        detected_at {_TS} DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree(detected_at)
+    ORDER BY (customer_id, event_id)""",
+    "erasures": f"""
+        request_event_id String,
+        requested_at {_TS},
+        erased_at {_TS} DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree(erased_at)
+    ORDER BY request_event_id""",
+}
+
+#: Tables holding a customer's rows: an erasure deletes from each of them.
+CUSTOMER_TABLES = (
+    "touchpoints", "responses", "engagement", "engagement_changes", "surveys", "waiting", "late_events",
+)  # fmt: skip
+
+#: Per channel and hour, for dashboards: plain views over the deduplicated tables, so they
+#: are exact whatever was retried or replayed (a materialized view would count twice).
+VIEWS: dict[str, str] = {
+    "response_times_hourly": """
+        SELECT channel, toStartOfHour(replied_at) AS hour,
+               count() AS responses,
+               avg(response_seconds) AS mean_seconds,
+               quantileExact(0.5)(response_seconds) AS p50_seconds,
+               quantileExact(0.9)(response_seconds) AS p90_seconds,
+               countIf(is_first_response) AS first_responses,
+               avgIf(response_seconds, is_first_response) AS first_response_mean_seconds
+        FROM {db}.responses FINAL
+        GROUP BY channel, hour""",
+    "volumes_hourly": """
+        SELECT channel, toStartOfHour(occurred_at) AS hour, kind, direction, count() AS events,
+               uniqExact(customer_id) AS customers
+        FROM {db}.touchpoints FINAL
+        GROUP BY channel, hour, kind, direction""",
+    "experience_hourly": """
+        SELECT channel, toStartOfHour(occurred_at) AS hour, survey_type,
+               count() AS responses,
+               countIf(score >= 9) AS promoters,
+               countIf(score <= 6) AS detractors,
+               countIf(score >= 4) AS satisfied
+        FROM {db}.surveys FINAL
+        GROUP BY channel, hour, survey_type""",
 }
 
 
@@ -98,4 +147,6 @@ def migrations(database: str) -> list[str]:
     statements = [f"CREATE DATABASE IF NOT EXISTS {database}"]
     for table, body in TABLES.items():
         statements.append(f"CREATE TABLE IF NOT EXISTS {database}.{table} ({body}\n    {_DEDUP}")
+    for view, query in VIEWS.items():
+        statements.append(f"CREATE OR REPLACE VIEW {database}.{view} AS {query.format(db=database)}")
     return statements

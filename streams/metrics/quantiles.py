@@ -51,10 +51,10 @@ class Sketch:
         return self.total / self.count if self.count else None
 
     def quantile(self, q: float) -> float | None:
-        """The value at rank floor(q * (count - 1)) of the sorted data, within the bound."""
+        """The value at rank `rank(q, count)` of the sorted data, within the relative bound."""
         if not self.count:
             return None
-        rank = math.floor(q * (self.count - 1))
+        rank = quantile_rank(q, self.count)
         if rank < self.zeros:
             return 0.0
         seen = self.zeros
@@ -66,9 +66,14 @@ class Sketch:
         raise AssertionError("rank beyond the sketch's count")
 
 
+def quantile_rank(q: float, count: int) -> int:
+    """ClickHouse's `quantileExact` rank: floor(q * count), the upper middle for a median."""
+    return min(math.floor(q * count), count - 1)
+
+
 def exact_quantile(values: list[float], q: float) -> float | None:
     """The same rank definition, exactly (per customer, where counts are small)."""
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[math.floor(q * (len(ordered) - 1))]
+    return ordered[quantile_rank(q, len(ordered))]

@@ -214,3 +214,25 @@ def published(
     messages = read_topics(broker.bootstrap, input_topics(env["TOUCHSTREAM_TOPIC_PREFIX"]),
                            expected=expected, timeout=timeout)  # fmt: skip
     return [json.loads(message.value() or b"") for message in messages]
+
+
+# -- chDB in this process: one directory per process, so one per session; a database per test.
+
+
+@pytest.fixture(scope="session")
+def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(interface="chdb", path=str(tmp_path_factory.mktemp("chdb")))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clickhouse(chdb_client: Any) -> Any:
+    from sinks.clickhouse import ClickHouse
+
+    handle = ClickHouse(chdb_client, database=f"test_{os.getpid()}_{next(_counter)}", embedded=True)
+    handle.migrate()
+    chdb_client.database = handle.database  # unqualified names resolve to this test's database
+    return handle

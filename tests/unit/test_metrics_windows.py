@@ -74,7 +74,7 @@ def test_rolling_windows_per_channel_overall_and_customer() -> None:
     overall = {stats.window: stats for stats in rolling.channel(OVERALL, T0)}
     assert overall["7d"].count == 5
     mine = {stats.window: stats for stats in rolling.customer("c1", T0)}
-    assert (mine["1h"].count, mine["1h"].p50, mine["24h"].p90) == (2, 60, 120)
+    assert (mine["1h"].count, mine["1h"].p50, mine["24h"].p90) == (2, 120, 600)
     rolling.forget_before(T0)
     assert all(minute * 60 >= (T0 - timedelta(days=7)).timestamp() - 60 for _, minute in rolling.minutes)
     assert rolling.channel("chat", T0)[2].count == 4
