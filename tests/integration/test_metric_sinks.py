@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sinks import metrics, touchpoints
 from sinks.clickhouse import ClickHouse
@@ -78,3 +80,17 @@ def test_metric_rows_views_retries_and_erasure(clickhouse: ClickHouse) -> None:
         )
     assert clickhouse.scalar("SELECT count() FROM responses FINAL WHERE customer_id = 'cust-2'") == 1
     assert clickhouse.rows("SELECT request_event_id FROM erasures FINAL") == [("gone",)]
+
+
+def test_every_query_in_the_analyst_docs_runs(clickhouse: ClickHouse) -> None:
+    engine = Engine(MetricsConfig(grace=timedelta(minutes=10)))
+    touchpoints.write(clickhouse, [touchpoints.row(e, Source("t", 0, n)) for n, e in enumerate(EVENTS)],
+                      [Source("t", 0, n) for n in range(len(EVENTS))])  # fmt: skip
+    metrics.write(clickhouse, engine.process(EVENTS), step="docs")
+    text = (Path(__file__).parents[2] / "docs" / "clickhouse.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
+    assert len(queries) >= 5
+    for query in queries:
+        clickhouse.rows(query)  # raises ClickHouseError, naming the query's problem, if it is wrong
+    nps = next(query for query in queries if "experience_hourly" in query)
+    assert clickhouse.rows(nps)[0][2] == 100.0
