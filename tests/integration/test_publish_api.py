@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from producers import publish
+from schemas.topics import input_topic
+from schemas.touchpoint import Channel
 from tests.factories import event
-from tests.integration.conftest import published
+from tests.integration.conftest import PARTITIONS, published, read_topics
 from touchstream.broker import EmbeddedBroker, free_port
 from touchstream.errors import BrokerError
 
@@ -25,6 +28,21 @@ def test_publish_returns_once_kafka_has_every_event(
     assert sorted((record["event_id"], record["channel"]) for record in records) == [
         ("api-1", "web"), ("api-2", "email"), ("api-3", "chat")
     ]  # fmt: skip
+
+
+def test_customers_land_where_java_and_faust_partition_them(
+    broker: EmbeddedBroker, pipeline_env: dict[str, str]
+) -> None:
+    """Keys are hashed with murmur2, as aiokafka's DefaultPartitioner (Faust) and Java do."""
+    customers = [f"cust-{number}" for number in range(60)] + ["email:3f2a", "anon-5c1e", "Ünïcode-ñ"]
+    events = [event(event_id=f"p-{n}", customer_id=customer) for n, customer in enumerate(customers)]
+    prefix = pipeline_env["TOUCHSTREAM_TOPIC_PREFIX"]
+    publish(events, bootstrap=broker.bootstrap, prefix=prefix)
+    messages = read_topics(broker.bootstrap, [input_topic(Channel.CHAT, prefix)], expected=len(events))
+    partitions = list(range(PARTITIONS))
+    java = DefaultPartitioner()
+    landed = {(message.key() or b"").decode(): message.partition() for message in messages}
+    assert landed == {customer: java(customer.encode(), partitions, partitions) for customer in customers}
 
 
 def test_publish_raises_when_kafka_does_not_acknowledge() -> None:
