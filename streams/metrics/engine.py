@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics.config import MetricsConfig
 from streams.metrics.customer import CustomerState
 from streams.metrics.records import LateEvent, Outputs, order_key
+from streams.metrics.state import record_from_dict, record_to_dict
 
 
 class Engine:
@@ -30,7 +32,11 @@ class Engine:
         self.pending: dict[str, list[TouchpointEvent]] = {}
         #: event_id -> occurred_at, per customer, within the dedup window.
         self.seen: dict[str, dict[str, datetime]] = {}
+        #: The latest occurred_at among each customer's accepted (not late) events.
+        self.latest: dict[str, datetime] = {}
         self.watermark: datetime | None = None
+        #: Customers whose record changed in the last `process` call: write these back.
+        self.touched: set[str] = set()
 
     @property
     def horizon(self) -> datetime | None:
@@ -39,7 +45,9 @@ class Engine:
     def process(self, events: Iterable[TouchpointEvent]) -> Outputs:
         """Take a batch in arrival order; return what became final."""
         out = Outputs()
+        self.touched = set()
         for event in events:
+            self.touched.add(event.customer_id)
             seen = self.seen.setdefault(event.customer_id, {})
             if event.event_id in seen:
                 out.duplicates += 1
@@ -51,6 +59,9 @@ class Engine:
                 out.late.append(LateEvent(event.event_id, customer, channel, event.occurred_at, horizon))
                 continue
             self.pending.setdefault(event.customer_id, []).append(event)
+            latest = self.latest.get(event.customer_id)
+            if latest is None or event.occurred_at > latest:
+                self.latest[event.customer_id] = event.occurred_at
             if self.watermark is None or event.occurred_at > self.watermark:
                 self.watermark = event.occurred_at
         if self.horizon is not None:
@@ -59,12 +70,14 @@ class Engine:
 
     def release(self, horizon: datetime, out: Outputs) -> None:
         """Fold every pending event before `horizon` in, in order; then decay up to it."""
-        for customer_id in list(self.pending):
+        # Customers in a fixed order, so a step's outputs do not depend on this engine's history.
+        for customer_id in sorted(self.pending):
             waiting = sorted(self.pending[customer_id], key=order_key)
             ready = [event for event in waiting if event.occurred_at < horizon]
             if not ready:
                 continue
             state = self.customers.setdefault(customer_id, CustomerState(customer_id))
+            self.touched.add(customer_id)
             for event in ready:
                 state.apply(event, self.config, out)
             rest = waiting[len(ready) :]
@@ -72,12 +85,43 @@ class Engine:
                 self.pending[customer_id] = rest
             else:
                 del self.pending[customer_id]
-        for state in self.customers.values():
+        for customer_id, state in sorted(self.customers.items()):
+            before = len(out.changes)
             state.advance(horizon, self.config, out)
+            if len(out.changes) != before:
+                self.touched.add(customer_id)
         self._forget(horizon)
 
     def _forget(self, horizon: datetime) -> None:
         oldest = horizon - self.config.dedup_window
         for customer_id, seen in self.seen.items():
             if len(seen) > 64:
-                self.seen[customer_id] = {key: at for key, at in seen.items() if at >= oldest}
+                kept = {key: at for key, at in seen.items() if at >= oldest}
+                if len(kept) != len(seen):
+                    self.seen[customer_id] = kept
+                    self.touched.add(customer_id)
+
+    def export(self, customer_id: str) -> dict[str, Any]:
+        """The customer's whole record (JSON-able), for a changelog-backed table."""
+        return record_to_dict(
+            self.customers.get(customer_id),
+            self.pending.get(customer_id, []),
+            self.seen.get(customer_id, {}),
+            self.latest.get(customer_id),
+            customer_id,
+        )
+
+    def restore(self, records: Iterable[dict[str, Any]]) -> None:
+        """Load customers' records (a partition's table contents) after a restart."""
+        for record in records:
+            customer_id = record["customer_id"]
+            state, pending, seen, latest = record_from_dict(record)
+            if state is not None:
+                self.customers[customer_id] = state
+            if pending:
+                self.pending[customer_id] = pending
+            self.seen[customer_id] = seen
+            if latest is not None:
+                self.latest[customer_id] = latest
+                if self.watermark is None or latest > self.watermark:
+                    self.watermark = latest
