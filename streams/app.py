@@ -1,4 +1,5 @@
-"""The Faust worker: thin wiring from the input topics to the dead-letter topic and the sink.
+"""The Faust worker: thin wiring from the input topics to the dead-letter topic, the
+metric engines (`streams.partitions`) and the sinks.
 
 Offsets never run ahead of ClickHouse: events are taken in batches with
 `take_events`, which acknowledges a batch only after the loop body has finished with
@@ -15,24 +16,29 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from schemas.topics import dead_letter_topic, input_topic
 from schemas.touchpoint import Channel
+from sinks import metrics as metric_rows
 from sinks import touchpoints
 from sinks.clickhouse import ClickHouse
 from sinks.retry import until_written
 from sinks.touchpoints import Source
 from streams.ingest import RawRecord, split
+from streams.metrics import MetricsConfig
 from streams.offsets import withhold
+from streams.partitions import STATE_TABLE, PartitionEngines
 from touchstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SINK_AGENT = "touchpoints-sink"
+TABLE_WRITE_CHUNK = 80
 
 
 @dataclass
@@ -42,6 +48,9 @@ class PipelineStats:
     events_in: int = 0
     events_written: int = 0
     dead_letters: int = 0
+    late_events: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
     batches: int = 0
     last_flush_at: float | None = None
     started_at: float = field(default_factory=time.time)
@@ -51,6 +60,9 @@ class PipelineStats:
             "events_in": self.events_in,
             "events_written": self.events_written,
             "dead_letters": self.dead_letters,
+            "late_events": self.late_events,
+            "duplicates": self.duplicates,
+            "suppressed": self.suppressed,
             "batches": self.batches,
             "last_flush_at": self.last_flush_at,
             "uptime_seconds": round(time.time() - self.started_at, 1),
@@ -80,9 +92,26 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
     )
 
 
-def build(app: faust.App, settings: Settings, clickhouse: ClickHouse) -> PipelineStats:
-    """Declare topics and agents on `app`; return the counters the agents update."""
+def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: bool = False) -> PipelineStats:
+    """Declare topics, tables and agents on `app`; return the counters the agents update."""
     stats = PipelineStats()
+    state = app.Table(
+        STATE_TABLE,
+        default=None,
+        key_type=bytes,  # bytes keys and values travel raw
+        value_type=bytes,
+        partitions=settings.partitions,
+        use_partitioner=True,
+    )
+    config = MetricsConfig(grace=timedelta(seconds=settings.grace(demo=demo)))
+    engines = PartitionEngines(config, state, settings.partitions)
+
+    def partitions_moved(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        engines.forget()
+        read.clear()
+
+    app.on_partitions_revoked.connect(partitions_moved)
+
     prefix = settings.topic_prefix
     expected_channel = {input_topic(channel, prefix): channel.value for channel in Channel}
     raw = {
@@ -93,6 +122,24 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse) -> Pipelin
     }
     inputs = app.topic(*expected_channel, **raw)  # type: ignore[arg-type]
     dlq = app.topic(dead_letter_topic(prefix), **raw)  # type: ignore[arg-type]
+
+    read: dict[TP, int] = {}  # the last offset processed per input topic-partition
+
+    async def unread_topics(partitions: set[int]) -> dict[int, set[str]]:
+        """Per partition, the input topics with records not processed yet."""
+        assigned = app.consumer.assignment()
+        found: dict[int, set[str]] = {}
+        for partition in partitions:
+            for topic in expected_channel:
+                tp = TP(topic, partition)
+                if tp not in assigned:
+                    continue
+                highwater = app.consumer.highwater(tp)
+                done = read.get(tp)
+                position = done + 1 if done is not None else await app.consumer.position(tp)
+                if highwater is None or position is None or position < highwater:
+                    found.setdefault(partition, set()).add(topic)
+        return found
 
     async def handle(events: Sequence[EventT]) -> None:
         records = [
@@ -120,6 +167,27 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse) -> Pipelin
             lambda: loop.run_in_executor(None, touchpoints.write, clickhouse, rows, sources),
             what=f"insert of {len(rows)} touchpoints",
         )
+        for source in sources:
+            read[TP(source.topic, source.partition)] = source.offset
+        lagging = await unread_topics({source.partition for source in sources})
+        outputs = engines.process(
+            ((event, source.partition, source.topic) for event, source in batch.accepted), lagging
+        )
+        step = touchpoints.dedup_token(sources)
+        await until_written(
+            lambda: loop.run_in_executor(None, metric_rows.write, clickhouse, outputs, step),
+            what="insert of metric rows",
+        )
+        # Each changed record once per batch, handed to Kafka in chunks before the offsets
+        # move on (Faust's producer buffer holds about a hundred changelog messages).
+        changed = engines.changed_records()
+        for start in range(0, len(changed), TABLE_WRITE_CHUNK):
+            for key, value in changed[start : start + TABLE_WRITE_CHUNK]:
+                state[key] = value
+            await app.producer.buffer.flush()
+        stats.late_events += len(outputs.late)
+        stats.duplicates += outputs.duplicates
+        stats.suppressed += outputs.suppressed
         stats.events_written += len(rows)
         stats.dead_letters += len(batch.rejected)
         stats.batches += 1
@@ -135,6 +203,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse) -> Pipelin
                 await handle(events)
             except BaseException:
                 withhold(events)
+                engines.forget()  # the state in memory ran ahead of what was written
                 raise
 
     return stats

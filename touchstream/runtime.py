@@ -145,7 +145,7 @@ def run_worker(
             settings = settings.model_copy(update={"worker_port": free_port(settings.worker_host)})
         pace_empty_fetches(settings.empty_fetch_wait_seconds)
         app = faust_app(settings, bootstrap)
-        stats = build(app, settings, clickhouse)
+        stats = build(app, settings, clickhouse, demo=demo)
         control.register(app, clickhouse, stats)
         url = f"http://{settings.worker_host}:{settings.worker_port}"
         info = control.ControlInfo(url=url, pid=os.getpid(), bootstrap=bootstrap) if owner else None

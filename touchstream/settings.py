@@ -76,6 +76,10 @@ class Settings(BaseSettings):
 
     dashboard_port: int = Field(default=8081, ge=0, le=65535)
 
+    #: Event time an out-of-order event may trail the newest one and still count; results
+    #: trail the newest event by as much. Unset: 600 s, or 30 s for `up --demo`.
+    metrics_grace_seconds: float | None = Field(default=None, ge=0)
+
     sink_batch_size: int = Field(default=5000, ge=1)
     sink_flush_seconds: float = Field(default=1.0, gt=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
@@ -126,6 +130,11 @@ class Settings(BaseSettings):
     @classmethod
     def _domains(cls, value: list[str]) -> list[str]:
         return [domain.lower().lstrip("@").rstrip(".") for domain in value]
+
+    def grace(self, *, demo: bool = False) -> float:
+        if self.metrics_grace_seconds is not None:
+            return self.metrics_grace_seconds
+        return 30.0 if demo else 600.0
 
     @property
     def collector_key_file(self) -> Path:

@@ -3,7 +3,8 @@
 The engine keeps a watermark, the latest `occurred_at` it has seen, and a horizon,
 watermark - grace. Arriving events wait in their customer's buffer; once the horizon
 passes them they are folded into the customer's state in (occurred_at, event_id)
-order. An event that arrives with `occurred_at` before the horizon is late: it is
+order. The horizon moves once per batch and never back. An event that arrives with
+`occurred_at` before the horizon is late: it is
 reported (`Outputs.late`), never folded into results already emitted. So every result
 is a function of the sorted events alone, and any arrival order within the grace
 period gives the same results (checked against `reference.recompute`).
@@ -14,7 +15,7 @@ A redelivered event (same event_id) is counted as a duplicate and changes nothin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -34,26 +35,45 @@ class Engine:
         self.seen: dict[str, dict[str, datetime]] = {}
         #: The latest occurred_at among each customer's accepted (not late) events.
         self.latest: dict[str, datetime] = {}
-        self.watermark: datetime | None = None
+        #: The latest occurred_at per source (input topic) of this partition.
+        self.watermarks: dict[str, datetime] = {}
+        self._horizon: datetime | None = None
         #: Customers whose record changed in the last `process` call: write these back.
         self.touched: set[str] = set()
 
     @property
+    def watermark(self) -> datetime | None:
+        return max(self.watermarks.values(), default=None)
+
+    @property
     def horizon(self) -> datetime | None:
-        return None if self.watermark is None else self.watermark - self.config.grace
+        """Results are final before this instant; it never moves back."""
+        return self._horizon
 
     def process(self, events: Iterable[TouchpointEvent]) -> Outputs:
-        """Take a batch in arrival order; return what became final."""
+        """A batch from one source, in arrival order; return what became final."""
+        return self.process_sources(((event, "") for event in events), lagging=())
+
+    def process_sources(
+        self, events: Iterable[tuple[TouchpointEvent, str]], *, lagging: Collection[str]
+    ) -> Outputs:
+        """A batch in arrival order, each event with its source (its input topic).
+
+        `lagging` names the sources that still have unread records: while one does, the
+        horizon waits for it (the minimum of their watermarks), so a backlog read
+        unevenly across topics does not make the slower topics' events late. With
+        every source caught up, the horizon follows the newest event.
+        """
         out = Outputs()
         self.touched = set()
-        for event in events:
+        horizon = self._horizon
+        for event, source in events:
             self.touched.add(event.customer_id)
             seen = self.seen.setdefault(event.customer_id, {})
             if event.event_id in seen:
                 out.duplicates += 1
                 continue
             seen[event.event_id] = event.occurred_at
-            horizon = self.horizon
             if horizon is not None and event.occurred_at < horizon:
                 customer, channel = event.customer_id, event.channel.value
                 out.late.append(LateEvent(event.event_id, customer, channel, event.occurred_at, horizon))
@@ -62,11 +82,38 @@ class Engine:
             latest = self.latest.get(event.customer_id)
             if latest is None or event.occurred_at > latest:
                 self.latest[event.customer_id] = event.occurred_at
-            if self.watermark is None or event.occurred_at > self.watermark:
-                self.watermark = event.occurred_at
-        if self.horizon is not None:
-            self.release(self.horizon, out)
+            mark = self.watermarks.get(source)
+            if mark is None or event.occurred_at > mark:
+                self.watermarks[source] = event.occurred_at
+        self._advance(lagging)
+        if self._horizon is not None:
+            self.release(self._horizon, out)
         return out
+
+    def _advance(self, lagging: Collection[str]) -> None:
+        if not self.watermarks:
+            return
+        waiting_for = [source for source in lagging if source in self.watermarks]
+        if any(source not in self.watermarks for source in lagging):
+            return  # a source with unread records we have not seen yet: its times are unknown
+        mark = min(self.watermarks[s] for s in waiting_for) if waiting_for else max(self.watermarks.values())
+        candidate = mark - self.config.grace
+        if self._horizon is None or candidate > self._horizon:
+            self._horizon = candidate
+
+    def export_partition(self) -> dict[str, Any]:
+        """The partition's own state: horizon and per-source watermarks."""
+        return {
+            "horizon": self._horizon.isoformat() if self._horizon else None,
+            "watermarks": {source: mark.isoformat() for source, mark in self.watermarks.items()},
+        }
+
+    def restore_partition(self, record: dict[str, Any]) -> None:
+        horizon = record.get("horizon")
+        self._horizon = datetime.fromisoformat(horizon) if horizon else None
+        self.watermarks = {
+            source: datetime.fromisoformat(mark) for source, mark in record["watermarks"].items()
+        }
 
     def release(self, horizon: datetime, out: Outputs) -> None:
         """Fold every pending event before `horizon` in, in order; then decay up to it."""
@@ -123,5 +170,3 @@ class Engine:
             self.seen[customer_id] = seen
             if latest is not None:
                 self.latest[customer_id] = latest
-                if self.watermark is None or latest > self.watermark:
-                    self.watermark = latest

@@ -273,6 +273,23 @@ def test_a_restored_engine_carries_on_exactly(data: st.DataObject) -> None:
         table |= {customer: json.dumps(running.export(customer)) for customer in running.touched}
     restored = Engine(config)
     restored.restore(json.loads(record) for record in table.values())
-    assert restored.watermark == running.watermark
+    restored.restore_partition(json.loads(json.dumps(running.export_partition())))
+    assert restored.horizon == running.horizon
     for batch in batches[stop:]:
         assert restored.process(batch) == running.process(batch)
+
+
+def test_the_horizon_waits_for_sources_with_unread_records() -> None:
+    engine = Engine(MetricsConfig(grace=GRACE))
+    hour = lambda h: (T0 + timedelta(hours=h)).isoformat()  # noqa: E731
+    ahead = [(event(event_id=f"w{h}", channel="web", kind="page_view", occurred_at=hour(h),
+                    conversation_id=None), "web") for h in range(6)]  # fmt: skip
+    engine.process_sources(ahead, lagging={"web", "chat"})
+    assert engine.horizon is None, "chat has unread records whose times are unknown"
+    behind = [(event(event_id="c1", occurred_at=hour(1)), "chat")]
+    engine.process_sources(behind, lagging={"chat"})
+    assert engine.horizon == T0 + timedelta(hours=1) - GRACE
+    out = engine.process_sources([(event(event_id="c2", occurred_at=hour(1.5)), "chat")], lagging=())
+    assert out.late == [] and engine.horizon == T0 + timedelta(hours=5) - GRACE, "all caught up: the newest"
+    late = engine.process_sources([(event(event_id="c3", occurred_at=hour(2)), "chat")], lagging=())
+    assert [event.event_id for event in late.late] == ["c3"]

@@ -1,0 +1,101 @@
+"""One metric `Engine` per partition, its state kept in a changelog-backed Faust table.
+
+Each customer's engine record (`Engine.export`) is stored under the customer's key in
+the table `customer-state`, written once per batch for the customers the batch
+touched; each partition's own record (horizon, per-topic watermarks) under a key that
+hashes to it. The table is partitioned by key (`use_partitioner=True`: Faust's supported
+way to write a table outside per-event iteration, with no "current event" to pick the
+changelog partition), and the producers hash keys with murmur2 exactly as the table's
+producer does, so customer X's record lives in the changelog partition of X's input
+partition and is recovered by whichever worker owns that partition.
+
+After a rebalance the engines are dropped and rebuilt lazily from the recovered table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+from schemas.touchpoint import TouchpointEvent
+from streams.metrics import Engine, MetricsConfig, Outputs
+
+STATE_TABLE = "customer-state"
+_PARTITION_PREFIX = "\x00touchstream.partition:"
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Java clients, aiokafka and Touchstream's producers give `key`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def partition_key(partition: int, partitions: int) -> bytes:
+    """A table key of the partition's own record (horizon, watermarks) that hashes to it."""
+    for attempt in range(100_000):
+        key = f"{_PARTITION_PREFIX}{partition}:{attempt}".encode()
+        if partition_of(key, partitions) == partition:
+            return key
+    raise AssertionError("no key hashes to this partition")
+
+
+class PartitionEngines:
+    def __init__(
+        self, config: MetricsConfig, table: MutableMapping[bytes, bytes | None], partitions: int
+    ) -> None:
+        self.config = config
+        self.table = table
+        self.partitions = partitions
+        self.engines: dict[int, Engine] = {}
+        self._stepped: list[int] = []
+
+    def engine(self, partition: int) -> Engine:
+        if partition not in self.engines:
+            engine = Engine(self.config)
+            engine.restore(self._records(partition))
+            own = self.table.get(partition_key(partition, self.partitions))
+            if own is not None:
+                engine.restore_partition(json.loads(own))
+            self.engines[partition] = engine
+        return self.engines[partition]
+
+    def _records(self, partition: int) -> Iterable[dict[str, Any]]:
+        for key, value in list(self.table.items()):
+            if value is None or key.startswith(_PARTITION_PREFIX.encode()):
+                continue
+            if partition_of(key, self.partitions) == partition:
+                yield json.loads(value)
+
+    def process(
+        self, events: Iterable[tuple[TouchpointEvent, int, str]], lagging: Mapping[int, set[str]]
+    ) -> Outputs:
+        """Events with their partition and topic, in arrival order; `lagging`: per partition,
+        the topics with unread records. Returns the outputs of every partition's step."""
+        by_partition: dict[int, list[tuple[TouchpointEvent, str]]] = {}
+        for event, partition, topic in events:
+            by_partition.setdefault(partition, []).append((event, topic))
+        out = Outputs()
+        self._stepped = sorted(by_partition)
+        for partition in self._stepped:
+            engine = self.engine(partition)
+            out.extend(engine.process_sources(by_partition[partition], lagging=lagging.get(partition, set())))
+        return out
+
+    def changed_records(self) -> list[tuple[bytes, bytes]]:
+        """(key, value) of every record the last step changed, for the table."""
+        records = []
+        for partition in self._stepped:
+            engine = self.engines[partition]
+            for customer_id in sorted(engine.touched):
+                records.append((customer_id.encode(), json.dumps(engine.export(customer_id)).encode()))
+            engine.touched = set()
+            own = json.dumps(engine.export_partition()).encode()
+            records.append((partition_key(partition, self.partitions), own))
+        self._stepped = []
+        return records
+
+    def forget(self) -> None:
+        """Partitions moved: rebuild from the (recovered) table on next use."""
+        self.engines.clear()

@@ -1,0 +1,107 @@
+"""The metric tables written by the real worker equal the brute-force definition over the
+same events (minus those the worker reported late), also after a SIGKILL and restart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from producers.publisher import Publisher
+from producers.simulator import Simulator, SimulatorConfig
+from schemas.touchpoint import TouchpointEvent
+from streams.metrics import MetricsConfig
+from streams.metrics.reference import Tables, recompute
+from streams.partitions import partition_of
+from tests.factories import BASE_TIME
+from tests.integration.conftest import PARTITIONS
+from touchstream.broker import EmbeddedBroker
+from touchstream.process import WorkerProcess, wait_until
+
+GRACE = timedelta(minutes=10)
+Snapshot = dict[str, set[tuple[str, ...]]]
+
+
+def publish(env: dict[str, str], broker: EmbeddedBroker, count: int, seed: int) -> list[TouchpointEvent]:
+    events = list(
+        Simulator(SimulatorConfig(seed=seed, customers=300, sessions_per_second=0.05), BASE_TIME).events(
+            count
+        )
+    )
+    with Publisher(broker.bootstrap, prefix=env["TOUCHSTREAM_TOPIC_PREFIX"]) as publisher:
+        assert publisher.publish(events).ok
+    return events
+
+
+def stream_tables(worker: WorkerProcess) -> Snapshot:
+    queries = {
+        "responses": "SELECT reply_event_id, customer_id, toString(toInt64(round(response_seconds * 1000))), "
+        "toString(is_first_response) FROM responses FINAL",
+        "engagement": "SELECT customer_id, level, toString(interactions_30d) FROM engagement FINAL",
+        "waiting": "SELECT customer_id, conversation_id, toString(answered) FROM waiting FINAL",
+        "changes": "SELECT customer_id, previous_level, level FROM engagement_changes FINAL",
+        "surveys": "SELECT event_id, toString(score) FROM surveys FINAL",
+    }
+    return {name: {tuple(row) for row in worker.sql(query)} for name, query in queries.items()}
+
+
+def reference_tables(events: list[TouchpointEvent], late: set[str]) -> Snapshot:
+    """Each partition's results reach its own horizon: its latest event - grace."""
+    config = MetricsConfig(grace=GRACE)
+    kept = [event for event in events if event.event_id not in late]
+    merged = Tables()
+    for partition in range(PARTITIONS):
+        mine = [e for e in kept if partition_of(e.customer_id.encode(), PARTITIONS) == partition]
+        if mine:
+            tables = recompute(mine, config, max(e.occurred_at for e in mine) - GRACE)
+            merged.responses |= tables.responses
+            merged.engagement |= tables.engagement
+            merged.waiting |= tables.waiting
+            merged.changes += tables.changes
+            merged.surveys |= tables.surveys
+    return {
+        "responses": {(r.reply_event_id, r.customer_id, str(round(r.response_seconds * 1000)),
+                       str(r.is_first_response).lower()) for r in merged.responses.values()},
+        "engagement": {(r.customer_id, r.level, str(r.interactions_30d)) for r in merged.engagement.values()},
+        "waiting": {(r.customer_id, r.conversation_id, str(r.answered).lower())
+                    for r in merged.waiting.values()},
+        "changes": {(c.customer_id, c.previous_level, c.level) for c in merged.changes},
+        "surveys": {(r.event_id, str(r.score)) for r in merged.surveys.values()},
+    }  # fmt: skip
+
+
+def check(worker: WorkerProcess, events: list[TouchpointEvent]) -> None:
+    wait_until(lambda: worker.scalar("SELECT count() FROM touchpoints FINAL") >= len(events), timeout=180,
+               what="all touchpoints")  # fmt: skip
+    late = {row[0] for row in worker.sql("SELECT event_id FROM late_events FINAL")}
+    assert len(late) < len(events) // 20, f"{len(late)} of {len(events)} events were late"
+    expected = reference_tables(events, late)
+    assert all(expected.values()), ({name: len(rows) for name, rows in expected.items()}, len(late))
+    try:
+        wait_until(lambda: stream_tables(worker) == expected, timeout=30, what="metric tables to match")
+    except AssertionError:
+        actual = stream_tables(worker)
+        for name in expected:
+            assert actual[name] == expected[name], name
+        raise
+
+
+def test_worker_metrics_equal_the_definition(
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], WorkerProcess]
+) -> None:
+    events = publish(pipeline_env, broker, 4000, seed=31)
+    worker = start_worker()
+    check(worker, events)
+    assert worker.stop() == 0
+
+
+def test_worker_killed_and_restarted_recovers_its_state(
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], WorkerProcess]
+) -> None:
+    events = publish(pipeline_env, broker, 12_000, seed=32)
+    first = start_worker()
+    wait_until(lambda: first.scalar("SELECT count() FROM touchpoints") > 3000, timeout=90, what="progress")
+    first.kill()
+    second = start_worker()
+    assert second.scalar("SELECT count() FROM touchpoints FINAL") < len(events), "killed before the end"
+    check(second, events)
+    assert second.stop() == 0
