@@ -178,13 +178,15 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
             lambda: loop.run_in_executor(None, metric_rows.write, clickhouse, outputs, step),
             what="insert of metric rows",
         )
-        # Each changed record once per batch, handed to Kafka in chunks before the offsets
-        # move on (Faust's producer buffer holds about a hundred changelog messages).
+        # Each changed record once per batch, in chunks (Faust's producer buffer holds about a
+        # hundred changelog messages), and acknowledged by Kafka before the batch counts as
+        # done: offsets must never be committed past state the changelog does not have.
         changed = engines.changed_records()
         for start in range(0, len(changed), TABLE_WRITE_CHUNK):
             for key, value in changed[start : start + TABLE_WRITE_CHUNK]:
                 state[key] = value
             await app.producer.buffer.flush()
+        await app.producer.flush()
         stats.late_events += len(outputs.late)
         stats.duplicates += outputs.duplicates
         stats.suppressed += outputs.suppressed

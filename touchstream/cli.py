@@ -72,30 +72,61 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sql(args: argparse.Namespace) -> int:
-    from touchstream.control import check_format, read_info, remote_sql
+def _sql_output(settings: Settings, query: str, fmt: str) -> bytes:
+    """`query`'s output in format `fmt`, from the ClickHouse in use (through its owner if running)."""
+    from touchstream.control import read_info, remote_sql
     from touchstream.datadir import owner
 
-    settings = _settings(args)
-    fmt = check_format(args.format or ("PrettyCompact" if sys.stdout.isatty() else "TSV"))
     info = read_info(settings.data_dir) if settings.embedded_clickhouse else None
     if info is not None:
-        output = remote_sql(info, args.query, fmt)
-    elif settings.embedded_clickhouse and (pid := owner(settings.data_dir)) is not None:
+        return remote_sql(info, query, fmt)
+    if settings.embedded_clickhouse and (pid := owner(settings.data_dir)) is not None:
         raise TouchstreamError(
             f"touchstream (pid {pid}) owns {settings.data_dir} and is still starting; try again shortly"
         )
-    else:
-        from sinks.clickhouse import connect
+    from sinks.clickhouse import connect
 
-        clickhouse = connect(settings)
-        try:
-            output = clickhouse.formatted(args.query, fmt)
-        finally:
-            clickhouse.close()
-    sys.stdout.buffer.write(output)
+    clickhouse = connect(settings)
+    try:
+        return clickhouse.formatted(query, fmt)
+    finally:
+        clickhouse.close()
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from touchstream.control import check_format
+
+    settings = _settings(args)
+    fmt = check_format(args.format or ("PrettyCompact" if sys.stdout.isatty() else "TSV"))
+    sys.stdout.buffer.write(_sql_output(settings, args.query, fmt))
     sys.stdout.flush()
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import json
+    from datetime import timedelta
+
+    from streams.metrics import MetricsConfig
+    from touchstream.verify import verify
+
+    settings = _settings(args)
+
+    def fetch(query: str) -> list[dict[str, object]]:
+        output = _sql_output(settings, query, "JSONEachRow").decode()
+        return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+    config = MetricsConfig(grace=timedelta(seconds=settings.grace(demo=args.demo)))
+    diffs = verify(fetch, config, settings.partitions)
+    for diff in diffs:
+        state = "ok" if diff.ok else "MISMATCH"
+        print(f"{diff.table:<20} expected {diff.expected:>8}  stream {diff.actual:>8}  {state}")
+        for label, rows in (("missing", diff.missing), ("unexpected", diff.unexpected)):
+            for row in rows[:5]:
+                print(f"    {label}: {row}")
+            if len(rows) > 5:
+                print(f"    ... {len(rows) - 5} more {label}")
+    return 0 if all(diff.ok for diff in diffs) else 1
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -226,6 +257,10 @@ def parser() -> argparse.ArgumentParser:
     sql = verb("sql", cmd_sql, "run a SQL query against the ClickHouse in use")
     sql.add_argument("query")
     sql.add_argument("--format", help="any ClickHouse output format (TSV when piped)")
+    verify = verb(
+        "verify", cmd_verify, "recompute the metrics from touchpoints and diff them with the stream's"
+    )
+    verify.add_argument("--demo", action="store_true", help="the stream ran with `up --demo` (its grace)")
     replay = verb("replay", cmd_replay, "publish a JSONL or CSV file of events (backfill)")
     replay.add_argument("file")
     ingest = verb("ingest-email", cmd_ingest_email, "publish .eml files, mbox files or directories of them")
