@@ -32,13 +32,12 @@ from sinks.touchpoints import Source
 from streams.ingest import RawRecord, split
 from streams.metrics import MetricsConfig
 from streams.offsets import withhold
-from streams.partitions import STATE_TABLE, PartitionEngines
+from streams.partitions import STATE_TABLE, PartitionEngines, write_records
 from touchstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SINK_AGENT = "touchpoints-sink"
-TABLE_WRITE_CHUNK = 80
 
 
 @dataclass
@@ -178,15 +177,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
             lambda: loop.run_in_executor(None, metric_rows.write, clickhouse, outputs, step),
             what="insert of metric rows",
         )
-        # Each changed record once per batch, in chunks (Faust's producer buffer holds about a
-        # hundred changelog messages), and acknowledged by Kafka before the batch counts as
-        # done: offsets must never be committed past state the changelog does not have.
-        changed = engines.changed_records()
-        for start in range(0, len(changed), TABLE_WRITE_CHUNK):
-            for key, value in changed[start : start + TABLE_WRITE_CHUNK]:
-                state[key] = value
-            await app.producer.buffer.flush()
-        await app.producer.flush()
+        await write_records(state, app.producer, engines.changed_records())
         stats.late_events += len(outputs.late)
         stats.duplicates += outputs.duplicates
         stats.suppressed += outputs.suppressed

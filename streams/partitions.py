@@ -14,6 +14,7 @@ After a rebalance the engines are dropped and rebuilt lazily from the recovered 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
@@ -99,3 +100,26 @@ class PartitionEngines:
     def forget(self) -> None:
         """Partitions moved: rebuild from the (recovered) table on next use."""
         self.engines.clear()
+
+
+async def write_records(
+    table: Any, producer: Any, records: list[tuple[bytes, bytes]], chunk: int = 80
+) -> None:
+    """Write `records` to the Faust table and wait until Kafka has every changelog message.
+
+    The table's own `__setitem__` hands the changelog message to Faust's producer buffer
+    and returns; nothing tells when Kafka has it, and flushing the producer was found
+    not to be enough (a SIGKILLed worker's committed offsets ran past records the
+    changelog never got). So each record goes through `send_changelog`, whose future
+    resolves on Kafka's acknowledgement, and the local store is set beside it, which is
+    all `__setitem__` does besides. Chunks keep Faust's producer buffer (about a hundred
+    messages) from overflowing.
+    """
+    pending = []
+    for start in range(0, len(records), chunk):
+        for key, value in records[start : start + chunk]:
+            pending.append(table.send_changelog(None, key, value))
+            table.data[key] = value
+        await producer.buffer.flush()
+    await producer.flush()
+    await asyncio.gather(*pending)
