@@ -1,11 +1,12 @@
 """Event time, grace and lateness: the engine that feeds customers their events in order.
 
-The engine keeps a watermark, the latest `occurred_at` it has seen, and a horizon,
-watermark - grace. Arriving events wait in their customer's buffer; once the horizon
-passes them they are folded into the customer's state in (occurred_at, event_id)
-order. The horizon moves once per batch and never back. An event that arrives with
-`occurred_at` before the horizon is late: it is
-reported (`Outputs.late`), never folded into results already emitted. So every result
+The engine keeps a watermark per source (the latest `occurred_at` read from each input
+topic) and a horizon derived from them (see `process_sources`), minus the grace.
+Arriving events wait in their customer's buffer; once the horizon passes them they are
+folded into the customer's state in (occurred_at, event_id) order. The horizon moves
+once per batch and never back. An event that arrives with `occurred_at` before the
+horizon is late: it is reported (`Outputs.late`), never folded into results already
+emitted. So every result
 is a function of the sorted events alone, and any arrival order within the grace
 period gives the same results (checked against `reference.recompute`).
 
@@ -33,8 +34,6 @@ class Engine:
         self.pending: dict[str, list[TouchpointEvent]] = {}
         #: event_id -> occurred_at, per customer, within the dedup window.
         self.seen: dict[str, dict[str, datetime]] = {}
-        #: The latest occurred_at among each customer's accepted (not late) events.
-        self.latest: dict[str, datetime] = {}
         #: The latest occurred_at per source (input topic) of this partition.
         self.watermarks: dict[str, datetime] = {}
         self._horizon: datetime | None = None
@@ -79,9 +78,6 @@ class Engine:
                 out.late.append(LateEvent(event.event_id, customer, channel, event.occurred_at, horizon))
                 continue
             self.pending.setdefault(event.customer_id, []).append(event)
-            latest = self.latest.get(event.customer_id)
-            if latest is None or event.occurred_at > latest:
-                self.latest[event.customer_id] = event.occurred_at
             mark = self.watermarks.get(source)
             if mark is None or event.occurred_at > mark:
                 self.watermarks[source] = event.occurred_at
@@ -154,7 +150,6 @@ class Engine:
             self.customers.get(customer_id),
             self.pending.get(customer_id, []),
             self.seen.get(customer_id, {}),
-            self.latest.get(customer_id),
             customer_id,
         )
 
@@ -162,11 +157,9 @@ class Engine:
         """Load customers' records (a partition's table contents) after a restart."""
         for record in records:
             customer_id = record["customer_id"]
-            state, pending, seen, latest = record_from_dict(record)
+            state, pending, seen = record_from_dict(record)
             if state is not None:
                 self.customers[customer_id] = state
             if pending:
                 self.pending[customer_id] = pending
             self.seen[customer_id] = seen
-            if latest is not None:
-                self.latest[customer_id] = latest

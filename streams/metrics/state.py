@@ -1,10 +1,10 @@
 """A customer's whole engine state as one JSON-able record, and back.
 
-One record per customer (state, buffered events, remembered event ids, latest event
-time) is what a changelog-backed table stores under the customer's key; a partition's
-watermark is the latest event time among its customers' records, so it needs no key
-of its own. `Engine.export` / `Engine.restore` use these; restoring and carrying on
-gives exactly the results of never having stopped (property-tested).
+One record per customer (state, buffered events, remembered event ids) is what a
+changelog-backed table stores under the customer's key; the partition's horizon and
+watermarks travel in a record of their own (`Engine.export_partition`).
+`Engine.export` / `Engine.restore` use these; restoring and carrying on gives exactly
+the results of never having stopped (property-tested).
 """
 
 from __future__ import annotations
@@ -80,22 +80,20 @@ def record_to_dict(
     state: CustomerState | None,
     pending: list[TouchpointEvent],
     seen: dict[str, datetime],
-    latest: datetime | None,
-    customer_id: str | None = None,
+    customer_id: str,
 ) -> dict[str, Any]:
     return {
-        "customer_id": customer_id or (state.customer_id if state else None),
+        "customer_id": customer_id,
         "state": customer_to_dict(state) if state is not None else None,
         "pending": [event.model_dump(mode="json") for event in pending],
         "seen": {event_id: when.isoformat() for event_id, when in seen.items()},
-        "latest": _time(latest),
     }
 
 
 def record_from_dict(
     data: dict[str, Any],
-) -> tuple[CustomerState | None, list[TouchpointEvent], dict[str, datetime], datetime | None]:
+) -> tuple[CustomerState | None, list[TouchpointEvent], dict[str, datetime]]:
     state = customer_from_dict(data["state"]) if data["state"] is not None else None
     pending = [TouchpointEvent.model_validate(item) for item in data["pending"]]
     seen = {event_id: _required(when) for event_id, when in data["seen"].items()}
-    return state, pending, seen, _parse(data["latest"])
+    return state, pending, seen
