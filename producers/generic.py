@@ -8,6 +8,7 @@ checked on its own, so one bad item does not sink the others.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from producers.mapping import Mapped, MappingContext, PayloadError
@@ -34,15 +35,10 @@ def map_items(
 ) -> Mapped:
     mapped = Mapped(context.received_at)
     for index, item in enumerate(items(request, plural)):
-        if not isinstance(item, dict):
+        if isinstance(item, dict):
+            mapped.take(index, partial(fields_of, item))
+        else:
             mapped.reject(index, f"an item must be a JSON object, not {type(item).__name__}")
-            continue
-        try:
-            fields = fields_of(item)
-        except ValueError as error:
-            mapped.reject(index, str(error))
-            continue
-        mapped.add(index, fields)
     return mapped
 
 

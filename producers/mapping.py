@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -77,6 +77,21 @@ class Mapped:
             self.events.append(TouchpointEvent.model_validate({**fields, "received_at": self.received_at}))
         except ValidationError as error:
             self.errors.append(ItemError(index, describe(error), event_id))
+
+    def take(
+        self, index: int, build: Callable[[], dict[str, Any] | str], *, event_id: str | None = None
+    ) -> None:
+        """Build one item's fields and keep the outcome: its event, or the reason it is
+        rejected (`build` raised ValueError), or why it carries no touchpoint (a string)."""
+        try:
+            fields = build()
+        except ValueError as error:
+            self.reject(index, str(error), event_id)
+            return
+        if isinstance(fields, str):
+            self.ignore(index, fields)
+        else:
+            self.add(index, fields)
 
     def reject(self, index: int, reason: str, event_id: str | None = None) -> None:
         self.errors.append(ItemError(index, reason, event_id))

@@ -23,6 +23,7 @@ part ids, so it maps to the same event_ids and is deduplicated downstream.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from producers.mapping import (
@@ -125,10 +126,7 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
     if not candidates and not mapped.ignored:
         mapped.ignore(0, f"{topic} carries no message")
     for index, (message, created_at) in enumerate(candidates):
-        try:
-            mapped.add(index, message_fields(conversation, message, created_at, topic))
-        except ValueError as error:
-            mapped.reject(index, str(error))
+        mapped.take(index, partial(message_fields, conversation, message, created_at, topic))
     return mapped
 
 

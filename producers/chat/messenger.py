@@ -23,6 +23,7 @@ maps to the same event_ids and is deduplicated downstream.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from producers.mapping import Mapped, MappingContext, PayloadError, from_unix, obj, stable_id, text
@@ -86,17 +87,10 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
                 event for found in lists if found for event in (found if isinstance(found, list) else [None])
             ]
         for event in events:
-            try:
-                if not isinstance(event, dict) or not page_id:
-                    raise ValueError("each entry needs an id and messaging events that are objects")
-                fields = event_fields(page_id, event, context)
-            except ValueError as error:
-                mapped.reject(index, str(error))
+            if isinstance(event, dict) and page_id:
+                mapped.take(index, partial(event_fields, page_id, event, context))
             else:
-                if isinstance(fields, str):
-                    mapped.ignore(index, fields)
-                else:
-                    mapped.add(index, fields)
+                mapped.reject(index, "each entry needs an id and messaging events that are objects")
             index += 1
     return mapped
 

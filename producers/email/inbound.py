@@ -6,6 +6,7 @@ import email.parser
 import email.policy
 from dataclasses import replace
 from email.message import Message
+from functools import partial
 
 from producers.email.headers import domain_of, email_fields, read_headers
 from producers.mapping import Mapped, MappingContext
@@ -24,13 +25,6 @@ def map_message(message: Message, context: MappingContext, *, platform: str, rec
     brand = context.brand_domains | {domain_of(address) for address in receiving if "@" in address}
     context = replace(context, brand_domains=frozenset(brand))
     headers = read_headers(message)
-    try:
-        fields = email_fields(headers, context, platform=platform, fallback_time=context.received_at)
-    except ValueError as error:
-        mapped.reject(0, str(error), headers.event_id)
-        return mapped
-    if isinstance(fields, str):
-        mapped.ignore(0, fields)
-    else:
-        mapped.add(0, fields)
+    build = partial(email_fields, headers, context, platform=platform, fallback_time=context.received_at)
+    mapped.take(0, build, event_id=headers.event_id)
     return mapped
