@@ -158,11 +158,15 @@ class Collector:
             },
         )
 
-    async def _body(self, request: web.Request, limit: int) -> bytes | None:
-        if (request.content_length or 0) > limit:
-            return None
-        body = await request.read()
-        return body if len(body) <= limit else None
+    async def _body(self, request: web.Request, limit: int, *, source: str) -> bytes | web.Response:
+        """The request body, or the 413 answer when it is over `limit`."""
+        if (request.content_length or 0) <= limit:
+            body = await request.read()
+            if len(body) <= limit:
+                return body
+        return self.problem(
+            413, f"request body exceeds {limit} bytes", source=source, reason="body_too_large"
+        )
 
     # -- POST /v1/events ------------------------------------------------------------
 
@@ -193,14 +197,9 @@ class Collector:
                 source=EVENTS,
                 reason="content_type",
             )
-        body = await self._body(request, self.config.max_body_bytes)
-        if body is None:
-            return self.problem(
-                413,
-                f"request body exceeds {self.config.max_body_bytes} bytes",
-                source=EVENTS,
-                reason="body_too_large",
-            )
+        body = await self._body(request, self.config.max_body_bytes, source=EVENTS)
+        if isinstance(body, web.Response):
+            return body
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
@@ -241,14 +240,9 @@ class Collector:
                 source=route,
                 reason="not_enabled",
             )
-        body = await self._body(request, self.config.webhook_max_body_bytes)
-        if body is None:
-            return self.problem(
-                413,
-                f"request body exceeds {self.config.webhook_max_body_bytes} bytes",
-                source=route,
-                reason="body_too_large",
-            )
+        body = await self._body(request, self.config.webhook_max_body_bytes, source=route)
+        if isinstance(body, web.Response):
+            return body
         received_at = datetime.now(UTC)
         hook = WebhookRequest(
             body=body,
