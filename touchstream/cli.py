@@ -50,6 +50,16 @@ def _progress() -> Progress:
     )
 
 
+def _report_rejects(reasons: list[str], rejected: int, what: str, settings: Settings) -> int:
+    """A file load's rejects on stderr; the exit status says whether there were any."""
+    for reason in reasons:
+        print(f"  rejected {reason}", file=sys.stderr)
+    if not rejected:
+        return 0
+    print(f"rejected {what} were sent to {settings.topic_prefix}.dlq with their reasons", file=sys.stderr)
+    return 1
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from touchstream.runtime import run_worker
 
@@ -142,15 +152,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         task = progress.add_task(f"replay {path.name}", total=count_records(path))
         summary = replay(path, publisher, on_progress=lambda done: progress.update(task, completed=done))
     print(f"published {summary.published} events, rejected {summary.rejected}")
-    for reason in summary.reasons:
-        print(f"  rejected {reason}", file=sys.stderr)
-    if summary.rejected:
-        print(
-            f"rejected records were sent to {settings.topic_prefix}.dlq with their reasons",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _report_rejects(summary.reasons, summary.rejected, "records", settings)
 
 
 def cmd_ingest_email(args: argparse.Namespace) -> int:
@@ -189,15 +191,7 @@ def cmd_ingest_email(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    for reason in summary.reasons:
-        print(f"  rejected {reason}", file=sys.stderr)
-    if summary.rejected:
-        print(
-            f"rejected messages' headers were sent to {settings.topic_prefix}.dlq with their reasons",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _report_rejects(summary.reasons, summary.rejected, "messages' headers", settings)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
