@@ -29,6 +29,7 @@ from sinks import touchpoints
 from sinks.clickhouse import ClickHouse
 from sinks.retry import until_written
 from sinks.touchpoints import Source
+from streams import flowcontrol
 from streams.ingest import RawRecord, split
 from streams.metrics import MetricsConfig
 from streams.offsets import withhold
@@ -69,7 +70,7 @@ class PipelineStats:
 
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",
@@ -89,6 +90,8 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         web_in_thread=False,
         loghandlers=[],
     )
+    flowcontrol.install(app)
+    return app
 
 
 def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: bool = False) -> PipelineStats:
@@ -167,7 +170,8 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
             what=f"insert of {len(rows)} touchpoints",
         )
         for source in sources:
-            read[TP(source.topic, source.partition)] = source.offset
+            tp = TP(source.topic, source.partition)
+            read[tp] = max(read.get(tp, source.offset), source.offset)  # a seek may repeat records
         lagging = await unread_topics({source.partition for source in sources})
         outputs = engines.process(
             ((event, source.partition, source.topic) for event, source in batch.accepted), lagging

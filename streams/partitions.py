@@ -110,10 +110,9 @@ async def write_records(
     The table's own `__setitem__` hands the changelog message to Faust's producer buffer
     and returns; nothing tells when Kafka has it. So each record goes through
     `send_changelog`, whose future resolves on Kafka's acknowledgement, and the local
-    store is set beside it, which is all `__setitem__` does besides. (This does not close
-    the known crash gap of docs/metrics.md: there Faust commits offsets of the batch
-    still in flight.) Chunks keep Faust's producer buffer (about a hundred
-    messages) from overflowing.
+    store is set beside it, which is all `__setitem__` does besides. The worker commits
+    the batch's offsets only after this returns. Chunks keep Faust's producer buffer
+    (about a hundred messages) from overflowing.
     """
     pending = []
     for start in range(0, len(records), chunk):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from schemas.topics import all_topics, dead_letter_topic, input_topics
 from touchstream.broker import EmbeddedBroker, free_port
@@ -83,6 +83,27 @@ def start_worker(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Calla
     for worker in workers:
         if worker.process is not None and worker.process.poll() is None:
             worker.stop()
+
+
+def unconsumed(env: dict[str, str]) -> dict[str, int]:
+    """Per input topic-partition, how far the worker group's committed offset is behind
+    the end of the partition (only those behind)."""
+    consumer = Consumer({"bootstrap.servers": env["KAFKA_BOOTSTRAP"], "group.id": env["TOUCHSTREAM_APP_ID"]})
+    try:
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in input_topics(env["TOUCHSTREAM_TOPIC_PREFIX"])
+            for partition in range(PARTITIONS)
+        ]
+        behind = {}
+        for tp in consumer.committed(partitions, timeout=10):
+            _, end = consumer.get_watermark_offsets(tp, timeout=10)
+            committed = max(tp.offset, 0)  # OFFSET_INVALID (-1001) when nothing was committed
+            if committed < end:
+                behind[f"{tp.topic}/{tp.partition}"] = end - committed
+        return behind
+    finally:
+        consumer.close()
 
 
 def read_topic(bootstrap: str, topic: str, *, expected: int, timeout: float = 30) -> list[Message]:
