@@ -7,10 +7,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from producers.publisher import Publisher
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.touchpoint import TouchpointEvent
+from sinks.ddl import TABLES
 from streams.metrics import MetricsConfig
 from streams.metrics.reference import Tables, recompute
 from streams.partitions import partition_of
@@ -23,14 +25,19 @@ GRACE = timedelta(minutes=10)
 Snapshot = dict[str, set[tuple[str, ...]]]
 
 
-def publish(env: dict[str, str], broker: EmbeddedBroker, count: int, seed: int) -> list[TouchpointEvent]:
-    events = list(
-        Simulator(SimulatorConfig(seed=seed, customers=300, sessions_per_second=0.05), BASE_TIME).events(
-            count
-        )
-    )
+def simulated(count: int, seed: int) -> list[TouchpointEvent]:
+    config = SimulatorConfig(seed=seed, customers=300, sessions_per_second=0.05)
+    return list(Simulator(config, BASE_TIME).events(count))
+
+
+def send(env: dict[str, str], broker: EmbeddedBroker, events: list[TouchpointEvent]) -> None:
     with Publisher(broker.bootstrap, prefix=env["TOUCHSTREAM_TOPIC_PREFIX"]) as publisher:
         assert publisher.publish(events).ok
+
+
+def publish(env: dict[str, str], broker: EmbeddedBroker, count: int, seed: int) -> list[TouchpointEvent]:
+    events = simulated(count, seed)
+    send(env, broker, events)
     return events
 
 
@@ -125,4 +132,65 @@ def test_worker_killed_and_restarted_recovers_its_state(
     # stream (see streams/flowcontrol.py), which would leave the committed offset behind.
     assert unconsumed(pipeline_env) == {}
     verified = verify(pipeline_env)  # after the stop: verify opens chDB itself
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def merge(env: dict[str, str], *, into: WorkerProcess) -> None:
+    """Copy every table of the stopped worker with `env` into the running worker `into`."""
+    for table in TABLES:
+        query = f"SELECT * FROM {table}"
+        command = [sys.executable, "-m", "touchstream.cli", "sql", "--format", "JSONEachRow", query]
+        rows = subprocess.run(
+            command, env=env, capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL
+        )
+        lines = rows.stdout.splitlines()
+        structure = ", ".join(f"`{name}` {kind}" for name, kind, *_ in into.sql(f"DESCRIBE TABLE {table}"))
+        for start in range(0, len(lines), 500):  # the control endpoint takes up to 1 MiB
+            chunk = "\n".join(lines[start : start + 500]).replace("\\", "\\\\").replace("'", "\\'")
+            into.sql(f"INSERT INTO {table} SELECT * FROM format(JSONEachRow, '{structure}', '{chunk}')")
+
+
+EVENT_IDS = "SELECT event_id FROM touchpoints"
+RESPONSES = "SELECT count() FROM responses"
+
+
+def test_two_workers_sharing_the_partitions_give_one_workers_results(
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A second worker joins mid-stream and takes over half the partitions with their state.
+
+    Each embedded worker owns its own chDB, so the test merges the second one's rows into
+    the first's before comparing; with a ClickHouse server both write to one database."""
+    events = simulated(12_000, seed=33)
+    send(pipeline_env, broker, events[:6000])
+    workers = []
+    for name in ("a", "b"):
+        env = {
+            **pipeline_env,
+            "TOUCHSTREAM_DATA_DIR": str(tmp_path / name),
+            "TOUCHSTREAM_WORKER_INSTANCE": name,
+        }
+        workers.append(WorkerProcess(env, tmp_path / name, tmp_path / f"worker-{name}.log"))
+    first, second = workers
+
+    def processed() -> int:
+        return len({row[0] for worker in workers if worker.process for row in worker.sql(EVENT_IDS)})
+
+    try:
+        first.start()
+        wait_until(lambda: processed() >= 6000, timeout=90, what="the first half")
+        second.start()  # takes over partitions with the state the first worker left
+        send(pipeline_env, broker, events[6000:])
+        wait_until(lambda: processed() >= len(events), timeout=180, what="all touchpoints")
+        wait_until(lambda: second.scalar(RESPONSES) > 0, timeout=60, what="the second worker's responses")
+        assert second.stop() == 0
+        merge(second.env, into=first)
+        check(first, events)
+        assert first.stop() == 0
+    finally:
+        for worker in workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.stop()
+    assert unconsumed(pipeline_env) == {}
+    verified = verify({**pipeline_env, "TOUCHSTREAM_DATA_DIR": str(tmp_path / "a")})
     assert verified.returncode == 0, verified.stdout + verified.stderr
