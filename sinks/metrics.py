@@ -21,7 +21,7 @@ from streams.metrics.records import Outputs
 COLUMNS: dict[str, list[str]] = {
     "responses": [
         "reply_event_id", "conversation_id", "customer_id", "channel", "agent_id", "response_seconds",
-        "is_first_response", "customer_message_at", "replied_at",
+        "is_first_response", "customer_message_at", "replied_at", "response_business_seconds",
     ],
     "waiting": ["conversation_id", "customer_id", "channel", "waiting_since", "answered", "updated_at"],
     "engagement": [

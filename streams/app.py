@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import faust
@@ -31,7 +30,6 @@ from sinks.retry import until_written
 from sinks.touchpoints import Source
 from streams import flowcontrol
 from streams.ingest import RawRecord, split
-from streams.metrics import MetricsConfig
 from streams.offsets import withhold
 from streams.partitions import STATE_TABLE, PartitionEngines, write_records
 from touchstream.settings import Settings
@@ -105,7 +103,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
         partitions=settings.partitions,
         use_partitioner=True,
     )
-    config = MetricsConfig(grace=timedelta(seconds=settings.grace(demo=demo)))
+    config = settings.metrics_config(demo=demo)
     engines = PartitionEngines(config, state, settings.partitions)
 
     def partitions_moved(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -115,9 +115,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     import json
-    from datetime import timedelta
 
-    from streams.metrics import MetricsConfig
     from touchstream.verify import verify
 
     settings = _settings(args)
@@ -126,7 +124,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         output = _sql_output(settings, query, "JSONEachRow").decode()
         return [json.loads(line) for line in output.splitlines() if line.strip()]
 
-    config = MetricsConfig(grace=timedelta(seconds=settings.grace(demo=args.demo)))
+    config = settings.metrics_config(demo=args.demo)
     diffs = verify(fetch, config, settings.partitions)
     for diff in diffs:
         state = "ok" if diff.ok else "MISMATCH"

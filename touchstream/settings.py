@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.touchpoint import Channel
+from streams.metrics.config import MetricsConfig
+from streams.metrics.schedule import Schedule
 
 
 class Settings(BaseSettings):
@@ -79,6 +84,11 @@ class Settings(BaseSettings):
     #: Event time an out-of-order event may trail the newest one and still count; results
     #: trail the newest event by as much. Unset: 600 s, or 30 s for `up --demo`.
     metrics_grace_seconds: float | None = Field(default=None, ge=0)
+    #: Opening hours as JSON, by channel ("*" for every channel without its own):
+    #: {"*": {"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"},
+    #: "holidays": ["2026-12-25"]}}. Responses on a channel with a schedule also get
+    #: response_business_seconds (docs/metrics.md).
+    business_hours: Annotated[dict[str, Schedule], NoDecode] = Field(default_factory=dict)
 
     sink_batch_size: int = Field(default=5000, ge=1)
     sink_flush_seconds: float = Field(default=1.0, gt=0)
@@ -126,6 +136,27 @@ class Settings(BaseSettings):
                 raise ValueError(f'must be a JSON object such as {{"intercom": "secret"}}: {error}') from None
         return value
 
+    @field_validator("business_hours", mode="before")
+    @classmethod
+    def _schedules(cls, value: object) -> object:
+        value = cls._json_object(value)
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object such as {"*": {"hours": {"mon-fri": "09:00-17:00"}}}')
+        schedules = {}
+        for channel, spec in value.items():
+            if channel != "*" and channel not in {c.value for c in Channel}:
+                raise ValueError(f"unknown channel {channel!r}")
+            if isinstance(spec, Schedule):
+                schedules[channel] = spec
+            elif isinstance(spec, dict):
+                try:
+                    schedules[channel] = Schedule.parse(spec)
+                except ValueError as error:
+                    raise ValueError(f"{channel}: {error}") from None
+            else:
+                raise ValueError(f"{channel}: a schedule is a JSON object")
+        return schedules
+
     @field_validator("email_brand_domains")
     @classmethod
     def _domains(cls, value: list[str]) -> list[str]:
@@ -135,6 +166,15 @@ class Settings(BaseSettings):
         if self.metrics_grace_seconds is not None:
             return self.metrics_grace_seconds
         return 30.0 if demo else 600.0
+
+    def metrics_config(self, *, demo: bool = False) -> MetricsConfig:
+        default = self.business_hours.get("*")
+        schedules = {
+            channel: schedule
+            for channel in Channel
+            if (schedule := self.business_hours.get(channel.value, default)) is not None
+        }
+        return MetricsConfig(grace=timedelta(seconds=self.grace(demo=demo)), business_hours=schedules)
 
     @property
     def collector_key_file(self) -> Path:

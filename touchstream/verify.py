@@ -30,7 +30,8 @@ EVENTS = """
            agent_id, occurred_at, received_at, survey_type, survey_score, consent_analytics, attributes
     FROM touchpoints FINAL"""
 STREAM = {
-    "responses": "SELECT reply_event_id, customer_id, response_seconds, is_first_response "
+    "responses": "SELECT reply_event_id, customer_id, response_seconds, response_business_seconds, "
+    "is_first_response "
     "FROM responses FINAL",
     "engagement": "SELECT customer_id, level, interactions_30d FROM engagement FINAL",
     "waiting": "SELECT customer_id, conversation_id, answered FROM waiting FINAL",
@@ -102,12 +103,24 @@ def verify(fetch: Fetch, config: MetricsConfig, partitions: int) -> list[TableDi
     def keys(rows: list[tuple[Any, ...]]) -> Counter[str]:
         return Counter(json.dumps(row) for row in rows)
 
-    # Response times: the same record must exist, and its seconds agree within the tolerance.
-    times = {r.reply_event_id: r.response_seconds for r in tables.responses.values()}
+    # Response times: the same record must exist, and its seconds (also within business
+    # hours) agree within the tolerance.
+    times = {
+        r.reply_event_id: (r.response_seconds, r.response_business_seconds) for r in tables.responses.values()
+    }
+
+    def close(value: Any, wanted: float | None) -> bool:
+        if value is None or wanted is None:
+            return value is None and wanted is None
+        return abs(float(value) - wanted) <= SECONDS_TOLERANCE
 
     def close_enough(row: dict[str, Any]) -> bool:
         wanted = times.get(row["reply_event_id"])
-        return wanted is not None and abs(float(row["response_seconds"]) - wanted) <= SECONDS_TOLERANCE
+        return (
+            wanted is not None
+            and close(row["response_seconds"], wanted[0])
+            and close(row["response_business_seconds"], wanted[1])
+        )
 
     rows = stream
     pairs: dict[str, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from schemas.touchpoint import Actor, Channel, Kind
+from streams.metrics.schedule import Schedule
 
 #: Customer-initiated kinds (SPEC §5 "Engagement score") and their default weights.
 DEFAULT_WEIGHTS: Mapping[Kind, float] = MappingProxyType({
@@ -53,6 +54,13 @@ class MetricsConfig:
     levels: tuple[tuple[str, float], ...] = DEFAULT_LEVELS
     #: Event ids are remembered this long (event time) to drop redeliveries.
     dedup_window: timedelta = timedelta(days=30)
+    #: Opening hours per channel; a response on a channel with a schedule also gets
+    #: `response_business_seconds`, the part of its wait within opening hours.
+    business_hours: Mapping[Channel, Schedule] = field(default_factory=dict)
+
+    def business_seconds(self, channel: Channel, start: datetime, end: datetime) -> float | None:
+        schedule = self.business_hours.get(channel)
+        return None if schedule is None else schedule.seconds_between(start, end)
 
     def level_of(self, score: float) -> str:
         name = self.levels[0][0]

@@ -19,6 +19,8 @@ class ResponseRecord:
     is_first_response: bool
     customer_message_at: datetime
     replied_at: datetime
+    #: Within the response channel's opening hours; None without a schedule.
+    response_business_seconds: float | None = None
 
 
 @dataclass(frozen=True)

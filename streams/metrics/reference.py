@@ -130,6 +130,7 @@ def _responses(
                     not responded,
                     first.occurred_at,
                     event.occurred_at,
+                    config.business_seconds(first.channel, first.occurred_at, event.occurred_at),
                 )
                 row = WaitingRow(
                     conversation_id, customer_id, first.channel.value, None, True, event.occurred_at

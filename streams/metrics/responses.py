@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.touchpoint import Direction, TouchpointEvent
+from schemas.touchpoint import Channel, Direction, TouchpointEvent
 from streams.metrics.config import CUSTOMER_MESSAGE_KINDS, MetricsConfig
 from streams.metrics.records import ResponseRecord, WaitingRow
 
@@ -45,18 +45,21 @@ class Conversation:
             return None, self.waiting_row(event.customer_id, event.occurred_at)
         if not is_reply(event, config) or self.waiting_since is None:
             return None, None
+        channel = self.waiting_channel or event.channel.value
         record = ResponseRecord(
             reply_event_id=event.event_id,
             conversation_id=self.conversation_id,
             customer_id=event.customer_id,
-            channel=self.waiting_channel or event.channel.value,
+            channel=channel,
             agent_id=event.agent_id,
             response_seconds=(event.occurred_at - self.waiting_since).total_seconds(),
             is_first_response=not self.responded,
             customer_message_at=self.waiting_since,
             replied_at=event.occurred_at,
+            response_business_seconds=config.business_seconds(
+                Channel(channel), self.waiting_since, event.occurred_at
+            ),
         )
-        channel = self.waiting_channel or event.channel.value
         self.responded, self.waiting_since, self.waiting_channel = True, None, None
         row = WaitingRow(self.conversation_id, event.customer_id, channel, None, True, event.occurred_at)
         return record, row

@@ -44,6 +44,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield running
 
 
+OFFICE_HOURS = {"mon-fri": "09:00-12:00,12:30-17:00"}  # Berlin; a lunch break inside the simulated day
+
+
 @pytest.fixture
 def pipeline_env(broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
     """Environment for one isolated pipeline: own topics, group and data dir."""
@@ -63,6 +66,7 @@ def pipeline_env(broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
         "TOUCHSTREAM_SINK_FLUSH_SECONDS": "0.3",
         "TOUCHSTREAM_EMPTY_FETCH_WAIT_MS": "100",  # the session broker is noida: see streams/fetchpace.py
         "TOUCHSTREAM_LOG_LEVEL": "info",
+        "TOUCHSTREAM_BUSINESS_HOURS": json.dumps({"*": {"timezone": "Europe/Berlin", "hours": OFFICE_HOURS}}),
     }
     env.pop("CLICKHOUSE_URL", None)
     return env

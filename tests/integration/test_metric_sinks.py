@@ -82,15 +82,34 @@ def test_metric_rows_views_retries_and_erasure(clickhouse: ClickHouse) -> None:
     assert clickhouse.rows("SELECT request_event_id FROM erasures FINAL") == [("gone",)]
 
 
+DETRACTOR = event(event_id="nps-low", customer_id="cust-2", occurred_at=at(20), channel="email",
+                  kind="survey_response", survey={"type": "nps", "score": 3})  # fmt: skip
+
+
 def test_every_query_in_the_analyst_docs_runs(clickhouse: ClickHouse) -> None:
     engine = Engine(MetricsConfig(grace=timedelta(minutes=10)))
-    touchpoints.write(clickhouse, [touchpoints.row(e, Source("t", 0, n)) for n, e in enumerate(EVENTS)],
-                      [Source("t", 0, n) for n in range(len(EVENTS))])  # fmt: skip
-    metrics.write(clickhouse, engine.process(EVENTS), step="docs")
+    events = [*EVENTS, DETRACTOR]
+    touchpoints.write(clickhouse, [touchpoints.row(e, Source("t", 0, n)) for n, e in enumerate(events)],
+                      [Source("t", 0, n) for n in range(len(events))])  # fmt: skip
+    metrics.write(clickhouse, engine.process(events), step="docs")
     text = (Path(__file__).parents[2] / "docs" / "clickhouse.md").read_text()
     queries = re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
-    assert len(queries) >= 5
+    assert len(queries) >= 10
     for query in queries:
-        clickhouse.rows(query)  # raises ClickHouseError, naming the query's problem, if it is wrong
-    nps = next(query for query in queries if "experience_hourly" in query)
-    assert clickhouse.rows(nps)[0][2] == 100.0
+        try:
+            clickhouse.rows(query)
+        except Exception as error:
+            raise AssertionError(f"docs/clickhouse.md query fails:\n{query}") from error
+
+    def result(marker: str) -> list[tuple[object, ...]]:
+        return [tuple(row) for row in clickhouse.rows(next(query for query in queries if marker in query))]
+
+    assert result("experience_hourly")[0][2] == 100.0  # chat, where the promoter rated
+    assert [row[:3] for row in result("GROUP BY agent_id")] == [("kim", 1, 4.0), ("lee", 1, 2.0)]
+    first_week = result("WHERE is_first_response")
+    assert {(row[0], row[2]) for row in first_week} == {("chat", 2)}
+    # cust-2's question and the agent's answer preceded the detractor's survey.
+    before = result("ORDER BY survey_event, t.occurred_at")
+    assert [(row[0], row[5], row[6]) for row in before] == [("nps-low", "message", "inbound"),
+                                                             ("nps-low", "message", "outbound")]  # fmt: skip
+    assert {row[0] for row in result("toMonday(hour) AS week")} == {"chat", "email"}

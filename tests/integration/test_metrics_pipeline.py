@@ -107,6 +107,12 @@ def test_worker_metrics_equal_the_definition(
     events = publish(pipeline_env, broker, 4000, seed=31)
     worker = start_worker()
     check(worker, events)
+    # Opening hours (OFFICE_HOURS, for this worker and verify) give business seconds.
+    business = worker.sql(
+        "SELECT count(), countIf(response_business_seconds < response_seconds), "
+        "countIf(response_business_seconds > response_seconds) FROM responses FINAL"
+    )[0]
+    assert int(business[1]) > 0 and business[2] == "0", business
 
     verified = verify(pipeline_env)  # through the running worker, which owns chDB
     assert verified.returncode == 0, verified.stdout + verified.stderr

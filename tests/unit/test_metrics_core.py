@@ -11,16 +11,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.touchpoint import Actor, TouchpointEvent
+from schemas.touchpoint import Actor, Channel, TouchpointEvent
 from streams.metrics import Engine, MetricsConfig, Outputs
 from streams.metrics.reference import Tables, recompute
+from streams.metrics.schedule import Schedule
 from tests.factories import event
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 GRACE = timedelta(minutes=10)
 CONFIGS = {
     "spec defaults": MetricsConfig(grace=GRACE),
-    "fast decay": MetricsConfig(grace=GRACE, half_life=timedelta(hours=6), daily_cap=3),
+    "fast decay, business hours": MetricsConfig(
+        grace=GRACE,
+        half_life=timedelta(hours=6),
+        daily_cap=3,
+        business_hours={
+            Channel.CHAT: Schedule.parse({"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}}),
+            Channel.EMAIL: Schedule.parse({"hours": {"mon": "00:00-00:30,02:00-03:00"}}),
+        },
+    ),
 }
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -146,7 +155,7 @@ def test_any_arrival_within_grace_equals_the_brute_force_definition(name: str, d
 @PROPERTY
 @given(data=st.data())
 def test_redelivery_and_batching_change_nothing(data: st.DataObject) -> None:
-    config = CONFIGS["fast decay"]
+    config = CONFIGS["fast decay, business hours"]
     events = data.draw(journeys())
     in_order = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
     once, _ = run(Engine(config), [in_order])
@@ -263,7 +272,7 @@ def test_consent_suppresses_and_erasure_forgets() -> None:
 def test_a_restored_engine_carries_on_exactly(data: st.DataObject) -> None:
     """Stop after any batch, keep only the records of customers touched so far (what a
     changelog table holds), restore them into a new engine: the rest comes out the same."""
-    config = CONFIGS["fast decay"]
+    config = CONFIGS["fast decay, business hours"]
     batches = data.draw(arrivals(data.draw(journeys())))
     stop = data.draw(st.integers(0, len(batches)))
     running = Engine(config)

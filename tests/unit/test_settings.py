@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from schemas.touchpoint import Channel
 from sinks.clickhouse import server_database
 from touchstream.errors import ConfigError
 from touchstream.settings import Settings
@@ -87,4 +88,24 @@ def test_webhook_secrets_and_lists_from_the_environment(monkeypatch: pytest.Monk
     assert Settings().webhook_secrets == {}
     monkeypatch.setenv("TOUCHSTREAM_WEBHOOK_SECRETS", "intercom=a")
     with pytest.raises(ValueError, match="JSON object"):
+        Settings()
+
+
+def test_business_hours_by_channel_with_a_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "TOUCHSTREAM_BUSINESS_HOURS",
+        '{"*": {"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}},'
+        ' "chat": {"hours": {"mon-sun": "00:00-24:00"}}}',
+    )
+    config = Settings().metrics_config()
+    assert config.business_hours[Channel.CHAT].weekly[6] == ((0, 24 * 60),)
+    assert config.business_hours[Channel.EMAIL].timezone == "Europe/Berlin"
+    assert len(config.business_hours) == len(Channel)
+    monkeypatch.setenv("TOUCHSTREAM_BUSINESS_HOURS", "")
+    assert Settings().metrics_config().business_hours == {}
+    monkeypatch.setenv("TOUCHSTREAM_BUSINESS_HOURS", '{"fax": {"hours": {"mon": "09:00-17:00"}}}')
+    with pytest.raises(ValueError, match="unknown channel 'fax'"):
+        Settings()
+    monkeypatch.setenv("TOUCHSTREAM_BUSINESS_HOURS", '{"chat": {"hours": {"mon": "9-5"}}}')
+    with pytest.raises(ValueError, match="chat: bad opening hours"):
         Settings()

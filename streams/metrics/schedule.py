@@ -1,0 +1,112 @@
+"""Business-hours schedules: how much of a time span falls within opening hours.
+
+A schedule is a time zone, opening intervals per weekday in local wall-clock time, and
+closed dates (holidays). `Schedule.seconds_between(start, end)` is the length of the
+part of [start, end) that is open; each day's intervals are turned into UTC instants
+before they are intersected, so a daylight-saving change shortens or lengthens the
+day it happens on exactly as a wall clock would.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_INTERVAL = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+#: Minutes after local midnight: [opens, closes).
+Interval = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    timezone: str
+    #: Opening intervals for Monday .. Sunday, sorted and not overlapping.
+    weekly: tuple[tuple[Interval, ...], ...]
+    holidays: frozenset[date] = frozenset()
+
+    def __post_init__(self) -> None:
+        if len(self.weekly) != 7:
+            raise ValueError("a schedule needs the intervals of all seven weekdays")
+        ZoneInfo(self.timezone)
+
+    def seconds_between(self, start: datetime, end: datetime) -> float:
+        if end <= start:
+            return 0.0
+        zone = ZoneInfo(self.timezone)
+        day = start.astimezone(zone).date()
+        last = end.astimezone(zone).date()
+        total = timedelta(0)
+        while day <= last:
+            if day not in self.holidays:
+                midnight = datetime.combine(day, time.min, tzinfo=zone)
+                for opens, closes in self.weekly[day.weekday()]:
+                    open_at = (midnight + timedelta(minutes=opens)).astimezone(UTC)
+                    close_at = (midnight + timedelta(minutes=closes)).astimezone(UTC)
+                    overlap = min(end, close_at) - max(start, open_at)
+                    if overlap > timedelta(0):
+                        total += overlap
+            day += timedelta(days=1)
+        return total.total_seconds()
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any]) -> Schedule:
+        """From `{"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00",
+        "sat": "10:00-12:00,13:00-15:00"}, "holidays": ["2026-12-25"]}`."""
+        unknown = set(spec) - {"timezone", "hours", "holidays"}
+        if unknown:
+            raise ValueError(f"unknown schedule fields: {', '.join(sorted(unknown))}")
+        timezone = spec.get("timezone", "UTC")
+        try:
+            ZoneInfo(str(timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r}") from None
+        weekly: list[list[Interval]] = [[] for _ in WEEKDAYS]
+        hours = spec.get("hours")
+        if not isinstance(hours, Mapping) or not hours:
+            raise ValueError('"hours" must map weekdays ("mon-fri", "sat") to intervals ("09:00-17:00")')
+        for days, intervals in hours.items():
+            for weekday in _weekdays(str(days)):
+                weekly[weekday].extend(_intervals(str(intervals)))
+        for weekday, intervals in enumerate(weekly):
+            intervals.sort()
+            for (_, closes), (opens, _) in pairwise(intervals):
+                if opens < closes:
+                    raise ValueError(f"overlapping opening hours on {WEEKDAYS[weekday]}")
+        try:
+            holidays = frozenset(date.fromisoformat(str(day)) for day in spec.get("holidays", []))
+        except ValueError as error:
+            raise ValueError(f"holidays must be ISO dates (2026-12-25): {error}") from None
+        return cls(str(timezone), tuple(tuple(day) for day in weekly), holidays)
+
+
+def _weekdays(days: str) -> list[int]:
+    first, _, last = days.strip().lower().partition("-")
+    if first not in WEEKDAYS or (last and last not in WEEKDAYS):
+        raise ValueError(f"bad weekdays {days!r}: use mon..sun or a range like mon-fri")
+    start, stop = WEEKDAYS.index(first), WEEKDAYS.index(last or first)
+    if stop < start:
+        raise ValueError(f"bad weekdays {days!r}: a range runs forward, mon-fri")
+    return list(range(start, stop + 1))
+
+
+def _intervals(text: str) -> list[Interval]:
+    intervals = []
+    for part in text.split(","):
+        match = _INTERVAL.match(part.strip())
+        if match is None:
+            raise ValueError(f"bad opening hours {part.strip()!r}: use 09:00-17:00")
+        h1, m1, h2, m2 = (int(group) for group in match.groups())
+        opens, closes = h1 * 60 + m1, h2 * 60 + m2
+        if m1 > 59 or m2 > 59 or not 0 <= opens < closes <= 24 * 60:
+            raise ValueError(
+                f"bad opening hours {part.strip()!r}: times between 00:00 and 24:00, opening first"
+            )
+        intervals.append((opens, closes))
+    return intervals

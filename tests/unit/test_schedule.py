@@ -1,0 +1,114 @@
+"""Business-hours schedules: hand-checked spans, daylight saving, holidays, parsing, and
+any span against a minute-by-minute count."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.metrics.schedule import Schedule
+
+BERLIN = ZoneInfo("Europe/Berlin")
+OFFICE = Schedule.parse({"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}})
+
+
+def berlin(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BERLIN).astimezone(UTC)
+
+
+def test_a_weekend_in_between_counts_only_opening_hours() -> None:
+    # Friday 16:00 -> Monday 10:00: one hour on Friday, one on Monday.
+    assert OFFICE.seconds_between(berlin(2026, 11, 20, 16), berlin(2026, 11, 23, 10)) == 2 * 3600
+
+
+def test_outside_opening_hours_nothing_counts() -> None:
+    assert OFFICE.seconds_between(berlin(2026, 11, 20, 18), berlin(2026, 11, 23, 8, 59)) == 0
+    assert OFFICE.seconds_between(berlin(2026, 11, 23, 10), berlin(2026, 11, 23, 9)) == 0
+
+
+def test_a_holiday_is_closed() -> None:
+    schedule = Schedule.parse(
+        {"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}, "holidays": ["2026-12-25"]}
+    )
+    # Thursday 24 Dec 16:30 -> Monday 28 Dec 09:30: 30 min + (Friday closed) + 30 min.
+    assert schedule.seconds_between(berlin(2026, 12, 24, 16, 30), berlin(2026, 12, 28, 9, 30)) == 3600
+
+
+def test_daylight_saving_days_are_as_long_as_the_wall_clock_says() -> None:
+    always = Schedule.parse({"timezone": "Europe/Berlin", "hours": {"mon-sun": "00:00-24:00"}})
+    spring = always.seconds_between(berlin(2026, 3, 29), berlin(2026, 3, 30))
+    autumn = always.seconds_between(berlin(2026, 10, 25), berlin(2026, 10, 26))
+    assert (spring, autumn) == (23 * 3600, 25 * 3600)
+
+
+def test_split_days_and_single_weekdays() -> None:
+    schedule = Schedule.parse({"hours": {"sat": "10:00-12:00,13:00-15:00"}})  # UTC by default
+    saturday = datetime(2026, 11, 21, tzinfo=UTC)
+    assert schedule.seconds_between(saturday, saturday + timedelta(days=7)) == 4 * 3600
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"hours": {"mon-fri": "9-17"}}, "use 09:00-17:00"),
+        ({"hours": {"fri-mon": "09:00-17:00"}}, "runs forward"),
+        ({"hours": {"someday": "09:00-17:00"}}, "bad weekdays"),
+        ({"hours": {"mon": "17:00-09:00"}}, "opening first"),
+        ({"hours": {"mon": "09:00-12:00,11:00-13:00"}}, "overlapping"),
+        ({"timezone": "Mars/Olympus", "hours": {"mon": "09:00-17:00"}}, "unknown time zone"),
+        ({"hours": {}}, '"hours"'),
+        ({"hours": {"mon": "09:00-17:00"}, "holidays": ["25.12.2026"]}, "ISO dates"),
+        ({"hours": {"mon": "09:00-17:00"}, "open": True}, "unknown schedule fields"),
+    ],
+)
+def test_bad_schedules_say_what_is_wrong(spec: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Schedule.parse(spec)
+
+
+def minute_by_minute(schedule: Schedule, start: datetime, end: datetime) -> float:
+    zone = ZoneInfo(schedule.timezone)
+    minutes = 0
+    at = start
+    while at < end:
+        local = at.astimezone(zone)
+        minute = local.hour * 60 + local.minute
+        if local.date() not in schedule.holidays and any(
+            opens <= minute < closes for opens, closes in schedule.weekly[local.weekday()]
+        ):
+            minutes += 1
+        at += timedelta(minutes=1)
+    return minutes * 60.0
+
+
+intervals = st.lists(st.tuples(st.integers(0, 47), st.integers(1, 48)), max_size=3).map(
+    lambda pairs: ",".join(
+        f"{a // 2:02}:{a % 2 * 30:02}-{b // 2:02}:{b % 2 * 30:02}" for a, b in pairs if a < b
+    )
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hours=st.dictionaries(st.sampled_from(["mon", "tue-thu", "fri", "sat-sun"]), intervals, min_size=1),
+    start=st.integers(0, 60 * 24 * 10),
+    length=st.integers(0, 60 * 24 * 3),
+    holiday=st.booleans(),
+)
+def test_any_span_equals_a_minute_by_minute_count(
+    hours: dict[str, str], start: int, length: int, holiday: bool
+) -> None:
+    spec: dict[str, object] = {"timezone": "Europe/Berlin", "hours": {k: v for k, v in hours.items() if v}}
+    if holiday:
+        spec["holidays"] = ["2026-03-30"]
+    try:
+        schedule = Schedule.parse(spec)
+    except ValueError:
+        return  # overlapping or empty draws; the parser's errors are tested above
+    begin = datetime(2026, 3, 24, tzinfo=UTC) + timedelta(minutes=start)  # spans the switch to summer time
+    end = begin + timedelta(minutes=length)
+    assert schedule.seconds_between(begin, end) == minute_by_minute(schedule, begin, end)
