@@ -50,8 +50,17 @@ class PipelineStats:
     duplicates: int = 0
     suppressed: int = 0
     batches: int = 0
+    first_batch_at: float | None = None
     last_flush_at: float | None = None
+    #: Wall-clock seconds the batches spent per step (decode, touchpoints, metrics, state).
+    step_seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+
+    def timed(self, step: str, began: float) -> float:
+        """Add the time since `began` to `step`; return now, the next step's start."""
+        now = time.perf_counter()
+        self.step_seconds[step] = self.step_seconds.get(step, 0.0) + now - began
+        return now
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +71,8 @@ class PipelineStats:
             "duplicates": self.duplicates,
             "suppressed": self.suppressed,
             "batches": self.batches,
+            "first_batch_at": self.first_batch_at,
+            "step_seconds": {step: round(seconds, 3) for step, seconds in self.step_seconds.items()},
             "last_flush_at": self.last_flush_at,
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }
@@ -142,6 +153,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
         return found
 
     async def handle(events: Sequence[EventT]) -> None:
+        began = time.perf_counter()
         records = [
             RawRecord(
                 key=event.key,
@@ -151,6 +163,8 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
             for event in events
         ]
         batch = split(records, expected_channel=expected_channel)
+        if stats.first_batch_at is None:
+            stats.first_batch_at = time.time()
         stats.events_in += len(records)
         pending = [
             await dlq.send(key=letter.key, value=letter.value, headers=letter.headers())
@@ -162,6 +176,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
                 log.info("dead letter from %s: %s", letter.source, letter.reason)
         rows = [touchpoints.row(event, source) for event, source in batch.accepted]
         sources = [source for _, source in batch.accepted]
+        began = stats.timed("decode", began)
         loop = asyncio.get_running_loop()
         await until_written(
             lambda: loop.run_in_executor(None, touchpoints.write, clickhouse, rows, sources),
@@ -170,16 +185,20 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
         for source in sources:
             tp = TP(source.topic, source.partition)
             read[tp] = max(read.get(tp, source.offset), source.offset)  # a seek may repeat records
+        began = stats.timed("touchpoints insert", began)
         lagging = await unread_topics({source.partition for source in sources})
         outputs = engines.process(
             ((event, source.partition, source.topic) for event, source in batch.accepted), lagging
         )
+        began = stats.timed("metric engines", began)
         step = touchpoints.dedup_token(sources)
         await until_written(
             lambda: loop.run_in_executor(None, metric_rows.write, clickhouse, outputs, step),
             what="insert of metric rows",
         )
-        await write_records(state, app.producer, engines.changed_records())
+        began = stats.timed("metric rows insert", began)
+        await write_records(state, app.producer, engines.changed_records(), settings.partitions)
+        stats.timed("state records", began)
         stats.late_events += len(outputs.late)
         stats.duplicates += outputs.duplicates
         stats.suppressed += outputs.suppressed

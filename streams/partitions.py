@@ -103,22 +103,27 @@ class PartitionEngines:
 
 
 async def write_records(
-    table: Any, producer: Any, records: list[tuple[bytes, bytes]], chunk: int = 80
+    table: Any, producer: Any, records: list[tuple[bytes, bytes]], partitions: int
 ) -> None:
     """Write `records` to the Faust table and wait until Kafka has every changelog message.
 
-    The table's own `__setitem__` hands the changelog message to Faust's producer buffer
-    and returns; nothing tells when Kafka has it. So each record goes through
-    `send_changelog`, whose future resolves on Kafka's acknowledgement, and the local
-    store is set beside it, which is all `__setitem__` does besides. The worker commits
-    the batch's offsets only after this returns. Chunks keep Faust's producer buffer
-    (about a hundred messages) from overflowing.
+    The table's own `__setitem__` (and `send_changelog`) queue each message in Faust's
+    producer buffer, which hands them to Kafka one event-loop pass at a time and says
+    nothing about when Kafka has them. Here each record goes straight to the producer,
+    to the changelog partition its key hashes to (the table's partitioner, murmur2),
+    the local store is set beside it, and the call returns once Kafka acknowledged
+    them all; then it records the newest changelog offsets in the store as the table's
+    own send callback does (a RocksDB store resumes recovery from there). The worker
+    commits the batch's offsets only after this returns.
     """
+    topic = table.changelog_topic.get_topic_name()
     pending = []
-    for start in range(0, len(records), chunk):
-        for key, value in records[start : start + chunk]:
-            pending.append(table.send_changelog(None, key, value))
-            table.data[key] = value
-        await producer.buffer.flush()
-    await producer.flush()
-    await asyncio.gather(*pending)
+    for key, value in records:
+        pending.append(await producer.send(topic, key, value, partition_of(key, partitions), None, None))
+        table.data[key] = value
+    newest: dict[Any, int] = {}
+    for metadata in await asyncio.gather(*pending):
+        tp = metadata.topic_partition
+        newest[tp] = max(newest.get(tp, -1), metadata.offset)
+    for tp, offset in newest.items():
+        table.data.set_persisted_offset(tp, offset)

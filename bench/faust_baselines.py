@@ -1,0 +1,127 @@
+"""The Faust baselines of the streams benchmark, each run as its own worker process.
+
+* `bare`: an agent iterating the ten input topics and doing nothing with the events:
+  the ceiling of any Faust agent on this machine.
+* `naive`: the per-event table pattern: for every event, decode it, read the
+  customer's state from a changelog-backed Faust table, update a compact version of
+  the same metrics (decayed engagement score with the SPEC weights, interaction
+  count, waiting time and the last response time) and write it back.
+
+The process records when its agent saw the first and the `--events`-th event and
+writes them as JSON to `--out`; the benchmark reads that and stops the process.
+
+Run: `python -m bench.faust_baselines bare|naive --bootstrap HOST:PORT --prefix P
+--events N --out FILE [--setting name=value ...]` (settings are passed to `faust.App`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust import Worker
+
+from schemas.topics import input_topics
+from schemas.touchpoint import Direction, TouchpointEvent
+from streams.fetchpace import pace_empty_fetches
+from streams.metrics.config import DEFAULT_WEIGHTS
+from streams.metrics.responses import is_customer_message
+
+HALF_LIFE_SECONDS = 7 * 86400.0
+
+
+def naive_update(state: dict[str, Any], event: TouchpointEvent) -> dict[str, Any]:
+    """One event folded into the customer's compact state, as a per-event agent would."""
+    at = event.occurred_at.timestamp()
+    if event.direction is Direction.INBOUND or event.kind.value == "purchase":
+        decayed = state.get("score", 0.0) * 0.5 ** ((at - state.get("at", at)) / HALF_LIFE_SECONDS)
+        state["score"] = decayed + DEFAULT_WEIGHTS.get(event.kind, 0.0)
+        state["at"] = at
+        state["interactions"] = state.get("interactions", 0) + 1
+    if is_customer_message(event):
+        state.setdefault("waiting_since", at)
+    elif event.direction is Direction.OUTBOUND and state.get("waiting_since") is not None:
+        state["last_response_seconds"] = at - state.pop("waiting_since")
+    return state
+
+
+def setting(text: str) -> tuple[str, Any]:
+    name, _, value = text.partition("=")
+    return name, json.loads(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("variant", choices=["bare", "naive"])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--empty-fetch-wait-ms", type=int, default=100)
+    parser.add_argument("--setting", type=setting, action="append", default=[])
+    args = parser.parse_args(argv)
+
+    if args.empty_fetch_wait_ms:
+        pace_empty_fetches(args.empty_fetch_wait_ms / 1000)
+    app = faust.App(
+        f"bench-{args.variant}-{time.time_ns()}",
+        broker=f"kafka://{args.bootstrap}",
+        store="memory://",
+        topic_partitions=args.partitions,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        loghandlers=[],
+        **dict(args.setting),
+    )
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    topics = app.topic(*input_topics(args.prefix), **raw)
+    table = app.Table(
+        "naive-state", default=None, key_type=bytes, value_type=bytes, partitions=args.partitions
+    )
+    seen = 0
+    first = 0.0
+
+    def count() -> None:
+        nonlocal seen, first
+        seen += 1
+        if seen == 1:
+            first = time.time()
+        elif seen == args.events:
+            args.out.write_text(
+                json.dumps({"first_event_at": first, "last_event_at": time.time(), "events": seen})
+            )
+
+    if args.variant == "bare":
+
+        @app.agent(topics, name="bare")
+        async def bare(stream: faust.StreamT[bytes]) -> None:
+            async for _ in stream:
+                count()
+
+    else:
+
+        @app.agent(topics, name="naive")
+        async def naive(stream: faust.StreamT[bytes]) -> None:
+            async for value in stream:
+                event = TouchpointEvent.model_validate_json(value)
+                key = event.customer_id.encode()
+                stored = table.get(key)
+                state = naive_update(json.loads(stored) if stored else {}, event)
+                table[key] = json.dumps(state).encode()
+                count()
+
+    Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""Streams benchmark: the full analytics worker against its baselines, in one run.
+
+On one seeded workload (default 200,000 events of 20,000 simulated customers on every
+channel, published once to the embedded noida broker), each variant reads the same
+input topics from the start with its own consumer group:
+
+* raw: a confluent-kafka consumer decoding every event into `TouchpointEvent` (the
+  ceiling: no Faust, no state, no sink);
+* bare Faust: an agent iterating the topics and doing nothing (`bench.faust_baselines`);
+* naive Faust: the per-event table pattern, a compact version of the same metrics
+  updated in a changelog-backed table for every event;
+* full analytics: `touchstream worker` (touchpoints, metric engines, changelog state
+  and metric rows in chDB), batch by batch.
+
+Rates count from each variant's first event to its last (startup and group join
+excluded). CPU is split between the worker process and the broker over that interval
+(cores: 1.0 = one core busy); peak RSS is the worker process's high-water mark.
+Writes JSON, Markdown and a PNG chart. These machines are shared and noisy: compare
+the ratios, which are measured in the same run.
+
+Run: `touchstream bench streams [--events N] [--customers N] [--out DIR]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from bench.pipeline import PARTITIONS, START, cpu_seconds, publish, worker_env
+from producers.simulator import Simulator, SimulatorConfig
+from schemas.topics import all_topics, input_topic, input_topics
+from schemas.touchpoint import TouchpointEvent
+from touchstream.broker import EmbeddedBroker
+from touchstream.kafka import ensure_topics
+from touchstream.process import WorkerProcess, wait_until
+
+PREFIX = "streams"
+
+
+@dataclass
+class Run:
+    name: str
+    events: int
+    seconds: float
+    events_per_s: float
+    worker_cores: float
+    broker_cores: float
+    peak_rss_mb: float | None
+    settings: dict[str, Any]
+    #: The worker's batches: seconds per step (GET /status), the rest is Faust's iteration.
+    step_seconds: dict[str, float] | None = None
+
+
+class CpuSampler:
+    """Samples processes' CPU seconds over time, to read them off at any instant."""
+
+    def __init__(self, pids: dict[str, int], every: float = 0.2) -> None:
+        self.pids = pids
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+
+    def _run(self, every: float) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(
+                    (time.time(), {name: cpu_seconds(pid) for name, pid in self.pids.items()})
+                )
+            except FileNotFoundError:
+                return
+            self._stop.wait(every)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, name: str, when: float) -> float:
+        before = [(t, cpu[name]) for t, cpu in self.samples if t <= when]
+        after = [(t, cpu[name]) for t, cpu in self.samples if t >= when]
+        (t0, c0), (t1, c1) = (before or after)[-1], (after or before)[0]
+        return c0 if t1 == t0 else c0 + (c1 - c0) * (when - t0) / (t1 - t0)
+
+    def cores(self, name: str, start: float, end: float) -> float:
+        return (self.at(name, end) - self.at(name, start)) / (end - start)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def run_raw(broker: EmbeddedBroker, total: int) -> Run:
+    assert broker.process is not None
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "bench-streams-raw",
+                         "enable.auto.commit": False})  # fmt: skip
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)
+                     for topic in input_topics(PREFIX) for partition in range(PARTITIONS)])  # fmt: skip
+    seen, first, deadline = 0, 0.0, time.monotonic() + 600
+    with CpuSampler({"broker": broker.process.pid, "self": os.getpid()}) as cpu:
+        while seen < total and time.monotonic() < deadline:
+            for message in consumer.consume(10_000, 1.0):
+                if message.error() is None:
+                    TouchpointEvent.model_validate_json(message.value() or b"")
+                    if not seen:
+                        first = time.time()
+                    seen += 1
+        last = time.time()
+    consumer.close()
+    if seen < total:
+        raise RuntimeError(f"the raw consumer read {seen} of {total} events")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cores = cpu.cores("self", first, last), cpu.cores("broker", first, last)
+    return Run("raw consume + decode", total, last - first, total / (last - first), *cores, round(rss, 1), {})
+
+
+def run_faust(variant: str, broker: EmbeddedBroker, total: int, work: Path, settings: dict[str, Any]) -> Run:
+    assert broker.process is not None
+    out = work / f"{variant}-{len(list(work.iterdir()))}.json"
+    command = [
+        sys.executable,
+        "-m",
+        "bench.faust_baselines",
+        variant,
+        "--bootstrap",
+        broker.bootstrap,
+        "--prefix",
+        PREFIX,
+        "--events",
+        str(total),
+        "--partitions",
+        str(PARTITIONS),
+        "--out",
+        str(out),
+    ]
+    command += [f"--setting={name}={json.dumps(value)}" for name, value in settings.items()]  # fmt: skip
+    with (work / f"{variant}.log").open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        with CpuSampler({"broker": broker.process.pid, "worker": process.pid}) as cpu:
+            wait_until(
+                lambda: out.exists() or process.poll() is not None, timeout=900, what=variant, every=0.2
+            )
+            if not out.exists():
+                raise RuntimeError(f"{variant} exited early; see {work / f'{variant}.log'}")
+            rss = peak_rss_mb(process.pid)
+            time.sleep(0.5)  # a sample after the last event
+        done = json.loads(out.read_text())
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    first, last = done["first_event_at"], done["last_event_at"]
+    name = {"bare": "bare Faust agent", "naive": "naive Faust (per-event table)"}[variant]
+    if settings:
+        name += " + " + ", ".join(f"{key}={value}" for key, value in settings.items())
+    return Run(name, total, last - first, total / (last - first), cpu.cores("worker", first, last),
+               cpu.cores("broker", first, last), rss, settings)  # fmt: skip
+
+
+def run_worker(broker: EmbeddedBroker, total: int, work: Path) -> Run:
+    assert broker.process is not None
+    data = work / "worker"
+    env = worker_env(broker.bootstrap, PREFIX, data, fetch_wait_ms=100)
+    worker = WorkerProcess(env, data, work / "worker.log").start()
+
+    def status() -> dict[str, Any]:
+        with urllib.request.urlopen(f"{worker.control.url}/status", timeout=10) as response:
+            return dict(json.loads(response.read()))
+
+    try:
+        with CpuSampler({"broker": broker.process.pid, "worker": worker.pid}) as cpu:
+            wait_until(
+                lambda: status()["events_written"] >= total, timeout=1200, what="the worker", every=0.2
+            )
+            rss = peak_rss_mb(worker.pid)
+            time.sleep(0.5)
+        figures = status()
+    finally:
+        worker.stop()
+    first, last = figures["first_batch_at"], figures["last_flush_at"]
+    return Run("full analytics worker", total, last - first, total / (last - first),
+               cpu.cores("worker", first, last), cpu.cores("broker", first, last), rss, {},
+               figures["step_seconds"])  # fmt: skip
+
+
+#: Faust settings tried on the bare agent, to see what raises its ceiling.
+TUNINGS: list[dict[str, Any]] = [
+    {"stream_buffer_maxsize": 16384, "broker_max_poll_records": 5000},
+]
+
+
+def report(figures: dict[str, Any], out: Path) -> None:
+    runs = figures["runs"]
+    by = {run["name"]: run for run in runs}
+    full, bare = by["full analytics worker"], by["bare Faust agent"]
+    naive, raw = by["naive Faust (per-event table)"], by["raw consume + decode"]
+    figures["ratios"] = {
+        "full_vs_bare": round(full["events_per_s"] / bare["events_per_s"], 3),
+        "full_vs_naive": round(full["events_per_s"] / naive["events_per_s"], 3),
+        "full_vs_raw": round(full["events_per_s"] / raw["events_per_s"], 4),
+        "bare_vs_raw": round(bare["events_per_s"] / raw["events_per_s"], 4),
+    }
+    (out / "streams.json").write_text(json.dumps(figures, indent=2) + "\n")
+    lines = [
+        f"# Streams benchmark, {figures['date']}",
+        "",
+        f"{figures['events']:,} events of {figures['customers']:,} customers on {figures['cores']} cores "
+        f"(broker {figures['broker']}, {PARTITIONS} partitions). Rates from each variant's first event "
+        "to its last; CPU in cores over that interval.",
+        "",
+        "| variant | events/s | vs bare Faust | worker cores | broker cores | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run['name']} | {run['events_per_s']:,.0f} "
+            f"| {run['events_per_s'] / bare['events_per_s']:.2f} "
+            f"| {run['worker_cores']:.2f} | {run['broker_cores']:.2f} | {run['peak_rss_mb'] or '-'} |"
+        )
+    ratios = figures["ratios"]
+    lines += [
+        "",
+        f"Full analytics = {ratios['full_vs_bare']:.0%} of bare Faust iteration and "
+        f"{ratios['full_vs_naive']:.1f}x the naive per-event pattern; bare Faust = "
+        f"{ratios['bare_vs_raw']:.1%} of a raw consumer.",
+        "",
+    ]
+    (out / "streams.md").write_text("\n".join(lines))
+    chart(runs, out / "streams.png", figures)
+
+
+def chart(runs: list[dict[str, Any]], path: Path, figures: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [run["name"].replace(" + ", "\n+ ").replace(", ", ",\n") for run in runs]
+    rates = [run["events_per_s"] for run in runs]
+    fig, ax = plt.subplots(figsize=(9, 0.9 * len(runs) + 1.5))
+    bars = ax.barh(names[::-1], rates[::-1], color="#3b7dd8")
+    ax.set_xscale("log")
+    ax.set_xlabel("events/s (log scale), first event to last")
+    ax.set_title(f"Touchstream streams benchmark: {figures['events']:,} events, {figures['cores']} cores")
+    for bar, rate in zip(bars, rates[::-1], strict=True):
+        ax.text(bar.get_width() * 1.03, bar.get_y() + bar.get_height() / 2, f"{rate:,.0f}", va="center")
+    ax.set_xlim(right=max(rates) * 4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="touchstream bench streams", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--no-tuning", action="store_true", help="skip the Faust settings trials")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile_dir())
+    events = list(Simulator(SimulatorConfig(seed=11, customers=args.customers), START).events(args.events))
+    records = [
+        (input_topic(e.channel, PREFIX), e.customer_id.encode(), e.model_dump_json().encode()) for e in events
+    ]
+    runs: list[Run] = []
+    with EmbeddedBroker("noida", work / "broker") as broker:
+        ensure_topics(broker.bootstrap, all_topics(PREFIX), partitions=PARTITIONS)
+        produced = publish(broker.bootstrap, PREFIX, records)
+        print(f"published {len(records):,} events at {produced:,.0f}/s", flush=True)
+        steps = [
+            lambda: run_raw(broker, len(records)),
+            lambda: run_faust("bare", broker, len(records), work, {}),
+            *[lambda tuning=tuning: run_faust("bare", broker, len(records), work, tuning)
+              for tuning in ([] if args.no_tuning else TUNINGS)],
+            lambda: run_faust("naive", broker, len(records), work, {}),
+            lambda: run_worker(broker, len(records), work),
+        ]  # fmt: skip
+        for step in steps:
+            run = step()
+            runs.append(run)
+            print(f"{run.name:<60} {run.events_per_s:>10,.0f} events/s  worker {run.worker_cores:.2f} cores, "
+                  f"broker {run.broker_cores:.2f}, peak RSS {run.peak_rss_mb} MB", flush=True)  # fmt: skip
+            if run.step_seconds:
+                print("    batch steps (s):", run.step_seconds, flush=True)
+    channels = sorted({event.channel.value for event in events})
+    figures = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "cores": os.cpu_count(),
+        "broker": "noida",
+        "events": len(records),
+        "customers": args.customers,
+        "channels": channels,
+        "produce_per_s": round(produced),
+        "runs": [asdict(run) | {"events_per_s": round(run.events_per_s), "seconds": round(run.seconds, 2),
+                                "worker_cores": round(run.worker_cores, 2),
+                                "broker_cores": round(run.broker_cores, 2)} for run in runs],
+    }  # fmt: skip
+    report(figures, args.out)
+    print(f"report: {args.out / 'streams.md'}, {args.out / 'streams.json'}, {args.out / 'streams.png'}")
+    return 0
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="touchstream-bench-")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
