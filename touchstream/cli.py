@@ -228,6 +228,21 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHMARKS = {
+    "streams": "bench.streams",
+    "pipeline": "bench.pipeline",
+    "collector": "bench.collector",
+}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run a benchmark module with the remaining arguments (each has its own --help)."""
+    import importlib
+
+    module = importlib.import_module(BENCHMARKS[args.which])
+    return int(module.main(args.options))
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="touchstream",
@@ -270,6 +285,9 @@ def parser() -> argparse.ArgumentParser:
     simulate.add_argument("--customers", type=int, default=1000)
     simulate.add_argument("--start", help="simulated start time, ISO 8601 with timezone (default now)")
     simulate.add_argument("--out", help="write JSONL here instead of publishing to Kafka")
+    bench = verb("bench", cmd_bench, "measure throughput: streams, pipeline or collector (not a test)")
+    bench.add_argument("which", choices=sorted(BENCHMARKS))
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options, e.g. --events")
     schema = verb("schema", cmd_schema, "export the event JSON Schema")
     schema.add_argument("--out", default="docs/touchpoint-event.schema.json", help="file, or - for stdout")
     return root
