@@ -52,6 +52,8 @@ class PipelineStats:
     batches: int = 0
     first_batch_at: float | None = None
     last_flush_at: float | None = None
+    #: Records not yet read on the input partitions the worker has read from.
+    consumer_lag: int | None = None
     #: Wall-clock seconds the batches spent per step (decode, touchpoints, metrics, state).
     step_seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
@@ -72,6 +74,7 @@ class PipelineStats:
             "suppressed": self.suppressed,
             "batches": self.batches,
             "first_batch_at": self.first_batch_at,
+            "consumer_lag": self.consumer_lag,
             "step_seconds": {step: round(seconds, 3) for step, seconds in self.step_seconds.items()},
             "last_flush_at": self.last_flush_at,
             "uptime_seconds": round(time.time() - self.started_at, 1),
@@ -187,6 +190,9 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
             read[tp] = max(read.get(tp, source.offset), source.offset)  # a seek may repeat records
         began = stats.timed("touchpoints insert", began)
         lagging = await unread_topics({source.partition for source in sources})
+        stats.consumer_lag = sum(
+            max((app.consumer.highwater(tp) or 0) - done - 1, 0) for tp, done in read.items()
+        )
         outputs = engines.process(
             ((event, source.partition, source.topic) for event, source in batch.accepted), lagging
         )

@@ -63,7 +63,7 @@ def _report_rejects(reasons: list[str], rejected: int, what: str, settings: Sett
 def cmd_up(args: argparse.Namespace) -> int:
     from touchstream.runtime import run_worker
 
-    run_worker(_settings(args), demo=args.demo, collector=True)
+    run_worker(_settings(args), demo=args.demo, collector=True, dashboard=True)
     return 0
 
 
@@ -72,6 +72,74 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     serve(settings, _bootstrap(settings))
+    return 0
+
+
+def _running_dashboard(settings: Settings) -> str | None:
+    """The dashboard URL of the running process that owns the embedded chDB, if any."""
+    from touchstream.control import read_info
+    from touchstream.datadir import owner
+
+    if not settings.embedded_clickhouse:
+        return None
+    info = read_info(settings.data_dir)
+    if info is not None and info.dashboard:
+        return info.dashboard
+    if info is not None or owner(settings.data_dir) is not None:
+        raise TouchstreamError(
+            f"another touchstream process owns {settings.data_dir} and serves no dashboard; "
+            "run `touchstream up` (it serves one), or point CLICKHOUSE_URL at a ClickHouse server"
+        )
+    return None
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from sinks.clickhouse import connect
+    from touchstream.dashboard import web
+
+    settings = _settings(args)
+    running = _running_dashboard(settings)
+    if running is not None:
+        raise TouchstreamError(f"the running touchstream already serves the dashboard at {running}")
+    clickhouse = connect(settings)
+    try:
+        web.serve(settings, clickhouse)
+    finally:
+        clickhouse.close()
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    import json
+    import urllib.request
+
+    from touchstream.dashboard import top
+
+    settings = _settings(args)
+    running = _running_dashboard(settings)
+    if running is not None:
+        token = settings.dashboard_token
+
+        def read() -> dict[str, object]:
+            request = urllib.request.Request(f"{running}api/snapshot")
+            if token is not None:
+                request.add_header("Authorization", f"Bearer {token.get_secret_value()}")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return dict(json.loads(response.read()))
+            except OSError as error:
+                raise TouchstreamError(f"the dashboard at {running} did not answer: {error}") from None
+
+        top.run(read, settings.dashboard_refresh_seconds)
+        return 0
+    from sinks.clickhouse import connect
+    from touchstream.dashboard import web
+
+    clickhouse = connect(settings)
+    try:
+        top.run(web.reader(settings, clickhouse), settings.dashboard_refresh_seconds)
+    finally:
+        clickhouse.close()
     return 0
 
 
@@ -261,6 +329,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--demo", action="store_true", help="also publish simulated journeys")
     verb("collector", cmd_collector, "serve the HTTP collector (POST /v1/events) in front of Kafka")
     verb("worker", cmd_worker, "run one stream worker against the configured Kafka and ClickHouse")
+    verb("dashboard", cmd_dashboard, "serve the live ops dashboard against the ClickHouse in use")
+    verb("top", cmd_top, "the live ops tables in the terminal (q quits)")
     sql = verb("sql", cmd_sql, "run a SQL query against the ClickHouse in use")
     sql.add_argument("query")
     sql.add_argument("--format", help="any ClickHouse output format (TSV when piped)")

@@ -71,12 +71,15 @@ class ControlInfo:
     url: str
     pid: int
     bootstrap: str
+    #: The ops dashboard this process serves, if any (`touchstream top` reads it).
+    dashboard: str | None = None
 
 
 def write_info(data_dir: Path, info: ControlInfo) -> Path:
     path = data_dir / CONTROL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"url": info.url, "pid": info.pid, "bootstrap": info.bootstrap}))
+    fields = {"url": info.url, "pid": info.pid, "bootstrap": info.bootstrap, "dashboard": info.dashboard}
+    path.write_text(json.dumps(fields))
     return path
 
 
@@ -84,7 +87,13 @@ def read_info(data_dir: Path) -> ControlInfo | None:
     """The running owner of `data_dir`, or None when no live process claims it."""
     try:
         raw: dict[str, Any] = json.loads((data_dir / CONTROL_FILE).read_text())
-        info = ControlInfo(url=str(raw["url"]), pid=int(raw["pid"]), bootstrap=str(raw["bootstrap"]))
+        dashboard = raw.get("dashboard")
+        info = ControlInfo(
+            url=str(raw["url"]),
+            pid=int(raw["pid"]),
+            bootstrap=str(raw["bootstrap"]),
+            dashboard=str(dashboard) if dashboard else None,
+        )
     except (OSError, ValueError, KeyError):
         return None
     try:

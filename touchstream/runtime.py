@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,11 +20,12 @@ from producers.publisher import Delivery, Publisher
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.topics import all_topics, input_topic
 from sinks.clickhouse import ClickHouse, connect
-from streams.app import build, faust_app
+from streams.app import PipelineStats, build, faust_app
 from streams.fetchpace import pace_empty_fetches
 from touchstream import collector as collecting
 from touchstream import control
 from touchstream.broker import EmbeddedBroker, free_port, port_in_use, wait_for_metadata
+from touchstream.dashboard import web
 from touchstream.datadir import DataDirLock
 from touchstream.errors import ConfigError
 from touchstream.kafka import ensure_topics
@@ -116,7 +118,12 @@ class DemoTraffic(threading.Thread):
 
 
 def run_worker(
-    settings: Settings, *, demo: bool = False, collector: bool = False, owner: bool = True
+    settings: Settings,
+    *,
+    demo: bool = False,
+    collector: bool = False,
+    dashboard: bool = False,
+    owner: bool = True,
 ) -> None:
     """Run the worker in this process until Ctrl-C / SIGTERM; everything started is stopped.
 
@@ -148,11 +155,16 @@ def run_worker(
         stats = build(app, settings, clickhouse, demo=demo)
         control.register(app, clickhouse, stats)
         url = f"http://{settings.worker_host}:{settings.worker_port}"
-        info = control.ControlInfo(url=url, pid=os.getpid(), bootstrap=bootstrap) if owner else None
-        if info is not None:
-            stack.callback((settings.data_dir / control.CONTROL_FILE).unlink, missing_ok=True)
         print(f"worker     {url}/status  (group {settings.app_id}, {settings.partitions} partitions)")
-        services = []
+        services: list[ServiceT] = []
+        dashboard_url = None
+        if dashboard:
+            web.check_binding(settings)
+            port = settings.dashboard_port or free_port(settings.dashboard_host)
+            read = web.reader(settings, clickhouse, health=worker_health(stats))
+            services.append(web.DashboardService(settings, read, port))
+            dashboard_url = f"http://{settings.dashboard_host}:{port}/"
+            print(f"dashboard  {web.url(settings, port)}")
         if collector:
             port = settings.collector_port or free_port(settings.collector_host)
             services.append(collecting.CollectorService(settings, bootstrap, port))
@@ -165,6 +177,10 @@ def run_worker(
                 f"demo       simulated journeys, ramping up to ~{settings.demo_rate:.0f} events/s "
                 "as conversations get under way"
             )
+        info = None
+        if owner:
+            info = control.ControlInfo(url=url, pid=os.getpid(), bootstrap=bootstrap, dashboard=dashboard_url)
+            stack.callback((settings.data_dir / control.CONTROL_FILE).unlink, missing_ok=True)
         worker = _Worker(
             app,
             *services,
@@ -180,6 +196,30 @@ def run_worker(
         except SystemExit as exit_:
             if exit_.code not in (0, None):
                 raise
+
+
+def worker_health(stats: PipelineStats) -> Callable[[], dict[str, Any]]:
+    """The dashboard's pipeline-health figures, from the worker's own counters."""
+    previous: list[tuple[float, int]] = []
+
+    def health() -> dict[str, Any]:
+        now = time.monotonic()
+        previous.append((now, stats.events_in))
+        while len(previous) > 2 and now - previous[0][0] > 60:
+            previous.pop(0)
+        (then, before), _ = previous[0], previous[-1]
+        rate = (stats.events_in - before) / (now - then) if now > then else 0.0
+        flushed = stats.last_flush_at
+        return {
+            "events/s in": round(rate, 1),
+            "events in (since start)": stats.events_in,
+            "dead letters": stats.dead_letters,
+            "late events": stats.late_events,
+            "consumer lag": stats.consumer_lag,
+            "last sink flush": datetime.fromtimestamp(flushed, UTC) if flushed else None,
+        }
+
+    return health
 
 
 class _Worker(Worker):

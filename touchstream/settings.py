@@ -79,7 +79,16 @@ class Settings(BaseSettings):
     #: Customer ids from email addresses: "sha256" (pseudonymous) or the plain "address".
     email_customer_ids: Literal["sha256", "address"] = "sha256"
 
+    #: The ops dashboard (part of `touchstream up`, or `touchstream dashboard`).
+    dashboard_host: str = "127.0.0.1"
     dashboard_port: int = Field(default=8081, ge=0, le=65535)
+    #: Required when the dashboard binds beyond loopback: ?token=... or a bearer header.
+    dashboard_token: SecretStr | None = None
+    dashboard_refresh_seconds: float = Field(default=2.0, ge=0.2)
+    #: Waiting-time SLA per channel in seconds, JSON; "*" for every other channel.
+    dashboard_sla_seconds: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=lambda: {"*": 300.0, "email": 86_400.0, "helpdesk": 86_400.0}
+    )
 
     #: Event time an out-of-order event may trail the newest one and still count; results
     #: trail the newest event by as much. Unset: 600 s, or 30 s for `up --demo`.
@@ -124,7 +133,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("webhook_secrets", mode="before")
+    @field_validator("webhook_secrets", "dashboard_sla_seconds", mode="before")
     @classmethod
     def _json_object(cls, value: object) -> object:
         if isinstance(value, str):
@@ -166,6 +175,9 @@ class Settings(BaseSettings):
         if self.metrics_grace_seconds is not None:
             return self.metrics_grace_seconds
         return 30.0 if demo else 600.0
+
+    def sla_seconds(self, channel: str) -> float | None:
+        return self.dashboard_sla_seconds.get(channel, self.dashboard_sla_seconds.get("*"))
 
     def metrics_config(self, *, demo: bool = False) -> MetricsConfig:
         default = self.business_hours.get("*")

@@ -1,0 +1,159 @@
+"""The ops dashboard of a running `touchstream up`, in a real browser (Debian's chromium
+driven by Playwright): the tables fill, and new events change the waiting queue and the
+level changes without a reload. Saves a screenshot and the measured page-load time and
+update latency under TOUCHSTREAM_ARTIFACTS (default test-artifacts/)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producers.publisher import Publisher
+from tests.factories import event
+from tests.integration.test_web_snippet import BROWSER_ARGS, CHROMIUM
+from touchstream.control import ControlInfo, read_info
+from touchstream.process import wait_until
+
+ARTIFACTS = Path(os.environ.get("TOUCHSTREAM_ARTIFACTS", "test-artifacts"))
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[ControlInfo]:
+    """`touchstream up` on its own embedded broker and chDB, every port free."""
+    env = {
+        key: value for key, value in os.environ.items() if key not in ("KAFKA_BOOTSTRAP", "CLICKHOUSE_URL")
+    }
+    env.update(
+        TOUCHSTREAM_DATA_DIR=str(tmp_path / "data"),
+        TOUCHSTREAM_WORKER_PORT="0",
+        TOUCHSTREAM_COLLECTOR_PORT="0",
+        TOUCHSTREAM_DASHBOARD_PORT="0",
+        TOUCHSTREAM_METRICS_GRACE_SECONDS="0",  # results follow the newest event at once
+        TOUCHSTREAM_DASHBOARD_REFRESH_SECONDS="0.5",
+        TOUCHSTREAM_DASHBOARD_SLA_SECONDS='{"*": 120}',
+        TOUCHSTREAM_SINK_FLUSH_SECONDS="0.2",
+        TOUCHSTREAM_SESSION_TIMEOUT_MS="6000",
+    )
+    log = (tmp_path / "up.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "up"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+
+    def running() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"touchstream up exited: {(tmp_path / 'up.log').read_text()[-2000:]}")
+        info = read_info(tmp_path / "data")
+        return info is not None and info.pid == process.pid
+
+    try:
+        wait_until(running, timeout=90, what="touchstream up")
+        info = read_info(tmp_path / "data")
+        assert info is not None and info.dashboard, "up serves a dashboard"
+        yield info
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def send(bootstrap: str, *events: Any) -> float:
+    with Publisher(bootstrap) as publisher:
+        assert publisher.publish(list(events)).ok
+    return time.monotonic()
+
+
+def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: ControlInfo) -> None:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"this test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def at(seconds: float) -> str:
+        return (now + timedelta(seconds=seconds)).isoformat()
+
+    agent = {"direction": "outbound", "actor": "agent", "agent_id": "kim"}
+    buy = {"kind": "purchase", "direction": "none", "channel": "web", "conversation_id": None}
+    send(
+        stack.bootstrap,
+        event(event_id="d1", customer_id="ann", occurred_at=at(-600), conversation_id="c-ann"),  # over the SLA
+        event(event_id="d2", customer_id="bob", occurred_at=at(-300), conversation_id="c-bob"),
+        event(event_id="d3", customer_id="bob", occurred_at=at(-240), conversation_id="c-bob", **agent),
+        event(event_id="d4", customer_id="cid", occurred_at=at(-200), **buy),
+        event(event_id="d5", customer_id="bob", occurred_at=at(-100), kind="survey_response", conversation_id="c-bob",
+              survey={"type": "nps", "score": 9}),
+        event(event_id="d6", customer_id="dee", occurred_at=at(-30), conversation_id="c-dee"),
+        event(event_id="tick-1", customer_id="zed", occurred_at=at(0), kind="page_view", channel="web",
+              conversation_id=None),
+    )  # fmt: skip
+    figures: dict[str, float] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            began = time.monotonic()
+            page.goto(stack.dashboard or "")
+            page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
+            figures["page_load_to_first_tables_ms"] = round((time.monotonic() - began) * 1000)
+            page.evaluate("window.__sameDocument = true")
+
+            waiting = page.locator("#waiting tbody tr")
+            page.wait_for_function(
+                "document.querySelectorAll('#waiting tbody tr[data-customer]').length === 2", timeout=30_000
+            )
+            assert waiting.nth(0).get_attribute("data-customer") == "ann", "oldest first"
+            assert "over-sla" in (waiting.nth(0).get_attribute("class") or ""), "ann waits 10 min, SLA 2 min"
+            assert "over-sla" not in (waiting.nth(1).get_attribute("class") or "")
+            assert page.locator("#responses tbody tr", has_text="chat").count() == 1
+            assert (
+                page.locator("#experience tbody tr", has_text="chat").inner_text().split("\t")[1] == "100.0"
+            )
+            assert (
+                page.locator("#changes tbody tr[data-customer='cid']").count() >= 1
+            )  # a purchase: dormant->medium
+            page.locator(
+                "#waiting th button", has_text="Customer"
+            ).click()  # sort by customer, descending next
+            page.locator("#waiting th button", has_text="Customer").click()
+            assert waiting.nth(0).get_attribute("data-customer") == "dee"
+
+            # Live: a new customer starts waiting, ann is answered, and cid's purchases raise a level.
+            published = send(
+                stack.bootstrap,
+                event(event_id="d7", customer_id="eve", occurred_at=at(10), conversation_id="c-eve"),
+                event(event_id="d8", customer_id="ann", occurred_at=at(20), conversation_id="c-ann", **agent),
+                *[event(event_id=f"d9-{n}", customer_id="cid", occurred_at=at(30 + n), **buy) for n in range(3)],
+                event(event_id="tick-2", customer_id="zed", occurred_at=at(60), kind="page_view", channel="web",
+                      conversation_id=None),
+            )  # fmt: skip
+            page.wait_for_selector("#waiting tbody tr[data-customer='eve']", timeout=30_000)
+            figures["event_published_to_row_on_page_ms"] = round((time.monotonic() - published) * 1000)
+            page.wait_for_selector("#waiting tbody tr[data-customer='ann']", state="detached", timeout=30_000)
+            page.wait_for_function(
+                "[...document.querySelectorAll('#changes tbody tr[data-customer=\"cid\"] td.rising')].length >= 2",
+                timeout=30_000,
+            )
+            assert page.evaluate("window.__sameDocument === true"), "updated without a reload"
+            assert page.locator("#levels tbody tr", has_text="high").inner_text().split("\t")[1] == "1"
+            assert not errors, errors
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    (ARTIFACTS / "dashboard-timings.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print("dashboard timings:", figures)

@@ -1,0 +1,271 @@
+"""The ops view's tables (SPEC §8), read from the SPEC §6 tables with parameterized SQL.
+
+`snapshot()` returns every panel as plain JSON-able data: columns (key, label, kind)
+and rows, with a count and the time it was read. The web page and `touchstream top`
+render the same snapshot.
+
+Times are event time: "now" is the newest event in `touchpoints` (the reference), so
+waiting ages and the 1 h / 24 h / 7 d / 30 d windows are right for live traffic and for
+replayed history alike. Nothing from a request ends up in SQL; the only values are
+the reference time and the configured levels and half-life, bound as parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from streams.metrics.config import MetricsConfig
+
+#: Runs a parameterized query ({name:Type} placeholders) and returns its rows.
+Fetch = Callable[[str, Mapping[str, Any]], list[tuple[Any, ...]]]
+
+REFERENCE = "SELECT max(occurred_at) FROM touchpoints"
+
+WAITING = """
+SELECT customer_id, conversation_id, channel, waiting_since,
+       dateDiff('millisecond', waiting_since, {ref:DateTime64(3, 'UTC')}) / 1000 AS waiting_seconds
+FROM waiting FINAL
+WHERE NOT answered AND waiting_since IS NOT NULL
+ORDER BY waiting_since, customer_id
+LIMIT 200"""
+WAITING_COUNT = "SELECT count() FROM waiting FINAL WHERE NOT answered"
+
+RESPONSE_TIMES = """
+WITH {ref:DateTime64(3, 'UTC')} AS ref,
+     replied_at > ref - INTERVAL 1 HOUR AS last_hour
+SELECT channel,
+       countIf(is_first_response AND last_hour) AS first_1h,
+       quantileExactIf(0.5)(response_seconds, is_first_response AND last_hour) AS first_p50_1h,
+       quantileExactIf(0.9)(response_seconds, is_first_response AND last_hour) AS first_p90_1h,
+       countIf(last_hour) AS replies_1h,
+       quantileExactIf(0.5)(response_seconds, last_hour) AS p50_1h,
+       quantileExactIf(0.9)(response_seconds, last_hour) AS p90_1h,
+       countIf(is_first_response) AS first_24h,
+       quantileExactIf(0.5)(response_seconds, is_first_response) AS first_p50_24h,
+       quantileExactIf(0.9)(response_seconds, is_first_response) AS first_p90_24h,
+       count() AS replies_24h,
+       quantileExact(0.5)(response_seconds) AS p50_24h,
+       quantileExact(0.9)(response_seconds) AS p90_24h
+FROM responses FINAL
+WHERE replied_at > ref - INTERVAL 24 HOUR AND replied_at <= ref
+GROUP BY channel
+ORDER BY channel"""
+
+HOURLY_P90 = """
+WITH {ref:DateTime64(3, 'UTC')} AS ref
+SELECT channel, dateDiff('hour', toStartOfHour(replied_at), toStartOfHour(ref)) AS hours_ago,
+       quantileExact(0.9)(response_seconds)
+FROM responses FINAL
+WHERE replied_at > ref - INTERVAL 24 HOUR AND replied_at <= ref
+GROUP BY channel, hours_ago"""
+
+LEVELS = "SELECT level, count() FROM engagement FINAL GROUP BY level"
+
+CHANGES = """
+SELECT customer_id, previous_level, level, changed_at
+FROM engagement_changes FINAL
+ORDER BY changed_at DESC, customer_id
+LIMIT 20"""
+
+TOP = """
+WITH {ref:DateTime64(3, 'UTC')} AS ref
+SELECT customer_id, level,
+       score * pow(0.5, greatest(dateDiff('millisecond', updated_at, ref), 0) / 1000 / {half_life:Float64})
+           AS score_now,
+       interactions_30d, active_channels_30d, last_interaction_at
+FROM engagement FINAL
+ORDER BY score_now DESC, customer_id
+LIMIT 10"""
+
+AT_RISK = """
+WITH {ref:DateTime64(3, 'UTC')} AS ref, {levels:Array(String)} AS levels
+SELECT customer_id, sum(indexOf(levels, level) - indexOf(levels, previous_level)) AS moved,
+       argMax(level, (changed_at, indexOf(levels, level) * -1)) AS level_now, max(changed_at) AS last_change
+FROM engagement_changes FINAL
+WHERE changed_at > ref - INTERVAL 7 DAY AND changed_at <= ref
+GROUP BY customer_id
+HAVING moved <= -2
+ORDER BY moved, last_change DESC, customer_id
+LIMIT 50"""
+
+EXPERIENCE = """
+WITH {ref:DateTime64(3, 'UTC')} AS ref
+SELECT channel,
+       countIf(survey_type = 'nps') AS nps_responses,
+       100 * (countIf(survey_type = 'nps' AND score >= 9) - countIf(survey_type = 'nps' AND score <= 6))
+           / nullIf(countIf(survey_type = 'nps'), 0) AS nps,
+       countIf(survey_type = 'csat') AS csat_responses,
+       100 * countIf(survey_type = 'csat' AND score >= 4) / nullIf(countIf(survey_type = 'csat'), 0) AS csat
+FROM surveys FINAL
+WHERE occurred_at > ref - INTERVAL 30 DAY AND occurred_at <= ref
+GROUP BY channel
+ORDER BY channel"""
+
+STORED_HEALTH = """
+SELECT countIf(ingested_at > now64(3) - INTERVAL 1 MINUTE) / 60, max(ingested_at),
+       (SELECT count() FROM late_events FINAL)
+FROM touchpoints"""
+
+
+def column(key: str, label: str, kind: str = "text") -> dict[str, str]:
+    """kind: text, int, number, seconds (a duration), time, level, spark (a list of numbers)."""
+    return {"key": key, "label": label, "kind": kind}
+
+
+def clean(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, float):
+        return round(value, 3)
+    return value
+
+
+def table(
+    columns: list[dict[str, str]], rows: list[dict[str, Any]], count: int | None = None
+) -> dict[str, Any]:
+    return {
+        "columns": columns,
+        "rows": [{key: clean(value) for key, value in row.items()} for row in rows],
+        "count": len(rows) if count is None else count,
+        "updated_at": clean(datetime.now(UTC)),
+    }
+
+
+def snapshot(
+    fetch: Fetch,
+    config: MetricsConfig,
+    sla: Callable[[str], float | None],
+    health: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Every panel of the ops view, read now."""
+    began = time.perf_counter()
+    ref = fetch(REFERENCE, {})[0][0]
+    if ref is None or (isinstance(ref, datetime) and ref.year < 1971):
+        ref = None
+    panels: dict[str, Any] = {"reference": clean(ref)}
+    params = {"ref": ref}
+    levels = [name for name, _ in config.levels]
+
+    waiting_rows = []
+    if ref is not None:
+        for customer, conversation, channel, since, seconds in fetch(WAITING, params):
+            limit = sla(channel)
+            waiting_rows.append({
+                "customer_id": customer, "conversation_id": conversation, "channel": channel,
+                "waiting_since": since, "waiting_seconds": seconds,
+                "over_sla": limit is not None and seconds > limit,
+            })  # fmt: skip
+    panels["waiting"] = table(
+        [column("customer_id", "Customer"), column("channel", "Channel"),
+         column("waiting_seconds", "Waiting", "seconds"), column("waiting_since", "Since", "time"),
+         column("conversation_id", "Conversation")],
+        waiting_rows,
+        fetch(WAITING_COUNT, {})[0][0],
+    )  # fmt: skip
+
+    response_rows = []
+    if ref is not None:
+        spark: dict[str, list[float | None]] = {}
+        for channel, hours_ago, p90 in fetch(HOURLY_P90, params):
+            spark.setdefault(channel, [None] * 24)
+            if 0 <= hours_ago < 24:
+                spark[channel][23 - hours_ago] = clean(float(p90))
+        names = [f"{what}_{window}" for window in ("1h", "24h")
+                 for what in ("first", "first_p50", "first_p90", "replies", "p50", "p90")]  # fmt: skip
+        for channel, *values in fetch(RESPONSE_TIMES, params):
+            row = {"channel": channel, **dict(zip(names, values, strict=True))}
+            row["p90_trend"] = spark.get(channel, [])
+            response_rows.append(row)
+    panels["responses"] = table(
+        [column("channel", "Channel"),
+         column("first_p50_1h", "First p50 1h", "seconds"), column("first_p90_1h", "First p90 1h", "seconds"),
+         column("p50_1h", "Reply p50 1h", "seconds"), column("p90_1h", "Reply p90 1h", "seconds"),
+         column("replies_1h", "Replies 1h", "int"),
+         column("first_p50_24h", "First p50 24h", "seconds"),
+         column("first_p90_24h", "First p90 24h", "seconds"),
+         column("p50_24h", "Reply p50 24h", "seconds"), column("p90_24h", "Reply p90 24h", "seconds"),
+         column("replies_24h", "Replies 24h", "int"), column("p90_trend", "p90 by hour, 24h", "spark")],
+        response_rows,
+    )  # fmt: skip
+
+    counts: dict[str, int] = {level: count for level, count in fetch(LEVELS, {})}
+    panels["levels"] = table(
+        [column("level", "Level", "level"), column("customers", "Customers", "int")],
+        [{"level": level, "customers": counts.get(level, 0)} for level in reversed(levels)],
+        sum(counts.values()),
+    )
+    rank = {name: index for index, name in enumerate(levels)}
+    changes = [
+        {"customer_id": customer, "previous_level": before, "level": after, "changed_at": at,
+         "direction": "rising" if rank.get(after, 0) > rank.get(before, 0) else "falling"}
+        for customer, before, after, at in fetch(CHANGES, {})
+    ]  # fmt: skip
+    panels["changes"] = table(
+        [column("changed_at", "When", "time"), column("customer_id", "Customer"),
+         column("previous_level", "From", "level"), column("level", "To", "level"),
+         column("direction", "Direction")],
+        changes,
+    )  # fmt: skip
+    top_rows, risk_rows = [], []
+    if ref is not None:
+        half_life = config.half_life.total_seconds()
+        top_rows = [
+            {"customer_id": customer, "level": level, "score": score, "interactions_30d": n30,
+             "channels_30d": channels, "last_interaction_at": last}
+            for customer, level, score, n30, channels, last in fetch(TOP, {**params, "half_life": half_life})
+        ]  # fmt: skip
+        risk_rows = [
+            {"customer_id": customer, "levels_moved": moved, "level": level, "last_change": last}
+            for customer, moved, level, last in fetch(AT_RISK, {**params, "levels": levels})
+        ]
+    panels["top"] = table(
+        [column("customer_id", "Customer"), column("level", "Level", "level"),
+         column("score", "Score", "number"),
+         column("interactions_30d", "Actions 30d", "int"), column("channels_30d", "Channels 30d", "int"),
+         column("last_interaction_at", "Last action", "time")],
+        top_rows,
+    )  # fmt: skip
+    panels["at_risk"] = table(
+        [column("customer_id", "Customer"), column("levels_moved", "Levels moved 7d", "int"),
+         column("level", "Level now", "level"), column("last_change", "Last change", "time")],
+        risk_rows,
+    )  # fmt: skip
+
+    experience = []
+    if ref is not None:
+        experience = [
+            {"channel": channel, "nps": nps, "nps_responses": n_nps, "csat": csat, "csat_responses": n_csat}
+            for channel, n_nps, nps, n_csat, csat in fetch(EXPERIENCE, params)
+        ]
+    panels["experience"] = table(
+        [column("channel", "Channel"), column("nps", "NPS 30d", "number"),
+         column("nps_responses", "NPS responses", "int"), column("csat", "CSAT % 30d", "number"),
+         column("csat_responses", "CSAT responses", "int")],
+        experience,
+    )  # fmt: skip
+
+    figures = health() if health is not None else stored_health(fetch)
+    panels["health"] = table(
+        [column("metric", "Pipeline"), column("value", "Value", "number")],
+        [{"metric": name, "value": value} for name, value in figures.items()],
+    )
+    panels["read_seconds"] = round(time.perf_counter() - began, 3)
+    return panels
+
+
+def stored_health(fetch: Fetch) -> dict[str, Any]:
+    """Health as far as ClickHouse tells it (a dashboard apart from the worker)."""
+    per_second, last_write, late = fetch(STORED_HEALTH, {})[0]
+    return {
+        "events/s in (last minute)": round(float(per_second), 1),
+        "late events": late,
+        "last sink flush": clean(last_write) if last_write and last_write.year > 1970 else None,
+        "dead letters": None,
+        "consumer lag": None,
+    }

@@ -1,0 +1,183 @@
+"""The ops dashboard over HTTP: a static page, its snapshot as JSON, and server-sent events.
+
+* `GET /`: the page (static HTML, CSS and JS in `static/`; no build step).
+* `GET /api/snapshot`: every panel as JSON (`touchstream.dashboard.panels`).
+* `GET /api/stream`: server-sent events, one `snapshot` event per refresh interval.
+
+Snapshots are read at most once per interval however many pages are open. With
+`TOUCHSTREAM_DASHBOARD_TOKEN` set, every route wants `?token=` or a bearer header;
+binding beyond loopback without a token is refused. `touchstream up` serves it from
+the process that owns chDB (`DashboardService`); `touchstream dashboard` serves it
+alone against any ClickHouse (`serve`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from mode import Service
+
+from sinks.clickhouse import ClickHouse
+from touchstream.broker import port_in_use
+from touchstream.dashboard.panels import snapshot
+from touchstream.errors import ConfigError
+from touchstream.settings import Settings
+
+STATIC = Path(__file__).parent / "static"
+TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
+class Snapshots:
+    """The latest snapshot, read again when older than `max_age` (one reader at a time)."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]], max_age: float) -> None:
+        self.read = read
+        self.max_age = max_age
+        self._latest: tuple[float, dict[str, Any]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> dict[str, Any]:
+        async with self._lock:
+            if self._latest is None or time.monotonic() - self._latest[0] >= self.max_age:
+                data = await asyncio.get_running_loop().run_in_executor(None, self.read)
+                self._latest = (time.monotonic(), data)
+            return self._latest[1]
+
+
+def check_binding(settings: Settings) -> None:
+    """Refuse a dashboard beyond loopback without a token, or on a port in use."""
+    host = settings.dashboard_host
+    if settings.dashboard_port and port_in_use(host, settings.dashboard_port):
+        raise ConfigError(
+            f"port {settings.dashboard_port} on {host} is in use; set TOUCHSTREAM_DASHBOARD_PORT "
+            "to another port, or 0 for any free one"
+        )
+    loopback = host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
+    if not loopback and settings.dashboard_token is None:
+        raise ConfigError(
+            f"the dashboard binds to {host}, beyond loopback: set TOUCHSTREAM_DASHBOARD_TOKEN to protect it"
+        )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def application(settings: Settings, snapshots: Snapshots) -> web.Application:
+    token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
+
+    @web.middleware
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if token is not None:
+            given = request.query.get("token", "")
+            header = request.headers.get("Authorization", "")
+            if header.startswith("Bearer "):
+                given = header.removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), token.encode()):
+                return web.Response(status=401, text="a valid dashboard token is required (?token=...)\n")
+        response = await handler(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        return static_file("index.html")
+
+    async def asset(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in {"dashboard.js", "dashboard.css"}:
+            raise web.HTTPNotFound()
+        return static_file(name)
+
+    async def current(request: web.Request) -> web.StreamResponse:
+        return web.json_response(await snapshots.get())
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+        try:
+            while True:
+                data = json.dumps(await snapshots.get(), separators=(",", ":"))
+                await response.write(f"event: snapshot\ndata: {data}\n\n".encode())
+                await asyncio.sleep(settings.dashboard_refresh_seconds)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
+
+    app = web.Application(middlewares=[guard])
+    app.router.add_get("/", page)
+    app.router.add_get("/static/{name}", asset)
+    app.router.add_get("/api/snapshot", current)
+    app.router.add_get("/api/stream", stream)
+    return app
+
+
+def static_file(name: str) -> web.Response:
+    path = STATIC / name
+    return web.Response(body=path.read_bytes(), content_type=TYPES[path.suffix], charset="utf-8")
+
+
+def reader(
+    settings: Settings, clickhouse: ClickHouse, health: Callable[[], dict[str, Any]] | None = None
+) -> Callable[[], dict[str, Any]]:
+    config = settings.metrics_config()
+
+    def read() -> dict[str, Any]:
+        return snapshot(
+            lambda sql, params: clickhouse.rows(sql, dict(params)), config, settings.sla_seconds, health
+        )
+
+    return read
+
+
+class DashboardService(Service):
+    """The dashboard inside the process that runs the worker (`touchstream up`)."""
+
+    def __init__(self, settings: Settings, read: Callable[[], dict[str, Any]], port: int) -> None:
+        super().__init__()
+        self.settings = settings
+        self.read = read
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def on_start(self) -> None:
+        app = application(self.settings, Snapshots(self.read, self.settings.dashboard_refresh_seconds))
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.settings.dashboard_host, self.port).start()
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def url(settings: Settings, port: int) -> str:
+    query = "?token=..." if settings.dashboard_token else ""
+    return f"http://{settings.dashboard_host}:{port}/{query}"
+
+
+def serve(settings: Settings, clickhouse: ClickHouse) -> None:
+    """`touchstream dashboard`: serve until SIGINT/SIGTERM."""
+    check_binding(settings)
+    app = application(settings, Snapshots(reader(settings, clickhouse), settings.dashboard_refresh_seconds))
+    print(f"dashboard  {url(settings, settings.dashboard_port)}", flush=True)
+    web.run_app(
+        app, host=settings.dashboard_host, port=settings.dashboard_port, print=None, access_log=None,
+        shutdown_timeout=1.0,
+    )  # fmt: skip
