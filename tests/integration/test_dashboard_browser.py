@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 
 from producers.publisher import Publisher
+from streams.partitions import partition_of
 from tests.factories import event
 from tests.integration.test_web_snippet import BROWSER_ARGS, CHROMIUM
 from touchstream.control import ControlInfo, read_info
 from touchstream.process import wait_until
 
+PARTITIONS = 4  # Settings' default, which this `up` uses
 ARTIFACTS = Path(os.environ.get("TOUCHSTREAM_ARTIFACTS", "test-artifacts"))
 
 
@@ -69,6 +71,14 @@ def stack(tmp_path: Path) -> Iterator[ControlInfo]:
         log.close()
 
 
+def ticks(at: str, name: str) -> list[Any]:
+    """A page view on every partition: each partition's results reach its newest event."""
+    customers = {partition_of(f"tick-{n}".encode(), PARTITIONS): f"tick-{n}" for n in range(50)}
+    assert len(customers) == PARTITIONS
+    return [event(event_id=f"{name}-{customer}", customer_id=customer, occurred_at=at, kind="page_view",
+                  channel="web", conversation_id=None) for customer in customers.values()]  # fmt: skip
+
+
 def send(bootstrap: str, *events: Any) -> float:
     with Publisher(bootstrap) as publisher:
         assert publisher.publish(list(events)).ok
@@ -89,15 +99,14 @@ def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: ControlInfo) 
     buy = {"kind": "purchase", "direction": "none", "channel": "web", "conversation_id": None}
     send(
         stack.bootstrap,
-        event(event_id="d1", customer_id="ann", occurred_at=at(-600), conversation_id="c-ann"),  # over the SLA
+        event(event_id="d1", customer_id="ann", occurred_at=at(-600), conversation_id="c-ann"),  # > SLA
         event(event_id="d2", customer_id="bob", occurred_at=at(-300), conversation_id="c-bob"),
         event(event_id="d3", customer_id="bob", occurred_at=at(-240), conversation_id="c-bob", **agent),
         event(event_id="d4", customer_id="cid", occurred_at=at(-200), **buy),
-        event(event_id="d5", customer_id="bob", occurred_at=at(-100), kind="survey_response", conversation_id="c-bob",
-              survey={"type": "nps", "score": 9}),
+        event(event_id="d5", customer_id="bob", occurred_at=at(-100), kind="survey_response",
+              conversation_id="c-bob", survey={"type": "nps", "score": 9}),
         event(event_id="d6", customer_id="dee", occurred_at=at(-30), conversation_id="c-dee"),
-        event(event_id="tick-1", customer_id="zed", occurred_at=at(0), kind="page_view", channel="web",
-              conversation_id=None),
+        *ticks(at(0), "tick-1"),
     )  # fmt: skip
     figures: dict[str, float] = {}
     with sync_playwright() as playwright:
@@ -137,19 +146,21 @@ def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: ControlInfo) 
                 stack.bootstrap,
                 event(event_id="d7", customer_id="eve", occurred_at=at(10), conversation_id="c-eve"),
                 event(event_id="d8", customer_id="ann", occurred_at=at(20), conversation_id="c-ann", **agent),
-                *[event(event_id=f"d9-{n}", customer_id="cid", occurred_at=at(30 + n), **buy) for n in range(3)],
-                event(event_id="tick-2", customer_id="zed", occurred_at=at(60), kind="page_view", channel="web",
-                      conversation_id=None),
+                *[event(event_id=f"d9-{n}", customer_id="cid", occurred_at=at(30 + n), **buy)
+                  for n in range(3)],
+                *ticks(at(60), "tick-2"),
             )  # fmt: skip
             page.wait_for_selector("#waiting tbody tr[data-customer='eve']", timeout=30_000)
             figures["event_published_to_row_on_page_ms"] = round((time.monotonic() - published) * 1000)
             page.wait_for_selector("#waiting tbody tr[data-customer='ann']", state="detached", timeout=30_000)
             page.wait_for_function(
-                "[...document.querySelectorAll('#changes tbody tr[data-customer=\"cid\"] td.rising')].length >= 2",
+                "document.querySelectorAll('#changes tbody tr[data-customer=\"cid\"] td.rising').length >= 2",
                 timeout=30_000,
             )
             assert page.evaluate("window.__sameDocument === true"), "updated without a reload"
             assert page.locator("#levels tbody tr", has_text="high").inner_text().split("\t")[1] == "1"
+            health = page.locator("#health tbody").inner_text()
+            assert "dead letters\t0" in health and "last sink flush\t20" in health, health
             assert not errors, errors
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)

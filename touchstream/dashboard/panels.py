@@ -81,15 +81,22 @@ FROM engagement FINAL
 ORDER BY score_now DESC, customer_id
 LIMIT 10"""
 
+#: At risk: now at least two levels below the highest level held in the last 7 days (every
+#: level held in the window is the previous or new level of one of its changes).
 AT_RISK = """
 WITH {ref:DateTime64(3, 'UTC')} AS ref, {levels:Array(String)} AS levels
-SELECT customer_id, sum(indexOf(levels, level) - indexOf(levels, previous_level)) AS moved,
-       argMax(level, (changed_at, indexOf(levels, level) * -1)) AS level_now, max(changed_at) AS last_change
-FROM engagement_changes FINAL
-WHERE changed_at > ref - INTERVAL 7 DAY AND changed_at <= ref
-GROUP BY customer_id
-HAVING moved <= -2
-ORDER BY moved, last_change DESC, customer_id
+SELECT held.customer_id, levels[held.peak] AS peak_level, now_level.level AS level_now,
+       indexOf(levels, now_level.level) - held.peak AS moved, held.last_change
+FROM (
+    SELECT customer_id, max(greatest(indexOf(levels, level), indexOf(levels, previous_level))) AS peak,
+           max(changed_at) AS last_change
+    FROM engagement_changes FINAL
+    WHERE changed_at > ref - INTERVAL 7 DAY AND changed_at <= ref
+    GROUP BY customer_id
+) AS held
+JOIN (SELECT customer_id, level FROM engagement FINAL) AS now_level USING (customer_id)
+WHERE indexOf(levels, now_level.level) <= held.peak - 2
+ORDER BY moved, held.last_change DESC, held.customer_id
 LIMIT 50"""
 
 EXPERIENCE = """
@@ -124,6 +131,19 @@ def clean(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 3)
     return value
+
+
+def shown(value: Any) -> str | None:
+    """A health figure as text: counts as they are, rates to one decimal, times in UTC."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return str(clean(value)).replace("T", " ")[:19] + " UTC"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
 
 
 def table(
@@ -221,9 +241,10 @@ def snapshot(
             for customer, level, score, n30, channels, last in fetch(TOP, {**params, "half_life": half_life})
         ]  # fmt: skip
         risk_rows = [
-            {"customer_id": customer, "levels_moved": moved, "level": level, "last_change": last}
-            for customer, moved, level, last in fetch(AT_RISK, {**params, "levels": levels})
-        ]
+            {"customer_id": customer, "peak_level": peak, "level": level, "levels_moved": moved,
+             "last_change": last}
+            for customer, peak, level, moved, last in fetch(AT_RISK, {**params, "levels": levels})
+        ]  # fmt: skip
     panels["top"] = table(
         [column("customer_id", "Customer"), column("level", "Level", "level"),
          column("score", "Score", "number"),
@@ -232,8 +253,9 @@ def snapshot(
         top_rows,
     )  # fmt: skip
     panels["at_risk"] = table(
-        [column("customer_id", "Customer"), column("levels_moved", "Levels moved 7d", "int"),
-         column("level", "Level now", "level"), column("last_change", "Last change", "time")],
+        [column("customer_id", "Customer"), column("peak_level", "Highest in 7d", "level"),
+         column("level", "Level now", "level"), column("levels_moved", "Levels down", "int"),
+         column("last_change", "Last change", "time")],
         risk_rows,
     )  # fmt: skip
 
@@ -252,8 +274,8 @@ def snapshot(
 
     figures = health() if health is not None else stored_health(fetch)
     panels["health"] = table(
-        [column("metric", "Pipeline"), column("value", "Value", "number")],
-        [{"metric": name, "value": value} for name, value in figures.items()],
+        [column("metric", "Pipeline"), column("value", "Value")],
+        [{"metric": name, "value": shown(value)} for name, value in figures.items()],
     )
     panels["read_seconds"] = round(time.perf_counter() - began, 3)
     return panels
@@ -265,7 +287,7 @@ def stored_health(fetch: Fetch) -> dict[str, Any]:
     return {
         "events/s in (last minute)": round(float(per_second), 1),
         "late events": late,
-        "last sink flush": clean(last_write) if last_write and last_write.year > 1970 else None,
+        "last sink flush": last_write if last_write and last_write.year > 1970 else None,
         "dead letters": None,
         "consumer lag": None,
     }
