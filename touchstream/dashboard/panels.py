@@ -204,13 +204,13 @@ def snapshot(
             response_rows.append(row)
     panels["responses"] = table(
         [column("channel", "Channel"),
-         column("first_p50_1h", "First p50 1h", "seconds"), column("first_p90_1h", "First p90 1h", "seconds"),
-         column("p50_1h", "Reply p50 1h", "seconds"), column("p90_1h", "Reply p90 1h", "seconds"),
-         column("replies_1h", "Replies 1h", "int"),
-         column("first_p50_24h", "First p50 24h", "seconds"),
-         column("first_p90_24h", "First p90 24h", "seconds"),
-         column("p50_24h", "Reply p50 24h", "seconds"), column("p90_24h", "Reply p90 24h", "seconds"),
-         column("replies_24h", "Replies 24h", "int"), column("p90_trend", "p90 by hour, 24h", "spark")],
+         column("first_p50_1h", "1h first p50", "seconds"), column("first_p90_1h", "1h first p90", "seconds"),
+         column("p50_1h", "1h reply p50", "seconds"), column("p90_1h", "1h reply p90", "seconds"),
+         column("replies_1h", "1h replies", "int"),
+         column("first_p50_24h", "24h first p50", "seconds"),
+         column("first_p90_24h", "24h first p90", "seconds"),
+         column("p50_24h", "24h reply p50", "seconds"), column("p90_24h", "24h reply p90", "seconds"),
+         column("replies_24h", "24h replies", "int"), column("p90_trend", "p90 by hour", "spark")],
         response_rows,
     )  # fmt: skip
 

@@ -24,6 +24,7 @@ function timeOf(iso) {
 function sparkline(values) {
   const points = values.map((v, i) => [i, v]).filter(([, v]) => v !== null);
   if (points.length === 0) return document.createTextNode("–");
+  if (points.length === 1) points.unshift([points[0][0] - 1, points[0][1]]);  // a single hour: a short flat line
   const max = Math.max(...points.map(([, v]) => v)) || 1;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
