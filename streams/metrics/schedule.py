@@ -2,9 +2,11 @@
 
 A schedule is a time zone, opening intervals per weekday in local wall-clock time, and
 closed dates (holidays). `Schedule.seconds_between(start, end)` is the length of the
-part of [start, end) that is open; each day's intervals are turned into UTC instants
-before they are intersected, so a daylight-saving change shortens or lengthens the
-day it happens on exactly as a wall clock would.
+part of [start, end) during which the local wall clock shows an opening time; each
+day's intervals are turned into UTC instants before they are intersected, so a
+daylight-saving change shortens or lengthens the day it happens on exactly as a wall
+clock would (an opening hour the clock skips is closed; one it shows twice counts
+twice).
 """
 
 from __future__ import annotations
@@ -45,13 +47,16 @@ class Schedule:
         total = timedelta(0)
         while day <= last:
             if day not in self.holidays:
-                midnight = datetime.combine(day, time.min, tzinfo=zone)
+                midnight = datetime.combine(day, time.min)
                 for opens, closes in self.weekly[day.weekday()]:
-                    open_at = (midnight + timedelta(minutes=opens)).astimezone(UTC)
-                    close_at = (midnight + timedelta(minutes=closes)).astimezone(UTC)
-                    overlap = min(end, close_at) - max(start, open_at)
-                    if overlap > timedelta(0):
-                        total += overlap
+                    wall_open, wall_close = (
+                        midnight + timedelta(minutes=opens),
+                        midnight + timedelta(minutes=closes),
+                    )
+                    for open_at, close_at in _utc_pieces(wall_open, wall_close, zone):
+                        overlap = min(end, close_at) - max(start, open_at)
+                        if overlap > timedelta(0):
+                            total += overlap
             day += timedelta(days=1)
         return total.total_seconds()
 
@@ -84,6 +89,36 @@ class Schedule:
         except ValueError as error:
             raise ValueError(f"holidays must be ISO dates (2026-12-25): {error}") from None
         return cls(str(timezone), tuple(tuple(day) for day in weekly), holidays)
+
+
+def _utc_pieces(wall_open: datetime, wall_close: datetime, zone: ZoneInfo) -> list[tuple[datetime, datetime]]:
+    """The UTC spans during which the wall clock in `zone` shows a time in [open, close)
+    (naive wall times of one day). Before a clock change wall = utc + offset before it,
+    after it wall = utc + offset after it, so each side gives one span: an opening hour
+    the clock skips is closed, one the clock shows twice counts twice."""
+    lo = wall_open.replace(tzinfo=UTC) - timedelta(hours=30)
+    hi = wall_close.replace(tzinfo=UTC) + timedelta(hours=30)
+    before, after = _offset(lo, zone), _offset(hi, zone)
+    if before == after:
+        return [((wall_open - before).replace(tzinfo=UTC), (wall_close - before).replace(tzinfo=UTC))]
+    low, high = int(lo.timestamp()), int(hi.timestamp())
+    while high - low > 1:  # the clock change: the first second with the later offset
+        middle = (low + high) // 2
+        if _offset(datetime.fromtimestamp(middle, UTC), zone) == before:
+            low = middle
+        else:
+            high = middle
+    change = datetime.fromtimestamp(high, UTC)
+    return [
+        ((wall_open - before).replace(tzinfo=UTC), min((wall_close - before).replace(tzinfo=UTC), change)),
+        (max((wall_open - after).replace(tzinfo=UTC), change), (wall_close - after).replace(tzinfo=UTC)),
+    ]
+
+
+def _offset(instant: datetime, zone: ZoneInfo) -> timedelta:
+    offset = instant.astimezone(zone).utcoffset()
+    assert offset is not None
+    return offset
 
 
 def _weekdays(days: str) -> list[int]:
