@@ -90,7 +90,8 @@ class PartitionEngines:
         for partition in self._stepped:
             engine = self.engines[partition]
             for customer_id in sorted(engine.touched):
-                records.append((customer_id.encode(), json.dumps(engine.export(customer_id)).encode()))
+                record = json.dumps(engine.export(customer_id), separators=(",", ":"))
+                records.append((customer_id.encode(), record.encode()))
             engine.touched = set()
             own = json.dumps(engine.export_partition()).encode()
             records.append((partition_key(partition, self.partitions), own))

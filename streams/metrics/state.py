@@ -85,7 +85,8 @@ def record_to_dict(
     return {
         "customer_id": customer_id,
         "state": customer_to_dict(state) if state is not None else None,
-        "pending": [event.model_dump(mode="json") for event in pending],
+        # Unset optional fields are left out: pending events travel in every record write.
+        "pending": [event.model_dump(mode="json", exclude_defaults=True) for event in pending],
         "seen": {event_id: when.isoformat() for event_id, when in seen.items()},
     }
 
