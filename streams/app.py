@@ -31,7 +31,7 @@ from sinks.touchpoints import Source
 from streams import flowcontrol
 from streams.ingest import RawRecord, split
 from streams.offsets import withhold
-from streams.partitions import STATE_TABLE, PartitionEngines, write_records
+from streams.partitions import STATE_TABLE, ChangelogWriter, PartitionEngines
 from touchstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,8 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
     )
     config = settings.metrics_config(demo=demo)
     engines = PartitionEngines(config, state, settings.partitions)
+    bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
+    changelog = ChangelogWriter(bootstrap, settings.partitions)
 
     def partitions_moved(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         engines.forget()
@@ -203,7 +205,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
             what="insert of metric rows",
         )
         began = stats.timed("metric rows insert", began)
-        await write_records(state, app.producer, engines.changed_records(), settings.partitions)
+        await changelog.write(state, engines.changed_records())
         stats.timed("state records", began)
         stats.late_events += len(outputs.late)
         stats.duplicates += outputs.duplicates
