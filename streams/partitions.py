@@ -3,11 +3,12 @@
 Each customer's engine record (`Engine.export`) is stored under the customer's key in
 the table `customer-state`, written once per batch for the customers the batch
 touched; each partition's own record (horizon, per-topic watermarks) under a key that
-hashes to it. The table is partitioned by key (`use_partitioner=True`: Faust's supported
-way to write a table outside per-event iteration, with no "current event" to pick the
-changelog partition), and the producers hash keys with murmur2 exactly as the table's
-producer does, so customer X's record lives in the changelog partition of X's input
-partition and is recovered by whichever worker owns that partition.
+hashes to it. The records are written by `ChangelogWriter` (outside per-event iteration,
+where Faust's own table writes have no "current event" to pick the changelog partition)
+to the changelog partition their key hashes to with murmur2, the hash of every
+Touchstream producer, so customer X's record lives in the changelog partition of X's
+input partition and is recovered by whichever worker owns that partition. The table
+is declared partitioned by key (`use_partitioner=True`) to match.
 
 After a rebalance the engines are dropped and rebuilt lazily from the recovered table.
 """

@@ -16,6 +16,7 @@ A redelivered event (same event_id) is counted as a duplicate and changes nothin
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,10 @@ class Engine:
         self._horizon: datetime | None = None
         #: Customers whose record changed in the last `process` call: write these back.
         self.touched: set[str] = set()
+        #: (next level drop from decay alone, customer): a heap, so a step advances only
+        #: the customers due before the horizon. Entries go stale when a customer's score
+        #: changes; each change pushes the fresh one and stale ones are skipped.
+        self._crossings: list[tuple[datetime, str]] = []
 
     @property
     def watermark(self) -> datetime | None:
@@ -123,17 +128,35 @@ class Engine:
             self.touched.add(customer_id)
             for event in ready:
                 state.apply(event, self.config, out)
+            self._schedule(customer_id)
             rest = waiting[len(ready) :]
             if rest:
                 self.pending[customer_id] = rest
             else:
                 del self.pending[customer_id]
-        for customer_id, state in sorted(self.customers.items()):
+        due: set[str] = set()
+        while self._crossings and self._crossings[0][0] < horizon:
+            when, customer_id = heapq.heappop(self._crossings)
+            if self._next_crossing(customer_id) == when:
+                due.add(customer_id)
+        for customer_id in sorted(due):
             before = len(out.changes)
-            state.advance(horizon, self.config, out)
+            self.customers[customer_id].advance(horizon, self.config, out)
             if len(out.changes) != before:
                 self.touched.add(customer_id)
+            self._schedule(customer_id)
         self._forget(horizon)
+
+    def _next_crossing(self, customer_id: str) -> datetime | None:
+        state = self.customers.get(customer_id)
+        if state is None or state.engagement is None:
+            return None
+        return state.engagement.next_crossing(self.config)
+
+    def _schedule(self, customer_id: str) -> None:
+        when = self._next_crossing(customer_id)
+        if when is not None:
+            heapq.heappush(self._crossings, (when, customer_id))
 
     def _forget(self, horizon: datetime) -> None:
         oldest = horizon - self.config.dedup_window
@@ -160,6 +183,7 @@ class Engine:
             state, pending, seen = record_from_dict(record)
             if state is not None:
                 self.customers[customer_id] = state
+                self._schedule(customer_id)
             if pending:
                 self.pending[customer_id] = pending
             self.seen[customer_id] = seen

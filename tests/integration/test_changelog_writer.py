@@ -1,0 +1,25 @@
+"""The customer-state records reach the changelog partition their key hashes to, and
+`produce` returns only once Kafka has them, with the newest offset per partition."""
+
+from __future__ import annotations
+
+import time
+
+from streams.partitions import ChangelogWriter, partition_of
+from tests.integration.conftest import read_topic
+from touchstream.broker import EmbeddedBroker
+from touchstream.kafka import ensure_topics
+
+
+def test_records_land_in_their_key_partition_and_are_acknowledged(broker: EmbeddedBroker) -> None:
+    topic = f"changelog-test-{time.time_ns()}"
+    ensure_topics(broker.bootstrap, [topic], partitions=4)
+    writer = ChangelogWriter(broker.bootstrap, partitions=4)
+    records = [(f"cust-{n:04}".encode(), f'{{"n": {n}}}'.encode()) for n in range(500)]
+    newest = writer.produce(topic, records)
+    writer.close()
+    expected = {p: sum(1 for key, _ in records if partition_of(key, 4) == p) - 1 for p in range(4)}
+    assert newest == expected  # offsets from 0: the last offset per partition, all acknowledged
+    messages = read_topic(broker.bootstrap, topic, expected=len(records))
+    assert sorted((m.key(), m.value()) for m in messages) == sorted(records)
+    assert all(m.partition() == partition_of(m.key() or b"", 4) for m in messages)
