@@ -40,6 +40,9 @@ class Engine:
         self._horizon: datetime | None = None
         #: Customers whose record changed in the last `process` call: write these back.
         self.touched: set[str] = set()
+        #: (occurred_at, customer) of every pending event: a heap, so a step looks only at
+        #: the customers with an event to fold in.
+        self._pending_times: list[tuple[datetime, str]] = []
         #: (next level drop from decay alone, customer): a heap, so a step advances only
         #: the customers due before the horizon. Entries go stale when a customer's score
         #: changes; each change pushes the fresh one and stale ones are skipped.
@@ -83,6 +86,7 @@ class Engine:
                 out.late.append(LateEvent(event.event_id, customer, channel, event.occurred_at, horizon))
                 continue
             self.pending.setdefault(event.customer_id, []).append(event)
+            heapq.heappush(self._pending_times, (event.occurred_at, event.customer_id))
             mark = self.watermarks.get(source)
             if mark is None or event.occurred_at > mark:
                 self.watermarks[source] = event.occurred_at
@@ -118,8 +122,13 @@ class Engine:
 
     def release(self, horizon: datetime, out: Outputs) -> None:
         """Fold every pending event before `horizon` in, in order; then decay up to it."""
+        ready_customers: set[str] = set()
+        while self._pending_times and self._pending_times[0][0] < horizon:
+            ready_customers.add(heapq.heappop(self._pending_times)[1])
         # Customers in a fixed order, so a step's outputs do not depend on this engine's history.
-        for customer_id in sorted(self.pending):
+        for customer_id in sorted(ready_customers):
+            if customer_id not in self.pending:
+                continue
             waiting = sorted(self.pending[customer_id], key=order_key)
             ready = [event for event in waiting if event.occurred_at < horizon]
             if not ready:
@@ -186,4 +195,6 @@ class Engine:
                 self._schedule(customer_id)
             if pending:
                 self.pending[customer_id] = pending
+                for event in pending:
+                    heapq.heappush(self._pending_times, (event.occurred_at, customer_id))
             self.seen[customer_id] = seen
