@@ -146,6 +146,11 @@ def shown(value: Any) -> str | None:
     return str(value)
 
 
+def records(keys: list[str], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Query rows as dicts, by the keys of their columns in SELECT order."""
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
 def table(
     columns: list[dict[str, str]], rows: list[dict[str, Any]], count: int | None = None
 ) -> dict[str, Any]:
@@ -232,19 +237,18 @@ def snapshot(
          column("direction", "Direction")],
         changes,
     )  # fmt: skip
-    top_rows, risk_rows = [], []
+    top_rows: list[dict[str, Any]] = []
+    risk_rows: list[dict[str, Any]] = []
     if ref is not None:
         half_life = config.half_life.total_seconds()
-        top_rows = [
-            {"customer_id": customer, "level": level, "score": score, "interactions_30d": n30,
-             "channels_30d": channels, "last_interaction_at": last}
-            for customer, level, score, n30, channels, last in fetch(TOP, {**params, "half_life": half_life})
-        ]  # fmt: skip
-        risk_rows = [
-            {"customer_id": customer, "peak_level": peak, "level": level, "levels_moved": moved,
-             "last_change": last}
-            for customer, peak, level, moved, last in fetch(AT_RISK, {**params, "levels": levels})
-        ]  # fmt: skip
+        top_rows = records(
+            ["customer_id", "level", "score", "interactions_30d", "channels_30d", "last_interaction_at"],
+            fetch(TOP, {**params, "half_life": half_life}),
+        )
+        risk_rows = records(
+            ["customer_id", "peak_level", "level", "levels_moved", "last_change"],
+            fetch(AT_RISK, {**params, "levels": levels}),
+        )
     panels["top"] = table(
         [column("customer_id", "Customer"), column("level", "Level", "level"),
          column("score", "Score", "number"),
@@ -259,12 +263,11 @@ def snapshot(
         risk_rows,
     )  # fmt: skip
 
-    experience = []
+    experience: list[dict[str, Any]] = []
     if ref is not None:
-        experience = [
-            {"channel": channel, "nps": nps, "nps_responses": n_nps, "csat": csat, "csat_responses": n_csat}
-            for channel, n_nps, nps, n_csat, csat in fetch(EXPERIENCE, params)
-        ]
+        experience = records(
+            ["channel", "nps_responses", "nps", "csat_responses", "csat"], fetch(EXPERIENCE, params)
+        )
     panels["experience"] = table(
         [column("channel", "Channel"), column("nps", "NPS 30d", "number"),
          column("nps_responses", "NPS responses", "int"), column("csat", "CSAT % 30d", "number"),
