@@ -88,6 +88,9 @@ def test_terminal_view_renders_every_panel(clickhouse: ClickHouse) -> None:
         assert title in text
     assert "cust-9" in text and "email" in text and "q quits" in text
     assert top.spark([0.0, None, 4.0]) == "▁ █" and top.duration(3725) == "1h 02m"
+    piped = Console(record=True, width=200, force_terminal=False)
+    top.run(lambda: panels, refresh=0.1, console=piped)  # not a terminal: once, then returns
+    assert piped.export_text() == text
 
 
 def test_web_app_serves_the_page_and_wants_its_token(clickhouse: ClickHouse) -> None:

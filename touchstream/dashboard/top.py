@@ -2,7 +2,8 @@
 
 It renders the same snapshot as the web page: from the running `touchstream up` that
 owns the embedded chDB (its dashboard's `/api/snapshot`), or read directly from a
-ClickHouse server. `q` (or Ctrl-C) quits.
+ClickHouse server. `q` (or Ctrl-C) quits. Piped or redirected, it prints the tables
+once and exits.
 """
 
 from __future__ import annotations
@@ -114,7 +115,11 @@ def keys() -> Iterator[Callable[[], str | None]]:
 
 
 def run(read: Callable[[], dict[str, Any]], refresh: float, console: Console | None = None) -> None:
+    """Refresh in place until `q`; on anything but a terminal, print the tables once."""
     console = console or Console()
+    if not console.is_terminal:
+        console.print(render(read()))
+        return
     with keys() as key, Live(render(read()), console=console, screen=console.is_terminal,
                               auto_refresh=False) as live:  # fmt: skip
         next_read = time.monotonic() + refresh
