@@ -53,6 +53,8 @@ class Delivery:
 
     delivered: int = 0
     errors: list[str] = field(default_factory=list)
+    #: The newest acknowledged offset per (topic, partition).
+    newest: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -79,9 +81,11 @@ class Publisher:
         *,
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        def report(error: KafkaError | None, _message: Message) -> None:
+        def report(error: KafkaError | None, message: Message) -> None:
             if error is None:
                 delivery.delivered += 1
+                where, offset = (topic, message.partition() or 0), message.offset() or 0
+                delivery.newest[where] = max(delivery.newest.get(where, -1), offset)
             else:
                 delivery.errors.append(f"{topic}: {error.str()}")
 

@@ -120,7 +120,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
     config = settings.metrics_config(demo=demo)
     engines = PartitionEngines(config, state, settings.partitions)
     bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
-    changelog = ChangelogWriter(bootstrap, settings.partitions)
+    changelog = ChangelogWriter(bootstrap)
 
     def partitions_moved(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         engines.forget()

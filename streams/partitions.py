@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from aiokafka.partitioner import murmur2
-from confluent_kafka import Producer
 from faust.types import TP
 
+from producers.publisher import Delivery, Publisher
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics import Engine, MetricsConfig, Outputs
-from touchstream.kafka import producer_config
+from touchstream.errors import BrokerError
 
 STATE_TABLE = "customer-state"
 _PARTITION_PREFIX = "\x00touchstream.partition:"
@@ -114,48 +113,28 @@ class ChangelogWriter:
     Faust's own path (`Table.__setitem__`, `send_changelog`) queues each message in its
     producer buffer and hands them to aiokafka one event-loop pass at a time, about
     250 µs per record here, which made the state writes the slowest step of a batch.
-    librdkafka takes a record in a few microseconds. Each record goes to the changelog
-    partition its key hashes to (murmur2, as the table's partitioner and every producer
-    of Touchstream), the local store is set beside it, and `write` returns once Kafka
-    acknowledged them all; then it records the newest changelog offsets in the store
-    as the table's own send callback does (a RocksDB store resumes recovery from
-    there). The worker commits the batch's offsets only after this returns. Faust's
-    recovery reads the changelog whoever wrote it.
+    librdkafka takes a record in a few microseconds. The records go through the
+    project's `Publisher`, whose producer hashes keys with murmur2 like the table's
+    partitioner, so each lands in the changelog partition of its key; the local store
+    is set beside it, and `write` returns once Kafka acknowledged them all; then it
+    records the newest changelog offsets in the store as the table's own send callback
+    does (a RocksDB store resumes recovery from there). The worker commits the batch's
+    offsets only after this returns. Faust's recovery reads the changelog whoever wrote it.
     """
 
-    def __init__(self, bootstrap: str, partitions: int, timeout: float = 60.0) -> None:
-        self.partitions = partitions
+    def __init__(self, bootstrap: str, timeout: float = 60.0) -> None:
         self.timeout = timeout
-        self.producer = Producer(producer_config(bootstrap, **{"linger.ms": 2}))
+        self.publisher = Publisher(bootstrap)
 
     def produce(self, topic: str, records: list[tuple[bytes, bytes]]) -> dict[int, int]:
         """Blocking: send `records`, wait for every acknowledgement; the newest offset per partition."""
-        newest: dict[int, int] = {}
-        errors: list[str] = []
-
-        def delivered(error: Any, message: Any) -> None:
-            if error is not None:
-                errors.append(str(error))
-            else:
-                partition = message.partition()
-                newest[partition] = max(newest.get(partition, -1), message.offset())
-
+        delivery = Delivery()
         for key, value in records:
-            while True:
-                try:
-                    self.producer.produce(
-                        topic, value, key, partition=partition_of(key, self.partitions), on_delivery=delivered
-                    )
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    self.producer.poll(0.1)
-        deadline = time.monotonic() + self.timeout
-        while self.producer.flush(1.0) > 0:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"changelog records not acknowledged within {self.timeout:.0f}s")
-        if errors:
-            raise RuntimeError(f"changelog write failed: {errors[0]}")
-        return newest
+            self.publisher.send_raw(topic, key, value, delivery)
+        self.publisher.wait(delivery, len(records), self.timeout)
+        if not delivery.ok:
+            raise BrokerError(f"changelog write failed: {delivery.errors[0]}")
+        return {partition: offset for (_, partition), offset in delivery.newest.items()}
 
     async def write(self, table: Any, records: list[tuple[bytes, bytes]]) -> None:
         topic = table.changelog_topic.get_topic_name()
@@ -166,4 +145,4 @@ class ChangelogWriter:
             table.data.set_persisted_offset(TP(topic, partition), offset)
 
     def close(self) -> None:
-        self.producer.flush(self.timeout)
+        self.publisher.close(self.timeout)

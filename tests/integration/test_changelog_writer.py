@@ -14,7 +14,7 @@ from touchstream.kafka import ensure_topics
 def test_records_land_in_their_key_partition_and_are_acknowledged(broker: EmbeddedBroker) -> None:
     topic = f"changelog-test-{time.time_ns()}"
     ensure_topics(broker.bootstrap, [topic], partitions=4)
-    writer = ChangelogWriter(broker.bootstrap, partitions=4)
+    writer = ChangelogWriter(broker.bootstrap)
     records = [(f"cust-{n:04}".encode(), f'{{"n": {n}}}'.encode()) for n in range(500)]
     newest = writer.produce(topic, records)
     writer.close()
