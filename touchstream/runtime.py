@@ -207,7 +207,7 @@ def worker_health(stats: PipelineStats) -> Callable[[], dict[str, Any]]:
         previous.append((now, stats.events_in))
         while len(previous) > 2 and now - previous[0][0] > 60:
             previous.pop(0)
-        (then, before), _ = previous[0], previous[-1]
+        then, before = previous[0]
         rate = (stats.events_in - before) / (now - then) if now > then else 0.0
         flushed = stats.last_flush_at
         return {

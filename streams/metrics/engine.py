@@ -49,10 +49,6 @@ class Engine:
         self._crossings: list[tuple[datetime, str]] = []
 
     @property
-    def watermark(self) -> datetime | None:
-        return max(self.watermarks.values(), default=None)
-
-    @property
     def horizon(self) -> datetime | None:
         """Results are final before this instant; it never moves back."""
         return self._horizon
