@@ -29,6 +29,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tuning", action="store_true", help="skip the Faust settings trials")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile_dir())
+    work = Path(tempfile.mkdtemp(prefix="touchstream-bench-"))
     events = list(Simulator(SimulatorConfig(seed=11, customers=args.customers), START).events(args.events))
     records = [
         (input_topic(e.channel, PREFIX), e.customer_id.encode(), e.model_dump_json().encode()) for e in events
@@ -317,12 +318,6 @@ def main(argv: list[str] | None = None) -> int:
     report(figures, args.out)
     print(f"report: {args.out / 'streams.md'}, {args.out / 'streams.json'}, {args.out / 'streams.png'}")
     return 0
-
-
-def tempfile_dir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="touchstream-bench-")
 
 
 if __name__ == "__main__":

@@ -143,6 +143,3 @@ class ChangelogWriter:
         newest = await asyncio.get_running_loop().run_in_executor(None, self.produce, topic, records)
         for partition, offset in newest.items():
             table.data.set_persisted_offset(TP(topic, partition), offset)
-
-    def close(self) -> None:
-        self.publisher.close(self.timeout)

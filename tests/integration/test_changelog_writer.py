@@ -17,7 +17,6 @@ def test_records_land_in_their_key_partition_and_are_acknowledged(broker: Embedd
     writer = ChangelogWriter(broker.bootstrap)
     records = [(f"cust-{n:04}".encode(), f'{{"n": {n}}}'.encode()) for n in range(500)]
     newest = writer.produce(topic, records)
-    writer.close()
     expected = {p: sum(1 for key, _ in records if partition_of(key, 4) == p) - 1 for p in range(4)}
     assert newest == expected  # offsets from 0: the last offset per partition, all acknowledged
     messages = read_topic(broker.bootstrap, topic, expected=len(records))
