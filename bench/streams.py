@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,18 +181,14 @@ def run_worker(broker: EmbeddedBroker, total: int, work: Path) -> Run:
     env = worker_env(broker.bootstrap, PREFIX, data, fetch_wait_ms=100)
     worker = WorkerProcess(env, data, work / "worker.log").start()
 
-    def status() -> dict[str, Any]:
-        with urllib.request.urlopen(f"{worker.control.url}/status", timeout=10) as response:
-            return dict(json.loads(response.read()))
-
     try:
         with CpuSampler({"broker": broker.process.pid, "worker": worker.pid}) as cpu:
             wait_until(
-                lambda: status()["events_written"] >= total, timeout=1200, what="the worker", every=0.2
+                lambda: worker.status()["events_written"] >= total, timeout=1200, what="the worker", every=0.2
             )
             rss = peak_rss_mb(worker.pid)
             time.sleep(0.5)
-        figures = status()
+        figures = worker.status()
     finally:
         worker.stop()
     first, last = figures["first_batch_at"], figures["last_flush_at"]

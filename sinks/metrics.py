@@ -10,8 +10,9 @@ ReplacingMergeTree keyed by the row's identity).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import astuple
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import Any
 
 from sinks.clickhouse import ClickHouse
@@ -35,6 +36,17 @@ COLUMNS: dict[str, list[str]] = {
     "late_events": ["event_id", "customer_id", "channel", "occurred_at", "horizon", "lateness_seconds"],
     "erasures": ["request_event_id", "requested_at"],
 }  # fmt: skip
+
+
+_ROW_OF: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
+def astuple(record: Any) -> tuple[Any, ...]:
+    """A flat record dataclass as a row (`dataclasses.astuple` deep-copies every value)."""
+    kind = type(record)
+    if kind not in _ROW_OF:
+        _ROW_OF[kind] = operator.attrgetter(*(item.name for item in fields(kind)))
+    return _ROW_OF[kind](record)
 
 
 def rows(outputs: Outputs) -> dict[str, list[tuple[Any, ...]]]:

@@ -94,8 +94,7 @@ class PartitionEngines:
         for partition in self._stepped:
             engine = self.engines[partition]
             for customer_id in sorted(engine.touched):
-                record = json.dumps(engine.export(customer_id), separators=(",", ":"))
-                records.append((customer_id.encode(), record.encode()))
+                records.append((customer_id.encode(), engine.export_json(customer_id)))
             engine.touched = set()
             own = json.dumps(engine.export_partition()).encode()
             records.append((partition_key(partition, self.partitions), own))

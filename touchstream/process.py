@@ -7,12 +7,15 @@ control endpoint (chDB allows one owner per directory).
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from touchstream.control import ControlInfo, read_info, remote_sql
 
@@ -66,6 +69,11 @@ class WorkerProcess:
 
     def scalar(self, query: str) -> int:
         return int(self.sql(query)[0][0])
+
+    def status(self) -> dict[str, Any]:
+        """The worker's counters (GET /status)."""
+        with urllib.request.urlopen(f"{self.control.url}/status", timeout=10) as response:
+            return dict(json.loads(response.read()))
 
     def kill(self) -> None:
         assert self.process is not None

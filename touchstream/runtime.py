@@ -20,7 +20,7 @@ from producers.publisher import Delivery, Publisher
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.topics import all_topics, input_topic
 from sinks.clickhouse import ClickHouse, connect
-from streams.app import PipelineStats, build, faust_app
+from streams.app import PipelineStats, build, faust_app, tune_garbage_collector
 from streams.fetchpace import pace_empty_fetches
 from touchstream import collector as collecting
 from touchstream import control
@@ -191,6 +191,7 @@ def run_worker(
             quiet=True,
             redirect_stdouts=False,
         )
+        tune_garbage_collector()
         try:
             worker.execute_from_commandline()
         except SystemExit as exit_:

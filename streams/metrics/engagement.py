@@ -11,9 +11,11 @@ customer stays quiet.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 
 from schemas.touchpoint import Actor, Direction, Kind, TouchpointEvent
 from streams.metrics.config import DEFAULT_WEIGHTS, MetricsConfig
@@ -22,6 +24,7 @@ from streams.metrics.records import EngagementRow, LevelChange
 #: Customer-initiated kinds: what the customer does (SPEC §5); weights may zero some out.
 CUSTOMER_INITIATED_KINDS = frozenset(DEFAULT_WEIGHTS)
 WINDOWS = (timedelta(hours=24), timedelta(days=7), timedelta(days=30))
+_time_of = itemgetter(0)
 
 
 def is_customer_initiated(event: TouchpointEvent) -> bool:
@@ -88,7 +91,7 @@ class Engagement:
         )  # fmt: skip
         self.score, self.updated_at = score + weight, event.occurred_at
         horizon = event.occurred_at - WINDOWS[-1]
-        self.recent = [item for item in self.recent if item[0] > horizon]
+        del self.recent[: bisect.bisect_right(self.recent, horizon, key=_time_of)]
         self.recent.append((event.occurred_at, event.channel.value))
         level = config.level_of(self.score)
         if level != self.level:
@@ -99,9 +102,12 @@ class Engagement:
     def row(self) -> EngagementRow:
         assert self.updated_at is not None
         at = self.updated_at
-        counts = [sum(1 for when, _ in self.recent if at - window < when <= at) for window in WINDOWS]
-        channels = {channel for when, channel in self.recent if at - WINDOWS[-1] < when <= at}
-        last = max((when for when, _ in self.recent if when <= at), default=None)
+        # `recent` is in time order (events are folded in order): count by bisection.
+        end = bisect.bisect_right(self.recent, at, key=_time_of)
+        starts = [bisect.bisect_right(self.recent, at - window, 0, end, key=_time_of) for window in WINDOWS]
+        counts = [end - start for start in starts]
+        channels = {channel for _, channel in self.recent[starts[-1] : end]}
+        last = self.recent[end - 1][0] if end else None
         return EngagementRow(
             customer_id=self.customer_id,
             score=self.score,

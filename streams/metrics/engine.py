@@ -17,6 +17,7 @@ A redelivered event (same event_id) is counted as a duplicate and changes nothin
 from __future__ import annotations
 
 import heapq
+import json
 from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
@@ -25,7 +26,7 @@ from schemas.touchpoint import TouchpointEvent
 from streams.metrics.config import MetricsConfig
 from streams.metrics.customer import CustomerState
 from streams.metrics.records import LateEvent, Outputs, order_key
-from streams.metrics.state import record_from_dict, record_to_dict
+from streams.metrics.state import pending_json, record_from_dict, record_json
 
 
 class Engine:
@@ -33,6 +34,8 @@ class Engine:
         self.config = config or MetricsConfig()
         self.customers: dict[str, CustomerState] = {}
         self.pending: dict[str, list[TouchpointEvent]] = {}
+        #: customer -> event_id -> the pending event's JSON, made once for every record it is in.
+        self._pending_json: dict[str, dict[str, str]] = {}
         #: event_id -> occurred_at, per customer, within the dedup window.
         self.seen: dict[str, dict[str, datetime]] = {}
         #: The latest occurred_at per source (input topic) of this partition.
@@ -41,12 +44,14 @@ class Engine:
         #: Customers whose record changed in the last `process` call: write these back.
         self.touched: set[str] = set()
         #: (occurred_at, customer) of every pending event: a heap, so a step looks only at
-        #: the customers with an event to fold in.
-        self._pending_times: list[tuple[datetime, str]] = []
+        #: the customers with an event to fold in. Instants in the heaps are POSIX seconds
+        #: (floats compare far faster than aware datetimes; at today's magnitudes a float
+        #: still tells microseconds apart, so the order is the datetimes' order).
+        self._pending_times: list[tuple[float, str]] = []
         #: (next level drop from decay alone, customer): a heap, so a step advances only
         #: the customers due before the horizon. Entries go stale when a customer's score
         #: changes; each change pushes the fresh one and stale ones are skipped.
-        self._crossings: list[tuple[datetime, str]] = []
+        self._crossings: list[tuple[float, str]] = []
 
     @property
     def horizon(self) -> datetime | None:
@@ -82,7 +87,8 @@ class Engine:
                 out.late.append(LateEvent(event.event_id, customer, channel, event.occurred_at, horizon))
                 continue
             self.pending.setdefault(event.customer_id, []).append(event)
-            heapq.heappush(self._pending_times, (event.occurred_at, event.customer_id))
+            self._pending_json.setdefault(event.customer_id, {})[event.event_id] = pending_json(event)
+            heapq.heappush(self._pending_times, (event.occurred_at.timestamp(), event.customer_id))
             mark = self.watermarks.get(source)
             if mark is None or event.occurred_at > mark:
                 self.watermarks[source] = event.occurred_at
@@ -119,7 +125,8 @@ class Engine:
     def release(self, horizon: datetime, out: Outputs) -> None:
         """Fold every pending event before `horizon` in, in order; then decay up to it."""
         ready_customers: set[str] = set()
-        while self._pending_times and self._pending_times[0][0] < horizon:
+        until = horizon.timestamp()
+        while self._pending_times and self._pending_times[0][0] < until:
             ready_customers.add(heapq.heappop(self._pending_times)[1])
         # Customers in a fixed order, so a step's outputs do not depend on this engine's history.
         for customer_id in sorted(ready_customers):
@@ -131,18 +138,21 @@ class Engine:
                 continue
             state = self.customers.setdefault(customer_id, CustomerState(customer_id))
             self.touched.add(customer_id)
+            fragments = self._pending_json[customer_id]
             for event in ready:
                 state.apply(event, self.config, out)
+                del fragments[event.event_id]
             self._schedule(customer_id)
             rest = waiting[len(ready) :]
             if rest:
                 self.pending[customer_id] = rest
             else:
-                del self.pending[customer_id]
+                del self.pending[customer_id], self._pending_json[customer_id]
         due: set[str] = set()
-        while self._crossings and self._crossings[0][0] < horizon:
+        while self._crossings and self._crossings[0][0] < until:
             when, customer_id = heapq.heappop(self._crossings)
-            if self._next_crossing(customer_id) == when:
+            current = self._next_crossing(customer_id)
+            if current is not None and current.timestamp() == when:
                 due.add(customer_id)
         for customer_id in sorted(due):
             before = len(out.changes)
@@ -161,7 +171,7 @@ class Engine:
     def _schedule(self, customer_id: str) -> None:
         when = self._next_crossing(customer_id)
         if when is not None:
-            heapq.heappush(self._crossings, (when, customer_id))
+            heapq.heappush(self._crossings, (when.timestamp(), customer_id))
 
     def _forget(self, horizon: datetime) -> None:
         oldest = horizon - self.config.dedup_window
@@ -172,14 +182,18 @@ class Engine:
                     self.seen[customer_id] = kept
                     self.touched.add(customer_id)
 
-    def export(self, customer_id: str) -> dict[str, Any]:
-        """The customer's whole record (JSON-able), for a changelog-backed table."""
-        return record_to_dict(
+    def export_json(self, customer_id: str) -> bytes:
+        """The customer's whole record as JSON, for a changelog-backed table."""
+        return record_json(
             self.customers.get(customer_id),
-            self.pending.get(customer_id, []),
+            self._pending_json.get(customer_id, {}).values(),
             self.seen.get(customer_id, {}),
             customer_id,
         )
+
+    def export(self, customer_id: str) -> dict[str, Any]:
+        """The customer's whole record, parsed (what `restore` takes)."""
+        return dict(json.loads(self.export_json(customer_id)))
 
     def restore(self, records: Iterable[dict[str, Any]]) -> None:
         """Load customers' records (a partition's table contents) after a restart."""
@@ -191,6 +205,7 @@ class Engine:
                 self._schedule(customer_id)
             if pending:
                 self.pending[customer_id] = pending
+                self._pending_json[customer_id] = {event.event_id: pending_json(event) for event in pending}
                 for event in pending:
-                    heapq.heappush(self._pending_times, (event.occurred_at, customer_id))
+                    heapq.heappush(self._pending_times, (event.occurred_at.timestamp(), customer_id))
             self.seen[customer_id] = seen

@@ -1,25 +1,29 @@
-"""A customer's whole engine state as one JSON-able record, and back.
+"""A customer's whole engine state as one JSON record, and back.
 
 One record per customer (state, buffered events, remembered event ids) is what a
 changelog-backed table stores under the customer's key; the partition's horizon and
 watermarks travel in a record of their own (`Engine.export_partition`).
-`Engine.export` / `Engine.restore` use these; restoring and carrying on gives exactly
-the results of never having stopped (property-tested).
+`Engine.export_json` / `Engine.restore` use these; restoring and carrying on gives
+exactly the results of never having stopped (property-tested).
+
+A record is written for every customer a batch touches, so it is built cheaply: the
+state is serialized by pydantic-core's `to_json` (datetimes included, no Python-level
+`isoformat`), and each buffered event's JSON is made once, when the event is buffered,
+and spliced in as it is (`pending_json`) however many records carry it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
+
+from pydantic_core import to_json
 
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics.customer import CustomerState
 from streams.metrics.engagement import Engagement
 from streams.metrics.responses import Conversation
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -38,16 +42,16 @@ def customer_to_dict(state: CustomerState) -> dict[str, Any]:
         "consent": state.consent,
         "derived": dict(state.derived),
         "conversations": {
-            key: [_time(c.last_event_at), _time(c.waiting_since), c.waiting_channel, c.responded]
+            key: [c.last_event_at, c.waiting_since, c.waiting_channel, c.responded]
             for key, c in state.conversations.items()
         },
         "engagement": {
             "score": engagement.score,
-            "updated_at": _time(engagement.updated_at),
+            "updated_at": engagement.updated_at,
             "level": engagement.level,
-            "cap_day": engagement.cap_day.isoformat() if engagement.cap_day else None,
+            "cap_day": engagement.cap_day,
             "cap_counts": dict(engagement.cap_counts),
-            "recent": [[_time(when), channel] for when, channel in engagement.recent],
+            "recent": engagement.recent,
         },
     }
 
@@ -76,19 +80,24 @@ def customer_from_dict(data: dict[str, Any]) -> CustomerState:
     )
 
 
-def record_to_dict(
+def pending_json(event: TouchpointEvent) -> str:
+    """A buffered event as it travels in its customer's record (unset optional fields left out)."""
+    return event.model_dump_json(exclude_defaults=True)
+
+
+def record_json(
     state: CustomerState | None,
-    pending: list[TouchpointEvent],
+    pending: Iterable[str],
     seen: dict[str, datetime],
     customer_id: str,
-) -> dict[str, Any]:
-    return {
+) -> bytes:
+    """The customer's record; `pending` holds the buffered events' `pending_json`."""
+    head = to_json({
         "customer_id": customer_id,
         "state": customer_to_dict(state) if state is not None else None,
-        # Unset optional fields are left out: pending events travel in every record write.
-        "pending": [event.model_dump(mode="json", exclude_defaults=True) for event in pending],
-        "seen": {event_id: when.isoformat() for event_id, when in seen.items()},
-    }
+        "seen": seen,
+    })  # fmt: skip
+    return b"".join((head[:-1], b',"pending":[', ",".join(pending).encode(), b"]}"))
 
 
 def record_from_dict(

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -72,13 +72,22 @@ def pipeline_env(broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
     return env
 
 
+class StartWorker(Protocol):
+    def __call__(self, **overrides: str) -> WorkerProcess: ...
+
+
+#: For the kill tests: batches small enough that the worker is killed with a backlog left.
+SMALL_BATCHES = {"TOUCHSTREAM_SINK_BATCH_SIZE": "300"}
+
+
 @pytest.fixture
-def start_worker(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
+def start_worker(pipeline_env: dict[str, str], tmp_path: Path) -> Iterator[StartWorker]:
     workers: list[WorkerProcess] = []
 
-    def start() -> WorkerProcess:
+    def start(**overrides: str) -> WorkerProcess:
+        """A worker on the pipeline's environment, with `overrides` (e.g. TOUCHSTREAM_... settings)."""
         worker = WorkerProcess(
-            pipeline_env, Path(pipeline_env["TOUCHSTREAM_DATA_DIR"]), tmp_path / "worker.log"
+            {**pipeline_env, **overrides}, Path(pipeline_env["TOUCHSTREAM_DATA_DIR"]), tmp_path / "worker.log"
         )
         workers.append(worker)
         return worker.start()

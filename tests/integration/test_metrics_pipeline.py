@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from streams.metrics import MetricsConfig
 from streams.metrics.reference import Tables, recompute
 from streams.partitions import partition_of
 from tests.factories import BASE_TIME
-from tests.integration.conftest import PARTITIONS, unconsumed
+from tests.integration.conftest import PARTITIONS, SMALL_BATCHES, StartWorker, unconsumed
 from touchstream.broker import EmbeddedBroker
 from touchstream.process import WorkerProcess, wait_until
 
@@ -102,7 +101,7 @@ def verify(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def test_worker_metrics_equal_the_definition(
-    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], WorkerProcess]
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: StartWorker
 ) -> None:
     events = publish(pipeline_env, broker, 4000, seed=31)
     worker = start_worker()
@@ -124,11 +123,11 @@ def test_worker_metrics_equal_the_definition(
 
 
 def test_worker_killed_and_restarted_recovers_its_state(
-    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], WorkerProcess]
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: StartWorker
 ) -> None:
     events = publish(pipeline_env, broker, 12_000, seed=32)
-    first = start_worker()
-    wait_until(lambda: first.scalar("SELECT count() FROM touchpoints") > 3000, timeout=90, what="progress")
+    first = start_worker(**SMALL_BATCHES)
+    wait_until(lambda: first.status()["events_written"] > 3000, timeout=90, what="progress", every=0.02)
     first.kill()
     second = start_worker()
     assert second.scalar("SELECT count() FROM touchpoints FINAL") < len(events), "killed before the end"

@@ -6,7 +6,6 @@ import csv
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -14,9 +13,9 @@ from producers.publisher import Delivery, Publisher
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.topics import input_topic
 from tests.factories import BASE_TIME, event_data
-from tests.integration.conftest import dlq_topic, read_topic
+from tests.integration.conftest import SMALL_BATCHES, StartWorker, dlq_topic, read_topic
 from touchstream.broker import EmbeddedBroker
-from touchstream.process import WorkerProcess, wait_until
+from touchstream.process import wait_until
 
 COUNT_FINAL = "SELECT count() FROM touchpoints FINAL"
 
@@ -30,7 +29,7 @@ def publish_simulated(env: dict[str, str], broker: EmbeddedBroker, count: int, s
 
 
 def test_valid_events_become_rows_and_invalid_ones_dead_letters(
-    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], WorkerProcess]
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: StartWorker
 ) -> None:
     expected_ids = publish_simulated(pipeline_env, broker, 3000, seed=11)
     prefix = pipeline_env["TOUCHSTREAM_TOPIC_PREFIX"]
@@ -71,13 +70,13 @@ def test_valid_events_become_rows_and_invalid_ones_dead_letters(
 
 
 def test_worker_killed_mid_stream_loses_and_duplicates_nothing(
-    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: Callable[[], WorkerProcess]
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: StartWorker
 ) -> None:
     total = 30_000
     expected_ids = publish_simulated(pipeline_env, broker, total, seed=12)
 
-    first = start_worker()
-    wait_until(lambda: first.scalar("SELECT count() FROM touchpoints") > 2000, timeout=90, what="progress")
+    first = start_worker(**SMALL_BATCHES)
+    wait_until(lambda: first.status()["events_written"] > 2000, timeout=90, what="progress", every=0.02)
     first.kill()  # SIGKILL: no flush, no commit, no goodbye to the group
     second = start_worker()
     assert second.scalar("SELECT count() FROM touchpoints FINAL") < total, "killed before the end"
@@ -93,7 +92,7 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(
 def test_replay_publishes_valid_lines_and_dead_letters_the_rest(
     broker: EmbeddedBroker,
     pipeline_env: dict[str, str],
-    start_worker: Callable[[], WorkerProcess],
+    start_worker: StartWorker,
     tmp_path: Path,
 ) -> None:
     events = list(Simulator(SimulatorConfig(seed=21), BASE_TIME).events(400))
