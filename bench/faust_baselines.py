@@ -2,6 +2,9 @@
 
 * `bare`: an agent iterating the ten input topics and doing nothing with the events:
   the ceiling of any Faust agent on this machine.
+* `batched`: the same do-nothing consumer taking the topics a fetch at a time through
+  `streams.batches.Inbox` (what the worker uses) and acknowledging each batch: the
+  ceiling Faust's per-record delivery is replaced by.
 * `naive`: the per-event table pattern: for every event, decode it, read the
   customer's state from a changelog-backed Faust table, update a compact version of
   the same metrics (decayed engagement score with the SPEC weights, interaction
@@ -10,7 +13,7 @@
 The process records when its agent saw the first and the `--events`-th event and
 writes them as JSON to `--out`; the benchmark reads that and stops the process.
 
-Run: `python -m bench.faust_baselines bare|naive --bootstrap HOST:PORT --prefix P
+Run: `python -m bench.faust_baselines bare|batched|naive --bootstrap HOST:PORT --prefix P
 --events N --out FILE [--setting name=value ...]` (settings are passed to `faust.App`).
 """
 
@@ -27,6 +30,8 @@ from faust import Worker
 
 from schemas.topics import input_topics
 from schemas.touchpoint import Direction, TouchpointEvent
+from streams import flowcontrol
+from streams.batches import Inbox
 from streams.fetchpace import pace_empty_fetches
 from streams.metrics.config import DEFAULT_WEIGHTS
 from streams.metrics.responses import is_customer_message
@@ -56,7 +61,7 @@ def setting(text: str) -> tuple[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("variant", choices=["bare", "naive"])
+    parser.add_argument("variant", choices=["bare", "batched", "naive"])
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--events", type=int, required=True)
@@ -78,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         loghandlers=[],
         **dict(args.setting),
     )
+    if args.variant == "batched":
+        flowcontrol.install(app)  # as the worker has it, before any stream or table
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,
@@ -91,12 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     seen = 0
     first = 0.0
 
-    def count() -> None:
+    def count(n: int = 1) -> None:
         nonlocal seen, first
-        seen += 1
-        if seen == 1:
+        if not seen:
             first = time.time()
-        elif seen == args.events:
+        before, seen = seen, seen + n
+        if before < args.events <= seen:
             args.out.write_text(
                 json.dumps({"first_event_at": first, "last_event_at": time.time(), "events": seen})
             )
@@ -107,6 +114,17 @@ def main(argv: list[str] | None = None) -> None:
         async def bare(stream: faust.StreamT[bytes]) -> None:
             async for _ in stream:
                 count()
+
+    elif args.variant == "batched":
+        inbox = Inbox(app, topics)
+        inbox.install()
+
+        @app.task
+        async def batched() -> None:
+            while True:
+                messages = await inbox.take(20_000, within=1.0)
+                count(len(messages))
+                inbox.ack(messages)
 
     else:
 

@@ -7,6 +7,8 @@ input topics from the start with its own consumer group:
 * raw: a confluent-kafka consumer decoding every event into `TouchpointEvent` (the
   ceiling: no Faust, no state, no sink);
 * bare Faust: an agent iterating the topics and doing nothing (`bench.faust_baselines`);
+* bare Faust, batch inbox: the same, a fetch at a time through `streams.batches`, the
+  delivery the full worker uses;
 * naive Faust: the per-event table pattern, a compact version of the same metrics
   updated in a changelog-backed table for every event;
 * full analytics: `touchstream worker` (touchpoints, metric engines, changelog state
@@ -168,7 +170,8 @@ def run_faust(variant: str, broker: EmbeddedBroker, total: int, work: Path, sett
         process.terminate()
         process.wait(timeout=60)
     first, last = done["first_event_at"], done["last_event_at"]
-    name = {"bare": "bare Faust agent", "naive": "naive Faust (per-event table)"}[variant]
+    name = {"bare": "bare Faust agent", "batched": "bare Faust, batch inbox (streams.batches)",
+            "naive": "naive Faust (per-event table)"}[variant]  # fmt: skip
     if settings:
         name += " + " + ", ".join(f"{key}={value}" for key, value in settings.items())
     return Run(name, total, last - first, total / (last - first), cpu.cores("worker", first, last),
@@ -287,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: run_faust("bare", broker, len(records), work, {}),
             *[lambda tuning=tuning: run_faust("bare", broker, len(records), work, tuning)
               for tuning in ([] if args.no_tuning else TUNINGS)],
+            lambda: run_faust("batched", broker, len(records), work, {}),
             lambda: run_faust("naive", broker, len(records), work, {}),
             lambda: run_worker(broker, len(records), work),
         ]  # fmt: skip

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     #: response_business_seconds (docs/metrics.md).
     business_hours: Annotated[dict[str, Schedule], NoDecode] = Field(default_factory=dict)
 
-    sink_batch_size: int = Field(default=5000, ge=1)
+    sink_batch_size: int = Field(default=20_000, ge=1)
     sink_flush_seconds: float = Field(default=1.0, gt=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     #: How long a group rebalance waits for members to rejoin.

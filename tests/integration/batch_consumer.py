@@ -1,0 +1,68 @@
+"""A Faust app consuming topics through `streams.batches.Inbox`, for test_batches.py.
+
+Writes one JSON line per batch taken ({"records": [[topic, partition, offset], ...],
+"acked": bool}); acknowledges the first `--ack` batches and none after them.
+
+Run: `python -m tests.integration.batch_consumer --bootstrap H:P --group G --out FILE
+--max-records N --ack K TOPIC...`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import faust
+from faust import Worker
+
+from streams import flowcontrol
+from streams.batches import Inbox
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("topics", nargs="+")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--max-records", type=int, required=True)
+    parser.add_argument("--ack", type=int, required=True)
+    args = parser.parse_args()
+
+    app = faust.App(
+        args.group,
+        broker=f"kafka://{args.bootstrap}",
+        store="memory://",
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=2.0,
+        broker_commit_interval=0.2,
+        web_enabled=False,
+        loghandlers=[],
+    )
+    flowcontrol.install(app)
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    inbox = Inbox(app, app.topic(*args.topics, **raw))  # type: ignore[arg-type]
+    inbox.install()
+
+    @app.task
+    async def consume() -> None:
+        taken = 0
+        while True:
+            messages = await inbox.take(args.max_records, within=0.3)
+            if not messages:
+                continue
+            ack = taken < args.ack
+            records = [[m.topic, m.partition, m.offset] for m in messages]
+            with args.out.open("a") as out:
+                out.write(json.dumps({"records": records, "acked": ack}) + "\n")
+            if ack:
+                inbox.ack(messages)
+            taken += 1
+
+    Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
