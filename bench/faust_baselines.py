@@ -14,7 +14,8 @@ The process records when its agent saw the first and the `--events`-th event and
 writes them as JSON to `--out`; the benchmark reads that and stops the process.
 
 Run: `python -m bench.faust_baselines bare|batched|naive --bootstrap HOST:PORT --prefix P
---events N --out FILE [--setting name=value ...]` (settings are passed to `faust.App`).
+--events N --out FILE [--setting name=value ...]` (settings are passed to `faust.App`;
+`--setting 'broker="confluent://{bootstrap}"'` picks Faust's confluent-kafka transport).
 """
 
 from __future__ import annotations
@@ -73,16 +74,18 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.empty_fetch_wait_ms:
         pace_empty_fetches(args.empty_fetch_wait_ms / 1000)
-    app = faust.App(
-        f"bench-{args.variant}-{time.time_ns()}",
-        broker=f"kafka://{args.bootstrap}",
-        store="memory://",
-        topic_partitions=args.partitions,
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        loghandlers=[],
-        **dict(args.setting),
-    )
+    options: dict[str, Any] = {
+        "broker": "kafka://{bootstrap}",
+        "store": "memory://",
+        "topic_partitions": args.partitions,
+        "consumer_auto_offset_reset": "earliest",
+        "web_enabled": False,
+        "loghandlers": [],
+    }
+    for name, value in args.setting:  # e.g. broker="confluent://{bootstrap}" for Faust's other transport
+        options[name] = value
+    options["broker"] = options["broker"].format(bootstrap=args.bootstrap)
+    app = faust.App(f"bench-{args.variant}-{time.time_ns()}", **options)
     if args.variant == "batched":
         flowcontrol.install(app)  # as the worker has it, before any stream or table
     raw: dict[str, Any] = {
