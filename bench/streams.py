@@ -223,7 +223,8 @@ def report(figures: dict[str, Any], out: Path) -> None:
         "",
         f"{figures['events']:,} events of {figures['customers']:,} customers on {figures['cores']} cores "
         f"(broker {figures['broker']}, {PARTITIONS} partitions). Rates from each variant's first event "
-        "to its last; CPU in cores over that interval.",
+        "to its last (the batch inbox's from its partition assignment: one of its batches may hold "
+        "the whole workload); CPU in cores over that interval.",
         "",
         "| variant | events/s | vs bare Faust | worker cores | broker cores | peak RSS MB |",
         "|---|---:|---:|---:|---:|---:|",
