@@ -12,7 +12,8 @@ one list; records of every other topic (the tables' changelogs during recovery) 
 Faust's own path. The rest stays Faust's: group membership and rebalances, the flow
 control that stops deliveries during a rebalance and empties the queues (the inbox is
 one of them), the read offsets and the gaps left by transaction markers, table
-recovery, and the commits.
+recovery, and the commits (at `broker_commit_interval`; `broker_commit_every` is not
+honoured for the inbox's topics).
 
 The worker takes a batch with `Inbox.take`: it keeps only the records of the current
 consumer generation, as Faust's streams do, and tracks them as pending, so a
@@ -81,7 +82,8 @@ class Inbox:
     def _current(self, records: list[Message]) -> list[Message]:
         """The records still this worker's to process, tracked as pending acknowledgement."""
         app = self.app
-        if not app.flow_control.is_active():
+        if not app.flow_control.is_active():  # a rebalance: these are read again from the commits
+            self._carried = []
             return []
         generation = app.consumer_generation_id
         consumer = cast(Any, app.consumer)
