@@ -67,6 +67,12 @@ def _server_client(url: str) -> Client:
     )
 
 
+#: First words of statements that return no rows (an output format would be a syntax error).
+_NO_RESULT = frozenset(
+    {"INSERT", "DELETE", "ALTER", "CREATE", "DROP", "TRUNCATE", "OPTIMIZE", "RENAME", "SYSTEM", "UPDATE"}
+)
+
+
 class ClickHouse:
     """A thread-safe handle: one clickhouse-connect client, calls serialized by a lock.
 
@@ -103,7 +109,12 @@ class ClickHouse:
         return rows[0][0] if rows else None
 
     def formatted(self, sql: str, fmt: str) -> bytes:
-        """Run `sql` and return ClickHouse's own rendering in output format `fmt`."""
+        """Run `sql` and return ClickHouse's own rendering in output format `fmt`; a
+        statement without a result (INSERT, DELETE, OPTIMIZE...) runs and returns nothing."""
+        words = sql.split(maxsplit=1)
+        if words and words[0].upper() in _NO_RESULT:
+            self.command(sql)
+            return b""
         with self._call() as client:
             return bytes(client.raw_query(sql, fmt=fmt))
 

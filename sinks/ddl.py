@@ -107,6 +107,14 @@ TABLES: dict[str, str] = {
         erased_at {_TS} DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree(erased_at)
     ORDER BY request_event_id""",
+    # Per input partition, how far the stream's results are final (written with each
+    # step's rows; `touchstream verify` recomputes up to it). It never moves back.
+    "stream_horizons": f"""
+        partition UInt32,
+        horizon DateTime64(6, 'UTC'),
+        written_at {_TS} DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree(horizon)
+    ORDER BY partition""",
 }
 
 #: Tables holding a customer's rows: an erasure deletes from each of them.

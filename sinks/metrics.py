@@ -35,6 +35,7 @@ COLUMNS: dict[str, list[str]] = {
     ],
     "late_events": ["event_id", "customer_id", "channel", "occurred_at", "horizon", "lateness_seconds"],
     "erasures": ["request_event_id", "requested_at"],
+    "stream_horizons": ["partition", "horizon"],
 }  # fmt: skip
 
 
@@ -63,6 +64,8 @@ def rows(outputs: Outputs) -> dict[str, list[tuple[Any, ...]]]:
         "surveys": [astuple(row) for row in outputs.surveys],
         "late_events": late,
         "erasures": [astuple(row) for row in outputs.erasures],
+        # Last: a horizon is written only once the rows final before it are.
+        "stream_horizons": sorted(outputs.horizons.items()),
     }
     return {table: found for table, found in tables.items() if found}
 

@@ -86,6 +86,8 @@ class PartitionEngines:
         for partition in self._stepped:
             engine = self.engine(partition)
             out.extend(engine.process_sources(by_partition[partition], lagging=lagging.get(partition, set())))
+            if engine.horizon is not None:
+                out.horizons[partition] = engine.horizon
         return out
 
     def changed_records(self) -> list[tuple[bytes, bytes]]:

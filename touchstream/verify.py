@@ -2,10 +2,12 @@
 the stream wrote.
 
 The recomputation is the brute-force definition (`streams.metrics.reference`) over the
-stored events, minus those the stream reported late, each partition up to its horizon
-(its newest event - grace: the stream's horizon once every input topic is caught up,
-so run it when the stream has drained). Events are stored to the millisecond, so
-response times are compared within 2 ms. Loads every event into memory.
+stored events, minus those the stream reported late, each partition up to the horizon
+the stream recorded for it in `stream_horizons` (where none is recorded: its newest
+event - grace, the stream's horizon once every input topic is caught up). Run it when
+the worker is stopped or has nothing left to read: while it writes, the tables are read
+at slightly different moments. Events are stored to the millisecond, so response
+times are compared within 2 ms. Loads every event into memory.
 """
 
 from __future__ import annotations
@@ -71,7 +73,11 @@ def event_from_row(row: dict[str, Any]) -> TouchpointEvent:
 
 
 def expected_tables(
-    events: list[TouchpointEvent], late: set[str], config: MetricsConfig, partitions: int
+    events: list[TouchpointEvent],
+    late: set[str],
+    config: MetricsConfig,
+    partitions: int,
+    horizons: dict[int, datetime] | None = None,
 ) -> Tables:
     kept = [event for event in events if event.event_id not in late]
     merged = Tables()
@@ -79,7 +85,8 @@ def expected_tables(
         mine = [e for e in kept if partition_of(e.customer_id.encode(), partitions) == partition]
         if not mine:
             continue
-        tables = recompute(mine, config, max(event.occurred_at for event in mine) - config.grace)
+        horizon = (horizons or {}).get(partition, max(event.occurred_at for event in mine) - config.grace)
+        tables = recompute(mine, config, horizon)
         merged.responses |= tables.responses
         merged.engagement |= tables.engagement
         merged.waiting |= tables.waiting
@@ -97,7 +104,11 @@ def _diff(table: str, expected: Counter[str], actual: Counter[str]) -> TableDiff
 def verify(fetch: Fetch, config: MetricsConfig, partitions: int) -> list[TableDiff]:
     events = [event_from_row(row) for row in fetch(EVENTS)]
     late = {row["event_id"] for row in fetch("SELECT event_id FROM late_events FINAL")}
-    tables = expected_tables(events, late, config, partitions)
+    horizons = {
+        int(row["partition"]): _time(row["horizon"])
+        for row in fetch("SELECT partition, max(horizon) AS horizon FROM stream_horizons GROUP BY partition")
+    }
+    tables = expected_tables(events, late, config, partitions, horizons)
     stream = {name: fetch(query) for name, query in STREAM.items()}
 
     def keys(rows: list[tuple[Any, ...]]) -> Counter[str]:

@@ -99,6 +99,9 @@ class Outputs:
     erasures: list[ErasureProof] = field(default_factory=list)
     #: Customers erased in this step: their rows must go from every table.
     erased_customers: list[str] = field(default_factory=list)
+    #: Per partition stepped, the horizon its results are final before (set by the caller
+    #: that runs one engine per partition).
+    horizons: dict[int, datetime] = field(default_factory=dict)
     duplicates: int = 0
     suppressed: int = 0
 
@@ -111,6 +114,7 @@ class Outputs:
         self.late += other.late
         self.erasures += other.erasures
         self.erased_customers += other.erased_customers
+        self.horizons |= other.horizons
         self.duplicates += other.duplicates
         self.suppressed += other.suppressed
 

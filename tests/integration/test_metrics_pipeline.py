@@ -116,9 +116,20 @@ def test_worker_metrics_equal_the_definition(
     verified = verify(pipeline_env)  # through the running worker, which owns chDB
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.count(" ok") == 5 and "MISMATCH" not in verified.stdout
-    # Recomputed with another grace, the results differ, and verify says so.
-    wrong = verify({**pipeline_env, "TOUCHSTREAM_METRICS_GRACE_SECONDS": "0"})
-    assert wrong.returncode == 1 and "MISMATCH" in wrong.stdout and "missing:" in wrong.stdout
+    # Each partition was recomputed up to the horizon the stream recorded, whatever the grace.
+    horizons = worker.sql("SELECT partition, max(horizon) FROM stream_horizons GROUP BY partition")
+    assert len(horizons) == PARTITIONS
+    assert verify({**pipeline_env, "TOUCHSTREAM_METRICS_GRACE_SECONDS": "0"}).returncode == 0
+    # A row the stream lost, or one it should not have written, and verify says so.
+    worker.sql("DELETE FROM waiting WHERE conversation_id = (SELECT min(conversation_id) FROM waiting)")
+    worker.sql(
+        "INSERT INTO engagement_changes (customer_id, previous_level, level, score, changed_at) "
+        "VALUES ('cust-nobody', 'low', 'medium', 5, '2026-03-02 09:00:00')"
+    )
+    wrong = verify(pipeline_env)
+    assert wrong.returncode == 1, wrong.stdout
+    assert "waiting              expected" in wrong.stdout and "missing:" in wrong.stdout
+    assert 'unexpected: ["cust-nobody", "low", "medium"]' in wrong.stdout
     assert worker.stop() == 0
 
 
