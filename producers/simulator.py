@@ -60,6 +60,9 @@ class SimulatorConfig:
     sessions_per_second: float = 40.0
     #: Share of records emitted by `raw_records` that are deliberately invalid.
     invalid_share: float = 0.0
+    #: Part of every event and conversation id: runs with different labels never share
+    #: an id (a restarted demo must not redeliver the ids of the last one).
+    run: str = ""
 
 
 class Simulator:
@@ -74,6 +77,7 @@ class Simulator:
         self._sessions = 0
         self._emitted = 0
         self._next_session_at = 0.0
+        self._label = f"{config.seed}-{config.run}" if config.run else str(config.seed)
         self._journeys = list(JOURNEYS)
         self._journey_weights = list(JOURNEYS.values())
 
@@ -120,14 +124,14 @@ class Simulator:
         occurred = self.start + timedelta(seconds=at)
         lag = timedelta(milliseconds=self._random.randint(5, 400))
         self._emitted += 1
-        event_id = f"sim-{self.config.seed}-{self._emitted:09d}"
+        event_id = f"sim-{self._label}-{self._emitted:09d}"
         return TouchpointEvent(event_id=event_id, occurred_at=occurred, received_at=occurred + lag, **fields)
 
     def _reply_delay(self, channel: Channel) -> float:
         return self._random.lognormvariate(math.log(MEDIAN_REPLY_SECONDS[channel]), REPLY_SIGMA)
 
     def _conversation_id(self, channel: Channel) -> str:
-        return f"{channel.value}-{self.config.seed}-{self._sessions:08d}"
+        return f"{channel.value}-{self._label}-{self._sessions:08d}"
 
     # -- journeys: each returns (seconds after session start, event fields) ---------
 

@@ -94,6 +94,7 @@ class DemoTraffic(threading.Thread):
             customers=2000,
             sessions_per_second=settings.demo_rate / EVENTS_PER_SESSION,
             invalid_share=0.002,
+            run=f"{datetime.now(UTC):%Y%m%dT%H%M%S}",  # each start publishes ids of its own
         )
         self.simulator = Simulator(config, start=datetime.now(UTC))
         self.publisher = Publisher(bootstrap, prefix=settings.topic_prefix)

@@ -35,3 +35,14 @@ def test_invalid_share_produces_rejectable_records() -> None:
     reasons = [result.reason for result in map(decode, values) if isinstance(result, Rejected)]
     assert 250 < len(reasons) < 550
     assert all(reasons)
+
+
+def test_runs_with_different_labels_share_no_event_or_conversation_id() -> None:
+    def ids(run: str) -> tuple[set[str], set[str]]:
+        events = list(Simulator(SimulatorConfig(seed=7, run=run), BASE_TIME).events(2000))
+        return {e.event_id for e in events}, {e.conversation_id for e in events if e.conversation_id}
+
+    first, again, other = ids("20261123T010000"), ids("20261123T010000"), ids("20261123T020000")
+    assert first == again, "the same run label gives the same ids"
+    assert first[0].isdisjoint(other[0]) and first[1].isdisjoint(other[1])
+    assert all(event_id.startswith("sim-7-20261123T010000-") for event_id in first[0])
