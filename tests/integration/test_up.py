@@ -140,6 +140,9 @@ def test_up_demo_runs_stops_on_ctrl_c_and_continues_with_its_data(tmp_path: Path
     )
     total, unique = map(int, finals.stdout.split())
     assert total == unique > stopped
+    # Each start labels its ids: the second run added events instead of redelivering the first's.
+    runs = "SELECT uniqExact(splitByChar('-', event_id)[3]) FROM touchpoints WHERE event_id LIKE 'sim-%'"
+    assert touchstream("sql", runs, "--data-dir", str(data)).stdout.strip() == "2"
 
 
 def test_sql_errors_are_one_line(tmp_path: Path) -> None:
