@@ -85,7 +85,9 @@ def expected_tables(
         mine = [e for e in kept if partition_of(e.customer_id.encode(), partitions) == partition]
         if not mine:
             continue
-        horizon = (horizons or {}).get(partition, max(event.occurred_at for event in mine) - config.grace)
+        horizon = (horizons or {}).get(partition)
+        if horizon is None:  # nothing recorded: the stream's horizon once caught up
+            horizon = max(event.occurred_at for event in mine) - config.grace
         tables = recompute(mine, config, horizon)
         merged.responses |= tables.responses
         merged.engagement |= tables.engagement
