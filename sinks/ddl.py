@@ -1,15 +1,23 @@
 """ClickHouse schema (SPEC §6). Every statement is idempotent, so migrating is safe at any start.
 
-Deduplication: each table is a ReplacingMergeTree keyed by the record's identity, so a
-batch written twice (a retry, a worker restarted before its offsets were committed)
-collapses to one row in `FINAL` / `argMax` queries; inserts also carry a deduplication
-token so an identical retried batch is dropped at once.
+Every metric table is `ReplacingMergeTree(version, is_deleted)` ordered by the row's key
+(`streams.metrics.records.row_key`), with `final` (0/1): a row is an upsert, a
+retraction is a row with `is_deleted = 1`, `SELECT ... FROM t FINAL` is the live view
+and `... FINAL WHERE final` the settled one (docs/clickhouse.md). A batch written twice
+(a retry, a worker restarted before its offsets were committed) collapses under FINAL.
+`touchpoints` is a ReplacingMergeTree by event and its inserts carry a deduplication
+token, so an identical retried insert is dropped at once.
 """
 
 from __future__ import annotations
 
 _DEDUP = "SETTINGS non_replicated_deduplication_window = 1000"
 _TS = "DateTime64(3, 'UTC')"
+#: The columns and engine of every metric table: upserts by key, live and final rows.
+_UPSERT = """final UInt8,
+        version UInt64,
+        is_deleted UInt8 DEFAULT 0
+    ) ENGINE = ReplacingMergeTree(version, is_deleted)"""
 
 TABLES: dict[str, str] = {
     "touchpoints": f"""
@@ -46,8 +54,7 @@ TABLES: dict[str, str] = {
         is_first_response Bool,
         customer_message_at {_TS},
         replied_at {_TS},
-        written_at {_TS} DEFAULT now64(3)
-    ) ENGINE = ReplacingMergeTree(written_at)
+        {_UPSERT}
     PARTITION BY toYYYYMM(replied_at)
     ORDER BY (customer_id, reply_event_id)""",
     "engagement": f"""
@@ -59,18 +66,18 @@ TABLES: dict[str, str] = {
         interactions_30d UInt32,
         active_channels_30d UInt8,
         last_interaction_at Nullable({_TS}),
-        updated_at {_TS}
-    ) ENGINE = ReplacingMergeTree(updated_at)
+        updated_at {_TS},
+        {_UPSERT}
     ORDER BY customer_id""",
     "engagement_changes": f"""
         customer_id String,
         previous_level LowCardinality(String),
         level LowCardinality(String),
         score Float64,
-        changed_at {_TS}
-    ) ENGINE = ReplacingMergeTree
+        changed_at {_TS},
+        {_UPSERT}
     PARTITION BY toYYYYMM(changed_at)
-    ORDER BY (customer_id, changed_at, level)""",
+    ORDER BY (customer_id, changed_at, previous_level, level)""",
     "surveys": f"""
         event_id String,
         customer_id String,
@@ -78,8 +85,8 @@ TABLES: dict[str, str] = {
         survey_type LowCardinality(String),
         score Int8,
         conversation_id Nullable(String),
-        occurred_at {_TS}
-    ) ENGINE = ReplacingMergeTree
+        occurred_at {_TS},
+        {_UPSERT}
     PARTITION BY toYYYYMM(occurred_at)
     ORDER BY (customer_id, event_id)""",
     "waiting": f"""
@@ -88,8 +95,8 @@ TABLES: dict[str, str] = {
         channel LowCardinality(String),
         waiting_since Nullable({_TS}),
         answered Bool,
-        updated_at {_TS}
-    ) ENGINE = ReplacingMergeTree(updated_at)
+        updated_at {_TS},
+        {_UPSERT}
     ORDER BY (customer_id, conversation_id)""",
     "late_events": f"""
         event_id String,
@@ -98,6 +105,7 @@ TABLES: dict[str, str] = {
         occurred_at {_TS},
         horizon {_TS},
         lateness_seconds Float64,
+        final UInt8 DEFAULT 1,
         detected_at {_TS} DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree(detected_at)
     ORDER BY (customer_id, event_id)""",
@@ -107,24 +115,24 @@ TABLES: dict[str, str] = {
         erased_at {_TS} DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree(erased_at)
     ORDER BY request_event_id""",
-    # Per input partition, how far the stream's results are final (written with each
-    # step's rows; `touchstream verify` recomputes up to it). It never moves back.
+    # Per input partition, how far the stream's results are final and the newest event
+    # time its live rows are evaluated at (written with each step's rows; `touchstream
+    # verify` recomputes both views from them). Neither moves back.
     "stream_horizons": f"""
         partition UInt32,
         horizon DateTime64(6, 'UTC'),
+        newest DateTime64(6, 'UTC'),
         written_at {_TS} DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree(horizon)
     ORDER BY partition""",
 }
 
-#: Tables holding a customer's rows: an erasure deletes from each of them.
-CUSTOMER_TABLES = (
-    "touchpoints", "responses", "engagement", "engagement_changes", "surveys", "waiting", "late_events",
-)  # fmt: skip
-
-#: Per channel and hour, for dashboards: plain views over the deduplicated tables, so they
-#: are exact whatever was retried or replayed (a materialized view would count twice).
-VIEWS: dict[str, str] = {
+#: Per channel and hour, for dashboards: plain views over the live rows (`FINAL`), computed
+#: when queried, so they equal the aggregates over the rows as they are now: a correction
+#: or retraction replaces its row before anything is counted (an insert-time materialized
+#: view would count a corrected row twice). `final` is 1 when every row of the group is
+#: settled; each view also has a `_settled` twin over the final rows alone.
+_HOURLY: dict[str, str] = {
     "response_times_hourly": """
         SELECT channel, toStartOfHour(replied_at) AS hour,
                count() AS responses,
@@ -132,22 +140,29 @@ VIEWS: dict[str, str] = {
                quantileExact(0.5)(response_seconds) AS p50_seconds,
                quantileExact(0.9)(response_seconds) AS p90_seconds,
                countIf(is_first_response) AS first_responses,
-               avgIf(response_seconds, is_first_response) AS first_response_mean_seconds
-        FROM {db}.responses FINAL
+               avgIf(response_seconds, is_first_response) AS first_response_mean_seconds,
+               toUInt8(min(final)) AS final
+        FROM {db}.responses FINAL {where}
         GROUP BY channel, hour""",
-    "volumes_hourly": """
-        SELECT channel, toStartOfHour(occurred_at) AS hour, kind, direction, count() AS events,
-               uniqExact(customer_id) AS customers
-        FROM {db}.touchpoints FINAL
-        GROUP BY channel, hour, kind, direction""",
     "experience_hourly": """
         SELECT channel, toStartOfHour(occurred_at) AS hour, survey_type,
                count() AS responses,
                countIf(score >= 9) AS promoters,
                countIf(score <= 6) AS detractors,
-               countIf(score >= 4) AS satisfied
-        FROM {db}.surveys FINAL
+               countIf(score >= 4) AS satisfied,
+               toUInt8(min(final)) AS final
+        FROM {db}.surveys FINAL {where}
         GROUP BY channel, hour, survey_type""",
+}
+VIEWS: dict[str, str] = {
+    **{name: query.replace("{where}", "") for name, query in _HOURLY.items()},
+    **{f"{name}_settled": query.replace("{where}", "WHERE final") for name, query in _HOURLY.items()},
+    # Touchpoints are stored as they arrive and never provisional.
+    "volumes_hourly": """
+        SELECT channel, toStartOfHour(occurred_at) AS hour, kind, direction, count() AS events,
+               uniqExact(customer_id) AS customers
+        FROM {db}.touchpoints FINAL
+        GROUP BY channel, hour, kind, direction""",
 }
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from schemas.touchpoint import TouchpointEvent
 from sinks.clickhouse import ClickHouse
+from sinks.erasure import erase
+from streams.metrics.records import Erasure
 
 TABLE = "touchpoints"
 COLUMNS = [
@@ -58,6 +60,14 @@ def dedup_token(sources: Sequence[Source]) -> str:
     return f"{TABLE}:{digest.hexdigest()}"
 
 
-def write(clickhouse: ClickHouse, rows: Sequence[tuple[Any, ...]], sources: Sequence[Source]) -> None:
+def write(
+    clickhouse: ClickHouse,
+    rows: Sequence[tuple[Any, ...]],
+    sources: Sequence[Source],
+    erasures: Sequence[Erasure] = (),
+) -> None:
+    """Insert a batch's touchpoints; first, the touchpoints the batch's erasures cover go."""
+    if erasures:
+        erase(clickhouse, erasures, [TABLE])
     if rows:
         clickhouse.insert(TABLE, list(rows), COLUMNS, dedup_token=dedup_token(sources))

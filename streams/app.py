@@ -2,38 +2,41 @@
 metric engines (`streams.partitions`) and the sinks.
 
 The input records arrive a fetch at a time through `streams.batches.Inbox` (Faust's
-consumer, without its per-record delivery). Offsets never run ahead of ClickHouse: a
-batch is acknowledged only once its dead letters are acknowledged by Kafka, its rows
-are in ClickHouse and its customers' state records are in the changelog. A batch
-that fails or is interrupted by shutdown is never acknowledged, so its offsets are not
-committed and the next worker for its partitions reads it again; an error other than
-a ClickHouse outage (which is retried) stops the worker.
+consumer, without its per-record delivery) and go through `streams.step.BatchStep`, the
+ordered commit of one batch: a batch is acknowledged only once its dead letters are
+acknowledged by Kafka, its rows are in ClickHouse and its customers' state records are
+in the changelog. A batch that fails or is interrupted by shutdown is never
+acknowledged, so its offsets are not committed and the next worker for its partitions
+reads it again; an error other than a ClickHouse outage (which is retried) stops the
+worker. When no records come for a flush interval, the step applies the idle rule to
+the quiet partitions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from faust.types import TP, Message
+from faust.types import TP
 
 from schemas.topics import dead_letter_topic, input_topic
 from schemas.touchpoint import Channel
-from sinks import metrics as metric_rows
-from sinks import touchpoints
+from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
 from sinks.retry import until_written
 from sinks.touchpoints import Source
 from streams import flowcontrol
 from streams.batches import Inbox
-from streams.ingest import RawRecord, split
+from streams.ingest import DeadLetter, RawRecord
 from streams.partitions import STATE_TABLE, ChangelogWriter, PartitionEngines
+from streams.step import BatchStep, Writers
 from touchstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,12 +140,6 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
     bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
     changelog = ChangelogWriter(bootstrap)
 
-    def partitions_moved(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        engines.forget()
-        read.clear()
-
-    app.on_partitions_revoked.connect(partitions_moved)
-
     prefix = settings.topic_prefix
     expected_channel = {input_topic(channel, prefix): channel.value for channel in Channel}
     raw = {
@@ -154,9 +151,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
     inputs = app.topic(*expected_channel, **raw)  # type: ignore[arg-type]
     dlq = app.topic(dead_letter_topic(prefix), **raw)  # type: ignore[arg-type]
 
-    read: dict[TP, int] = {}  # the last offset processed per input topic-partition
-
-    async def unread_topics(partitions: set[int]) -> dict[int, set[str]]:
+    async def unread_topics(partitions: set[int], read: Mapping[tuple[str, int], int]) -> dict[int, set[str]]:
         """Per partition, the input topics with records not processed yet."""
         assigned = app.consumer.assignment()
         found: dict[int, set[str]] = {}
@@ -166,80 +161,75 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
                 if tp not in assigned:
                     continue
                 highwater = app.consumer.highwater(tp)
-                done = read.get(tp)
+                done = read.get((topic, partition))
                 position = done + 1 if done is not None else await app.consumer.position(tp)
                 if highwater is None or position is None or position < highwater:
                     found.setdefault(partition, set()).add(topic)
+        stats.consumer_lag = sum(
+            max((app.consumer.highwater(TP(*tp)) or 0) - done - 1, 0) for tp, done in read.items()
+        )
         return found
 
-    async def handle(messages: Sequence[Message]) -> None:
-        began = time.perf_counter()
-        records = [
-            RawRecord(message.key, message.value, Source(message.topic, message.partition, message.offset))
-            for message in messages
-        ]
-        batch = split(records, expected_channel=expected_channel)
-        if stats.first_batch_at is None:
-            stats.first_batch_at = time.time()
-        stats.events_in += len(records)
+    async def send_dead_letters(letters: Sequence[DeadLetter]) -> None:
         pending = [
-            await dlq.send(key=letter.key, value=letter.value, headers=letter.headers())
-            for letter in batch.rejected
+            await dlq.send(key=letter.key, value=letter.value, headers=letter.headers()) for letter in letters
         ]
-        if pending:
-            await asyncio.gather(*pending)
-            for letter in batch.rejected:
-                log.info("dead letter from %s: %s", letter.source, letter.reason)
-        rows = [touchpoints.row(event, source) for event, source in batch.accepted]
-        sources = [source for _, source in batch.accepted]
-        began = stats.timed("decode", began)
-        loop = asyncio.get_running_loop()
-        await until_written(
-            lambda: loop.run_in_executor(None, touchpoints.write, clickhouse, rows, sources),
-            what=f"insert of {len(rows)} touchpoints",
-        )
-        for source in sources:
-            tp = TP(source.topic, source.partition)
-            read[tp] = max(read.get(tp, source.offset), source.offset)  # a seek may repeat records
-        began = stats.timed("touchpoints insert", began)
-        lagging = await unread_topics({source.partition for source in sources})
-        stats.consumer_lag = sum(
-            max((app.consumer.highwater(tp) or 0) - done - 1, 0) for tp, done in read.items()
-        )
-        outputs = engines.process(
-            ((event, source.partition, source.topic) for event, source in batch.accepted), lagging
-        )
-        began = stats.timed("metric engines", began)
-        step = touchpoints.dedup_token(sources)
-        await until_written(
-            lambda: loop.run_in_executor(None, metric_rows.write, clickhouse, outputs, step),
-            what="insert of metric rows",
-        )
-        began = stats.timed("metric rows insert", began)
-        await changelog.write(state, engines.changed_records())
-        stats.timed("state records", began)
-        stats.late_events += len(outputs.late)
-        stats.duplicates += outputs.duplicates
-        stats.suppressed += outputs.suppressed
-        stats.events_written += len(rows)
-        stats.dead_letters += len(batch.rejected)
-        stats.batches += 1
-        stats.last_flush_at = time.time()
+        await asyncio.gather(*pending)
+        for letter in letters:
+            log.info("dead letter from %s: %s", letter.source, letter.reason)
+
+    def in_thread(what: str, write: Callable[..., None]) -> Callable[..., Awaitable[None]]:
+        """`write` in a worker thread, retried while ClickHouse is unavailable."""
+
+        async def written(*args: Any) -> None:
+            loop = asyncio.get_running_loop()
+            await until_written(lambda: loop.run_in_executor(None, write, clickhouse, *args), what=what)
+
+        return written
+
+    async def state_records(records: list[tuple[bytes, bytes]]) -> None:
+        await changelog.write(state, records)
+
+    step = BatchStep(
+        engines=engines,
+        writers=Writers(
+            dead_letters=send_dead_letters,
+            touchpoints=in_thread("insert of touchpoints", touchpoints.write),
+            metric_rows=in_thread("insert of metric rows", metric_rows.write),
+            state_records=state_records,
+            unread_topics=unread_topics,
+        ),
+        stats=stats,
+        expected_channel=expected_channel,
+    )
+
+    def partitions_moved(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        engines.forget()
+        step.read.clear()
+
+    app.on_partitions_revoked.connect(partitions_moved)
 
     inbox = Inbox(app, inputs)
     inbox.install()
 
+    def assigned() -> set[int]:
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic in expected_channel}
+
     @app.task
     async def sink() -> None:
         while True:
-            messages = await inbox.take(settings.sink_batch_size, within=settings.sink_flush_seconds)
+            messages = await inbox.take(
+                settings.sink_batch_size, within=settings.sink_flush_seconds, wait=settings.sink_flush_seconds
+            )
             if not messages:
+                await step.idle(assigned(), settings.metrics_idle_seconds)
                 continue
-            try:
-                await handle(messages)
-            except BaseException:
-                engines.forget()  # the state in memory ran ahead of what was written
-                raise
-            inbox.ack(messages)
+            records = [
+                RawRecord(
+                    message.key, message.value, Source(message.topic, message.partition, message.offset)
+                )
+                for message in messages
+            ]
+            await step.run(records, acknowledge=functools.partial(inbox.ack, messages))
 
     return stats

@@ -57,12 +57,19 @@ class Inbox:
         self.app.transport = transport
         self.app.topics.add(self.channel)  # subscribed like an agent's topics
 
-    async def take(self, max_records: int, within: float) -> list[Message]:
-        """Wait for records, then up to `within` seconds more until `max_records` are in;
-        at most `max_records` (the rest of a fetch opens the next batch). May be empty:
-        records of an earlier consumer generation are dropped here."""
+    async def take(self, max_records: int, within: float, *, wait: float | None = None) -> list[Message]:
+        """Wait for records (at most `wait` seconds, if given), then up to `within` seconds
+        more until `max_records` are in; at most `max_records` (the rest of a fetch opens
+        the next batch). May be empty: nothing came within `wait`, or records of an earlier
+        consumer generation were dropped here."""
         loop = asyncio.get_running_loop()
-        records = self._carried or list(await self.queue.get())
+        if self._carried:
+            records = self._carried
+        else:
+            try:
+                records = list(await asyncio.wait_for(self.queue.get(), wait))
+            except TimeoutError:
+                return []
         self._carried = []
         deadline = loop.time() + within
         while len(records) < max_records:

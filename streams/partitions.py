@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterable, Mapping, MutableMapping
+from datetime import datetime
 from typing import Any
 
 from aiokafka.partitioner import murmur2
@@ -81,13 +83,42 @@ class PartitionEngines:
         by_partition: dict[int, list[tuple[TouchpointEvent, str]]] = {}
         for event, partition, topic in events:
             by_partition.setdefault(partition, []).append((event, topic))
+        steps = {
+            partition: self.engine(partition).process_sources(
+                by_partition[partition], lagging=lagging.get(partition, set())
+            )
+            for partition in sorted(by_partition)
+        }
+        return self._combine(steps)
+
+    def idle(self, partitions: Iterable[int], wall_clock: datetime) -> Outputs | None:
+        """The idle rule for `partitions` (caught up, nothing read for the idle time);
+        None when it changes nothing."""
+        steps = {}
+        for partition in sorted(partitions):
+            step = self.engine(partition).idle(wall_clock)
+            if step is not None:
+                steps[partition] = step
+        return self._combine(steps) if steps else None
+
+    def _combine(self, steps: Mapping[int, Outputs]) -> Outputs:
+        """One step's outputs of several partitions, under a version above any of theirs.
+
+        The version is the wall clock in microseconds, or one more than the highest
+        version the partitions wrote if that is later (a clock set back, a partition
+        moved to a worker whose clock is behind): it only grows per partition, so a
+        later step's row replaces an earlier one's whatever the clocks say.
+        """
         out = Outputs()
-        self._stepped = sorted(by_partition)
-        for partition in self._stepped:
-            engine = self.engine(partition)
-            out.extend(engine.process_sources(by_partition[partition], lagging=lagging.get(partition, set())))
-            if engine.horizon is not None:
-                out.horizons[partition] = engine.horizon
+        self._stepped = list(steps)
+        version = max([time.time_ns() // 1000, *(self.engines[p].version + 1 for p in steps)])
+        for partition, step in steps.items():
+            engine = self.engines[partition]
+            engine.version = version
+            out.extend(step)
+            if engine.horizon is not None and engine.newest is not None:
+                out.horizons[partition] = (engine.horizon, engine.newest)
+        out.version = version
         return out
 
     def changed_records(self) -> list[tuple[bytes, bytes]]:

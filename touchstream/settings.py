@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     #: Event time an out-of-order event may trail the newest one and still count; results
     #: trail the newest event by as much. Unset: 600 s, or 30 s for `up --demo`.
     metrics_grace_seconds: float | None = Field(default=None, ge=0)
+    #: A partition that is caught up and reads nothing for this long (wall clock) moves its
+    #: horizon to min(newest event + 1 µs, wall clock - grace): its results become final.
+    metrics_idle_seconds: float = Field(default=30.0, gt=0)
+    #: Level hysteresis h: a held engagement level falls below threshold * (1 - h) only.
+    metrics_level_hysteresis: float = Field(default=0.1, ge=0, lt=1)
     #: Opening hours as JSON, by channel ("*" for every channel without its own):
     #: {"*": {"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"},
     #: "holidays": ["2026-12-25"]}}. Responses on a channel with a schedule also get
@@ -186,7 +191,11 @@ class Settings(BaseSettings):
             for channel in Channel
             if (schedule := self.business_hours.get(channel.value, default)) is not None
         }
-        return MetricsConfig(grace=timedelta(seconds=self.grace(demo=demo)), business_hours=schedules)
+        return MetricsConfig(
+            grace=timedelta(seconds=self.grace(demo=demo)),
+            business_hours=schedules,
+            level_hysteresis=self.metrics_level_hysteresis,
+        )
 
     @property
     def collector_key_file(self) -> Path:

@@ -1,13 +1,22 @@
 """`touchstream verify`: recompute the metrics from `touchpoints` and diff them with what
-the stream wrote.
+the stream wrote, in both views.
 
 The recomputation is the brute-force definition (`streams.metrics.reference`) over the
-stored events, minus those the stream reported late, each partition up to the horizon
-the stream recorded for it in `stream_horizons` (where none is recorded: its newest
-event - grace, the stream's horizon once every input topic is caught up). Run it when
-the worker is stopped or has nothing left to read: while it writes, the tables are read
-at slightly different moments. Events are stored to the millisecond, so response
-times are compared within 2 ms. Loads every event into memory.
+stored events, minus those the stream reported late, per partition with the horizon
+and newest event time the stream recorded for it in `stream_horizons` (where none is
+recorded: its newest event, and that - grace):
+
+- live view: every row under `FINAL` equals the definitions applied to all those
+  events, evaluated at the partition's newest event time;
+- settled view: the final rows (`FINAL WHERE final`) of responses, level changes and
+  surveys equal the definitions applied to the events before the horizon; a final
+  engagement or waiting row equals the settled row of its key, and every settled row
+  the definitions give is there, final, or replaced by a provisional one (a later
+  event changed it).
+
+Run it when the worker is stopped or has nothing left to read: while it writes, the
+tables are read at slightly different moments. Events are stored to the millisecond,
+so response times are compared within 2 ms. Loads every event into memory.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import Any
 
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics import MetricsConfig
+from streams.metrics.records import KEY_COLUMNS
 from streams.metrics.reference import Tables, recompute
 from streams.partitions import partition_of
 
@@ -33,18 +43,22 @@ EVENTS = """
     FROM touchpoints FINAL"""
 STREAM = {
     "responses": "SELECT reply_event_id, customer_id, response_seconds, response_business_seconds, "
-    "is_first_response "
+    "is_first_response, final "
     "FROM responses FINAL",
-    "engagement": "SELECT customer_id, level, interactions_30d FROM engagement FINAL",
-    "waiting": "SELECT customer_id, conversation_id, answered FROM waiting FINAL",
-    "engagement_changes": "SELECT customer_id, previous_level, level FROM engagement_changes FINAL",
-    "surveys": "SELECT event_id, score FROM surveys FINAL",
+    "engagement": "SELECT customer_id, level, interactions_30d, final FROM engagement FINAL",
+    "waiting": "SELECT customer_id, conversation_id, answered, final FROM waiting FINAL",
+    "engagement_changes": "SELECT customer_id, previous_level, level, final FROM engagement_changes FINAL",
+    "surveys": "SELECT event_id, score, final FROM surveys FINAL",
 }
+HORIZONS = "SELECT partition, max(horizon) AS horizon, max(newest) AS newest FROM stream_horizons GROUP BY partition"
+#: Tables holding one latest-state row per key, which later events replace.
+LATEST_STATE = ("engagement", "waiting")
 
 
 @dataclass
 class TableDiff:
     table: str
+    view: str
     expected: int
     actual: int
     missing: list[str] = field(default_factory=list)
@@ -77,45 +91,67 @@ def expected_tables(
     late: set[str],
     config: MetricsConfig,
     partitions: int,
-    horizons: dict[int, datetime] | None = None,
-) -> Tables:
+    horizons: dict[int, tuple[datetime, datetime]] | None = None,
+) -> tuple[Tables, Tables]:
+    """The live and the settled tables the definitions give, per partition with its
+    recorded (horizon, newest event time)."""
     kept = [event for event in events if event.event_id not in late]
-    merged = Tables()
+    live, settled = Tables(), Tables()
     for partition in range(partitions):
         mine = [e for e in kept if partition_of(e.customer_id.encode(), partitions) == partition]
         if not mine:
             continue
-        horizon = (horizons or {}).get(partition)
-        if horizon is None:  # nothing recorded: the stream's horizon once caught up
-            horizon = max(event.occurred_at for event in mine) - config.grace
-        tables = recompute(mine, config, horizon)
-        merged.responses |= tables.responses
-        merged.engagement |= tables.engagement
-        merged.waiting |= tables.waiting
-        merged.changes += tables.changes
-        merged.surveys |= tables.surveys
-    return merged
+        recorded = (horizons or {}).get(partition)
+        if recorded is None:  # nothing recorded: the stream's horizon once caught up
+            newest = max(event.occurred_at for event in mine)
+            recorded = (newest - config.grace, newest)
+        horizon, newest = recorded
+        _merge(live, recompute(mine, config, None, newest))
+        _merge(settled, recompute(mine, config, horizon))
+    return live, settled
 
 
-def _diff(table: str, expected: Counter[str], actual: Counter[str]) -> TableDiff:
+def _merge(into: Tables, tables: Tables) -> None:
+    into.responses |= tables.responses
+    into.engagement |= tables.engagement
+    into.waiting |= tables.waiting
+    into.changes += tables.changes
+    into.surveys |= tables.surveys
+
+
+def _diff(table: str, view: str, expected: Counter[str], actual: Counter[str]) -> TableDiff:
     missing = sorted((expected - actual).elements())
     unexpected = sorted((actual - expected).elements())
-    return TableDiff(table, sum(expected.values()), sum(actual.values()), missing, unexpected)
+    return TableDiff(table, view, sum(expected.values()), sum(actual.values()), missing, unexpected)
 
 
 def verify(fetch: Fetch, config: MetricsConfig, partitions: int) -> list[TableDiff]:
     events = [event_from_row(row) for row in fetch(EVENTS)]
     late = {row["event_id"] for row in fetch("SELECT event_id FROM late_events FINAL")}
     horizons = {
-        int(row["partition"]): _time(row["horizon"])
-        for row in fetch("SELECT partition, max(horizon) AS horizon FROM stream_horizons GROUP BY partition")
+        int(row["partition"]): (_time(row["horizon"]), _time(row["newest"])) for row in fetch(HORIZONS)
     }
-    tables = expected_tables(events, late, config, partitions, horizons)
+    live, settled = expected_tables(events, late, config, partitions, horizons)
     stream = {name: fetch(query) for name, query in STREAM.items()}
+    final = {name: [row for row in rows if row["final"]] for name, rows in stream.items()}
+    diffs = [_diff(name, "live", wanted, found) for name, (wanted, found) in _pairs(live, stream).items()]
+    for name, (wanted, found) in _pairs(settled, final).items():
+        if name in LATEST_STATE:
+            # A settled row whose key the stream shows provisional was replaced by a later event's.
+            width = len(KEY_COLUMNS[name])
+            replaced = {tuple(row[column] for column in KEY_COLUMNS[name]) for row in stream[name] if not row["final"]}
+            wanted = Counter({row: n for row, n in wanted.items() if tuple(json.loads(row)[:width]) not in replaced})
+        diffs.append(_diff(name, "settled", wanted, found))
+    return diffs
+
+
+def _pairs(
+    tables: Tables, stream: dict[str, list[dict[str, Any]]]
+) -> dict[str, tuple[Counter[str], Counter[str]]]:
+    """Per table, (expected, found) rows as comparable JSON strings."""
 
     def keys(rows: list[tuple[Any, ...]]) -> Counter[str]:
         return Counter(json.dumps(row) for row in rows)
-
     # Response times: the same record must exist, and its seconds (also within business
     # hours) agree within the tolerance.
     times = {
@@ -159,4 +195,4 @@ def verify(fetch: Fetch, config: MetricsConfig, partitions: int) -> list[TableDi
             [(row["event_id"], int(row["score"])) for row in stream["surveys"]],
         ),
     }  # fmt: skip
-    return [_diff(name, keys(wanted), keys(found)) for name, (wanted, found) in pairs.items()]
+    return {name: (keys(wanted), keys(found)) for name, (wanted, found) in pairs.items() if name in stream}

@@ -52,6 +52,9 @@ class MetricsConfig:
     #: Per customer, kind and UTC day, only the earliest this many events add to the score.
     daily_cap: int = 20
     levels: tuple[tuple[str, float], ...] = DEFAULT_LEVELS
+    #: Level hysteresis h (SPEC §5): a held level falls only once the score is below
+    #: threshold * (1 - h). 0 is the plain definition.
+    level_hysteresis: float = 0.1
     #: Event ids are remembered this long (event time) to drop redeliveries.
     dedup_window: timedelta = timedelta(days=30)
     #: Opening hours per channel; a response on a channel with a schedule also gets
@@ -71,3 +74,16 @@ class MetricsConfig:
 
     def rank(self, level: str) -> int:
         return [name for name, _ in self.levels].index(level)
+
+    def floor(self, level: str) -> float | None:
+        """The score below which a held `level` falls: threshold * (1 - h); None for the lowest."""
+        rank = self.rank(level)
+        return None if rank == 0 else self.levels[rank][1] * (1 - self.level_hysteresis)
+
+    def level_after_fall(self, level: str) -> str:
+        """The level a held `level` falls to at its floor: the level of the floor's score,
+        or the next lower one where that is `level` itself (h = 0, the plain definition)."""
+        floor = self.floor(level)
+        assert floor is not None
+        lower = self.level_of(floor)
+        return lower if self.rank(lower) < self.rank(level) else self.levels[self.rank(level) - 1][0]

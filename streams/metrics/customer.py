@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.touchpoint import Kind, TouchpointEvent
 from streams.metrics.config import MetricsConfig
 from streams.metrics.engagement import Engagement, is_customer_initiated
-from streams.metrics.records import ErasureProof, Outputs, SurveyRow
+from streams.metrics.records import EngagementRow, Erasure, ErasureProof, Rows, SurveyRow, WaitingRow
 from streams.metrics.responses import Conversation
 
 
@@ -20,10 +21,31 @@ class CustomerState:
     #: The current derived conversation per channel (events without conversation_id).
     derived: dict[str, str] = field(default_factory=dict)
     engagement: Engagement | None = None
+    #: The latest erasure request folded in, by `order_key`: touchpoints before it are gone.
+    erased_before: tuple[datetime, str] | None = None
+    #: Conversations shared with the state this one was cloned from, copied on first change.
+    _shared: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.engagement is None:
             self.engagement = Engagement(self.customer_id)
+
+    def clone(self) -> CustomerState:
+        """A copy to fold provisional events into; the conversations are copied lazily
+        (a customer may have many, and a few events touch one or two)."""
+        assert self.engagement is not None
+        twin = CustomerState(self.customer_id, self.consent, dict(self.conversations), dict(self.derived),
+                             self.engagement.clone(), self.erased_before)  # fmt: skip
+        twin._shared = set(self.conversations)
+        return twin
+
+    def engagement_row(self) -> EngagementRow | None:
+        assert self.engagement is not None
+        return self.engagement.row() if self.engagement.updated_at is not None else None
+
+    def waiting_row(self, conversation_id: str) -> WaitingRow | None:
+        conversation = self.conversations.get(conversation_id)
+        return None if conversation is None else conversation.row(self.customer_id)
 
     def conversation_for(self, event: TouchpointEvent, config: MetricsConfig) -> Conversation:
         """SPEC §5: the event's conversation_id, else the channel's run of events without
@@ -39,9 +61,12 @@ class CustomerState:
             key = self.derived[channel]
         if key not in self.conversations:
             self.conversations[key] = Conversation(key, event.occurred_at)
+        elif key in self._shared:
+            self._shared.discard(key)
+            self.conversations[key] = copy.copy(self.conversations[key])
         return self.conversations[key]
 
-    def apply(self, event: TouchpointEvent, config: MetricsConfig, out: Outputs) -> None:
+    def apply(self, event: TouchpointEvent, config: MetricsConfig, out: Rows) -> None:
         """Fold one event in; events reach here in (occurred_at, event_id) order."""
         if event.kind is Kind.ERASURE_REQUESTED:
             self.erase(event, out)
@@ -69,25 +94,22 @@ class CustomerState:
             out.changes += changes
             out.engagement.append(row)
 
-    def advance(self, horizon: datetime, config: MetricsConfig, out: Outputs) -> None:
+    def advance(self, horizon: datetime, config: MetricsConfig, out: Rows) -> None:
         """Results reach `horizon`: level drops from decay alone before it are final."""
         assert self.engagement is not None
         changes, rows = self.engagement.decay_until(horizon, config)
         out.changes += changes
         out.engagement += rows
 
-    def erase(self, event: TouchpointEvent, out: Outputs) -> None:
-        """Forget everything; rows already emitted in this step are withdrawn, earlier
-        ones are deleted by the sink (`Outputs.erased_customers`)."""
-        mine = self.customer_id
-        out.responses = [row for row in out.responses if row.customer_id != mine]
-        out.waiting = [row for row in out.waiting if row.customer_id != mine]
-        out.engagement = [row for row in out.engagement if row.customer_id != mine]
-        out.changes = [row for row in out.changes if row.customer_id != mine]
-        out.surveys = [row for row in out.surveys if row.customer_id != mine]
+    def erase(self, event: TouchpointEvent, out: Rows) -> None:
+        """Forget everything; rows already made from this customer's earlier events are
+        withdrawn, earlier ones are deleted by the sink (`Rows.erased`)."""
+        out.withdraw(self.customer_id)
         self.conversations.clear()
         self.derived.clear()
+        self._shared.clear()
         self.consent = True
         self.engagement = Engagement(self.customer_id)
+        self.erased_before = (event.occurred_at, event.event_id)
         out.erasures.append(ErasureProof(event.event_id, event.occurred_at))
-        out.erased_customers.append(self.customer_id)
+        out.erased.append(Erasure(self.customer_id, self.erased_before))

@@ -4,7 +4,9 @@ score(t) = sum(w(kind) * 0.5 ** ((t - t_i) / half_life)) over the customer's own
 actions, of which only the earliest `daily_cap` per kind and UTC day count. The
 state keeps the score at `updated_at`; between actions it only decays, so the instant
 it falls below a level's threshold is known in closed form:
-t* = updated_at + half_life * log2(score / threshold). A decay change is stamped at
+t* = updated_at + half_life * log2(score / floor), where a held level's floor is its
+threshold * (1 - h) (level hysteresis, SPEC §5: an event raises the level to the
+score's level; only decay below the floor lowers it). A decay change is stamped at
 that instant, and emitted once results reach it (see `Engine`), however long the
 customer stays quiet.
 """
@@ -55,23 +57,24 @@ class Engagement:
     recent: list[tuple[datetime, str]] = field(default_factory=list)
 
     def next_crossing(self, config: MetricsConfig) -> datetime | None:
-        """When decay alone next lowers the level, if it ever does."""
-        rank = config.rank(self.level)
-        if self.updated_at is None or rank == 0:
+        """When decay alone next lowers the held level, if it ever does."""
+        floor = config.floor(self.level)
+        if self.updated_at is None or floor is None or floor <= 0:
             return None
-        threshold = config.levels[rank][1]
-        return crossing_time(self.score, self.updated_at, threshold, config.half_life)
+        return crossing_time(self.score, self.updated_at, floor, config.half_life)
 
     def decay_until(
         self, horizon: datetime, config: MetricsConfig
     ) -> tuple[list[LevelChange], list[EngagementRow]]:
-        """Level drops from decay alone at instants strictly before `horizon`."""
+        """Level drops from decay alone at instants strictly before `horizon`: at each, the
+        score is the held level's floor and the level the one that score falls to."""
         changes: list[LevelChange] = []
         rows: list[EngagementRow] = []
         while (when := self.next_crossing(config)) is not None and when < horizon:
-            rank = config.rank(self.level)
-            lower = config.levels[rank - 1][0]
-            self.score, self.updated_at = config.levels[rank][1], when
+            floor = config.floor(self.level)
+            assert floor is not None
+            lower = config.level_after_fall(self.level)
+            self.score, self.updated_at = floor, when
             changes.append(LevelChange(self.customer_id, self.level, lower, self.score, when))
             self.level = lower
             rows.append(self.row())
@@ -94,10 +97,14 @@ class Engagement:
         del self.recent[: bisect.bisect_right(self.recent, horizon, key=_time_of)]
         self.recent.append((event.occurred_at, event.channel.value))
         level = config.level_of(self.score)
-        if level != self.level:
+        if config.rank(level) > config.rank(self.level):  # a held level only rises after an event
             changes.append(LevelChange(self.customer_id, self.level, level, self.score, event.occurred_at))
             self.level = level
         return changes, self.row()
+
+    def clone(self) -> Engagement:
+        return Engagement(self.customer_id, self.score, self.updated_at, self.level, self.cap_day,
+                          dict(self.cap_counts), list(self.recent))  # fmt: skip
 
     def row(self) -> EngagementRow:
         assert self.updated_at is not None

@@ -3,12 +3,21 @@
 The engine keeps a watermark per source (the latest `occurred_at` read from each input
 topic) and a horizon derived from them (see `process_sources`), minus the grace.
 Arriving events wait in their customer's buffer; once the horizon passes them they are
-folded into the customer's state in (occurred_at, event_id) order. The horizon moves
-once per batch and never back. An event that arrives with `occurred_at` before the
-horizon is late: it is reported (`Outputs.late`), never folded into results already
-emitted. So every result
-is a function of the sorted events alone, and any arrival order within the grace
-period gives the same results (checked against `reference.recompute`).
+folded into the customer's state in (occurred_at, event_id) order, and the rows that
+makes are final. The horizon moves once per batch and never back. An event that
+arrives with `occurred_at` before the horizon is late: it is reported
+(`Outputs.late`), never folded into results already emitted.
+
+Live rows (SPEC §5 "Live and final results"): each step, every customer whose view may
+have changed (new events, events folded in, a level drop from decay alone before the
+partition's newest event time) gets its provisional rows: a copy of its folded state
+with its buffered events applied in order, decayed up to the newest event time. The
+keys of the provisional rows written for a customer are kept with its state, so a
+provisional row that no longer holds is retracted (or, for the latest-state tables,
+replaced by the settled row it had covered). Every row, live or final, is a function of
+the customer's sorted events and of the instant it is evaluated at, so any arrival
+order within the grace period gives the same results (checked against
+`reference.recompute`).
 
 One engine serves one partition: one customer's events all meet in one partition.
 A redelivered event (same event_id) is counted as a duplicate and changes nothing.
@@ -19,14 +28,17 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Collection, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.touchpoint import TouchpointEvent
+from schemas.touchpoint import Kind, TouchpointEvent
 from streams.metrics.config import MetricsConfig
 from streams.metrics.customer import CustomerState
-from streams.metrics.records import LateEvent, Outputs, order_key
+from streams.metrics.records import LateEvent, Outputs, RowKey, Rows, order_key
 from streams.metrics.state import pending_json, record_from_dict, record_json
+
+#: The idle rule moves a quiet partition's horizon just past its newest event.
+_JUST_AFTER = timedelta(microseconds=1)
 
 
 class Engine:
@@ -52,14 +64,32 @@ class Engine:
         #: the customers due before the horizon. Entries go stale when a customer's score
         #: changes; each change pushes the fresh one and stale ones are skipped.
         self._crossings: list[tuple[float, str]] = []
+        #: Per customer, the keys of the provisional rows last written for it (and markers of
+        #: erasures already carried out while buffered).
+        self.provisional: dict[str, set[RowKey]] = {}
+        #: (next change of a customer's live view by decay alone, customer), and per
+        #: customer its current entry: stale heap entries are skipped.
+        self._live_crossings: list[tuple[float, str]] = []
+        self._live_next: dict[str, float] = {}
+        #: Restored customers with buffered events: their live view is recomputed next step.
+        self._unsettled: set[str] = set()
+        #: The version of the last rows written for this partition (kept by the caller).
+        self.version = 0
+        #: Per customer, the `order_key` of its latest erasure request read.
+        self.erasures: dict[str, tuple[datetime, str]] = {}
 
     @property
     def horizon(self) -> datetime | None:
         """Results are final before this instant; it never moves back."""
         return self._horizon
 
+    @property
+    def newest(self) -> datetime | None:
+        """The partition's newest event time: live rows are evaluated at it."""
+        return max(self.watermarks.values()) if self.watermarks else None
+
     def process(self, events: Iterable[TouchpointEvent]) -> Outputs:
-        """A batch from one source, in arrival order; return what became final."""
+        """A batch from one source, in arrival order; return the rows it makes."""
         return self.process_sources(((event, "") for event in events), lagging=())
 
     def process_sources(
@@ -74,7 +104,9 @@ class Engine:
         """
         out = Outputs()
         self.touched = set()
+        arrived: set[str] = set()
         horizon = self._horizon
+        read: list[TouchpointEvent] = []
         for event, source in events:
             self.touched.add(event.customer_id)
             seen = self.seen.setdefault(event.customer_id, {})
@@ -82,10 +114,15 @@ class Engine:
                 out.duplicates += 1
                 continue
             seen[event.event_id] = event.occurred_at
+            read.append(event)
+            if event.kind is Kind.ERASURE_REQUESTED and (horizon is None or event.occurred_at >= horizon):
+                known = self.erasures.get(event.customer_id)
+                self.erasures[event.customer_id] = max(known, order_key(event)) if known else order_key(event)
             if horizon is not None and event.occurred_at < horizon:
                 customer, channel = event.customer_id, event.channel.value
                 out.late.append(LateEvent(event.event_id, customer, channel, event.occurred_at, horizon))
                 continue
+            arrived.add(event.customer_id)
             self.pending.setdefault(event.customer_id, []).append(event)
             self._pending_json.setdefault(event.customer_id, {})[event.event_id] = pending_json(event)
             heapq.heappush(self._pending_times, (event.occurred_at.timestamp(), event.customer_id))
@@ -93,9 +130,115 @@ class Engine:
             if mark is None or event.occurred_at > mark:
                 self.watermarks[source] = event.occurred_at
         self._advance(lagging)
-        if self._horizon is not None:
-            self.release(self._horizon, out)
+        self._step(out, arrived)
+        if self.erasures:
+            out.forgotten = {
+                (event.customer_id, event.event_id)
+                for event in read
+                if (erased := self.erasures.get(event.customer_id)) is not None and order_key(event) <= erased
+            }
+            out.late = [late for late in out.late if (late.customer_id, late.event_id) not in out.forgotten]
         return out
+
+    def idle(self, wall_clock: datetime) -> Outputs | None:
+        """The idle rule (SPEC §5): the partition is caught up and has read nothing for a
+        while, so its horizon moves to min(newest event + 1 µs, wall clock - grace).
+        Returns the rows that makes, or None when nothing would change."""
+        newest = self.newest
+        if newest is None:
+            return None
+        candidate = min(newest + _JUST_AFTER, wall_clock - self.config.grace)
+        if self._horizon is not None and candidate <= self._horizon:
+            return None
+        until = candidate.timestamp()
+        due = (self._pending_times and self._pending_times[0][0] < until) or (
+            self._crossings and self._crossings[0][0] < until
+        )
+        if not due:
+            return None
+        self._horizon = candidate
+        out = Outputs()
+        self.touched = set()
+        self._step(out, set())
+        return out
+
+    def _step(self, out: Outputs, arrived: set[str]) -> None:
+        """Fold in what the horizon passed (final rows), then recompute the live view of
+        every customer it may have changed."""
+        released = self.release(self._horizon, out.final) if self._horizon is not None else set()
+        newest = self.newest
+        if newest is None:
+            return
+        until = newest.timestamp()
+        due: set[str] = set()
+        while self._live_crossings and self._live_crossings[0][0] < until:
+            when, customer_id = heapq.heappop(self._live_crossings)
+            if self._live_next.get(customer_id) == when:
+                due.add(customer_id)
+        changed = arrived | released | due | self._unsettled
+        self._unsettled = set()
+        settled: dict[str, set[RowKey]] = {}
+        for key in out.final.keyed():
+            settled.setdefault(key[1][0], set()).add(key)
+        for customer_id in sorted(changed):
+            self._live(customer_id, newest, out, settled.get(customer_id, set()))
+        self.touched |= changed
+
+    def _live(self, customer_id: str, newest: datetime, out: Outputs, settled: set[RowKey]) -> None:
+        """The customer's provisional rows at `newest`, and what they replace; `settled`:
+        the keys of its rows this step made final."""
+        state = self.customers.get(customer_id)
+        pending = self.pending.get(customer_id)
+        rows = Rows()
+        current = state
+        if pending:
+            current = state.clone() if state is not None else CustomerState(customer_id)
+            for event in sorted(pending, key=order_key):
+                current.apply(event, self.config, rows)
+            current.advance(newest, self.config, rows)
+        elif state is not None:
+            assert state.engagement is not None
+            crossing = state.engagement.next_crossing(self.config)
+            if crossing is not None and crossing < newest:
+                current = state.clone()
+                current.advance(newest, self.config, rows)
+        self._live_next.pop(customer_id, None)
+        if current is not None:
+            assert current.engagement is not None
+            crossing = current.engagement.next_crossing(self.config)
+            if crossing is not None:
+                self._live_next[customer_id] = crossing.timestamp()
+                heapq.heappush(self._live_crossings, (crossing.timestamp(), customer_id))
+        previous = self.provisional.get(customer_id, set())
+        markers = {
+            ("erasure", (event.event_id,)) for event in pending or () if event.kind is Kind.ERASURE_REQUESTED
+        }
+        if markers:
+            # Everything folded in so far precedes a buffered erasure: nothing of it is shown.
+            out.final.withdraw(customer_id)
+            settled = set()
+        # A buffered erasure is carried out once, when it is first read (and again when
+        # it is folded in, for what arrived in between).
+        done = {key[1][0] for key in previous if key[0] == "erasure"}
+        if done:
+            rows.erasures = [proof for proof in rows.erasures if proof.request_event_id not in done]
+            rows.erased = [erasure for erasure in rows.erased if erasure.before[1] not in done]
+        fresh = rows.keyed()
+        for key in previous - fresh.keys() - settled:
+            table, ident = key
+            if current is not None and table == "engagement" and (row := current.engagement_row()):
+                out.final.engagement.append(row)  # no buffered event changed it: the settled row
+            elif current is not None and table == "waiting" and (waiting := current.waiting_row(ident[1])):
+                out.final.waiting.append(waiting)
+            elif table != "erasure":
+                out.retracted.append(key)
+        keys = set(fresh) | markers
+        if keys:
+            self.provisional[customer_id] = keys
+        else:
+            self.provisional.pop(customer_id, None)
+        rows.suppressed = 0  # counted once, when folded in
+        out.live.extend(rows)
 
     def _advance(self, lagging: Collection[str]) -> None:
         if not self.watermarks:
@@ -109,21 +252,25 @@ class Engine:
             self._horizon = candidate
 
     def export_partition(self) -> dict[str, Any]:
-        """The partition's own state: horizon and per-source watermarks."""
+        """The partition's own state: horizon, per-source watermarks, last rows' version."""
         return {
             "horizon": self._horizon.isoformat() if self._horizon else None,
             "watermarks": {source: mark.isoformat() for source, mark in self.watermarks.items()},
+            "version": self.version,
         }
 
     def restore_partition(self, record: dict[str, Any]) -> None:
         horizon = record.get("horizon")
         self._horizon = datetime.fromisoformat(horizon) if horizon else None
+        self.version = int(record.get("version", 0))
         self.watermarks = {
             source: datetime.fromisoformat(mark) for source, mark in record["watermarks"].items()
         }
 
-    def release(self, horizon: datetime, out: Outputs) -> None:
-        """Fold every pending event before `horizon` in, in order; then decay up to it."""
+    def release(self, horizon: datetime, out: Rows) -> set[str]:
+        """Fold every pending event before `horizon` in, in order; then decay up to it.
+        Returns the customers whose state changed."""
+        released: set[str] = set()
         ready_customers: set[str] = set()
         until = horizon.timestamp()
         while self._pending_times and self._pending_times[0][0] < until:
@@ -137,7 +284,7 @@ class Engine:
             if not ready:
                 continue
             state = self.customers.setdefault(customer_id, CustomerState(customer_id))
-            self.touched.add(customer_id)
+            released.add(customer_id)
             fragments = self._pending_json[customer_id]
             for event in ready:
                 state.apply(event, self.config, out)
@@ -158,9 +305,10 @@ class Engine:
             before = len(out.changes)
             self.customers[customer_id].advance(horizon, self.config, out)
             if len(out.changes) != before:
-                self.touched.add(customer_id)
+                released.add(customer_id)
             self._schedule(customer_id)
         self._forget(horizon)
+        return released
 
     def _next_crossing(self, customer_id: str) -> datetime | None:
         state = self.customers.get(customer_id)
@@ -189,6 +337,7 @@ class Engine:
             self._pending_json.get(customer_id, {}).values(),
             self.seen.get(customer_id, {}),
             customer_id,
+            self.provisional.get(customer_id, ()),
         )
 
     def export(self, customer_id: str) -> dict[str, Any]:
@@ -199,13 +348,24 @@ class Engine:
         """Load customers' records (a partition's table contents) after a restart."""
         for record in records:
             customer_id = record["customer_id"]
-            state, pending, seen = record_from_dict(record)
+            state, pending, seen, provisional = record_from_dict(record)
+            if provisional:
+                self.provisional[customer_id] = provisional
+            erasures = [order_key(e) for e in pending if e.kind is Kind.ERASURE_REQUESTED]
+            if state is not None and state.erased_before is not None:
+                erasures.append(state.erased_before)
+            if erasures:
+                self.erasures[customer_id] = max(erasures)
             if state is not None:
                 self.customers[customer_id] = state
                 self._schedule(customer_id)
+                if (crossing := self._next_crossing(customer_id)) is not None:
+                    self._live_next[customer_id] = crossing.timestamp()
+                    heapq.heappush(self._live_crossings, (crossing.timestamp(), customer_id))
             if pending:
                 self.pending[customer_id] = pending
                 self._pending_json[customer_id] = {event.event_id: pending_json(event) for event in pending}
                 for event in pending:
                     heapq.heappush(self._pending_times, (event.occurred_at.timestamp(), customer_id))
+                self._unsettled.add(customer_id)
             self.seen[customer_id] = seen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from schemas.touchpoint import TouchpointEvent
 
@@ -86,37 +87,138 @@ class ErasureProof:
     requested_at: datetime
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """A customer's rows to delete: every metric row, and the touchpoints ordered before
+    the request (its `order_key`); what came after the request stays."""
+
+    customer_id: str
+    before: tuple[datetime, str]
+
+
+#: (table, key): the identity of a metric row (`row_key`), what an upsert replaces.
+RowKey = tuple[str, tuple[Any, ...]]
+
+
 @dataclass
-class Outputs:
-    """Everything one step of the core produced, in event order within each list."""
+class Rows:
+    """The rows one customer's events produce, in event order within each list."""
 
     responses: list[ResponseRecord] = field(default_factory=list)
     waiting: list[WaitingRow] = field(default_factory=list)
     engagement: list[EngagementRow] = field(default_factory=list)
     changes: list[LevelChange] = field(default_factory=list)
     surveys: list[SurveyRow] = field(default_factory=list)
-    late: list[LateEvent] = field(default_factory=list)
     erasures: list[ErasureProof] = field(default_factory=list)
-    #: Customers erased in this step: their rows must go from every table.
-    erased_customers: list[str] = field(default_factory=list)
-    #: Per partition stepped, the horizon its results are final before (set by the caller
-    #: that runs one engine per partition).
-    horizons: dict[int, datetime] = field(default_factory=dict)
-    duplicates: int = 0
+    #: Customers erased: their rows must go from every table before these rows are written.
+    erased: list[Erasure] = field(default_factory=list)
     suppressed: int = 0
 
-    def extend(self, other: Outputs) -> None:
+    def extend(self, other: Rows) -> None:
         self.responses += other.responses
         self.waiting += other.waiting
         self.engagement += other.engagement
         self.changes += other.changes
         self.surveys += other.surveys
-        self.late += other.late
         self.erasures += other.erasures
-        self.erased_customers += other.erased_customers
-        self.horizons |= other.horizons
-        self.duplicates += other.duplicates
+        self.erased += other.erased
         self.suppressed += other.suppressed
+
+    def withdraw(self, customer_id: str) -> None:
+        """Drop the customer's rows (an erasure within the same step)."""
+        self.responses = [row for row in self.responses if row.customer_id != customer_id]
+        self.waiting = [row for row in self.waiting if row.customer_id != customer_id]
+        self.engagement = [row for row in self.engagement if row.customer_id != customer_id]
+        self.changes = [row for row in self.changes if row.customer_id != customer_id]
+        self.surveys = [row for row in self.surveys if row.customer_id != customer_id]
+
+    def keyed(self) -> dict[RowKey, Any]:
+        """The rows by identity; a later row of the same key replaces an earlier one."""
+        found: dict[RowKey, Any] = {}
+        for table, rows in self.tables().items():
+            for row in rows:
+                found[table, row_key(table, row)] = row
+        return found
+
+    def tables(self) -> dict[str, list[Any]]:
+        return {
+            "responses": self.responses,
+            "waiting": self.waiting,
+            "engagement": self.engagement,
+            "engagement_changes": self.changes,
+            "surveys": self.surveys,
+        }
+
+
+def row_key(table: str, row: Any) -> tuple[Any, ...]:
+    """A metric row's identity: a function of the events alone (never of batches or
+    horizons), so a re-read batch and a later correction overwrite the same row."""
+    if table == "responses":
+        return (row.customer_id, row.reply_event_id)
+    if table == "waiting":
+        return (row.customer_id, row.conversation_id)
+    if table == "engagement":
+        return (row.customer_id,)
+    if table == "engagement_changes":
+        return (row.customer_id, row.changed_at, row.previous_level, row.level)
+    if table == "surveys":
+        return (row.customer_id, row.event_id)
+    raise KeyError(table)
+
+
+#: The key columns of each metric table, in `row_key` order.
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "responses": ("customer_id", "reply_event_id"),
+    "waiting": ("customer_id", "conversation_id"),
+    "engagement": ("customer_id",),
+    "engagement_changes": ("customer_id", "changed_at", "previous_level", "level"),
+    "surveys": ("customer_id", "event_id"),
+}
+
+
+@dataclass
+class Outputs:
+    """Everything one step of the core produced.
+
+    `final` rows are settled: the definitions applied to the events before the
+    horizon. `live` rows are provisional: the definitions applied to every event read
+    so far, evaluated at the partition's newest event time; they are replaced as more
+    events arrive. `retracted` names provisional rows that no longer exist. Within a
+    step, a live row replaces a final row of the same key and either replaces a
+    retraction (`sinks.metric_rows` writes them in that order).
+    """
+
+    final: Rows = field(default_factory=Rows)
+    live: Rows = field(default_factory=Rows)
+    retracted: list[RowKey] = field(default_factory=list)
+    late: list[LateEvent] = field(default_factory=list)
+    #: Per partition stepped, the horizon its results are final before and its newest
+    #: event time (set by the caller that runs one engine per partition).
+    horizons: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
+    #: (customer_id, event_id) of the step's events at or before their customer's latest
+    #: erasure request (the request included): they are not stored.
+    forgotten: set[tuple[str, str]] = field(default_factory=set)
+    #: The version of every row the step writes (set by the caller; see `sinks.metric_rows`).
+    version: int = 0
+    duplicates: int = 0
+
+    @property
+    def suppressed(self) -> int:
+        return self.final.suppressed
+
+    @property
+    def erased(self) -> list[Erasure]:
+        return [*self.final.erased, *self.live.erased]
+
+    def extend(self, other: Outputs) -> None:
+        self.final.extend(other.final)
+        self.live.extend(other.live)
+        self.retracted += other.retracted
+        self.late += other.late
+        self.horizons |= other.horizons
+        self.forgotten |= other.forgotten
+        self.version = max(self.version, other.version)
+        self.duplicates += other.duplicates
 
 
 def order_key(event: TouchpointEvent) -> tuple[datetime, str]:

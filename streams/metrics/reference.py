@@ -39,13 +39,29 @@ class Tables:
     waiting: dict[tuple[str, str], WaitingRow] = field(default_factory=dict)
 
 
-def recompute(events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime) -> Tables:
+def recompute(
+    events: Iterable[TouchpointEvent],
+    config: MetricsConfig,
+    horizon: datetime | None,
+    until: datetime | None = None,
+) -> Tables:
+    """The tables from the events before `horizon` (all of them for None), with level
+    drops from decay alone before `until` (default: the horizon).
+
+    The final view is `recompute(events, config, horizon)`; the live view is
+    `recompute(events, config, None, newest event time)`.
+    """
+    if until is None:
+        assert horizon is not None, "the live view needs the instant it is evaluated at"
+        until = horizon
     tables = Tables()
     by_customer: dict[str, dict[str, TouchpointEvent]] = {}
     for event in events:
         by_customer.setdefault(event.customer_id, {}).setdefault(event.event_id, event)
     for customer_id, unique in sorted(by_customer.items()):
-        ordered = sorted((e for e in unique.values() if e.occurred_at < horizon), key=order_key)
+        ordered = sorted(
+            (e for e in unique.values() if horizon is None or e.occurred_at < horizon), key=order_key
+        )
         erasures = [index for index, event in enumerate(ordered) if event.kind is Kind.ERASURE_REQUESTED]
         if erasures:
             ordered = ordered[erasures[-1] + 1 :]
@@ -62,7 +78,7 @@ def recompute(events: Iterable[TouchpointEvent], config: MetricsConfig, horizon:
                     event.conversation_id,
                     event.occurred_at,
                 )
-        _engagement(customer_id, [e for e in aggregated if is_customer_initiated(e)], config, horizon, tables)
+        _engagement(customer_id, [e for e in aggregated if is_customer_initiated(e)], config, until, tables)
     return tables
 
 
@@ -171,23 +187,24 @@ def _engagement(
             updated_at=at,
         )
 
+    # The held level (SPEC §5 "Level hysteresis"): an event raises it to the score's
+    # level; it falls only when decay takes the score below its floor, threshold * (1 - h).
     level, last_at, last_score = config.levels[0][0], None, 0.0
     for index, (event, _) in enumerate(counted):
         until = counted[index + 1][0].occurred_at if index + 1 < len(counted) else horizon
         at = event.occurred_at
         value = score(index)
-        if config.level_of(value) != level:
+        if config.rank(config.level_of(value)) > config.rank(level):
             tables.changes.append(LevelChange(customer_id, level, config.level_of(value), value, at))
             level = config.level_of(value)
         last_at, last_score = at, value
-        # Decay between this action and the next (or the horizon): one change per threshold crossed.
-        while config.rank(level) > 0:
-            threshold = config.levels[config.rank(level)][1]
-            crossing = at + config.half_life * math.log2(value / threshold)
+        # Decay between this action and the next (or the end): one change per floor crossed.
+        while (floor := config.floor(level)) is not None and floor > 0:
+            crossing = at + config.half_life * math.log2(value / floor)
             if not crossing < until:
                 break
-            lower = config.levels[config.rank(level) - 1][0]
-            tables.changes.append(LevelChange(customer_id, level, lower, threshold, crossing))
-            level, last_at, last_score = lower, crossing, threshold
+            lower = config.level_after_fall(level)
+            tables.changes.append(LevelChange(customer_id, level, lower, floor, crossing))
+            level, last_at, last_score = lower, crossing, floor
     if last_at is not None:
         tables.engagement[customer_id] = row(last_at, last_score, level)

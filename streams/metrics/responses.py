@@ -32,6 +32,8 @@ class Conversation:
     waiting_since: datetime | None = None
     waiting_channel: str | None = None
     responded: bool = False
+    #: When the waiting state last changed (a first unanswered message, or a reply).
+    changed_at: datetime | None = None
 
     def apply(
         self, event: TouchpointEvent, config: MetricsConfig
@@ -42,7 +44,8 @@ class Conversation:
             if self.waiting_since is not None:
                 return None, None
             self.waiting_since, self.waiting_channel = event.occurred_at, event.channel.value
-            return None, self.waiting_row(event.customer_id, event.occurred_at)
+            self.changed_at = event.occurred_at
+            return None, self.row(event.customer_id)
         if not is_reply(event, config) or self.waiting_since is None:
             return None, None
         channel = self.waiting_channel or event.channel.value
@@ -60,16 +63,19 @@ class Conversation:
                 Channel(channel), self.waiting_since, event.occurred_at
             ),
         )
-        self.responded, self.waiting_since, self.waiting_channel = True, None, None
-        row = WaitingRow(self.conversation_id, event.customer_id, channel, None, True, event.occurred_at)
-        return record, row
+        self.responded, self.waiting_since, self.waiting_channel = True, None, channel
+        self.changed_at = event.occurred_at
+        return record, self.row(event.customer_id)
 
-    def waiting_row(self, customer_id: str, at: datetime) -> WaitingRow:
+    def row(self, customer_id: str) -> WaitingRow | None:
+        """The conversation's waiting row; None before its first customer message."""
+        if self.changed_at is None:
+            return None
         return WaitingRow(
             conversation_id=self.conversation_id,
             customer_id=customer_id,
             channel=self.waiting_channel or "",
             waiting_since=self.waiting_since,
             answered=self.waiting_since is None,
-            updated_at=at,
+            updated_at=self.changed_at,
         )

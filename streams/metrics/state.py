@@ -23,6 +23,7 @@ from pydantic_core import to_json
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics.customer import CustomerState
 from streams.metrics.engagement import Engagement
+from streams.metrics.records import RowKey
 from streams.metrics.responses import Conversation
 
 
@@ -40,9 +41,10 @@ def customer_to_dict(state: CustomerState) -> dict[str, Any]:
     return {
         "customer_id": state.customer_id,
         "consent": state.consent,
+        "erased_before": state.erased_before,
         "derived": dict(state.derived),
         "conversations": {
-            key: [c.last_event_at, c.waiting_since, c.waiting_channel, c.responded]
+            key: [c.last_event_at, c.waiting_since, c.waiting_channel, c.responded, c.changed_at]
             for key, c in state.conversations.items()
         },
         "engagement": {
@@ -68,15 +70,17 @@ def customer_from_dict(data: dict[str, Any]) -> CustomerState:
         recent=[(_required(when), channel) for when, channel in saved["recent"]],
     )
     conversations = {
-        key: Conversation(key, _required(last), _parse(since), channel, responded)
-        for key, (last, since, channel, responded) in data["conversations"].items()
+        key: Conversation(key, _required(last), _parse(since), channel, responded, _parse(changed))
+        for key, (last, since, channel, responded, changed) in data["conversations"].items()
     }
+    erased = data.get("erased_before")
     return CustomerState(
         customer_id=data["customer_id"],
         consent=data["consent"],
         conversations=conversations,
         derived=dict(data["derived"]),
         engagement=engagement,
+        erased_before=(_required(erased[0]), erased[1]) if erased else None,
     )
 
 
@@ -90,20 +94,30 @@ def record_json(
     pending: Iterable[str],
     seen: dict[str, datetime],
     customer_id: str,
+    provisional: Iterable[RowKey] = (),
 ) -> bytes:
-    """The customer's record; `pending` holds the buffered events' `pending_json`."""
+    """The customer's record; `pending` holds the buffered events' `pending_json`,
+    `provisional` the keys of its provisional rows in the tables."""
     head = to_json({
         "customer_id": customer_id,
         "state": customer_to_dict(state) if state is not None else None,
         "seen": seen,
+        "provisional": sorted([table, list(key)] for table, key in provisional),
     })  # fmt: skip
     return b"".join((head[:-1], b',"pending":[', ",".join(pending).encode(), b"]}"))
 
 
+def _row_key(table: str, key: list[Any]) -> RowKey:
+    if table == "engagement_changes":  # (customer_id, changed_at, previous_level, level)
+        return table, (key[0], _required(key[1]), key[2], key[3])
+    return table, tuple(key)
+
+
 def record_from_dict(
     data: dict[str, Any],
-) -> tuple[CustomerState | None, list[TouchpointEvent], dict[str, datetime]]:
+) -> tuple[CustomerState | None, list[TouchpointEvent], dict[str, datetime], set[RowKey]]:
     state = customer_from_dict(data["state"]) if data["state"] is not None else None
     pending = [TouchpointEvent.model_validate(item) for item in data["pending"]]
     seen = {event_id: _required(when) for event_id, when in data["seen"].items()}
-    return state, pending, seen
+    provisional = {_row_key(table, key) for table, key in data.get("provisional", ())}
+    return state, pending, seen, provisional

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.touchpoint import Actor, Channel, TouchpointEvent
+from schemas.touchpoint import Actor, Channel, Kind, TouchpointEvent
 from streams.metrics import Engine, MetricsConfig, Outputs
+from streams.metrics.records import EngagementRow, ResponseRecord, RowKey, SurveyRow, WaitingRow
 from streams.metrics.reference import Tables, recompute
 from streams.metrics.schedule import Schedule
 from tests.factories import event
@@ -95,28 +97,53 @@ def arrivals(draw: st.DrawFn, events: list[TouchpointEvent]) -> list[list[Touchp
     return [sequence[a:b] for a, b in zip([0, *cuts], [*cuts, len(sequence)], strict=True)]
 
 
-def run(engine: Engine, batches: list[list[TouchpointEvent]]) -> tuple[Tables, Outputs]:
+@dataclass
+class Table:
+    """The metric tables as `FROM t FINAL` shows them: row and final flag by row key,
+    written the way `sinks.metric_rows` writes a step."""
+
+    rows: dict[RowKey, tuple[Any, bool]] = field(default_factory=dict)
+
+    def apply(self, out: Outputs) -> None:
+        for erasure in out.erased:
+            self.rows = {key: row for key, row in self.rows.items() if key[1][0] != erasure.customer_id}
+        for key in out.retracted:
+            self.rows.pop(key, None)
+        self.rows |= {key: (row, True) for key, row in out.final.keyed().items()}
+        self.rows |= {key: (row, False) for key, row in out.live.keyed().items()}
+
+    def view(self, *, settled: bool = False) -> Tables:
+        """The live view, or the settled one (`WHERE final`)."""
+        return as_tables([row for row, final in self.rows.values() if final or not settled])
+
+    def provisional_keys(self) -> set[RowKey]:
+        return {key for key, (_, final) in self.rows.items() if not final}
+
+
+def as_tables(rows: list[Any]) -> Tables:
+    tables = Tables()
+    for row in rows:
+        if isinstance(row, ResponseRecord):
+            tables.responses[row.reply_event_id] = row
+        elif isinstance(row, SurveyRow):
+            tables.surveys[row.event_id] = row
+        elif isinstance(row, WaitingRow):
+            tables.waiting[row.customer_id, row.conversation_id] = row
+        elif isinstance(row, EngagementRow):
+            tables.engagement[row.customer_id] = row
+        else:
+            tables.changes.append(row)
+    return tables
+
+
+def run(engine: Engine, batches: list[list[TouchpointEvent]]) -> tuple[Table, Outputs]:
     """Feed the batches and apply every step's outputs as the sink would."""
-    tables, total = Tables(), Outputs()
+    table, total = Table(), Outputs()
     for batch in batches:
         out = engine.process(batch)
-        apply(tables, out)
+        table.apply(out)
         total.extend(out)
-    return tables, total
-
-
-def apply(tables: Tables, out: Outputs) -> None:
-    for customer in out.erased_customers:
-        tables.responses = {k: r for k, r in tables.responses.items() if r.customer_id != customer}
-        tables.surveys = {k: r for k, r in tables.surveys.items() if r.customer_id != customer}
-        tables.waiting = {k: r for k, r in tables.waiting.items() if r.customer_id != customer}
-        tables.engagement.pop(customer, None)
-        tables.changes = [change for change in tables.changes if change.customer_id != customer]
-    tables.responses |= {row.reply_event_id: row for row in out.responses}
-    tables.surveys |= {row.event_id: row for row in out.surveys}
-    tables.waiting |= {(row.customer_id, row.conversation_id): row for row in out.waiting}
-    tables.engagement |= {row.customer_id: row for row in out.engagement}
-    tables.changes += out.changes
+    return table, total
 
 
 def assert_same(actual: Tables, expected: Tables) -> None:
@@ -137,6 +164,44 @@ def assert_same(actual: Tables, expected: Tables) -> None:
         assert (change.customer_id, change.previous_level, change.level) == (
             wanted.customer_id, wanted.previous_level, wanted.level)  # fmt: skip
         assert abs(change.changed_at - wanted.changed_at) < timedelta(milliseconds=1)
+        assert math.isclose(change.score, wanted.score, rel_tol=1e-9)
+
+
+def assert_views(table: Table, received: list[TouchpointEvent], engine: Engine) -> None:
+    """The live view is the brute force over everything received, at the newest event
+    time; the settled rows are the brute force before the horizon."""
+    config = engine.config
+    assert engine.newest is not None and engine.horizon is not None
+    assert_same(table.view(), recompute(received, config, None, engine.newest))
+    # An erasure takes effect when it is read: its customer's settled rows go at once.
+    erased = {
+        e.customer_id
+        for e in received
+        if e.kind is Kind.ERASURE_REQUESTED and e.occurred_at >= engine.horizon
+    }
+    settled = table.view(settled=True)
+    expected = recompute([e for e in received if e.customer_id not in erased], config, engine.horizon)
+    # Rows of events and instants (responses, surveys, level changes) are final exactly
+    # when they fall before the horizon.
+    assert_same(
+        Tables(responses=settled.responses, surveys=settled.surveys, changes=settled.changes),
+        Tables(responses=expected.responses, surveys=expected.surveys, changes=expected.changes),
+    )
+    # A latest-state row (engagement, waiting) is final when no later event or decay
+    # changed it; otherwise the live row in its place is provisional.
+    provisional = table.provisional_keys()
+    for customer, engaged in expected.engagement.items():
+        if ("engagement", (customer,)) not in provisional:
+            assert_same(Tables(engagement={customer: settled.engagement[customer]}),
+                        Tables(engagement={customer: engaged}))  # fmt: skip
+    assert set(settled.engagement) <= set(expected.engagement)
+    for pair, waiting in expected.waiting.items():
+        assert settled.waiting.get(pair) == waiting or ("waiting", pair) in provisional
+    assert set(settled.waiting) <= set(expected.waiting)
+    for key, (row, final) in table.rows.items():
+        instant = getattr(row, "replied_at", None) or getattr(row, "changed_at", None) or getattr(
+            row, "updated_at", None) or row.occurred_at  # fmt: skip
+        assert final == (instant < engine.horizon), key
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -146,10 +211,34 @@ def test_any_arrival_within_grace_equals_the_brute_force_definition(name: str, d
     config = CONFIGS[name]
     events = data.draw(journeys())
     engine = Engine(config)
-    tables, outputs = run(engine, data.draw(arrivals(events)))
+    table, outputs = run(engine, data.draw(arrivals(events)))
     assert outputs.late == []
     assert engine.horizon is not None
-    assert_same(tables, recompute(events, config, engine.horizon))
+    assert_same(table.view(settled=True), recompute(events, config, engine.horizon))
+    assert_same(table.view(), recompute(events, config, None, engine.newest))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@PROPERTY
+@given(data=st.data())
+def test_after_every_batch_the_live_and_settled_views_equal_the_brute_force(
+    name: str, data: st.DataObject
+) -> None:
+    config = CONFIGS[name]
+    events = data.draw(journeys())
+    engine, table, received = Engine(config), Table(), []
+    for batch in data.draw(arrivals(events)):
+        table.apply(engine.process(batch))
+        received += batch
+        if engine.newest is not None and engine.horizon is not None:
+            assert_views(table, received, engine)
+    # The idle rule settles everything: the live view is then final.
+    assert engine.newest is not None
+    later = engine.newest + config.grace + timedelta(seconds=1)
+    if (out := engine.idle(later)) is not None:
+        table.apply(out)
+    assert table.provisional_keys() == set()
+    assert_views(table, received, engine)
 
 
 @PROPERTY
@@ -161,7 +250,8 @@ def test_redelivery_and_batching_change_nothing(data: st.DataObject) -> None:
     once, _ = run(Engine(config), [in_order])
     batches = data.draw(arrivals(events))
     shuffled, outputs = run(Engine(config), batches)
-    assert_same(shuffled, once)
+    assert_same(shuffled.view(), once.view())
+    assert_same(shuffled.view(settled=True), once.view(settled=True))
     assert outputs.duplicates == sum(len(batch) for batch in batches) - len(events)
 
 
@@ -174,10 +264,11 @@ def test_late_events_are_reported_and_not_folded_in() -> None:
     late_reply = event(event_id="r1", occurred_at=(T0 + timedelta(minutes=5)).isoformat(),
                        conversation_id="c", direction="outbound", actor="agent", agent_id="a")  # fmt: skip
     engine = Engine(config)
-    tables, _ = run(engine, [base])
+    table, _ = run(engine, [base])
     out = engine.process([late_reply])
     assert [(late.event_id, late.horizon) for late in out.late] == [("r1", T0 + timedelta(hours=2) - GRACE)]
-    assert out.responses == [] and tables.waiting["cust-1", "c"].answered is False
+    assert out.final.responses == out.live.responses == []
+    assert table.view().waiting["cust-1", "c"].answered is False
     assert engine.process([late_reply]).duplicates == 1, "a redelivered late event is a duplicate"
 
 
@@ -196,14 +287,14 @@ def test_response_times_first_response_and_waiting() -> None:
         event(event_id="tick", customer_id="z", occurred_at=at(100), conversation_id=None, channel="web",
               kind="page_view"),
     ]  # fmt: skip
-    tables, _ = run(Engine(MetricsConfig(grace=GRACE)), [events])
+    tables = run(Engine(MetricsConfig(grace=GRACE)), [events])[0].view(settled=True)
     assert sorted((r.reply_event_id, r.response_seconds, r.is_first_response, r.agent_id)
                   for r in tables.responses.values()) == [
         ("a1", 300.0, True, "kim"), ("a3", 60.0, False, None)
     ]  # fmt: skip
     assert tables.waiting["cust-1", "c"].waiting_since == T0 + timedelta(minutes=40)
     with_bots = MetricsConfig(grace=GRACE, reply_actors=frozenset({Actor.AGENT, Actor.BOT}))
-    bots_count, _ = run(Engine(with_bots), [events])
+    bots_count = run(Engine(with_bots), [events])[0].view()
     assert bots_count.responses["bot"].response_seconds == 180.0
 
 
@@ -218,29 +309,38 @@ def test_score_cap_levels_and_decay_changes() -> None:
     score = sum(5 * 0.5 ** ((24 - n) / timedelta(days=7).total_seconds()) for n in range(20))
     tick = event(event_id="tick", customer_id="z", occurred_at=(T0 + timedelta(minutes=1)).isoformat(),
                  conversation_id=None, channel="web", kind="page_view")  # fmt: skip
-    tables, _ = run(Engine(config), [[*buys, tick]])
+    tables = run(Engine(config), [[*buys, tick]])[0].view()
     row = tables.engagement["cust-1"]
     assert (row.level, row.interactions_24h, row.active_channels_30d) == ("champion", 25, 1)
     assert math.isclose(row.score, score, rel_tol=1e-12) and row.updated_at == T0 + timedelta(seconds=24)
-    # The first purchase scores exactly 5, medium's threshold, and decays below it at once;
-    # 15 and 40 are reached one purchase late, because of decay.
+    # Hysteresis: the first purchase scores exactly 5 and holds medium while the score stays
+    # above 4.5; 15 and 40 are reached one purchase late, because of decay.
     assert [(c.previous_level, c.level, c.changed_at) for c in tables.changes] == [
+        ("dormant", "medium", T0), ("medium", "high", T0 + timedelta(seconds=3)),
+        ("high", "champion", T0 + timedelta(seconds=8)),
+    ]  # fmt: skip
+    # Without hysteresis (h = 0, the plain definition) the first purchase falls to low at once.
+    plain = run(Engine(replace(config, level_hysteresis=0.0)), [[*buys, tick]])[0].view()
+    assert [(c.previous_level, c.level, c.changed_at) for c in plain.changes] == [
         ("dormant", "medium", T0), ("medium", "low", T0), ("low", "medium", T0 + timedelta(seconds=1)),
         ("medium", "high", T0 + timedelta(seconds=3)), ("high", "champion", T0 + timedelta(seconds=8)),
     ]  # fmt: skip
 
     later = event(event_id="later", customer_id="z", occurred_at=(T0 + timedelta(days=60)).isoformat(),
                   conversation_id=None, channel="web", kind="page_view")  # fmt: skip
-    tables, _ = run(Engine(config), [buys, [later]])
-    drops = [c for c in tables.changes if c.customer_id == "cust-1"][5:]
+    tables = run(Engine(config), [buys, [later]])[0].view(settled=True)
+    drops = [c for c in tables.changes if c.customer_id == "cust-1"][3:]
     assert [(c.previous_level, c.level) for c in drops] == [
         ("champion", "high"), ("high", "medium"), ("medium", "low"), ("low", "dormant")
     ]  # fmt: skip
     for change, threshold in zip(drops, (40, 15, 5, 1), strict=True):
-        expected = T0 + timedelta(seconds=24) + timedelta(days=7) * math.log2(score / threshold)
+        floor = threshold * (1 - config.level_hysteresis)
+        expected = T0 + timedelta(seconds=24) + timedelta(days=7) * math.log2(score / floor)
         assert abs(change.changed_at - expected) < timedelta(milliseconds=1)
-    assert tables.engagement["cust-1"].level == "dormant"
-    assert tables.engagement["cust-1"].updated_at == drops[-1].changed_at
+        assert math.isclose(change.score, floor, rel_tol=1e-12)
+    final = tables.engagement["cust-1"]
+    assert final.level == "dormant" and final.updated_at == drops[-1].changed_at
+    assert math.isclose(final.score, 0.9, rel_tol=1e-12), "the score at the crossing: threshold * (1 - h)"
 
 
 def test_consent_suppresses_and_erasure_forgets() -> None:
@@ -253,16 +353,19 @@ def test_consent_suppresses_and_erasure_forgets() -> None:
         event(event_id="q3", occurred_at=at(4), conversation_id="e"),
         event(event_id="tick", customer_id="z", occurred_at=at(100), conversation_id=None),
     ]
-    tables, outputs = run(Engine(MetricsConfig(grace=GRACE)), [events])
+    table, outputs = run(Engine(MetricsConfig(grace=GRACE)), [events])
     assert outputs.suppressed == 1
+    tables = table.view(settled=True)
     assert sorted(key for customer, key in tables.waiting if customer == "cust-1") == ["c", "e"]
 
     erase = event(event_id="gone", occurred_at=at(5), kind="erasure_requested", conversation_id=None)
     after = event(event_id="q4", occurred_at=at(6), conversation_id="f")
     engine = Engine(MetricsConfig(grace=GRACE))
-    tables, outputs = run(engine, [events[:5], [erase, after, events[5]]])
-    assert [proof.request_event_id for proof in outputs.erasures] == ["gone"]
-    assert outputs.erased_customers == ["cust-1"]
+    table, outputs = run(engine, [events[:5], [erase, after, events[5]]])
+    assert [proof.request_event_id for proof in outputs.final.erasures] == ["gone"]
+    assert [erasure.customer_id for erasure in outputs.erased] == ["cust-1"]
+    assert [erasure.before for erasure in outputs.erased] == [(T0 + timedelta(minutes=5), "gone")]
+    tables = table.view(settled=True)
     assert sorted(key for customer, key in tables.waiting if customer == "cust-1") == ["f"]
     assert tables.engagement["cust-1"].interactions_30d == 1, "only what came after the erasure"
 
@@ -275,17 +378,20 @@ def test_a_restored_engine_carries_on_exactly(data: st.DataObject) -> None:
     config = CONFIGS["fast decay, business hours"]
     batches = data.draw(arrivals(data.draw(journeys())))
     stop = data.draw(st.integers(0, len(batches)))
-    running = Engine(config)
-    table: dict[str, str] = {}
+    running, rows = Engine(config), Table()
+    records: dict[str, str] = {}
     for batch in batches[:stop]:
-        running.process(batch)
-        table |= {customer: json.dumps(running.export(customer)) for customer in running.touched}
+        rows.apply(running.process(batch))
+        records |= {customer: json.dumps(running.export(customer)) for customer in running.touched}
     restored = Engine(config)
-    restored.restore(json.loads(record) for record in table.values())
+    restored.restore(json.loads(record) for record in records.values())
     restored.restore_partition(json.loads(json.dumps(running.export_partition())))
     assert restored.horizon == running.horizon
+    restored_rows = Table(dict(rows.rows))
     for batch in batches[stop:]:
-        assert restored.process(batch) == running.process(batch)
+        rows.apply(running.process(batch))
+        restored_rows.apply(restored.process(batch))
+        assert restored_rows.rows == rows.rows
 
 
 def test_the_horizon_waits_for_sources_with_unread_records() -> None:

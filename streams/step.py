@@ -1,0 +1,168 @@
+"""One batch of input records, written in order: the worker's commit protocol.
+
+`BatchStep.run` takes the records of one fetch (or several) through named phases:
+
+1. decode: records -> events and dead letters (`streams.ingest.split`);
+2. dead letters: sent to the dead-letter topic, acknowledged by Kafka;
+3. engines: the metric core steps each partition (in memory only);
+4. touchpoints: the accepted events into ClickHouse (minus those an erasure covers);
+5. metric rows: final and live rows, retractions, late events, horizons;
+6. state records: the customers' engine records into the changelog, acknowledged;
+7. acknowledge: only now may the input offsets be committed.
+
+A failure in any phase raises before `acknowledge`, and the engines' memory, which ran
+ahead of what was written, is dropped (`PartitionEngines.forget`), so the batch is read
+again from the changelog and the input by whoever owns its partitions next. `idle`
+applies the idle rule (SPEC §5) to quiet partitions through phases 3, 5 and 6.
+
+The writers are passed in (`Writers`), so the order is testable without Faust, Kafka
+or ClickHouse (tests/unit/test_step.py). Quix Streams' `Checkpoint.commit` is the
+model: one ordered commit per batch, offsets last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sinks import touchpoints
+from sinks.touchpoints import Source
+from streams.ingest import DeadLetter, RawRecord, split
+from streams.metrics import Outputs
+from streams.metrics.records import Erasure
+
+PHASES = ("decode", "dead letters", "engines", "touchpoints", "metric rows", "state records", "acknowledge")
+
+
+class Engines(Protocol):
+    """The per-partition metric engines (`streams.partitions.PartitionEngines`)."""
+
+    def process(self, events: Iterable[tuple[Any, int, str]], lagging: Mapping[int, set[str]]) -> Outputs: ...
+
+    def idle(self, partitions: Iterable[int], wall_clock: datetime) -> Outputs | None: ...
+
+    def changed_records(self) -> list[tuple[bytes, bytes]]: ...
+
+    def forget(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Writers:
+    """Where a batch goes; each call returns once its destination has acknowledged it."""
+
+    dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]]
+    #: (rows, their sources, the erasures whose earlier touchpoints go).
+    touchpoints: Callable[[list[tuple[Any, ...]], list[Source], list[Erasure]], Awaitable[None]]
+    metric_rows: Callable[[Outputs], Awaitable[None]]
+    state_records: Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+    #: Per partition, the input topics with unread records (the horizon waits for them),
+    #: given the last offset read per (topic, partition).
+    unread_topics: Callable[[set[int], Mapping[tuple[str, int], int]], Awaitable[dict[int, set[str]]]]
+
+
+class Stats(Protocol):
+    events_in: int
+    events_written: int
+    dead_letters: int
+    late_events: int
+    duplicates: int
+    suppressed: int
+    batches: int
+    first_batch_at: float | None
+    last_flush_at: float | None
+
+    def timed(self, step: str, began: float) -> float: ...
+
+
+class BatchStep:
+    def __init__(
+        self, *, engines: Engines, writers: Writers, stats: Stats, expected_channel: dict[str, str]
+    ) -> None:
+        self.engines = engines
+        self.writers = writers
+        self.stats = stats
+        self.expected_channel = expected_channel
+        #: Per partition, the wall-clock time (monotonic) it last had records.
+        self.last_read: dict[int, float] = {}
+        #: The last offset read per input (topic, partition).
+        self.read: dict[tuple[str, int], int] = {}
+
+    async def run(self, records: Sequence[RawRecord], acknowledge: Callable[[], None]) -> None:
+        """All phases for `records`; `acknowledge` is called last, and only if all succeeded."""
+        try:
+            await self._run(records)
+        except BaseException:
+            self.engines.forget()  # the state in memory ran ahead of what was written
+            raise
+        acknowledge()
+
+    async def _run(self, records: Sequence[RawRecord]) -> None:
+        stats, writers = self.stats, self.writers
+        began = time.perf_counter()
+        batch = split(records, expected_channel=self.expected_channel)
+        if stats.first_batch_at is None:
+            stats.first_batch_at = time.time()
+        stats.events_in += len(records)
+        now = time.monotonic()
+        for record in records:
+            source = record.source
+            self.last_read[source.partition] = now
+            tp = (source.topic, source.partition)
+            self.read[tp] = max(self.read.get(tp, source.offset), source.offset)  # a seek may repeat records
+        began = stats.timed("decode", began)
+
+        if batch.rejected:
+            await writers.dead_letters(batch.rejected)
+        began = stats.timed("dead letters", began)
+
+        sources = [source for _, source in batch.accepted]
+        lagging = await writers.unread_topics({source.partition for source in sources}, self.read)
+        outputs = self.engines.process(
+            ((event, source.partition, source.topic) for event, source in batch.accepted), lagging
+        )
+        began = stats.timed("metric engines", began)
+
+        forgotten = outputs.forgotten
+        kept = [(e, s) for e, s in batch.accepted if (e.customer_id, e.event_id) not in forgotten]
+        rows = [touchpoints.row(event, source) for event, source in kept]
+        await writers.touchpoints(rows, sources, outputs.erased)
+        began = stats.timed("touchpoints insert", began)
+
+        await writers.metric_rows(outputs)
+        began = stats.timed("metric rows insert", began)
+
+        await writers.state_records(self.engines.changed_records())
+        stats.timed("state records", began)
+
+        stats.late_events += len(outputs.late)
+        stats.duplicates += outputs.duplicates
+        stats.suppressed += outputs.suppressed
+        stats.events_written += len(rows)
+        stats.dead_letters += len(batch.rejected)
+        stats.batches += 1
+        stats.last_flush_at = time.time()
+
+    async def idle(self, assigned: Collection[int], idle_seconds: float) -> bool:
+        """The idle rule for the partitions of `assigned` that are caught up and have read
+        nothing for `idle_seconds`; True if it wrote anything."""
+        now = time.monotonic()
+        quiet = {p for p in assigned if now - self.last_read.setdefault(p, now) >= idle_seconds}
+        if not quiet:
+            return False
+        quiet -= set(await self.writers.unread_topics(quiet, self.read))
+        if not quiet:
+            return False
+        try:
+            outputs = self.engines.idle(quiet, datetime.now(UTC))
+            if outputs is None:
+                return False
+            await self.writers.metric_rows(outputs)
+            await self.writers.state_records(self.engines.changed_records())
+        except BaseException:
+            self.engines.forget()
+            raise
+        self.stats.last_flush_at = time.time()
+        return True
