@@ -142,7 +142,7 @@ _HOURLY: dict[str, str] = {
                countIf(is_first_response) AS first_responses,
                avgIf(response_seconds, is_first_response) AS first_response_mean_seconds,
                toUInt8(min(final)) AS final
-        FROM {db}.responses FINAL {where}
+        FROM (SELECT * FROM {db}.responses FINAL {where})
         GROUP BY channel, hour""",
     "experience_hourly": """
         SELECT channel, toStartOfHour(occurred_at) AS hour, survey_type,
@@ -151,7 +151,7 @@ _HOURLY: dict[str, str] = {
                countIf(score <= 6) AS detractors,
                countIf(score >= 4) AS satisfied,
                toUInt8(min(final)) AS final
-        FROM {db}.surveys FINAL {where}
+        FROM (SELECT * FROM {db}.surveys FINAL {where})
         GROUP BY channel, hour, survey_type""",
 }
 VIEWS: dict[str, str] = {

@@ -196,7 +196,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     diffs = verify(fetch, config, settings.partitions)
     for diff in diffs:
         state = "ok" if diff.ok else "MISMATCH"
-        print(f"{diff.table:<20} expected {diff.expected:>8}  stream {diff.actual:>8}  {state}")
+        print(
+            f"{diff.table:<20} {diff.view:<8} expected {diff.expected:>8}  stream {diff.actual:>8}  {state}"
+        )
         for label, rows in (("missing", diff.missing), ("unexpected", diff.unexpected)):
             for row in rows[:5]:
                 print(f"    {label}: {row}")
@@ -300,6 +302,7 @@ BENCHMARKS = {
     "streams": "bench.streams",
     "pipeline": "bench.pipeline",
     "collector": "bench.collector",
+    "latency": "bench.latency",
 }
 
 

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(default=8081, ge=0, le=65535)
     #: Required when the dashboard binds beyond loopback: ?token=... or a bearer header.
     dashboard_token: SecretStr | None = None
-    dashboard_refresh_seconds: float = Field(default=2.0, ge=0.2)
+    dashboard_refresh_seconds: float = Field(default=1.0, ge=0.2)
     #: Waiting-time SLA per channel in seconds, JSON; "*" for every other channel.
     dashboard_sla_seconds: Annotated[dict[str, float], NoDecode] = Field(
         default_factory=lambda: {"*": 300.0, "email": 86_400.0, "helpdesk": 86_400.0}

@@ -50,7 +50,9 @@ STREAM = {
     "engagement_changes": "SELECT customer_id, previous_level, level, final FROM engagement_changes FINAL",
     "surveys": "SELECT event_id, score, final FROM surveys FINAL",
 }
-HORIZONS = "SELECT partition, max(horizon) AS horizon, max(newest) AS newest FROM stream_horizons GROUP BY partition"
+HORIZONS = (
+    "SELECT partition, max(horizon) AS horizon, max(newest) AS newest FROM stream_horizons GROUP BY partition"
+)
 #: Tables holding one latest-state row per key, which later events replace.
 LATEST_STATE = ("engagement", "waiting")
 
@@ -139,8 +141,12 @@ def verify(fetch: Fetch, config: MetricsConfig, partitions: int) -> list[TableDi
         if name in LATEST_STATE:
             # A settled row whose key the stream shows provisional was replaced by a later event's.
             width = len(KEY_COLUMNS[name])
-            replaced = {tuple(row[column] for column in KEY_COLUMNS[name]) for row in stream[name] if not row["final"]}
-            wanted = Counter({row: n for row, n in wanted.items() if tuple(json.loads(row)[:width]) not in replaced})
+            replaced = {
+                tuple(row[column] for column in KEY_COLUMNS[name]) for row in stream[name] if not row["final"]
+            }
+            wanted = Counter(
+                {row: n for row, n in wanted.items() if tuple(json.loads(row)[:width]) not in replaced}
+            )
         diffs.append(_diff(name, "settled", wanted, found))
     return diffs
 
@@ -152,6 +158,7 @@ def _pairs(
 
     def keys(rows: list[tuple[Any, ...]]) -> Counter[str]:
         return Counter(json.dumps(row) for row in rows)
+
     # Response times: the same record must exist, and its seconds (also within business
     # hours) agree within the tolerance.
     times = {

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from rich.console import Console
 
-from sinks import metrics, touchpoints
+from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
 from sinks.touchpoints import Source
 from streams.metrics import Engine, MetricsConfig
@@ -40,7 +40,7 @@ def load(clickhouse: ClickHouse) -> None:
         clickhouse, [touchpoints.row(e, s) for e, s in zip(events, sources, strict=True)], sources
     )
     engine = Engine(CONFIG)
-    metrics.write(clickhouse, engine.process(events), step="dashboard")
+    metric_rows.write(clickhouse, engine.process(events))
 
 
 def read(clickhouse: ClickHouse, settings: Settings) -> dict[str, Any]:

@@ -1,17 +1,25 @@
-"""The metric tables in real ClickHouse (chDB): rows, idempotent retries, erasure, views."""
+"""The metric tables in real ClickHouse (chDB): live and final rows, retractions, retries, erasure, views."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sinks import metrics, touchpoints
+import pytest
+
+from schemas.touchpoint import TouchpointEvent
+from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
 from sinks.touchpoints import Source
-from streams.metrics import Engine, MetricsConfig
+from streams.metrics import Engine, MetricsConfig, Outputs
 from streams.metrics.quantiles import exact_quantile
+from streams.partitions import PartitionEngines
 from tests.factories import event
+from touchstream.errors import ClickHouseError
+from touchstream.verify import verify
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -36,50 +44,136 @@ EVENTS = [
 ]  # fmt: skip
 
 
-def test_metric_rows_views_retries_and_erasure(clickhouse: ClickHouse) -> None:
-    engine = Engine(MetricsConfig(grace=timedelta(minutes=10)))
-    outputs = engine.process(EVENTS)
-    late = engine.process([event(event_id="old", occurred_at=at(1), conversation_id="c1")])
-    outputs.extend(late)
-    touchpoints.write(clickhouse, [touchpoints.row(e, Source("t", 0, n)) for n, e in enumerate(EVENTS)],
-                      [Source("t", 0, n) for n in range(len(EVENTS))])  # fmt: skip
-    metrics.write(clickhouse, outputs, step="t:0:0-8")
-    metrics.write(clickhouse, outputs, step="t:0:0-8")  # a retried step
+def store(clickhouse: ClickHouse, events: list[TouchpointEvent], out: Outputs, offset: int = 0) -> None:
+    """One step as the worker writes it: touchpoints (minus what an erasure covers), then rows."""
+    kept = [e for e in events if (e.customer_id, e.event_id) not in out.forgotten]
+    sources = [Source("t", 0, offset + n) for n in range(len(events))]
+    touchpoints.write(clickhouse, [touchpoints.row(e, s) for e, s in zip(kept, sources, strict=False)],
+                      sources, out.erased)  # fmt: skip
+    metric_rows.write(clickhouse, out)
+
+
+def step(engines: PartitionEngines, events: list[TouchpointEvent]) -> Outputs:
+    return engines.process(((e, 0, "t") for e in events), {})
+
+
+def engines_for(config: MetricsConfig) -> PartitionEngines:
+    return PartitionEngines(config, {}, partitions=1)
+
+
+def test_live_rows_become_final_and_retried_steps_collapse(clickhouse: ClickHouse) -> None:
+    engines = engines_for(MetricsConfig(grace=timedelta(minutes=10)))
+    outputs = step(engines, EVENTS)
+    late = step(engines, [event(event_id="old", occurred_at=at(1), conversation_id="c1")])
+    store(clickhouse, EVENTS, outputs)
+    metric_rows.write(clickhouse, outputs)  # a retried step
+    store(clickhouse, [], late)
 
     assert clickhouse.rows(
-        "SELECT reply_event_id, customer_id, channel, agent_id, response_seconds, is_first_response "
+        "SELECT reply_event_id, customer_id, channel, agent_id, response_seconds, is_first_response, final "
         "FROM responses FINAL ORDER BY reply_event_id"
-    ) == [("a1", "cust-1", "chat", "kim", 240.0, True), ("a3", "cust-2", "chat", "lee", 120.0, True)]
-    assert clickhouse.scalar("SELECT count() FROM responses") == 2, "the retried step was dropped"
-    waiting = clickhouse.rows("SELECT conversation_id, answered FROM waiting FINAL ORDER BY conversation_id")
-    assert waiting == [("c1", True), ("c2", False), ("c3", True)]
+    ) == [("a1", "cust-1", "chat", "kim", 240.0, True, 1), ("a3", "cust-2", "chat", "lee", 120.0, True, 1)]
+    assert clickhouse.scalar("SELECT count() FROM responses FINAL") == 2, "the retried step collapsed"
+    waiting = "SELECT conversation_id, answered, final FROM waiting FINAL ORDER BY conversation_id"
+    assert clickhouse.rows(waiting) == [("c1", True, 1), ("c2", False, 1), ("c3", True, 1)]
     # 3 + 3 + 5 + 2 (two messages, a purchase, a survey) is medium; cust-3's page view is
-    # still within the grace period (horizon = 60 - 10 minutes), so not yet folded in.
-    engagement = "SELECT customer_id, level FROM engagement FINAL ORDER BY customer_id"
-    assert clickhouse.rows(engagement) == [("cust-1", "medium"), ("cust-2", "low")]
-    assert clickhouse.rows("SELECT event_id, lateness_seconds FROM late_events FINAL") == [("old", 49 * 60.0)]
-    hourly = "SELECT channel, responses, p50_seconds FROM response_times_hourly ORDER BY channel"
-    assert clickhouse.rows(hourly) == [("chat", 2, 240.0)]
+    # within the grace period (horizon = 60 - 10 minutes): shown live, not final yet.
+    engagement = "SELECT customer_id, level, final FROM engagement FINAL ORDER BY customer_id"
+    assert clickhouse.rows(engagement) == [
+        ("cust-1", "medium", 1),
+        ("cust-2", "low", 1),
+        ("cust-3", "dormant", 0),
+    ]
+    assert clickhouse.rows(f"{engagement.replace('FINAL', 'FINAL WHERE final')}") == [
+        ("cust-1", "medium", 1), ("cust-2", "low", 1)]  # fmt: skip
+    assert clickhouse.rows("SELECT event_id, lateness_seconds, final FROM late_events FINAL") == [
+        ("old", 49 * 60.0, 1)]  # fmt: skip
+    hourly = "SELECT channel, responses, p50_seconds, final FROM response_times_hourly ORDER BY channel"
+    assert clickhouse.rows(hourly) == [("chat", 2, 240.0, 1)]
     # The stream's quantiles use ClickHouse's quantileExact rank, so both agree.
     for values in ([240.0, 120.0], [5.0, 1.0, 9.0, 7.0], [3.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]):
         for q in (0.5, 0.9):
             sql = f"SELECT quantileExact({q})(x) FROM (SELECT arrayJoin({values}) AS x)"
             assert clickhouse.scalar(sql) == exact_quantile(values, q), (values, q)
-    assert clickhouse.rows("SELECT promoters, detractors FROM experience_hourly") == [(1, 0)]
+    assert clickhouse.rows("SELECT promoters, detractors, final FROM experience_hourly") == [(1, 0, 1)]
     assert clickhouse.scalar("SELECT sum(events) FROM volumes_hourly") == len(EVENTS)
 
-    forget = Engine(MetricsConfig(grace=timedelta(0)))
-    forget.process(EVENTS)
-    erasure = event(event_id="gone", occurred_at=at(61), kind="erasure_requested", conversation_id=None)
-    tick = event(event_id="t2", customer_id="cust-3", occurred_at=at(70), kind="page_view", **WEB)
-    erased = forget.process([erasure, tick])
-    metrics.write(clickhouse, erased, step="t:0:8-10")
-    for table in ("touchpoints", "responses", "engagement", "engagement_changes", "surveys", "waiting"):
-        assert clickhouse.scalar(f"SELECT count() FROM {table} FINAL WHERE customer_id = 'cust-1'") == 0, (
-            table
-        )
-    assert clickhouse.scalar("SELECT count() FROM responses FINAL WHERE customer_id = 'cust-2'") == 1
+    # A question within the grace period shows at once, provisional; the agent's reply
+    # answers it; an earlier reply arriving out of order takes the response over, and the
+    # later reply's record is retracted. The horizon passes: the rows are final.
+    question = event(event_id="q4", customer_id="cust-4", occurred_at=at(61), conversation_id="c4")
+    store(clickhouse, [question], step(engines, [question]), offset=20)
+    live = "SELECT conversation_id, answered, final FROM waiting FINAL WHERE customer_id = 'cust-4'"
+    assert clickhouse.rows(live) == [("c4", False, 0)]
+    reply = event(event_id="a4b", customer_id="cust-4", occurred_at=at(64), conversation_id="c4", **AGENT)
+    store(clickhouse, [reply], step(engines, [reply]), offset=21)
+    first = event(event_id="a4a", customer_id="cust-4", occurred_at=at(62), conversation_id="c4", **AGENT)
+    store(clickhouse, [first], step(engines, [first]), offset=22)
+    records = (
+        "SELECT reply_event_id, response_seconds, final FROM responses FINAL WHERE customer_id = 'cust-4'"
+    )
+    assert clickhouse.rows(records) == [("a4a", 60.0, 0)]
+    deletions = "SELECT is_deleted FROM responses WHERE reply_event_id = 'a4b' ORDER BY version"
+    assert clickhouse.rows(deletions) == [(0,), (1,)], "retracted by a deletion row"
+    tick = event(event_id="t5", customer_id="cust-3", occurred_at=at(80), kind="page_view", **WEB)
+    store(clickhouse, [tick], step(engines, [tick]), offset=23)
+    assert clickhouse.rows(records) == [("a4a", 60.0, 1)]
+    assert clickhouse.rows(live) == [("c4", True, 1)]
+    horizons = clickhouse.rows("SELECT partition, horizon, newest FROM stream_horizons FINAL")
+    assert [(p, h.replace(tzinfo=UTC), n.replace(tzinfo=UTC)) for p, h, n in horizons] == [
+        (0, T0 + timedelta(minutes=70), T0 + timedelta(minutes=80))]  # fmt: skip
+
+
+def test_erasure_keeps_what_came_after_it_through_a_failed_write(clickhouse: ClickHouse) -> None:
+    """Events before the request, the request, and events after it within the grace
+    period; the write of the step that folds the request in fails once between the
+    DELETE and the inserts (a real ClickHouse error: the table is briefly missing)."""
+    config = MetricsConfig(grace=timedelta(minutes=10))
+    engines = engines_for(config)
+    before = EVENTS[:5]
+    store(clickhouse, before, step(engines, before))
+    request = event(event_id="gone", occurred_at=at(20), kind="erasure_requested", **WEB)
+    after = [
+        event(event_id="q9", occurred_at=at(21), conversation_id="c9"),
+        event(event_id="view9", occurred_at=at(22), kind="page_view", **WEB),
+    ]
+    early = event(event_id="q0", occurred_at=at(19), conversation_id="c0")  # before it, read after it
+    store(clickhouse, [request, *after], step(engines, [request, *after]), offset=10)
+    customer = "SELECT count() FROM {table} FINAL WHERE customer_id = 'cust-1'"
+    assert clickhouse.scalar(customer.format(table="responses")) == 0, "erased as soon as it is read"
+    store(clickhouse, [early], step(engines, [early]), offset=13)
+    tick = event(event_id="tick9", customer_id="cust-3", occurred_at=at(40), kind="page_view", **WEB)
+    folding = step(engines, [tick])
+    assert [erasure.customer_id for erasure in folding.erased] == ["cust-1"]
+    clickhouse.command(f"RENAME TABLE {clickhouse.database}.waiting TO {clickhouse.database}.waiting_away")
+    with pytest.raises(ClickHouseError) as failed:
+        store(clickhouse, [tick], folding, offset=14)
+    assert failed.value.code == 60  # UNKNOWN_TABLE, after the DELETEs ran
+    clickhouse.command(f"RENAME TABLE {clickhouse.database}.waiting_away TO {clickhouse.database}.waiting")
+    store(clickhouse, [tick], folding, offset=14)  # the retry
+
+    kept = "SELECT event_id FROM touchpoints FINAL WHERE customer_id = 'cust-1' ORDER BY event_id"
+    assert clickhouse.rows(kept) == [("q9",), ("view9",)]
+    waiting = "SELECT conversation_id, answered FROM waiting FINAL WHERE customer_id = 'cust-1'"
+    assert clickhouse.rows(waiting) == [("c9", False)]
+    assert clickhouse.rows("SELECT interactions_30d FROM engagement FINAL WHERE customer_id = 'cust-1'") == [
+        (2,)
+    ]
+    assert clickhouse.scalar(customer.format(table="surveys")) == 0
     assert clickhouse.rows("SELECT request_event_id FROM erasures FINAL") == [("gone",)]
+    # A late event from before the request is not kept either.
+    late = event(event_id="q-1", occurred_at=at(2), conversation_id="c1")
+    late_out = step(engines, [late])
+    store(clickhouse, [late], late_out, offset=15)
+    assert late_out.late == [] and clickhouse.rows(kept) == [("q9",), ("view9",)]
+    assert clickhouse.scalar(customer.format(table="late_events")) == 0
+
+    def fetch(query: str) -> list[dict[str, Any]]:
+        output = clickhouse.formatted(query, "JSONEachRow").decode()
+        return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+    diffs = verify(fetch, config, partitions=1)
+    assert all(diff.ok for diff in diffs), [diff for diff in diffs if not diff.ok]
 
 
 DETRACTOR = event(event_id="nps-low", customer_id="cust-2", occurred_at=at(20), channel="email",
@@ -91,7 +185,7 @@ def test_every_query_in_the_analyst_docs_runs(clickhouse: ClickHouse) -> None:
     events = [*EVENTS, DETRACTOR]
     touchpoints.write(clickhouse, [touchpoints.row(e, Source("t", 0, n)) for n, e in enumerate(events)],
                       [Source("t", 0, n) for n in range(len(events))])  # fmt: skip
-    metrics.write(clickhouse, engine.process(events), step="docs")
+    metric_rows.write(clickhouse, engine.process(events))
     text = (Path(__file__).parents[2] / "docs" / "clickhouse.md").read_text()
     queries = re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
     assert len(queries) >= 10

@@ -6,7 +6,9 @@ render the same snapshot.
 
 Times are event time: "now" is the newest event in `touchpoints` (the reference), so
 waiting ages and the 1 h / 24 h / 7 d / 30 d windows are right for live traffic and for
-replayed history alike. Nothing from a request ends up in SQL; the only values are
+replayed history alike. Panels read the live view (`FINAL`); a row that is still
+provisional (within the grace period, so a late event may still correct it) says so
+(`provisional`), and the page marks it. Nothing from a request ends up in SQL; the only values are
 the reference time and the configured levels and half-life, bound as parameters.
 """
 
@@ -27,7 +29,8 @@ REFERENCE = "SELECT max(occurred_at) FROM touchpoints"
 
 WAITING = """
 SELECT customer_id, conversation_id, channel, waiting_since,
-       dateDiff('millisecond', waiting_since, {ref:DateTime64(3, 'UTC')}) / 1000 AS waiting_seconds
+       dateDiff('millisecond', waiting_since, {ref:DateTime64(3, 'UTC')}) / 1000 AS waiting_seconds,
+       NOT final AS provisional
 FROM waiting FINAL
 WHERE NOT answered AND waiting_since IS NOT NULL
 ORDER BY waiting_since, customer_id
@@ -49,7 +52,8 @@ SELECT channel,
        quantileExactIf(0.9)(response_seconds, is_first_response) AS first_p90_24h,
        count() AS replies_24h,
        quantileExact(0.5)(response_seconds) AS p50_24h,
-       quantileExact(0.9)(response_seconds) AS p90_24h
+       quantileExact(0.9)(response_seconds) AS p90_24h,
+       countIf(NOT final) > 0 AS provisional
 FROM responses FINAL
 WHERE replied_at > ref - INTERVAL 24 HOUR AND replied_at <= ref
 GROUP BY channel
@@ -66,7 +70,7 @@ GROUP BY channel, hours_ago"""
 LEVELS = "SELECT level, count() FROM engagement FINAL GROUP BY level"
 
 CHANGES = """
-SELECT customer_id, previous_level, level, changed_at
+SELECT customer_id, previous_level, level, changed_at, NOT final AS provisional
 FROM engagement_changes FINAL
 ORDER BY changed_at DESC, customer_id
 LIMIT 20"""
@@ -76,7 +80,7 @@ WITH {ref:DateTime64(3, 'UTC')} AS ref
 SELECT customer_id, level,
        score * pow(0.5, greatest(dateDiff('millisecond', updated_at, ref), 0) / 1000 / {half_life:Float64})
            AS score_now,
-       interactions_30d, active_channels_30d, last_interaction_at
+       interactions_30d, active_channels_30d, last_interaction_at, NOT final AS provisional
 FROM engagement FINAL
 ORDER BY score_now DESC, customer_id
 LIMIT 10"""
@@ -106,7 +110,8 @@ SELECT channel,
        100 * (countIf(survey_type = 'nps' AND score >= 9) - countIf(survey_type = 'nps' AND score <= 6))
            / nullIf(countIf(survey_type = 'nps'), 0) AS nps,
        countIf(survey_type = 'csat') AS csat_responses,
-       100 * countIf(survey_type = 'csat' AND score >= 4) / nullIf(countIf(survey_type = 'csat'), 0) AS csat
+       100 * countIf(survey_type = 'csat' AND score >= 4) / nullIf(countIf(survey_type = 'csat'), 0) AS csat,
+       countIf(NOT final) > 0 AS provisional
 FROM surveys FINAL
 WHERE occurred_at > ref - INTERVAL 30 DAY AND occurred_at <= ref
 GROUP BY channel
@@ -156,7 +161,10 @@ def table(
 ) -> dict[str, Any]:
     return {
         "columns": columns,
-        "rows": [{key: clean(value) for key, value in row.items()} for row in rows],
+        "rows": [
+            {key: clean(bool(value) if key == "provisional" else value) for key, value in row.items()}
+            for row in rows
+        ],  # fmt: skip
         "count": len(rows) if count is None else count,
         "updated_at": clean(datetime.now(UTC)),
     }
@@ -179,12 +187,12 @@ def snapshot(
 
     waiting_rows = []
     if ref is not None:
-        for customer, conversation, channel, since, seconds in fetch(WAITING, params):
+        for customer, conversation, channel, since, seconds, provisional in fetch(WAITING, params):
             limit = sla(channel)
             waiting_rows.append({
                 "customer_id": customer, "conversation_id": conversation, "channel": channel,
                 "waiting_since": since, "waiting_seconds": seconds,
-                "over_sla": limit is not None and seconds > limit,
+                "over_sla": limit is not None and seconds > limit, "provisional": bool(provisional),
             })  # fmt: skip
     panels["waiting"] = table(
         [column("customer_id", "Customer"), column("channel", "Channel"),
@@ -203,6 +211,7 @@ def snapshot(
                 spark[channel][23 - hours_ago] = clean(float(p90))
         names = [f"{what}_{window}" for window in ("1h", "24h")
                  for what in ("first", "first_p50", "first_p90", "replies", "p50", "p90")]  # fmt: skip
+        names.append("provisional")
         for channel, *values in fetch(RESPONSE_TIMES, params):
             row = {"channel": channel, **dict(zip(names, values, strict=True))}
             row["p90_trend"] = spark.get(channel, [])
@@ -228,8 +237,9 @@ def snapshot(
     rank = {name: index for index, name in enumerate(levels)}
     changes = [
         {"customer_id": customer, "previous_level": before, "level": after, "changed_at": at,
-         "direction": "rising" if rank.get(after, 0) > rank.get(before, 0) else "falling"}
-        for customer, before, after, at in fetch(CHANGES, {})
+         "direction": "rising" if rank.get(after, 0) > rank.get(before, 0) else "falling",
+         "provisional": bool(provisional)}
+        for customer, before, after, at, provisional in fetch(CHANGES, {})
     ]  # fmt: skip
     panels["changes"] = table(
         [column("changed_at", "When", "time"), column("customer_id", "Customer"),
@@ -242,7 +252,15 @@ def snapshot(
     if ref is not None:
         half_life = config.half_life.total_seconds()
         top_rows = records(
-            ["customer_id", "level", "score", "interactions_30d", "channels_30d", "last_interaction_at"],
+            [
+                "customer_id",
+                "level",
+                "score",
+                "interactions_30d",
+                "channels_30d",
+                "last_interaction_at",
+                "provisional",
+            ],
             fetch(TOP, {**params, "half_life": half_life}),
         )
         risk_rows = records(
@@ -266,7 +284,8 @@ def snapshot(
     experience: list[dict[str, Any]] = []
     if ref is not None:
         experience = records(
-            ["channel", "nps_responses", "nps", "csat_responses", "csat"], fetch(EXPERIENCE, params)
+            ["channel", "nps_responses", "nps", "csat_responses", "csat", "provisional"],
+            fetch(EXPERIENCE, params),
         )
     panels["experience"] = table(
         [column("channel", "Channel"), column("nps", "NPS 30d", "number"),

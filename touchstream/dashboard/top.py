@@ -85,9 +85,11 @@ def panel(name: str, data: dict[str, Any]) -> Table:
         style = "bold red" if row.get("over_sla") else ("green" if row.get("direction") == "rising" else None)
         if row.get("direction") == "falling":
             style = "red"
-        table.add_row(
-            *(cell(column["kind"], row.get(column["key"])) for column in data["columns"]), style=style
-        )
+        cells = [cell(column["kind"], row.get(column["key"])) for column in data["columns"]]
+        if row.get("provisional"):  # within the grace period: a late event may still correct it
+            cells[0] = Text.assemble(cells[0], " ", ("live", "italic cyan"))
+            style = f"{style or ''} italic".strip()
+        table.add_row(*cells, style=style)
     if not data["rows"]:
         table.add_row("nothing yet")
     return table
@@ -95,7 +97,10 @@ def panel(name: str, data: dict[str, Any]) -> Table:
 
 def render(snapshot: dict[str, Any]) -> RenderableType:
     reference = snapshot.get("reference") or "no events yet"
-    header = Text(f"Touchstream  live engagement   event time now: {reference}   q quits", style="bold")
+    header = Text(
+        f"Touchstream  live engagement   event time now: {reference}   'live' = provisional   q quits",
+        style="bold",
+    )
     return Group(header, *(panel(name, snapshot[name]) for name in PANELS if name in snapshot))
 
 

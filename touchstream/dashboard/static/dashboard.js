@@ -98,9 +98,18 @@ function render(id, data) {
   }
   for (const row of rows) {
     const tr = body.insertRow();
-    if (row.over_sla) tr.className = "over-sla";
+    if (row.over_sla) tr.classList.add("over-sla");
     if (row.customer_id) tr.dataset.customer = row.customer_id;
     for (const column of data.columns) tr.appendChild(cell(column, row));
+    if (row.provisional) {
+      // Within the grace period: a late event may still correct this row.
+      tr.classList.add("provisional");
+      tr.title = "provisional: may still change within the grace period";
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "live";
+      tr.cells[0].append(" ", badge);
+    }
   }
   const meta = document.querySelector(`[data-meta="${id}"]`);
   if (meta) meta.textContent = `${data.count} · updated ${timeOf(data.updated_at).slice(11)}`;

@@ -1,0 +1,148 @@
+"""The batch step's order: nothing is acknowledged before every destination has the batch,
+and a failure in any phase acknowledges nothing (no Faust, Kafka or ClickHouse here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from sinks.touchpoints import Source
+from streams.ingest import DeadLetter, RawRecord
+from streams.metrics import MetricsConfig, Outputs
+from streams.metrics.records import Erasure
+from streams.partitions import PartitionEngines
+from streams.step import PHASES, BatchStep, Writers
+from tests.factories import event_data
+
+
+class Stats:
+    events_in = events_written = dead_letters = late_events = duplicates = suppressed = batches = 0
+    first_batch_at: float | None = None
+    last_flush_at: float | None = None
+
+    def timed(self, step: str, began: float) -> float:
+        return began
+
+
+class Recorder:
+    """Destinations that log each call, and fail in one chosen phase."""
+
+    def __init__(self, failing: str | None = None) -> None:
+        self.calls: list[str] = []
+        self.failing = failing
+        self.metric_outputs: list[Outputs] = []
+
+    def _call(self, phase: str) -> None:
+        self.calls.append(phase)
+        if phase == self.failing:
+            raise RuntimeError(f"{phase} failed")
+
+    async def dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        self._call("dead letters")
+
+    async def touchpoints(
+        self, rows: list[tuple[Any, ...]], sources: list[Source], erased: list[Erasure]
+    ) -> None:
+        self._call("touchpoints")
+
+    async def metric_rows(self, outputs: Outputs) -> None:
+        self.metric_outputs.append(outputs)
+        self._call("metric rows")
+
+    async def state_records(self, records: list[tuple[bytes, bytes]]) -> None:
+        self._call("state records")
+
+    async def unread_topics(
+        self, partitions: set[int], read: Mapping[tuple[str, int], int]
+    ) -> dict[int, set[str]]:
+        return {}
+
+    def writers(self) -> Writers:
+        return Writers(
+            self.dead_letters, self.touchpoints, self.metric_rows, self.state_records, self.unread_topics
+        )
+
+
+class Engines(PartitionEngines):
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__(MetricsConfig(grace=timedelta(minutes=10)), {}, partitions=1)
+        self.recorder = recorder
+        self.forgotten = 0
+
+    def process(self, events: Any, lagging: Mapping[int, set[str]]) -> Outputs:
+        self.recorder._call("engines")
+        return super().process(events, lagging)
+
+    def forget(self) -> None:
+        self.forgotten += 1
+        super().forget()
+
+
+def records() -> list[RawRecord]:
+    good = json.dumps(event_data(event_id="q1")).encode()
+    return [
+        RawRecord(b"cust-1", good, Source("touchpoints.chat", 0, 0)),
+        RawRecord(b"cust-1", b"{not json", Source("touchpoints.chat", 0, 1)),
+    ]
+
+
+def run_step(recorder: Recorder) -> tuple[BatchStep, Engines]:
+    engines = Engines(recorder)
+    step = BatchStep(engines=engines, writers=recorder.writers(), stats=Stats(),
+                     expected_channel={"touchpoints.chat": "chat"})  # fmt: skip
+    asyncio.run(step.run(records(), acknowledge=lambda: recorder.calls.append("acknowledge")))
+    return step, engines
+
+
+def test_the_phases_run_in_order_and_acknowledge_last() -> None:
+    recorder = Recorder()
+    _, engines = run_step(recorder)
+    assert recorder.calls == [
+        "dead letters",
+        "engines",
+        "touchpoints",
+        "metric rows",
+        "state records",
+        "acknowledge",
+    ]
+    assert recorder.calls == [phase for phase in PHASES if phase != "decode"]
+    assert engines.forgotten == 0
+    assert [row.conversation_id for row in recorder.metric_outputs[0].live.waiting] == ["conv-1"], (
+        "live at once"
+    )
+
+
+@pytest.mark.parametrize("phase", ["dead letters", "engines", "touchpoints", "metric rows", "state records"])
+def test_a_failure_in_any_phase_acknowledges_nothing(phase: str) -> None:
+    recorder = Recorder(failing=phase)
+    with pytest.raises(RuntimeError, match=phase):
+        run_step(recorder)
+    assert "acknowledge" not in recorder.calls
+    assert recorder.calls[-1] == phase, "no later phase ran"
+
+
+def test_a_failed_step_drops_the_engines_memory() -> None:
+    recorder = Recorder(failing="metric rows")
+    engines = Engines(recorder)
+    step = BatchStep(engines=engines, writers=recorder.writers(), stats=Stats(),
+                     expected_channel={"touchpoints.chat": "chat"})  # fmt: skip
+    with pytest.raises(RuntimeError):
+        asyncio.run(step.run(records(), acknowledge=lambda: None))
+    assert engines.forgotten == 1 and engines.engines == {}, "rebuilt from the changelog on next use"
+
+
+def test_idle_partitions_settle_their_rows() -> None:
+    recorder = Recorder()
+    step, _ = run_step(recorder)
+    recorder.calls.clear()
+    assert asyncio.run(step.idle({0}, idle_seconds=0.0))
+    assert recorder.calls == ["metric rows", "state records"]
+    settled = recorder.metric_outputs[-1]
+    assert [row.conversation_id for row in settled.final.waiting] == ["conv-1"]
+    assert not asyncio.run(step.idle({0}, idle_seconds=0.0)), "nothing left to settle"
+    assert not asyncio.run(step.idle({0}, idle_seconds=3600.0)), "not quiet for long enough"
