@@ -164,7 +164,7 @@ def table(
         "rows": [
             {key: clean(bool(value) if key == "provisional" else value) for key, value in row.items()}
             for row in rows
-        ],  # fmt: skip
+        ],
         "count": len(rows) if count is None else count,
         "updated_at": clean(datetime.now(UTC)),
     }
