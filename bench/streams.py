@@ -12,7 +12,8 @@ input topics from the start with its own consumer group:
 * naive Faust: the per-event table pattern, a compact version of the same metrics
   updated in a changelog-backed table for every event;
 * full analytics: `touchstream worker` (touchpoints, metric engines, changelog state
-  and metric rows in chDB), batch by batch.
+  and metric rows in chDB, live and final), batch by batch; and the same with live rows
+  off (`TOUCHSTREAM_METRICS_LIVE_ROWS=false`: final rows only), to show their cost.
 
 Rates count from each variant's first event to its last (startup and group join
 excluded). CPU is split between the worker process and the broker over that interval
@@ -178,11 +179,14 @@ def run_faust(variant: str, broker: EmbeddedBroker, total: int, work: Path, sett
                cpu.cores("broker", first, last), rss, settings)  # fmt: skip
 
 
-def run_worker(broker: EmbeddedBroker, total: int, work: Path) -> Run:
+def run_worker(broker: EmbeddedBroker, total: int, work: Path, *, live: bool = True) -> Run:
     assert broker.process is not None
-    data = work / "worker"
+    name = "full analytics worker" if live else "full analytics worker, live rows off"
+    data = work / ("worker" if live else "worker-final-only")
     env = worker_env(broker.bootstrap, PREFIX, data, fetch_wait_ms=100)
-    worker = WorkerProcess(env, data, work / "worker.log").start()
+    env["TOUCHSTREAM_APP_ID"] += "" if live else "-final-only"
+    env["TOUCHSTREAM_METRICS_LIVE_ROWS"] = "true" if live else "false"
+    worker = WorkerProcess(env, data, work / f"{data.name}.log").start()
 
     try:
         with CpuSampler({"broker": broker.process.pid, "worker": worker.pid}) as cpu:
@@ -195,7 +199,7 @@ def run_worker(broker: EmbeddedBroker, total: int, work: Path) -> Run:
     finally:
         worker.stop()
     first, last = figures["first_batch_at"], figures["last_flush_at"]
-    return Run("full analytics worker", total, last - first, total / (last - first),
+    return Run(name, total, last - first, total / (last - first),
                cpu.cores("worker", first, last), cpu.cores("broker", first, last), rss, {},
                figures["step_seconds"])  # fmt: skip
 
@@ -217,6 +221,8 @@ def report(figures: dict[str, Any], out: Path) -> None:
         "full_vs_raw": round(full["events_per_s"] / raw["events_per_s"], 4),
         "bare_vs_raw": round(bare["events_per_s"] / raw["events_per_s"], 4),
     }
+    if (final_only := by.get("full analytics worker, live rows off")) is not None:
+        figures["ratios"]["live_vs_final_only"] = round(full["events_per_s"] / final_only["events_per_s"], 3)
     (out / "streams.json").write_text(json.dumps(figures, indent=2) + "\n")
     lines = [
         f"# Streams benchmark, {figures['date']}",
@@ -240,7 +246,12 @@ def report(figures: dict[str, Any], out: Path) -> None:
         "",
         f"Full analytics = {ratios['full_vs_bare']:.0%} of bare Faust iteration and "
         f"{ratios['full_vs_naive']:.1f}x the naive per-event pattern; bare Faust = "
-        f"{ratios['bare_vs_raw']:.1%} of a raw consumer.",
+        f"{ratios['bare_vs_raw']:.1%} of a raw consumer."
+        + (
+            f" Live rows on = {ratios['live_vs_final_only']:.0%} of the same worker writing final rows only."
+            if "live_vs_final_only" in ratios
+            else ""
+        ),
         "",
     ]
     (out / "streams.md").write_text("\n".join(lines))
@@ -294,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: run_faust("batched", broker, len(records), work, {}),
             lambda: run_faust("naive", broker, len(records), work, {}),
             lambda: run_worker(broker, len(records), work),
+            lambda: run_worker(broker, len(records), work, live=False),
         ]  # fmt: skip
         for step in steps:
             run = step()

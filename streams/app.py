@@ -219,7 +219,10 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
     async def sink() -> None:
         while True:
             messages = await inbox.take(
-                settings.sink_batch_size, within=settings.sink_flush_seconds, wait=settings.sink_flush_seconds
+                settings.sink_batch_size,
+                within=settings.sink_flush_seconds,
+                wait=settings.sink_flush_seconds,
+                quiet=settings.sink_quiet_seconds,
             )
             if not messages:
                 await step.idle(assigned(), settings.metrics_idle_seconds)

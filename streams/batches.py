@@ -57,11 +57,18 @@ class Inbox:
         self.app.transport = transport
         self.app.topics.add(self.channel)  # subscribed like an agent's topics
 
-    async def take(self, max_records: int, within: float, *, wait: float | None = None) -> list[Message]:
-        """Wait for records (at most `wait` seconds, if given), then up to `within` seconds
-        more until `max_records` are in; at most `max_records` (the rest of a fetch opens
-        the next batch). May be empty: nothing came within `wait`, or records of an earlier
-        consumer generation were dropped here."""
+    async def take(
+        self, max_records: int, within: float, *, wait: float | None = None, quiet: float | None = None
+    ) -> list[Message]:
+        """Wait for records (at most `wait` seconds, if given), then gather more until
+        `max_records` are in, `within` seconds have passed, or (if given) no fetch brought
+        anything for `quiet` seconds; at most `max_records` (the rest of a fetch opens the
+        next batch). May be empty: nothing came within `wait`, or records of an earlier
+        consumer generation were dropped here.
+
+        `quiet` keeps light traffic fast: a lone event is written once the fetches after
+        it come back empty, instead of waiting out `within`; a steady stream still fills
+        batches for up to `within`."""
         loop = asyncio.get_running_loop()
         if self._carried:
             records = self._carried
@@ -80,7 +87,8 @@ class Inbox:
             if remaining <= 0:
                 break
             try:
-                records.extend(await asyncio.wait_for(self.queue.get(), remaining))
+                gap = remaining if quiet is None else min(remaining, quiet)
+                records.extend(await asyncio.wait_for(self.queue.get(), gap))
             except TimeoutError:
                 break
         records, self._carried = records[:max_records], records[max_records:]

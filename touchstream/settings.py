@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     metrics_idle_seconds: float = Field(default=30.0, gt=0)
     #: Level hysteresis h: a held engagement level falls below threshold * (1 - h) only.
     metrics_level_hysteresis: float = Field(default=0.1, ge=0, lt=1)
+    #: Provisional rows within seconds of each event; off, rows appear once final (benchmarks).
+    metrics_live_rows: bool = True
     #: Opening hours as JSON, by channel ("*" for every channel without its own):
     #: {"*": {"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"},
     #: "holidays": ["2026-12-25"]}}. Responses on a channel with a schedule also get
@@ -106,6 +108,8 @@ class Settings(BaseSettings):
 
     sink_batch_size: int = Field(default=20_000, ge=1)
     sink_flush_seconds: float = Field(default=1.0, gt=0)
+    #: A batch is also written once the input has been quiet this long (light traffic).
+    sink_quiet_seconds: float = Field(default=0.05, gt=0)
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     #: How long a group rebalance waits for members to rejoin.
     rebalance_timeout_ms: int = Field(default=60_000, ge=1000)
@@ -195,6 +199,7 @@ class Settings(BaseSettings):
             grace=timedelta(seconds=self.grace(demo=demo)),
             business_hours=schedules,
             level_hysteresis=self.metrics_level_hysteresis,
+            live_rows=self.metrics_live_rows,
         )
 
     @property

@@ -55,6 +55,9 @@ class MetricsConfig:
     #: Level hysteresis h (SPEC §5): a held level falls only once the score is below
     #: threshold * (1 - h). 0 is the plain definition.
     level_hysteresis: float = 0.1
+    #: Emit provisional (live) rows each step; off, only final rows are written (what the
+    #: streams benchmark compares against).
+    live_rows: bool = True
     #: Event ids are remembered this long (event time) to drop redeliveries.
     dedup_window: timedelta = timedelta(days=30)
     #: Opening hours per channel; a response on a channel with a schedule also gets

@@ -167,7 +167,8 @@ class Engine:
         every customer it may have changed."""
         released = self.release(self._horizon, out.final) if self._horizon is not None else set()
         newest = self.newest
-        if newest is None:
+        if newest is None or not self.config.live_rows:
+            self.touched |= released
             return
         until = newest.timestamp()
         due: set[str] = set()
