@@ -39,7 +39,7 @@ from schemas.topics import all_topics, input_topic
 from schemas.touchpoint import Channel
 from touchstream.broker import EmbeddedBroker
 from touchstream.kafka import ensure_topics
-from touchstream.process import WorkerProcess
+from touchstream.process import WorkerProcess, wait_until
 
 PARTITIONS = 4
 POLL_SECONDS = 0.05
@@ -59,6 +59,8 @@ class RateFigures:
     p99_seconds: dict[str, float] = field(default_factory=dict)
     max_seconds: dict[str, float] = field(default_factory=dict)
     unseen: dict[str, int] = field(default_factory=dict)
+    #: The worker's batches and time per step over the run (its /status).
+    worker: dict[str, object] = field(default_factory=dict)
 
 
 def half_capacity() -> int:
@@ -148,10 +150,14 @@ class Probe:
         self.send(record, responses=f"r-{n}")
 
     def poll(self, stop: threading.Event) -> None:
+        # By primary key (customer first), so a poll reads a few granules, not the tables.
         queries = {
-            "touchpoints": "SELECT event_id FROM touchpoints FINAL WHERE event_id IN ({ids})",
-            "waiting": "SELECT conversation_id FROM waiting FINAL WHERE conversation_id IN ({ids})",
-            "responses": "SELECT reply_event_id FROM responses FINAL WHERE reply_event_id IN ({ids})",
+            "touchpoints": "SELECT event_id FROM touchpoints FINAL WHERE customer_id IN ({customers}) "
+            "AND event_id IN ({ids})",
+            "waiting": "SELECT conversation_id FROM waiting FINAL WHERE customer_id IN ({customers}) "
+            "AND conversation_id IN ({ids})",
+            "responses": "SELECT reply_event_id FROM responses FINAL WHERE customer_id IN ({customers}) "
+            "AND reply_event_id IN ({ids})",
         }
         while not stop.is_set():
             with self.lock:
@@ -160,7 +166,8 @@ class Probe:
                 if not keys:
                     continue
                 ids = ",".join(f"'{key}'" for key in keys)  # the probe's own ids
-                rows = self.worker.sql(queries[table].format(ids=ids))
+                customers = ",".join(f"'sample-{key.split('-', 1)[1]}'" for key in keys)
+                rows = self.worker.sql(queries[table].format(ids=ids, customers=customers))
                 now = time.time()
                 with self.lock:
                     for (key,) in rows:
@@ -203,6 +210,13 @@ def run_rate(rate: int, seconds: float, work: Path) -> RateFigures:
         )
         worker = WorkerProcess(env, data, work / f"worker-{rate}.log").start()
         with Publisher(broker.bootstrap, prefix="lat") as publisher:
+            # Warm up: the group has joined and a first batch is through before the clock starts.
+            warm = Delivery()
+            first = event("warm-up", "w", Channel.WEB, "page_view", "inbound", "customer", None)
+            publisher.send_raw(*first, warm)
+            publisher.wait(warm, 1, timeout=30)
+            wait_until(lambda: worker.scalar("SELECT count() FROM touchpoints FINAL") > 0, timeout=60,
+                       what="the worker's first batch")  # fmt: skip
             probe = Probe(publisher, worker, rate)
             stop = threading.Event()
             poller = threading.Thread(target=probe.poll, args=(stop,), daemon=True)
@@ -215,8 +229,11 @@ def run_rate(rate: int, seconds: float, work: Path) -> RateFigures:
                 time.sleep(0.2)
             stop.set()
             poller.join()
+        status = worker.status()
         worker.stop()
-    return probe.figures(seconds)
+    figures = probe.figures(seconds)
+    figures.worker = {key: status[key] for key in ("batches", "events_in", "step_seconds")}
+    return figures
 
 
 def markdown(report: Mapping[str, object], figures: list[RateFigures]) -> str:

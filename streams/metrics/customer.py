@@ -32,11 +32,13 @@ class CustomerState:
 
     def clone(self) -> CustomerState:
         """A copy to fold provisional events into; the conversations are copied lazily
-        (a customer may have many, and a few events touch one or two)."""
+        (a customer may have many, and a few events touch one or two): until then both
+        states share them, and whichever changes one first copies it."""
         assert self.engagement is not None
         twin = CustomerState(self.customer_id, self.consent, dict(self.conversations), dict(self.derived),
                              self.engagement.clone(), self.erased_before)  # fmt: skip
         twin._shared = set(self.conversations)
+        self._shared |= twin._shared
         return twin
 
     def engagement_row(self) -> EngagementRow | None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,31 @@ from streams.metrics.state import pending_json, record_from_dict, record_json
 
 #: The idle rule moves a quiet partition's horizon just past its newest event.
 _JUST_AFTER = timedelta(microseconds=1)
+
+
+def _after(rows: Rows, horizon: datetime) -> Rows:
+    """The rows at or after `horizon` (those before it are final)."""
+    return Rows(
+        responses=[row for row in rows.responses if row.replied_at >= horizon],
+        waiting=[row for row in rows.waiting if row.updated_at >= horizon],
+        engagement=[row for row in rows.engagement if row.updated_at >= horizon],
+        changes=[row for row in rows.changes if row.changed_at >= horizon],
+        surveys=[row for row in rows.surveys if row.occurred_at >= horizon],
+        erasures=rows.erasures,
+        erased=rows.erased,
+    )
+
+
+@dataclass
+class LiveView:
+    """A customer's folded state with its buffered events applied, decayed to the
+    partition's newest event time: what its live rows were computed from."""
+
+    state: CustomerState
+    #: The `order_key` of the last buffered event applied.
+    last_key: tuple[datetime, str]
+    #: The latest instant the state changed at (an event, or a level drop by decay).
+    changed_at: datetime
 
 
 class Engine:
@@ -73,6 +99,8 @@ class Engine:
         self._live_next: dict[str, float] = {}
         #: Restored customers with buffered events: their live view is recomputed next step.
         self._unsettled: set[str] = set()
+        #: Per customer with buffered events, its live view as of the last step.
+        self._views: dict[str, LiveView] = {}
         #: The version of the last rows written for this partition (kept by the caller).
         self.version = 0
         #: Per customer, the `order_key` of its latest erasure request read.
@@ -104,7 +132,7 @@ class Engine:
         """
         out = Outputs()
         self.touched = set()
-        arrived: set[str] = set()
+        arrived: dict[str, list[TouchpointEvent]] = {}
         horizon = self._horizon
         read: list[TouchpointEvent] = []
         for event, source in events:
@@ -122,7 +150,7 @@ class Engine:
                 customer, channel = event.customer_id, event.channel.value
                 out.late.append(LateEvent(event.event_id, customer, channel, event.occurred_at, horizon))
                 continue
-            arrived.add(event.customer_id)
+            arrived.setdefault(event.customer_id, []).append(event)
             self.pending.setdefault(event.customer_id, []).append(event)
             self._pending_json.setdefault(event.customer_id, {})[event.event_id] = pending_json(event)
             heapq.heappush(self._pending_times, (event.occurred_at.timestamp(), event.customer_id))
@@ -159,10 +187,10 @@ class Engine:
         self._horizon = candidate
         out = Outputs()
         self.touched = set()
-        self._step(out, set())
+        self._step(out, {})
         return out
 
-    def _step(self, out: Outputs, arrived: set[str]) -> None:
+    def _step(self, out: Outputs, arrived: dict[str, list[TouchpointEvent]]) -> None:
         """Fold in what the horizon passed (final rows), then recompute the live view of
         every customer it may have changed."""
         released = self.release(self._horizon, out.final) if self._horizon is not None else set()
@@ -176,40 +204,116 @@ class Engine:
             when, customer_id = heapq.heappop(self._live_crossings)
             if self._live_next.get(customer_id) == when:
                 due.add(customer_id)
-        changed = arrived | released | due | self._unsettled
+        changed = arrived.keys() | released | due | self._unsettled
         self._unsettled = set()
-        settled: dict[str, set[RowKey]] = {}
-        for key in out.final.keyed():
-            settled.setdefault(key[1][0], set()).add(key)
+        settled: dict[str, dict[RowKey, Any]] = {}
+        for key, row in out.final.keyed().items():
+            settled.setdefault(key[1][0], {})[key] = row
+        # An erasure folded in now deletes the customer's rows first: its live rows are written again.
+        erased_now = {erasure.customer_id for erasure in out.final.erased}
         for customer_id in sorted(changed):
-            self._live(customer_id, newest, out, settled.get(customer_id, set()))
+            final = settled.get(customer_id, {})
+            if customer_id in erased_now or not self._extend_live(
+                customer_id, arrived.get(customer_id, []), newest, out, final
+            ):
+                self._live(customer_id, newest, out, set(final))
         self.touched |= changed
 
+    def _extend_live(
+        self,
+        customer_id: str,
+        arrived: list[TouchpointEvent],
+        newest: datetime,
+        out: Outputs,
+        final: dict[RowKey, Any],
+    ) -> bool:
+        """The customer's live view carried forward from the last step's, when every event
+        that arrived is ordered after everything that view has applied (the common case of
+        live traffic): only the new events are applied, so a step costs what it brings, not
+        what the grace period holds. False when the view must be recomputed (`_live`)."""
+        view = self._views.get(customer_id)
+        if view is None or not self.pending.get(customer_id):
+            return False
+        ordered = sorted(arrived, key=order_key)
+        if ordered and (order_key(ordered[0]) <= view.last_key or ordered[0].occurred_at < view.changed_at):
+            return False
+        erased = self.erasures.get(customer_id)
+        if erased is not None and (self._horizon is None or erased[0] >= self._horizon):
+            return False  # a buffered erasure: what is folded in meanwhile is withdrawn (`_live`)
+        rows = Rows()
+        state = view.state
+        for event in ordered:
+            state.apply(event, self.config, rows)
+        state.advance(newest, self.config, rows)
+        assert state.engagement is not None
+        if ordered:
+            view.last_key = order_key(ordered[-1])
+        moments = [view.changed_at, *(e.occurred_at for e in ordered[-1:])]
+        view.changed_at = max(
+            moments + ([state.engagement.updated_at] if state.engagement.updated_at else [])
+        )
+        if self._horizon is not None:
+            # Rows before the horizon (of events this very step folded in, or level drops it
+            # passed) are final: the step wrote them as such.
+            rows = _after(rows, self._horizon)
+        fresh = rows.keyed()
+        # A settled row this step wrote for a latest-state key that buffered events changed
+        # since: the live row is the current one.
+        for key, row in final.items():
+            table, ident = key
+            if key in fresh or table not in ("engagement", "waiting"):
+                continue
+            current = state.engagement_row() if table == "engagement" else state.waiting_row(ident[1])
+            if current is not None and current != row:
+                fresh[key] = current
+                getattr(rows, table).append(current)
+        self._schedule_live(customer_id, state)
+        keys = (self.provisional.get(customer_id, set()) | fresh.keys()) - (final.keys() - fresh.keys())
+        if keys:
+            self.provisional[customer_id] = keys
+        else:
+            self.provisional.pop(customer_id, None)
+        rows.suppressed = 0
+        out.live.extend(rows)
+        return True
+
+    def _schedule_live(self, customer_id: str, state: CustomerState | None) -> None:
+        """Note when decay alone next changes the customer's live view."""
+        self._live_next.pop(customer_id, None)
+        if state is not None:
+            assert state.engagement is not None
+            crossing = state.engagement.next_crossing(self.config)
+            if crossing is not None:
+                self._live_next[customer_id] = crossing.timestamp()
+                heapq.heappush(self._live_crossings, (crossing.timestamp(), customer_id))
+
     def _live(self, customer_id: str, newest: datetime, out: Outputs, settled: set[RowKey]) -> None:
-        """The customer's provisional rows at `newest`, and what they replace; `settled`:
-        the keys of its rows this step made final."""
+        """The customer's provisional rows at `newest`, recomputed from its folded state
+        and all its buffered events, and what they replace; `settled`: the keys of its
+        rows this step made final."""
         state = self.customers.get(customer_id)
         pending = self.pending.get(customer_id)
         rows = Rows()
         current = state
+        self._views.pop(customer_id, None)
         if pending:
             current = state.clone() if state is not None else CustomerState(customer_id)
-            for event in sorted(pending, key=order_key):
+            ordered = sorted(pending, key=order_key)
+            for event in ordered:
                 current.apply(event, self.config, rows)
             current.advance(newest, self.config, rows)
+            assert current.engagement is not None
+            changed_at = max(
+                ordered[-1].occurred_at, current.engagement.updated_at or ordered[-1].occurred_at
+            )
+            self._views[customer_id] = LiveView(current, order_key(ordered[-1]), changed_at)
         elif state is not None:
             assert state.engagement is not None
             crossing = state.engagement.next_crossing(self.config)
             if crossing is not None and crossing < newest:
                 current = state.clone()
                 current.advance(newest, self.config, rows)
-        self._live_next.pop(customer_id, None)
-        if current is not None:
-            assert current.engagement is not None
-            crossing = current.engagement.next_crossing(self.config)
-            if crossing is not None:
-                self._live_next[customer_id] = crossing.timestamp()
-                heapq.heappush(self._live_crossings, (crossing.timestamp(), customer_id))
+        self._schedule_live(customer_id, current)
         previous = self.provisional.get(customer_id, set())
         markers = {
             ("erasure", (event.event_id,)) for event in pending or () if event.kind is Kind.ERASURE_REQUESTED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ CONFIGS = {
         },
     ),
 }
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 SHAPES: dict[str, dict[str, Any]] = {
     "customer_chat": {"channel": "chat", "kind": "message", "direction": "inbound", "actor": "customer"},
