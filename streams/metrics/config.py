@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +38,19 @@ DEFAULT_INACTIVITY: Mapping[Channel, timedelta] = MappingProxyType({
 })  # fmt: skip
 
 CUSTOMER_MESSAGE_KINDS = frozenset({Kind.MESSAGE, Kind.CALL, Kind.TICKET_OPENED})
+
+
+@functools.cache
+def _ranks(levels: tuple[tuple[str, float], ...]) -> dict[str, int]:
+    return {name: rank for rank, (name, _) in enumerate(levels)}
+
+
+@functools.cache
+def _floors(levels: tuple[tuple[str, float], ...], hysteresis: float) -> dict[str, float | None]:
+    return {
+        name: None if rank == 0 else threshold * (1 - hysteresis)
+        for rank, (name, threshold) in enumerate(levels)
+    }
 
 
 @dataclass(frozen=True)
@@ -76,12 +90,11 @@ class MetricsConfig:
         return name
 
     def rank(self, level: str) -> int:
-        return [name for name, _ in self.levels].index(level)
+        return _ranks(self.levels)[level]
 
     def floor(self, level: str) -> float | None:
         """The score below which a held `level` falls: threshold * (1 - h); None for the lowest."""
-        rank = self.rank(level)
-        return None if rank == 0 else self.levels[rank][1] * (1 - self.level_hysteresis)
+        return _floors(self.levels, self.level_hysteresis)[level]
 
     def level_after_fall(self, level: str) -> str:
         """The level a held `level` falls to at its floor: the level of the floor's score,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -65,7 +64,7 @@ class CustomerState:
             self.conversations[key] = Conversation(key, event.occurred_at)
         elif key in self._shared:
             self._shared.discard(key)
-            self.conversations[key] = copy.copy(self.conversations[key])
+            self.conversations[key] = self.conversations[key].copy()
         return self.conversations[key]
 
     def apply(self, event: TouchpointEvent, config: MetricsConfig, out: Rows) -> None:

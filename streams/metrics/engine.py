@@ -230,10 +230,13 @@ class Engine:
         """The customer's live view carried forward from the last step's, when every event
         that arrived is ordered after everything that view has applied (the common case of
         live traffic): only the new events are applied, so a step costs what it brings, not
-        what the grace period holds. False when the view must be recomputed (`_live`)."""
+        what the grace period holds. False when the view must be recomputed (`_live`), or
+        recomputing is cheaper: more events arrived than are still buffered, as when a
+        backlog is read and most of them were folded in at once."""
         view = self._views.get(customer_id)
-        if view is None or not self.pending.get(customer_id):
-            return False
+        pending = self.pending.get(customer_id)
+        if view is None or not pending or len(arrived) > len(pending):
+            return False  # recomputing from the folded state applies fewer events (a backlog)
         ordered = sorted(arrived, key=order_key)
         if ordered and (order_key(ordered[0]) <= view.last_key or ordered[0].occurred_at < view.changed_at):
             return False

@@ -67,6 +67,12 @@ class Conversation:
         self.changed_at = event.occurred_at
         return record, self.row(event.customer_id)
 
+    def copy(self) -> Conversation:
+        return Conversation(
+            self.conversation_id, self.last_event_at, self.waiting_since, self.waiting_channel, self.responded,
+            self.changed_at,
+        )  # fmt: skip
+
     def row(self, customer_id: str) -> WaitingRow | None:
         """The conversation's waiting row; None before its first customer message."""
         if self.changed_at is None:
