@@ -69,9 +69,13 @@ class Conversation:
 
     def copy(self) -> Conversation:
         return Conversation(
-            self.conversation_id, self.last_event_at, self.waiting_since, self.waiting_channel, self.responded,
+            self.conversation_id,
+            self.last_event_at,
+            self.waiting_since,
+            self.waiting_channel,
+            self.responded,
             self.changed_at,
-        )  # fmt: skip
+        )
 
     def row(self, customer_id: str) -> WaitingRow | None:
         """The conversation's waiting row; None before its first customer message."""
