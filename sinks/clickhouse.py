@@ -19,7 +19,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 
-from sinks.ddl import migrations
+from sinks.ddl import expected_columns, migrations
 from touchstream.errors import ClickHouseError, ConfigError
 from touchstream.settings import Settings
 
@@ -133,6 +133,24 @@ class ClickHouse:
     def migrate(self) -> None:
         for statement in migrations(self.database):
             self.command(statement)
+        self.check_schema()
+
+    def check_schema(self) -> None:
+        """Stop with one line when an existing table lacks a column this version writes
+        (`CREATE ... IF NOT EXISTS` leaves a table of an earlier version as it was)."""
+        rows = self.rows(
+            "SELECT table, groupArray(name) FROM system.columns WHERE database = {db:String} GROUP BY table",
+            {"db": self.database},
+        )
+        present = {table: set(names) for table, names in rows}
+        for table, columns in expected_columns().items():
+            missing = [column for column in columns if column not in present.get(table, set())]
+            if missing:
+                raise ConfigError(
+                    f"ClickHouse table {self.database}.{table} lacks column(s) {', '.join(missing)}: it was "
+                    "created by an earlier Touchstream; drop the metric tables (their rows are derived) "
+                    "or use a new database or data dir"
+                )
 
     def close(self) -> None:
         with self._lock:

@@ -1,7 +1,7 @@
 """ClickHouse schema (SPEC §6). Every statement is idempotent, so migrating is safe at any start.
 
 Every metric table is `ReplacingMergeTree(version, is_deleted)` ordered by the row's key
-(`streams.metrics.records.row_key`), with `final` (0/1): a row is an upsert, a
+(`streams.metrics.records.KEY_COLUMNS`), with `final` (0/1): a row is an upsert, a
 retraction is a row with `is_deleted = 1`, `SELECT ... FROM t FINAL` is the live view
 and `... FINAL WHERE final` the settled one (docs/clickhouse.md). A batch written twice
 (a retry, a worker restarted before its offsets were committed) collapses under FINAL.
@@ -164,6 +164,15 @@ VIEWS: dict[str, str] = {
         FROM {db}.touchpoints FINAL
         GROUP BY channel, hour, kind, direction""",
 }
+
+
+def expected_columns() -> dict[str, list[str]]:
+    """Per table, the column names its DDL declares (to check an existing database)."""
+    found = {}
+    for table, body in TABLES.items():
+        declared = body.split(") ENGINE")[0]
+        found[table] = [line.split()[0] for line in declared.splitlines() if line.strip()]
+    return found
 
 
 def migrations(database: str) -> list[str]:

@@ -1,7 +1,7 @@
 """The metric tables (SPEC §6): one step of the metric core's outputs -> ClickHouse.
 
 Every metric table is a `ReplacingMergeTree(version, is_deleted)` ordered by the row's
-key (`streams.metrics.records.row_key`, a function of the events alone), so a row is an
+key (`streams.metrics.records.KEY_COLUMNS`, a function of the events alone), so a row is an
 upsert: `FROM t FINAL` shows, per key, the row of the highest version unless that row
 is a deletion. A step writes all its rows with one version (`Outputs.version`, higher
 than any the partition wrote before), in this order:

@@ -40,6 +40,12 @@ class CustomerState:
         self._shared |= twin._shared
         return twin
 
+    def mark(self) -> tuple[int, int]:
+        """Identifies the engagement state: compare before and after folding events in to
+        know whether it needs a new `engagement` row (only the latest one counts)."""
+        assert self.engagement is not None
+        return id(self.engagement), self.engagement.revision
+
     def engagement_row(self) -> EngagementRow | None:
         assert self.engagement is not None
         return self.engagement.row() if self.engagement.updated_at is not None else None
@@ -91,16 +97,12 @@ class CustomerState:
             )  # fmt: skip
         if is_customer_initiated(event):
             assert self.engagement is not None
-            changes, row = self.engagement.apply(event, config)
-            out.changes += changes
-            out.engagement.append(row)
+            out.changes += self.engagement.apply(event, config)
 
     def advance(self, horizon: datetime, config: MetricsConfig, out: Rows) -> None:
         """Results reach `horizon`: level drops from decay alone before it are final."""
         assert self.engagement is not None
-        changes, rows = self.engagement.decay_until(horizon, config)
-        out.changes += changes
-        out.engagement += rows
+        out.changes += self.engagement.decay_until(horizon, config)
 
     def erase(self, event: TouchpointEvent, out: Rows) -> None:
         """Forget everything; rows already made from this customer's earlier events are

@@ -55,6 +55,8 @@ class Engagement:
     cap_counts: dict[str, int] = field(default_factory=dict)
     #: (time, channel) of customer-initiated events in the last 30 days of event time.
     recent: list[tuple[datetime, str]] = field(default_factory=list)
+    #: Counts every change of the state (an event, a drop by decay): whether a row is due.
+    revision: int = field(default=0, compare=False)
 
     def next_crossing(self, config: MetricsConfig) -> datetime | None:
         """When decay alone next lowers the held level, if it ever does."""
@@ -63,13 +65,10 @@ class Engagement:
             return None
         return crossing_time(self.score, self.updated_at, floor, config.half_life)
 
-    def decay_until(
-        self, horizon: datetime, config: MetricsConfig
-    ) -> tuple[list[LevelChange], list[EngagementRow]]:
+    def decay_until(self, horizon: datetime, config: MetricsConfig) -> list[LevelChange]:
         """Level drops from decay alone at instants strictly before `horizon`: at each, the
         score is the held level's floor and the level the one that score falls to."""
         changes: list[LevelChange] = []
-        rows: list[EngagementRow] = []
         while (when := self.next_crossing(config)) is not None and when < horizon:
             floor = config.floor(self.level)
             assert floor is not None
@@ -77,12 +76,14 @@ class Engagement:
             self.score, self.updated_at = floor, when
             changes.append(LevelChange(self.customer_id, self.level, lower, self.score, when))
             self.level = lower
-            rows.append(self.row())
-        return changes, rows
+            self.revision += 1
+        return changes
 
-    def apply(self, event: TouchpointEvent, config: MetricsConfig) -> tuple[list[LevelChange], EngagementRow]:
-        """A customer-initiated event, in order; decay crossings before it must be taken first."""
-        changes, _ = self.decay_until(event.occurred_at, config)
+    def apply(self, event: TouchpointEvent, config: MetricsConfig) -> list[LevelChange]:
+        """A customer-initiated event, in order (decay crossings before it are taken first);
+        the level changes it makes. The state's row is `row()`, made when it is written."""
+        changes = self.decay_until(event.occurred_at, config)
+        self.revision += 1
         day = event.occurred_at.astimezone(UTC).date()
         if day != self.cap_day:
             self.cap_day, self.cap_counts = day, {}
@@ -100,11 +101,11 @@ class Engagement:
         if config.rank(level) > config.rank(self.level):  # a held level only rises after an event
             changes.append(LevelChange(self.customer_id, self.level, level, self.score, event.occurred_at))
             self.level = level
-        return changes, self.row()
+        return changes
 
     def clone(self) -> Engagement:
         return Engagement(self.customer_id, self.score, self.updated_at, self.level, self.cap_day,
-                          dict(self.cap_counts), list(self.recent))  # fmt: skip
+                          dict(self.cap_counts), list(self.recent), self.revision)  # fmt: skip
 
     def row(self) -> EngagementRow:
         assert self.updated_at is not None

@@ -42,6 +42,15 @@ from streams.metrics.state import pending_json, record_from_dict, record_json
 _JUST_AFTER = timedelta(microseconds=1)
 
 
+def _engagement_row(state: CustomerState, before: tuple[int, int], rows: Rows) -> bool:
+    """Add the state's engagement row if it changed since `before` (`CustomerState.mark`):
+    one row per customer and step, the latest, since only the latest counts."""
+    if state.mark() == before or (row := state.engagement_row()) is None:
+        return False
+    rows.engagement.append(row)
+    return True
+
+
 def _after(rows: Rows, horizon: datetime) -> Rows:
     """The rows at or after `horizon` (those before it are final)."""
     return Rows(
@@ -245,9 +254,11 @@ class Engine:
             return False  # a buffered erasure: what is folded in meanwhile is withdrawn (`_live`)
         rows = Rows()
         state = view.state
+        before = state.mark()
         for event in ordered:
             state.apply(event, self.config, rows)
         state.advance(newest, self.config, rows)
+        _engagement_row(state, before, rows)
         assert state.engagement is not None
         if ordered:
             view.last_key = order_key(ordered[-1])
@@ -302,9 +313,11 @@ class Engine:
         if pending:
             current = state.clone() if state is not None else CustomerState(customer_id)
             ordered = sorted(pending, key=order_key)
+            before = current.mark()
             for event in ordered:
                 current.apply(event, self.config, rows)
             current.advance(newest, self.config, rows)
+            _engagement_row(current, before, rows)
             assert current.engagement is not None
             changed_at = max(
                 ordered[-1].occurred_at, current.engagement.updated_at or ordered[-1].occurred_at
@@ -315,7 +328,9 @@ class Engine:
             crossing = state.engagement.next_crossing(self.config)
             if crossing is not None and crossing < newest:
                 current = state.clone()
+                before = current.mark()
                 current.advance(newest, self.config, rows)
+                _engagement_row(current, before, rows)
         self._schedule_live(customer_id, current)
         previous = self.provisional.get(customer_id, set())
         markers = {
@@ -394,9 +409,11 @@ class Engine:
             state = self.customers.setdefault(customer_id, CustomerState(customer_id))
             released.add(customer_id)
             fragments = self._pending_json[customer_id]
+            before = state.mark()
             for event in ready:
                 state.apply(event, self.config, out)
                 del fragments[event.event_id]
+            _engagement_row(state, before, out)
             self._schedule(customer_id)
             rest = waiting[len(ready) :]
             if rest:
@@ -410,9 +427,10 @@ class Engine:
             if current is not None and current.timestamp() == when:
                 due.add(customer_id)
         for customer_id in sorted(due):
-            before = len(out.changes)
-            self.customers[customer_id].advance(horizon, self.config, out)
-            if len(out.changes) != before:
+            state = self.customers[customer_id]
+            before = state.mark()
+            state.advance(horizon, self.config, out)
+            if _engagement_row(state, before, out):
                 released.add(customer_id)
             self._schedule(customer_id)
         self._forget(horizon)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -96,7 +98,7 @@ class Erasure:
     before: tuple[datetime, str]
 
 
-#: (table, key): the identity of a metric row (`row_key`), what an upsert replaces.
+#: (table, key): the identity of a metric row (`KEY_COLUMNS`), what an upsert replaces.
 RowKey = tuple[str, tuple[Any, ...]]
 
 
@@ -136,8 +138,10 @@ class Rows:
         """The rows by identity; a later row of the same key replaces an earlier one."""
         found: dict[RowKey, Any] = {}
         for table, rows in self.tables().items():
-            for row in rows:
-                found[table, row_key(table, row)] = row
+            if rows:
+                key_of = _KEY_OF[table]
+                for row in rows:
+                    found[table, key_of(row)] = row
         return found
 
     def tables(self) -> dict[str, list[Any]]:
@@ -150,23 +154,8 @@ class Rows:
         }
 
 
-def row_key(table: str, row: Any) -> tuple[Any, ...]:
-    """A metric row's identity: a function of the events alone (never of batches or
-    horizons), so a re-read batch and a later correction overwrite the same row."""
-    if table == "responses":
-        return (row.customer_id, row.reply_event_id)
-    if table == "waiting":
-        return (row.customer_id, row.conversation_id)
-    if table == "engagement":
-        return (row.customer_id,)
-    if table == "engagement_changes":
-        return (row.customer_id, row.changed_at, row.previous_level, row.level)
-    if table == "surveys":
-        return (row.customer_id, row.event_id)
-    raise KeyError(table)
-
-
-#: The key columns of each metric table, in `row_key` order.
+#: A metric row's identity per table: a function of the events alone (never of batches
+#: or horizons), so a re-read batch and a later correction overwrite the same row.
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "responses": ("customer_id", "reply_event_id"),
     "waiting": ("customer_id", "conversation_id"),
@@ -174,6 +163,17 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "engagement_changes": ("customer_id", "changed_at", "previous_level", "level"),
     "surveys": ("customer_id", "event_id"),
 }
+
+
+def _key_getter(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(columns) == 1:
+        name = columns[0]
+        return lambda row: (getattr(row, name),)
+    return operator.attrgetter(*columns)
+
+
+_KEY_OF = {table: _key_getter(columns) for table, columns in KEY_COLUMNS.items()}
+
 
 
 @dataclass

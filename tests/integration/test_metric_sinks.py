@@ -18,7 +18,7 @@ from streams.metrics import Engine, MetricsConfig, Outputs
 from streams.metrics.quantiles import exact_quantile
 from streams.partitions import PartitionEngines
 from tests.factories import event
-from touchstream.errors import ClickHouseError
+from touchstream.errors import ClickHouseError, ConfigError
 from touchstream.verify import verify
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -207,3 +207,15 @@ def test_every_query_in_the_analyst_docs_runs(clickhouse: ClickHouse) -> None:
     assert [(row[0], row[5], row[6]) for row in before] == [("nps-low", "message", "inbound"),
                                                              ("nps-low", "message", "outbound")]  # fmt: skip
     assert {row[0] for row in result("toMonday(hour) AS week")} == {"chat", "email"}
+
+
+def test_a_table_of_an_earlier_version_stops_the_start(clickhouse: ClickHouse) -> None:
+    db = clickhouse.database
+    clickhouse.command(f"DROP TABLE {db}.waiting")
+    clickhouse.command(
+        f"CREATE TABLE {db}.waiting (conversation_id String, customer_id String, updated_at DateTime64(3)) "
+        "ENGINE = ReplacingMergeTree(updated_at) ORDER BY (customer_id, conversation_id)"
+    )
+    missing = r"waiting lacks column\(s\) channel, waiting_since, answered, final"
+    with pytest.raises(ConfigError, match=missing):
+        clickhouse.migrate()
