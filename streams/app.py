@@ -41,6 +41,11 @@ from touchstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: Batches cut early because the input went quiet are at least this far apart: a trickle
+#: of events then costs a few rounds of inserts per second, not one per event (at 10
+#: events/s, one batch per event kept the worker near a core busy with chDB inserts).
+BATCH_SPACING_SECONDS = 0.2
+
 
 @dataclass
 class PipelineStats:
@@ -223,6 +228,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
                 within=settings.sink_flush_seconds,
                 wait=settings.sink_flush_seconds,
                 quiet=settings.sink_quiet_seconds,
+                spacing=BATCH_SPACING_SECONDS,
             )
             if not messages:
                 await step.idle(assigned(), settings.metrics_idle_seconds)

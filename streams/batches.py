@@ -49,6 +49,8 @@ class Inbox:
         )
         #: Records of a fetch beyond the last batch's size, first in the next batch.
         self._carried: list[Message] = []
+        #: When the last batch was handed out (the event loop's clock).
+        self._taken_at = 0.0
 
     def install(self) -> None:
         """Make `app` consume through a `BatchingConsumer` feeding this inbox; before it starts."""
@@ -58,18 +60,30 @@ class Inbox:
         self.app.topics.add(self.channel)  # subscribed like an agent's topics
 
     async def take(
-        self, max_records: int, within: float, *, wait: float | None = None, quiet: float | None = None
+        self,
+        max_records: int,
+        within: float,
+        *,
+        wait: float | None = None,
+        quiet: float | None = None,
+        spacing: float = 0.0,
     ) -> list[Message]:
         """Wait for records (at most `wait` seconds, if given), then gather more until
         `max_records` are in, `within` seconds have passed, or (if given) no fetch brought
-        anything for `quiet` seconds; at most `max_records` (the rest of a fetch opens the
-        next batch). May be empty: nothing came within `wait`, or records of an earlier
-        consumer generation were dropped here.
+        anything for `quiet` seconds and `spacing` seconds have passed since the last
+        batch; at most `max_records` (the rest of a fetch opens the next batch). May be
+        empty: nothing came within `wait`, or records of an earlier consumer generation
+        were dropped here.
 
         `quiet` keeps light traffic fast: a lone event is written once the fetches after
-        it come back empty, instead of waiting out `within`; a steady stream still fills
-        batches for up to `within`."""
+        it come back empty, instead of waiting out `within`; `spacing` bounds how many
+        such small batches a trickle makes (each costs a round of inserts); a steady
+        stream still fills batches for up to `within`."""
         loop = asyncio.get_running_loop()
+        # `within` counts from the batch's first record: records that came while the last
+        # batch was being written have waited since it was handed out.
+        started = loop.time()
+        waiting = bool(self._carried) or not self.queue.empty()
         if self._carried:
             records = self._carried
         else:
@@ -78,19 +92,27 @@ class Inbox:
             except TimeoutError:
                 return []
         self._carried = []
-        deadline = loop.time() + within
+        deadline = (max(self._taken_at, started - within) if waiting else loop.time()) + within
         while len(records) < max_records:
             if not self.queue.empty():
                 records.extend(self.queue.get_nowait())
                 continue
-            remaining = deadline - loop.time()
+            now = loop.time()
+            remaining = deadline - now
             if remaining <= 0:
                 break
+            spaced = now - self._taken_at >= spacing
             try:
-                gap = remaining if quiet is None else min(remaining, quiet)
+                gap = (
+                    remaining
+                    if quiet is None
+                    else min(remaining, quiet if spaced else self._taken_at + spacing - now)
+                )
                 records.extend(await asyncio.wait_for(self.queue.get(), gap))
             except TimeoutError:
-                break
+                if spaced or quiet is None:
+                    break
+        self._taken_at = loop.time()
         records, self._carried = records[:max_records], records[max_records:]
         return self._current(records)
 

@@ -175,7 +175,6 @@ def _key_getter(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
 _KEY_OF = {table: _key_getter(columns) for table, columns in KEY_COLUMNS.items()}
 
 
-
 @dataclass
 class Outputs:
     """Everything one step of the core produced.
