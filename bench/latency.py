@@ -2,9 +2,9 @@
 
 A `touchstream worker` at default settings (1 s flush, 10 min grace, 30 s idle) on the
 embedded noida broker reads a steady stream of events with `occurred_at` = now. Among
-them, sampled conversations: a customer message (its row in `touchpoints`, its
-conversation in `waiting`) and, 0.5 s later, the agent's reply (its record in
-`responses`). A poller asks the worker's chDB every 100 ms which sampled rows are
+them, sampled conversations (up to 10 a second, within the rate): a customer message
+(its row in `touchpoints`, its conversation in `waiting`) and, 0.5 s later, the agent's
+reply (its record in `responses`). A poller asks the worker's chDB every 100 ms which sampled rows are
 visible (`FROM t FINAL`); a row's latency is the first poll that sees it minus the
 moment its event was handed to the producer, so figures include up to one poll
 interval. The rest of the traffic is page views, messages and replies of 20,000 other
@@ -118,26 +118,29 @@ class Probe:
             )
 
     def run(self, seconds: float) -> None:
+        """`rate` events/s for `seconds`: sampled conversations (a message, its reply
+        REPLY_AFTER later) at up to SAMPLES_PER_SECOND, background traffic in between."""
         began = time.monotonic()
         replies: list[tuple[float, int]] = []
-        sample_every = 1.0 / SAMPLES_PER_SECOND
+        per_second = min(SAMPLES_PER_SECOND, self.rate / 2)
+        limit = int(seconds * per_second)
         next_sample, number, samples = began, 0, 0
         while (now := time.monotonic()) < began + seconds:
             due = int((now - began) * self.rate) - number
             for _ in range(max(due, 0)):
-                if now >= next_sample and samples < seconds * SAMPLES_PER_SECOND:
+                if replies and replies[0][0] <= now:
+                    self.sample_reply(replies.pop(0)[1])
+                elif now >= next_sample and samples < limit:
                     self.sample_message(samples)
                     replies.append((now + REPLY_AFTER, samples))
                     samples += 1
-                    next_sample += sample_every
-                elif replies and replies[0][0] <= now:
-                    self.sample_reply(replies.pop(0)[1])
+                    next_sample += 1 / per_second
                 else:
                     self.background(number)
                 number += 1
             time.sleep(0.005)
-        for _, sample in replies:  # the last replies, on time
-            time.sleep(max(0.0, REPLY_AFTER / 2))
+        for when, sample in replies:  # the last replies, on time
+            time.sleep(max(0.0, when - time.monotonic()))
             self.sample_reply(sample)
         self.publisher.wait(self.delivery, self.sent, timeout=120)
 
