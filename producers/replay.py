@@ -28,14 +28,33 @@ _CSV_JSON_COLUMNS = {"survey", "consent", "attributes"}
 class ReplaySummary:
     published: int = 0
     rejected: int = 0
+    #: Blank lines, skipped.
+    ignored: int = 0
     reasons: list[str] = field(default_factory=list)
+
+
+#: A blank line of a JSONL file: counted as ignored, not published.
+BLANK = b""
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, bytes]]:
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
-            if line.strip():
-                yield number, line.rstrip(b"\r\n")
+            yield number, line.rstrip(b"\r\n") if line.strip() else BLANK
+
+
+def stamped(raw: bytes, now: datetime) -> bytes:
+    """The record with `received_at` set to `now` where it has none (SPEC §2: the adapter
+    sets it; a backfill file often has only `occurred_at`). Anything that is not a JSON
+    object is left for validation to reject."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(data, dict) or data.get("received_at") not in (None, ""):
+        return raw
+    data["received_at"] = now.isoformat()
+    return json.dumps(data).encode()
 
 
 def _csv_value(column: str, value: str) -> object:
@@ -89,6 +108,10 @@ def replay(
     dlq = dead_letter_topic(publisher.prefix)
     sent = 0
     for number, raw in records(path):
+        if raw is BLANK:
+            summary.ignored += 1
+            continue
+        raw = stamped(raw, datetime.now(UTC))
         decoded = decode(raw)
         if isinstance(decoded, Rejected):
             summary.rejected += 1

@@ -210,6 +210,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from producers.publisher import Publisher
     from producers.replay import count_records, replay
+    from schemas.topics import dead_letter_topic
 
     settings = _settings(args)
     path = Path(args.file)
@@ -219,7 +220,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with _progress() as progress:
         task = progress.add_task(f"replay {path.name}", total=count_records(path))
         summary = replay(path, publisher, on_progress=lambda done: progress.update(task, completed=done))
-    print(f"published {summary.published} events, rejected {summary.rejected}")
+    where = f" (to {dead_letter_topic(settings.topic_prefix)})" if summary.rejected else ""
+    print(
+        f"published {summary.published} events, rejected {summary.rejected}{where}, "
+        f"ignored {summary.ignored} blank lines"
+    )
     return _report_rejects(summary.reasons, summary.rejected, "records", settings)
 
 

@@ -98,8 +98,11 @@ def test_replay_publishes_valid_lines_and_dead_letters_the_rest(
     events = list(Simulator(SimulatorConfig(seed=21), BASE_TIME).events(400))
     jsonl = tmp_path / "backfill.jsonl"
     lines = [event.model_dump_json() for event in events[:300]]
+    # A backfill file may leave received_at out: replay stamps it (SPEC §2).
+    lines[5] = json.dumps({k: v for k, v in json.loads(lines[5]).items() if k != "received_at"})
     lines.insert(10, '{"event_id": "broken", "channel": "web"}')
     lines.insert(50, json.dumps(event_data(event_id="late-naive", occurred_at="2026-03-02T10:00:00")))
+    lines.insert(60, "")
     jsonl.write_text("\n".join(lines) + "\n")
     csv_file = tmp_path / "backfill.csv"
     with csv_file.open("w", newline="") as handle:
@@ -109,6 +112,8 @@ def test_replay_publishes_valid_lines_and_dead_letters_the_rest(
             row = event.model_dump(mode="json")
             for column in ("survey", "consent", "attributes"):
                 row[column] = json.dumps(row[column]) if row[column] is not None else ""
+            if event is events[300]:
+                row["received_at"] = None  # stamped by replay
             writer.writerow({key: "" if value is None else value for key, value in row.items()})
 
     def replay(path: Path) -> subprocess.CompletedProcess[str]:
@@ -119,11 +124,13 @@ def test_replay_publishes_valid_lines_and_dead_letters_the_rest(
 
     from_jsonl = replay(jsonl)
     assert from_jsonl.returncode == 1, "a backfill with rejected lines says so in its status"
-    assert "published 300 events, rejected 2" in from_jsonl.stdout
+    assert f"published 300 events, rejected 2 (to {dlq_topic(pipeline_env)}), ignored 1 blank lines" in (
+        from_jsonl.stdout
+    )
     assert "backfill.jsonl:11:" in from_jsonl.stderr and "backfill.jsonl:51:" in from_jsonl.stderr
     from_csv = replay(csv_file)
     assert from_csv.returncode == 0, from_csv.stderr
-    assert "published 100 events, rejected 0" in from_csv.stdout
+    assert "published 100 events, rejected 0, ignored 0 blank lines" in from_csv.stdout
 
     worker = start_worker()
     wait_until(lambda: worker.scalar(COUNT_FINAL) >= len(events), timeout=90, what="replayed rows")
