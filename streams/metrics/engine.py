@@ -254,11 +254,7 @@ class Engine:
             return False  # a buffered erasure: what is folded in meanwhile is withdrawn (`_live`)
         rows = Rows()
         state = view.state
-        before = state.mark()
-        for event in ordered:
-            state.apply(event, self.config, rows)
-        state.advance(newest, self.config, rows)
-        _engagement_row(state, before, rows)
+        self._play(state, ordered, newest, rows)
         assert state.engagement is not None
         if ordered:
             view.last_key = order_key(ordered[-1])
@@ -291,6 +287,14 @@ class Engine:
         out.live.extend(rows)
         return True
 
+    def _play(self, state: CustomerState, events: list[TouchpointEvent], until: datetime, rows: Rows) -> None:
+        """Apply `events` (in order) to a live state, decay it up to `until`, into `rows`."""
+        before = state.mark()
+        for event in events:
+            state.apply(event, self.config, rows)
+        state.advance(until, self.config, rows)
+        _engagement_row(state, before, rows)
+
     def _schedule_live(self, customer_id: str, state: CustomerState | None) -> None:
         """Note when decay alone next changes the customer's live view."""
         self._live_next.pop(customer_id, None)
@@ -313,11 +317,7 @@ class Engine:
         if pending:
             current = state.clone() if state is not None else CustomerState(customer_id)
             ordered = sorted(pending, key=order_key)
-            before = current.mark()
-            for event in ordered:
-                current.apply(event, self.config, rows)
-            current.advance(newest, self.config, rows)
-            _engagement_row(current, before, rows)
+            self._play(current, ordered, newest, rows)
             assert current.engagement is not None
             changed_at = max(
                 ordered[-1].occurred_at, current.engagement.updated_at or ordered[-1].occurred_at
@@ -328,9 +328,7 @@ class Engine:
             crossing = state.engagement.next_crossing(self.config)
             if crossing is not None and crossing < newest:
                 current = state.clone()
-                before = current.mark()
-                current.advance(newest, self.config, rows)
-                _engagement_row(current, before, rows)
+                self._play(current, [], newest, rows)
         self._schedule_live(customer_id, current)
         previous = self.provisional.get(customer_id, set())
         markers = {
