@@ -18,30 +18,44 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
+from clickhouse_connect.driver.exceptions import OperationalError
 
 from sinks.ddl import expected_columns, migrations
 from touchstream.errors import ClickHouseError, ConfigError
 from touchstream.settings import Settings
 
+#: ClickHouse error codes of conditions that pass: retrying the same call can succeed.
+TRANSIENT_CODES = frozenset({
+    3,  # UNEXPECTED_END_OF_FILE
+    23, 24,  # CANNOT_READ_FROM_ISTREAM, CANNOT_WRITE_TO_OSTREAM
+    32,  # ATTEMPT_TO_READ_AFTER_EOF
+    159, 160,  # TIMEOUT_EXCEEDED, TOO_SLOW
+    173,  # CANNOT_ALLOCATE_MEMORY
+    202, 203,  # TOO_MANY_SIMULTANEOUS_QUERIES, NO_FREE_CONNECTION
+    209, 210,  # SOCKET_TIMEOUT, NETWORK_ERROR
+    225, 234,  # NO_ZOOKEEPER, NO_REPLICA_HAS_PART
+    236,  # ABORTED
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY
+    252,  # TOO_MANY_PARTS
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    394,  # QUERY_WAS_CANCELLED
+    425,  # SYSTEM_ERROR
+    999,  # KEEPER_EXCEPTION
+    1000,  # POCO_EXCEPTION (connection level)
+})  # fmt: skip
 
-def error_code(error: BaseException) -> int | None:
-    """ClickHouse's numeric code from a driver error message ("Code: 47. DB::Exception...")."""
-    text = str(error)
-    marker = "Code: "
-    start = text.find(marker)
-    if start < 0:
-        return None
-    digits = ""
-    for char in text[start + len(marker) :]:
-        if not char.isdigit():
-            break
-        digits += char
-    return int(digits) if digits else None
 
-
-def wrap(error: DriverError) -> ClickHouseError:
+def wrap(error: DriverError, doing: str | None = None) -> ClickHouseError:
+    """The project's error for a driver error: ClickHouse's code and name taken from the
+    exception (clickhouse-connect parses them from the server's answer), and whether a
+    retry can help. A driver error without a code is a connection or stream failure."""
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-    return ClickHouseError(first_line, code=error_code(error))
+    code, name = getattr(error, "code", None), getattr(error, "name", None)
+    transient = code in TRANSIENT_CODES if code is not None else isinstance(error, OperationalError)
+    label = f"code {code} {name}: " if code is not None else ""
+    message = f"{doing} failed: {label}{first_line}" if doing else first_line
+    return ClickHouseError(message, code=code, name=name, transient=transient)
 
 
 def server_database(url: str, default: str) -> str:
@@ -87,17 +101,23 @@ class ClickHouse:
         self._lock = threading.Lock()
 
     @contextmanager
-    def _call(self) -> Iterator[Client]:
+    def _call(self, doing: str | None = None) -> Iterator[Client]:
         with self._lock:
             try:
                 yield self.client
             except DriverError as error:
-                raise wrap(error) from error
+                raise wrap(error, doing) from error
 
     def command(
-        self, sql: str, *, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+        self,
+        sql: str,
+        *,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+        doing: str | None = None,
     ) -> Any:
-        with self._call() as client:
+        """Run a statement; `doing` names it in an error ("delete from touchstream.waiting")."""
+        with self._call(doing) as client:
             return client.command(sql, parameters=parameters, settings=settings)
 
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -127,7 +147,7 @@ class ClickHouse:
         dedup_token: str | None = None,
     ) -> None:
         settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
-        with self._call() as client:
+        with self._call(f"insert into {self.database}.{table}") as client:
             client.insert(table, rows, column_names=columns, database=self.database, settings=settings)
 
     def migrate(self) -> None:

@@ -29,6 +29,7 @@ def erase(clickhouse: ClickHouse, erasures: Sequence[Erasure], tables: Sequence[
             clickhouse.command(
                 f"DELETE FROM {db}.{table} WHERE has({{customers:Array(String)}}, customer_id)",
                 parameters={"customers": customers},
+                doing=f"erasure delete from {db}.{table}",
             )
             continue
         for erasure in latest(erasures):
@@ -37,6 +38,7 @@ def erase(clickhouse: ClickHouse, erasures: Sequence[Erasure], tables: Sequence[
                 f"DELETE FROM {db}.{table} WHERE customer_id = {{customer:String}} AND "
                 f"(occurred_at, event_id) <= ({{at:DateTime64(3, 'UTC')}}, {{event_id:String}})",
                 parameters={"customer": erasure.customer_id, "at": _millis(at), "event_id": event_id},
+                doing=f"erasure delete from {db}.{table}",
             )
 
 

@@ -1,4 +1,5 @@
-"""Retry policy for sink writes: back off, never drop. The input pauses while ClickHouse is down."""
+"""Retry policy for sink writes: back off while ClickHouse is unavailable, stop on what a
+retry cannot fix. The input pauses while a write is retried."""
 
 from __future__ import annotations
 
@@ -32,17 +33,23 @@ async def until_written(
     backoff: Backoff = Backoff(),
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
-    """Await `write()` until it succeeds, backing off between ClickHouse failures.
+    """Await `write()` until it succeeds, backing off between transient ClickHouse
+    failures (a connection, a timeout, too many parts, memory: `ClickHouseError.transient`),
+    with a log line per attempt.
 
-    Giving up would mean either dropping the batch or committing offsets past it, so
-    this only ends by success or by cancellation (shutdown), which the caller handles
-    by not committing the batch.
+    A permanent error (an unknown table or column, a type mismatch, a syntax error,
+    authentication) is raised at once: retrying would stall the worker forever, so the
+    caller stops it, without committing the batch. Giving up on a transient error would
+    mean dropping the batch or committing offsets past it, so those are retried until
+    success or cancellation (shutdown).
     """
     attempt = 0
     while True:
         try:
             return await write()
         except ClickHouseError as error:
+            if not error.transient:
+                raise
             attempt += 1
             delay = backoff.delay(attempt)
             log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, error)

@@ -7,8 +7,9 @@ ordered commit of one batch: a batch is acknowledged only once its dead letters 
 acknowledged by Kafka, its rows are in ClickHouse and its customers' state records are
 in the changelog. A batch that fails or is interrupted by shutdown is never
 acknowledged, so its offsets are not committed and the next worker for its partitions
-reads it again; an error other than a ClickHouse outage (which is retried) stops the
-worker. When no records come for a flush interval, the step applies the idle rule to
+reads it again. A transient ClickHouse error is retried (`sinks.retry`); any other error
+stops the worker, a permanent ClickHouse error with one line naming the table and
+ClickHouse's code and name. When no records come for a flush interval, the step applies the idle rule to
 the quiet partitions.
 """
 
@@ -18,6 +19,8 @@ import asyncio
 import functools
 import gc
 import logging
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ from streams.batches import Inbox
 from streams.ingest import DeadLetter, RawRecord
 from streams.partitions import STATE_TABLE, ChangelogWriter, PartitionEngines
 from streams.step import BatchStep, Writers
+from touchstream.errors import ClickHouseError
 from touchstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,8 @@ class PipelineStats:
     #: Wall-clock seconds the batches spent per step (decode, touchpoints, metrics, state).
     step_seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+    #: The permanent error that stopped the worker, if one did (see `build`'s sink task).
+    stopped_by: ClickHouseError | None = None
 
     def timed(self, step: str, began: float) -> float:
         """Add the time since `began` to `step`; return now, the next step's start."""
@@ -239,6 +245,13 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
                 )
                 for message in messages
             ]
-            await step.run(records, acknowledge=functools.partial(inbox.ack, messages))
+            try:
+                await step.run(records, acknowledge=functools.partial(inbox.ack, messages))
+            except ClickHouseError as error:  # permanent (transient ones are retried): stop
+                stats.stopped_by = error
+                log.error("stopping: %s", error)
+                inbox.abandon(messages)
+                os.kill(os.getpid(), signal.SIGTERM)  # the ordinary shutdown; nothing is acknowledged
+                return
 
     return stats

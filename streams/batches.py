@@ -137,6 +137,14 @@ class Inbox:
             inbound[tp] = now  # what a stream's sensor records; Faust's livelock check reads it
         return kept
 
+    def abandon(self, records: Iterable[Message]) -> None:
+        """The records will not be written here: stop tracking them, unacknowledged, so a
+        shutdown does not wait for them (Faust's `wait_empty`) and their offsets are not
+        committed; the next owner of their partitions reads them again."""
+        pending = cast(Any, self.app.consumer)._unacked_messages
+        for message in records:
+            pending.discard(message)
+
     def ack(self, records: Iterable[Message]) -> None:
         """The records are processed and written: their offsets may be committed."""
         ack = self.app.consumer.ack

@@ -25,11 +25,17 @@ class BrokerError(TouchstreamError):
 
 
 class ClickHouseError(TouchstreamError):
-    """A ClickHouse call failed; `code` is ClickHouse's numeric error code when known."""
+    """A ClickHouse call failed; `code` and `name` are ClickHouse's error code and name when
+    known (from the driver's exception). `transient`: the same call may succeed later
+    (a connection, a timeout, too many parts, memory), so it is worth retrying."""
 
-    def __init__(self, message: str, *, code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: int | None = None, name: str | None = None, transient: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.name = name
+        self.transient = transient
 
 
 class InputError(TouchstreamError):

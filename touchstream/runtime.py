@@ -196,8 +196,10 @@ def run_worker(
         try:
             worker.execute_from_commandline()
         except SystemExit as exit_:
-            if exit_.code not in (0, None):
+            if exit_.code not in (0, None) and stats.stopped_by is None:
                 raise
+        if stats.stopped_by is not None:
+            raise stats.stopped_by  # one line from the CLI: the table, ClickHouse's code and name
 
 
 def worker_health(stats: PipelineStats) -> Callable[[], dict[str, Any]]:

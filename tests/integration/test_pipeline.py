@@ -12,8 +12,8 @@ from typing import cast
 from producers.publisher import Delivery, Publisher
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.topics import input_topic
-from tests.factories import BASE_TIME, event_data
-from tests.integration.conftest import SMALL_BATCHES, StartWorker, dlq_topic, read_topic
+from tests.factories import BASE_TIME, event, event_data
+from tests.integration.conftest import SMALL_BATCHES, StartWorker, dlq_topic, read_topic, unconsumed
 from touchstream.broker import EmbeddedBroker
 from touchstream.process import wait_until
 
@@ -142,3 +142,24 @@ def test_replay_publishes_valid_lines_and_dead_letters_the_rest(
                      for letter in letters)  # fmt: skip
     assert sources == [f"{jsonl}:11".encode(), f"{jsonl}:51".encode()]
     assert worker.stop() == 0
+
+
+def test_a_permanent_clickhouse_error_stops_the_worker_with_one_line(
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """A table the worker writes is gone (a real ClickHouse error, UNKNOWN_TABLE): retrying
+    cannot fix it, so the worker stops at once, names the table and the error, and
+    commits nothing."""
+    worker = start_worker()
+    worker.sql("RENAME TABLE waiting TO waiting_gone")
+    with Publisher(broker.bootstrap, prefix=pipeline_env["TOUCHSTREAM_TOPIC_PREFIX"]) as publisher:
+        assert publisher.publish([event(event_id="q1", conversation_id="c1")]).ok
+    assert worker.process is not None
+    worker.process.wait(timeout=60)
+    assert worker.process.returncode == 1
+    log = (tmp_path / "worker.log").read_text()
+    last = log.strip().splitlines()[-1]
+    assert last.startswith("touchstream: ClickHouse: insert into "), last
+    assert ".waiting failed: code 60 UNKNOWN_TABLE: " in last, last
+    assert "Traceback" not in log
+    assert unconsumed(pipeline_env) != {}, "the failed batch was not committed"

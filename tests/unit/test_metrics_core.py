@@ -219,8 +219,7 @@ def test_any_arrival_within_grace_equals_the_brute_force_definition(name: str, d
     table, outputs = run(engine, data.draw(arrivals(events)))
     assert outputs.late == []
     assert engine.horizon is not None
-    assert_same(table.view(settled=True), recompute(events, config, engine.horizon))
-    assert_same(table.view(), recompute(events, config, None, engine.newest))
+    assert_views(table, events, engine)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

@@ -3,8 +3,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from sinks import touchpoints
+from sinks.clickhouse import wrap
 from sinks.ddl import TABLES, migrations
 from sinks.retry import Backoff, until_written
 from sinks.touchpoints import Source
@@ -62,14 +64,19 @@ def test_backoff_grows_and_is_capped() -> None:
     assert [backoff.delay(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 
-def test_until_written_retries_clickhouse_errors_until_success() -> None:
+def test_until_written_retries_transient_clickhouse_errors_until_success() -> None:
     attempts: list[int] = []
     slept: list[float] = []
+    failures = [
+        wrap(DatabaseError("Code: 252. DB::Exception: Too many parts", code=252, name="TOO_MANY_PARTS")),
+        wrap(OperationalError("Error HTTPConnectionPool: Connection refused")),
+        wrap(DatabaseError("Code: 241. DB::Exception: Memory limit", code=241, name="MEMORY_LIMIT_EXCEEDED")),
+    ]
 
     async def write() -> str:
         attempts.append(1)
-        if len(attempts) < 4:
-            raise ClickHouseError("Code: 210. Connection refused", code=210)
+        if len(attempts) <= len(failures):
+            raise failures[len(attempts) - 1]
         return "written"
 
     async def sleep(seconds: float) -> None:
@@ -79,6 +86,28 @@ def test_until_written_retries_clickhouse_errors_until_success() -> None:
     assert result == "written"
     assert len(attempts) == 4
     assert slept == [0.1, 0.2, 0.4]
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [(60, "UNKNOWN_TABLE"), (16, "NO_SUCH_COLUMN_IN_TABLE"), (53, "TYPE_MISMATCH"), (62, "SYNTAX_ERROR"),
+     (516, "AUTHENTICATION_FAILED")],
+)  # fmt: skip
+def test_until_written_raises_a_permanent_error_at_once_with_its_code_and_name(code: int, name: str) -> None:
+    attempts: list[int] = []
+    driver = DatabaseError(f"Code: {code}. DB::Exception: something ({name}) (version 26.9.2.1)", code=code,
+                           name=name)  # fmt: skip
+
+    async def write() -> None:
+        attempts.append(1)
+        raise wrap(driver, "insert into touchstream.waiting")
+
+    with pytest.raises(ClickHouseError) as raised:
+        asyncio.run(until_written(write, what="test", sleep=lambda _s: asyncio.sleep(0)))
+    assert attempts == [1], "not retried"
+    error = raised.value
+    assert (error.code, error.name, error.transient) == (code, name, False)
+    assert str(error).startswith(f"insert into touchstream.waiting failed: code {code} {name}: Code: {code}.")
 
 
 def test_until_written_does_not_swallow_other_errors() -> None:
