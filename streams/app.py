@@ -9,8 +9,8 @@ in the changelog. A batch that fails or is interrupted by shutdown is never
 acknowledged, so its offsets are not committed and the next worker for its partitions
 reads it again. A transient ClickHouse error is retried (`sinks.retry`); any other error
 stops the worker, a permanent ClickHouse error with one line naming the table and
-ClickHouse's code and name. When no records come for a flush interval, the step applies the idle rule to
-the quiet partitions.
+ClickHouse's code and name. When no records come for a flush interval, the step
+applies the idle rule to the quiet partitions.
 """
 
 from __future__ import annotations
