@@ -27,9 +27,14 @@ from touchstream.errors import BrokerError
 from touchstream.kafka import producer_config
 
 
+def destination(event: TouchpointEvent, prefix: str = DEFAULT_PREFIX) -> tuple[str, bytes]:
+    """(topic, key) for an event: its channel's topic, keyed by customer (SPEC §3)."""
+    return input_topic(event.channel, prefix), event.customer_id.encode()
+
+
 def route(event: TouchpointEvent, prefix: str = DEFAULT_PREFIX) -> tuple[str, bytes, bytes]:
-    """(topic, key, value) for an event: its channel's topic, keyed by customer."""
-    return input_topic(event.channel, prefix), event.customer_id.encode(), encode(event)
+    """(topic, key, value) for an event: `destination` and its canonical JSON."""
+    return *destination(event, prefix), encode(event)
 
 
 def publish(

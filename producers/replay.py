@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from producers.publisher import Delivery, Publisher
+from producers.publisher import Delivery, Publisher, destination
 from schemas.codec import Rejected, decode
-from schemas.topics import dead_letter_topic, input_topic
+from schemas.topics import dead_letter_headers, dead_letter_topic
 from touchstream.errors import InputError
 
 #: CSV columns that hold JSON (objects) rather than plain strings.
@@ -117,15 +117,10 @@ def replay(
             summary.rejected += 1
             if len(summary.reasons) < 20:
                 summary.reasons.append(f"{path.name}:{number}: {decoded.reason}")
-            headers = [
-                ("touchstream.reason", decoded.reason.encode()),
-                ("touchstream.source.file", f"{path}:{number}".encode()),
-                ("touchstream.failed_at", datetime.now(UTC).isoformat().encode()),
-            ]
+            headers = dead_letter_headers(decoded.reason, file=f"{path}:{number}")
             publisher.send_raw(dlq, None, raw, delivery, headers=headers)
         else:
-            topic = input_topic(decoded.channel, publisher.prefix)
-            publisher.send_raw(topic, decoded.customer_id.encode(), raw, delivery)
+            publisher.send_raw(*destination(decoded, publisher.prefix), raw, delivery)
             summary.published += 1
         sent += 1
         if sent % 1000 == 0:

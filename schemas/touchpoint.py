@@ -63,6 +63,11 @@ AttributeKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATT
 AttributeValue = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE_CHARS)]
 
 
+#: Answer classes (SPEC §5 "Experience signals"): NPS promoters 9-10 and detractors 0-6,
+#: CSAT satisfied 4-5; the one place these bounds live (SQL views and panels use them).
+PROMOTER_MIN, DETRACTOR_MAX, SATISFIED_MIN = 9, 6, 4
+
+
 class Survey(BaseModel):
     """A survey answer: NPS is scored 0-10, CSAT 1-5."""
 

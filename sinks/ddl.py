@@ -11,6 +11,8 @@ token, so an identical retried insert is dropped at once.
 
 from __future__ import annotations
 
+from schemas.touchpoint import DETRACTOR_MAX, PROMOTER_MIN, SATISFIED_MIN
+
 _DEDUP = "SETTINGS non_replicated_deduplication_window = 1000"
 _TS = "DateTime64(3, 'UTC')"
 #: The columns and engine of every metric table: upserts by key, live and final rows.
@@ -132,6 +134,26 @@ TABLES: dict[str, str] = {
 #: or retraction replaces its row before anything is counted (an insert-time materialized
 #: view would count a corrected row twice). `final` is 1 when every row of the group is
 #: settled; each view also has a `_settled` twin over the final rows alone.
+_ROLLING_PART = """
+        SELECT '{scope}' AS scope, w.1 AS window, {channel} AS channel, {customer} AS customer_id,
+               count() AS responses, avg(response_seconds) AS mean_seconds,
+               quantileExact(0.5)(response_seconds) AS p50_seconds,
+               quantileExact(0.9)(response_seconds) AS p90_seconds,
+               toUInt8(min(final)) AS final
+        FROM {{db}}.responses FINAL
+        ARRAY JOIN [('1h', 3600), ('24h', 86400), ('7d', 604800)] AS w
+        WHERE replied_at > (SELECT max(occurred_at) FROM {{db}}.touchpoints) - toIntervalSecond(w.2)
+          AND replied_at <= (SELECT max(occurred_at) FROM {{db}}.touchpoints)
+        GROUP BY window{by}"""
+#: Rolling response times (SPEC §5): count, mean, p50, p90 over the last 1 h, 24 h and 7 d
+#: of event time (ending at the newest event), overall, per channel and per customer, from
+#: the live rows; `final` = 1 when every response in the group is settled.
+ROLLING = " UNION ALL ".join([
+    _ROLLING_PART.format(scope="overall", channel="''", customer="''", by=""),
+    _ROLLING_PART.format(scope="channel", channel="channel", customer="''", by=", channel"),
+    _ROLLING_PART.format(scope="customer", channel="''", customer="customer_id", by=", customer_id"),
+])  # fmt: skip
+
 _HOURLY: dict[str, str] = {
     "response_times_hourly": """
         SELECT channel, toStartOfHour(replied_at) AS hour,
@@ -147,9 +169,9 @@ _HOURLY: dict[str, str] = {
     "experience_hourly": """
         SELECT channel, toStartOfHour(occurred_at) AS hour, survey_type,
                count() AS responses,
-               countIf(score >= 9) AS promoters,
-               countIf(score <= 6) AS detractors,
-               countIf(score >= 4) AS satisfied,
+               countIf(score >= {promoter}) AS promoters,
+               countIf(score <= {detractor}) AS detractors,
+               countIf(score >= {satisfied}) AS satisfied,
                toUInt8(min(final)) AS final
         FROM (SELECT * FROM {db}.surveys FINAL {where})
         GROUP BY channel, hour, survey_type""",
@@ -157,6 +179,7 @@ _HOURLY: dict[str, str] = {
 VIEWS: dict[str, str] = {
     **{name: query.replace("{where}", "") for name, query in _HOURLY.items()},
     **{f"{name}_settled": query.replace("{where}", "WHERE final") for name, query in _HOURLY.items()},
+    "response_times_rolling": ROLLING,
     # Touchpoints are stored as they arrive and never provisional.
     "volumes_hourly": """
         SELECT channel, toStartOfHour(occurred_at) AS hour, kind, direction, count() AS events,
@@ -180,5 +203,8 @@ def migrations(database: str) -> list[str]:
     for table, body in TABLES.items():
         statements.append(f"CREATE TABLE IF NOT EXISTS {database}.{table} ({body}\n    {_DEDUP}")
     for view, query in VIEWS.items():
-        statements.append(f"CREATE OR REPLACE VIEW {database}.{view} AS {query.format(db=database)}")
+        sql = query.format(
+            db=database, promoter=PROMOTER_MIN, detractor=DETRACTOR_MAX, satisfied=SATISFIED_MIN
+        )
+        statements.append(f"CREATE OR REPLACE VIEW {database}.{view} AS {sql}")
     return statements

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from schemas.codec import Rejected, decode
+from schemas.topics import dead_letter_headers
 from schemas.touchpoint import TouchpointEvent
 from sinks.touchpoints import Source
 
@@ -28,14 +29,8 @@ class DeadLetter:
     source: Source
 
     def headers(self, now: datetime | None = None) -> list[tuple[str, bytes]]:
-        failed_at = (now or datetime.now(UTC)).isoformat()
-        return [
-            ("touchstream.reason", self.reason.encode()),
-            ("touchstream.source.topic", self.source.topic.encode()),
-            ("touchstream.source.partition", str(self.source.partition).encode()),
-            ("touchstream.source.offset", str(self.source.offset).encode()),
-            ("touchstream.failed_at", failed_at.encode()),
-        ]
+        where = (self.source.topic, self.source.partition, self.source.offset)
+        return dead_letter_headers(self.reason, record=where, now=now)
 
 
 @dataclass(slots=True)

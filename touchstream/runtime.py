@@ -16,9 +16,9 @@ import faust
 from faust.worker import Worker
 from mode import ServiceT
 
-from producers.publisher import Delivery, Publisher
+from producers.publisher import Delivery, Publisher, destination
 from producers.simulator import Simulator, SimulatorConfig
-from schemas.topics import all_topics, input_topic
+from schemas.topics import all_topics
 from sinks.clickhouse import ClickHouse, connect
 from streams.app import PipelineStats, build, faust_app, tune_garbage_collector
 from streams.fetchpace import pace_empty_fetches
@@ -109,8 +109,7 @@ class DemoTraffic(threading.Thread):
                 break
             if self._stop_event.is_set():
                 break
-            topic = input_topic(event.channel, self.prefix)
-            self.publisher.send_raw(topic, event.customer_id.encode(), value, self.delivery)
+            self.publisher.send_raw(*destination(event, self.prefix), value, self.delivery)
         self.publisher.close()
 
     def stop(self) -> None:

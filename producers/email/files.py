@@ -24,9 +24,8 @@ from typing import Any
 from producers.email.headers import EmailHeaders, email_fields, read_headers
 from producers.email.inbound import headers_of
 from producers.mapping import MappingContext
-from producers.publisher import Delivery, Publisher
-from schemas.codec import encode
-from schemas.topics import dead_letter_topic, input_topic
+from producers.publisher import Delivery, Publisher, route
+from schemas.topics import dead_letter_headers, dead_letter_topic
 from schemas.touchpoint import TouchpointEvent
 from touchstream.errors import InputError
 
@@ -198,18 +197,14 @@ def ingest(
             summary.rejected += 1
             if len(summary.reasons) < 20:
                 summary.reasons.append(f"{block.label}: {reason}")
-            publisher.send_raw(dlq, None, block.raw, delivery, headers=[
-                ("touchstream.reason", reason.encode()),
-                ("touchstream.source.file", block.label.encode()),
-                ("touchstream.failed_at", datetime.now(UTC).isoformat().encode()),
-            ])  # fmt: skip
+            letter = dead_letter_headers(reason, file=block.label)
+            publisher.send_raw(dlq, None, block.raw, delivery, headers=letter)
             sent += 1
             continue
         if isinstance(outcome, str):
             summary.ignored += 1
             continue
-        topic = input_topic(outcome.channel, publisher.prefix)
-        publisher.send_raw(topic, outcome.customer_id.encode(), encode(outcome), delivery)
+        publisher.send_raw(*route(outcome, publisher.prefix), delivery)
         summary.published += 1
         sent += 1
     publisher.wait(delivery, sent, timeout)

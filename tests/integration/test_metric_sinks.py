@@ -15,7 +15,6 @@ from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
 from sinks.touchpoints import Source
 from streams.metrics import Engine, MetricsConfig, Outputs
-from streams.metrics.quantiles import exact_quantile
 from streams.partitions import PartitionEngines
 from tests.factories import event
 from touchstream.errors import ClickHouseError, ConfigError
@@ -90,11 +89,18 @@ def test_live_rows_become_final_and_retried_steps_collapse(clickhouse: ClickHous
         ("old", 49 * 60.0, 1)]  # fmt: skip
     hourly = "SELECT channel, responses, p50_seconds, final FROM response_times_hourly ORDER BY channel"
     assert clickhouse.rows(hourly) == [("chat", 2, 240.0, 1)]
-    # The stream's quantiles use ClickHouse's quantileExact rank, so both agree.
-    for values in ([240.0, 120.0], [5.0, 1.0, 9.0, 7.0], [3.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]):
-        for q in (0.5, 0.9):
-            sql = f"SELECT quantileExact({q})(x) FROM (SELECT arrayJoin({values}) AS x)"
-            assert clickhouse.scalar(sql) == exact_quantile(values, q), (values, q)
+    # Rolling response times (1 h, 24 h, 7 d ending at the newest event, 60 min): overall,
+    # per channel and per customer.
+    rolling = clickhouse.rows(
+        "SELECT scope, window, channel, customer_id, responses, mean_seconds, p50_seconds, p90_seconds "
+        "FROM response_times_rolling WHERE window = '1h' ORDER BY scope, channel, customer_id"
+    )
+    assert rolling == [
+        ("channel", "1h", "chat", "", 2, 180.0, 240.0, 240.0),
+        ("customer", "1h", "", "cust-1", 1, 240.0, 240.0, 240.0),
+        ("customer", "1h", "", "cust-2", 1, 120.0, 120.0, 120.0),
+        ("overall", "1h", "", "", 2, 180.0, 240.0, 240.0),
+    ]
     assert clickhouse.rows("SELECT promoters, detractors, final FROM experience_hourly") == [(1, 0, 1)]
     assert clickhouse.scalar("SELECT sum(events) FROM volumes_hourly") == len(EVENTS)
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.touchpoint import DETRACTOR_MAX, PROMOTER_MIN, SATISFIED_MIN
 from streams.metrics.config import MetricsConfig
 
 #: Runs a parameterized query ({name:Type} placeholders) and returns its rows.
@@ -103,14 +104,16 @@ WHERE indexOf(levels, now_level.level) <= held.peak - 2
 ORDER BY moved, held.last_change DESC, held.customer_id
 LIMIT 50"""
 
-EXPERIENCE = """
-WITH {ref:DateTime64(3, 'UTC')} AS ref
+EXPERIENCE = f"""
+WITH {{ref:DateTime64(3, 'UTC')}} AS ref
 SELECT channel,
        countIf(survey_type = 'nps') AS nps_responses,
-       100 * (countIf(survey_type = 'nps' AND score >= 9) - countIf(survey_type = 'nps' AND score <= 6))
+       100 * (countIf(survey_type = 'nps' AND score >= {PROMOTER_MIN})
+              - countIf(survey_type = 'nps' AND score <= {DETRACTOR_MAX}))
            / nullIf(countIf(survey_type = 'nps'), 0) AS nps,
        countIf(survey_type = 'csat') AS csat_responses,
-       100 * countIf(survey_type = 'csat' AND score >= 4) / nullIf(countIf(survey_type = 'csat'), 0) AS csat,
+       100 * countIf(survey_type = 'csat' AND score >= {SATISFIED_MIN})
+           / nullIf(countIf(survey_type = 'csat'), 0) AS csat,
        countIf(NOT final) > 0 AS provisional
 FROM surveys FINAL
 WHERE occurred_at > ref - INTERVAL 30 DAY AND occurred_at <= ref
