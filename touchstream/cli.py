@@ -157,7 +157,8 @@ def _sql_output(settings: Settings, query: str, fmt: str) -> bytes:
 
     info = read_info(settings.data_dir) if settings.embedded_clickhouse else None
     if info is not None:
-        return remote_sql(info, query, fmt)
+        configured = settings.worker_token.get_secret_value() if settings.worker_token else None
+        return remote_sql(info, query, fmt, token=configured)
     if settings.embedded_clickhouse and (pid := owner(settings.data_dir)) is not None:
         raise TouchstreamError(
             f"touchstream (pid {pid}) owns {settings.data_dir} and is still starting; try again shortly"

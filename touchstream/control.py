@@ -3,15 +3,27 @@
 In embedded mode one process (the worker started by `touchstream up`) holds the chDB
 directory, so other processes cannot open it; they ask that process instead. The
 worker writes `control.json` in the data dir with its URL and PID while it runs.
+
+`POST /sql` runs any statement, so it wants a token, always: `TOUCHSTREAM_WORKER_TOKEN`,
+or else one the worker makes at start in `<data dir>/control.token` (mode 0600, so only
+the data dir's owner can read it; `touchstream sql` does). It also wants a JSON body and
+the worker's own address in `Host`: a web page in a browser can send neither a bearer
+header nor, across origins, `application/json` without a preflight the worker never
+answers, and a foreign `Host` is what DNS rebinding looks like. Beyond loopback the
+worker does not start without `TOUCHSTREAM_WORKER_TOKEN`.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import os
 import re
+import secrets
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +33,11 @@ from faust.web import Request, Response, View
 
 from sinks.clickhouse import ClickHouse
 from streams.app import PipelineStats
-from touchstream.errors import ClickHouseError, TouchstreamError
+from touchstream.errors import ClickHouseError, ConfigError, TouchstreamError
+from touchstream.settings import Settings
 
 CONTROL_FILE = "control.json"
+TOKEN_FILE = "control.token"
 #: ClickHouse output format names are identifiers; anything else is refused before the query.
 _FORMAT = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
@@ -34,12 +48,58 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def register(app: faust.App, clickhouse: ClickHouse, stats: PipelineStats) -> None:
-    """Add `/status` to the worker's web server, and `/sql` when it owns an embedded chDB.
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    `/sql` runs any statement, so it exists only for the embedded case, where the worker
-    is the one process able to open chDB and binds to loopback; against a ClickHouse
-    server, `touchstream sql` connects to that server with its own credentials.
+
+def control_token(settings: Settings) -> str:
+    """The token `/sql` wants: the configured one, or a new one written 0600 in the data dir.
+    Beyond loopback a configured token is required."""
+    path = settings.data_dir / TOKEN_FILE
+    if settings.worker_token is not None:
+        path.unlink(missing_ok=True)  # a token of an earlier start would only mislead
+        return settings.worker_token.get_secret_value()
+    if not is_loopback(settings.worker_host):
+        raise ConfigError(
+            f"the worker binds to {settings.worker_host}, beyond loopback: set TOUCHSTREAM_WORKER_TOKEN "
+            "to protect its control port"
+        )
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token)
+    os.chmod(path, 0o600)
+    return token
+
+
+def refusal(headers: Mapping[str, str], token: str, port: int) -> tuple[int, str] | None:
+    """Why a `/sql` request is refused (status, reason), or None to serve it."""
+    given = headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return 401, "a bearer token is required (the data dir's control.token, or TOUCHSTREAM_WORKER_TOKEN)"
+    if headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+        return 415, "the body must be application/json"
+    host, _, host_port = headers.get("Host", "").rpartition(":")
+    if not is_loopback(host.strip("[]")) or host_port != str(port):
+        return 403, "the Host header must name this worker on loopback"
+    return None
+
+
+def register(
+    app: faust.App, clickhouse: ClickHouse, stats: PipelineStats, *, token: str | None = None, port: int = 0
+) -> None:
+    """Add `/status` to the worker's web server, and `/sql` when it owns an embedded chDB
+    (`token` and `port` given: see the module docstring).
+
+    `/sql` exists only for the embedded case, where the worker is the one process able to
+    open chDB; against a ClickHouse server, `touchstream sql` connects to that server
+    with its own credentials.
     """
 
     @app.page("/status")
@@ -47,12 +107,17 @@ def register(app: faust.App, clickhouse: ClickHouse, stats: PipelineStats) -> No
         async def get(self, request: Request) -> Response:
             return self.json({"pid": os.getpid(), **stats.as_dict()})
 
-    if not clickhouse.embedded:
+    if not clickhouse.embedded or token is None:
         return
+    required: str = token
 
     @app.page("/sql")
     class Sql(View):
         async def post(self, request: Request) -> Response:
+            refused = refusal(request.headers, required, port)
+            if refused is not None:
+                status, reason = refused
+                return self.text(f"refused: {reason}\n", status=status)
             try:
                 body = json.loads(await request.read())
                 query, fmt = str(body["query"]), check_format(str(body.get("format", "TSV")))
@@ -73,6 +138,8 @@ class ControlInfo:
     bootstrap: str
     #: The ops dashboard this process serves, if any (`touchstream top` reads it).
     dashboard: str | None = None
+    #: The token its `/sql` wants (read from the data dir, never written to control.json).
+    token: str | None = None
 
 
 def write_info(data_dir: Path, info: ControlInfo) -> Path:
@@ -88,11 +155,13 @@ def read_info(data_dir: Path) -> ControlInfo | None:
     try:
         raw: dict[str, Any] = json.loads((data_dir / CONTROL_FILE).read_text())
         dashboard = raw.get("dashboard")
+        token_file = data_dir / TOKEN_FILE
         info = ControlInfo(
             url=str(raw["url"]),
             pid=int(raw["pid"]),
             bootstrap=str(raw["bootstrap"]),
             dashboard=str(dashboard) if dashboard else None,
+            token=token_file.read_text().strip() if token_file.exists() else None,
         )
     except (OSError, ValueError, KeyError):
         return None
@@ -105,11 +174,17 @@ def read_info(data_dir: Path) -> ControlInfo | None:
     return info
 
 
-def remote_sql(info: ControlInfo, query: str, fmt: str, timeout: float = 60.0) -> bytes:
+def remote_sql(
+    info: ControlInfo, query: str, fmt: str, timeout: float = 60.0, token: str | None = None
+) -> bytes:
+    """Run `query` on the worker that owns the data dir; `token` overrides the data dir's."""
+    headers = {"Content-Type": "application/json"}
+    if (token := token or info.token) is not None:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
         f"{info.url}/sql",
         data=json.dumps({"query": query, "format": check_format(fmt)}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers=headers,
         method="POST",
     )
     try:

@@ -153,7 +153,8 @@ def run_worker(
         pace_empty_fetches(settings.empty_fetch_wait_seconds)
         app = faust_app(settings, bootstrap)
         stats = build(app, settings, clickhouse, demo=demo)
-        control.register(app, clickhouse, stats)
+        token = control.control_token(settings) if owner and clickhouse.embedded else None
+        control.register(app, clickhouse, stats, token=token, port=settings.worker_port)
         url = f"http://{settings.worker_host}:{settings.worker_port}"
         print(f"worker     {url}/status  (group {settings.app_id}, {settings.partitions} partitions)")
         services: list[ServiceT] = []

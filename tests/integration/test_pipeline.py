@@ -6,6 +6,8 @@ import csv
 import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import cast
 
@@ -163,3 +165,47 @@ def test_a_permanent_clickhouse_error_stops_the_worker_with_one_line(
     assert ".waiting failed: code 60 UNKNOWN_TABLE: " in last, last
     assert "Traceback" not in log
     assert unconsumed(pipeline_env) != {}, "the failed batch was not committed"
+
+
+def test_the_control_port_runs_sql_only_for_the_token_holder(
+    pipeline_env: dict[str, str], start_worker: StartWorker, tmp_path: Path
+) -> None:
+    worker = start_worker()
+    info = worker.control
+    token_file = Path(pipeline_env["TOUCHSTREAM_DATA_DIR"]) / "control.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert info.token == token_file.read_text().strip() and info.token
+    port = info.url.rsplit(":", 1)[1]
+    body = json.dumps({"query": "SELECT 1", "format": "TSV"}).encode()
+
+    def post(headers: dict[str, str]) -> tuple[int, str]:
+        request = urllib.request.Request(f"{info.url}/sql", data=body, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    bearer = {"Authorization": f"Bearer {info.token}", "Content-Type": "application/json"}
+    assert post({"Content-Type": "application/json"})[0] == 401
+    assert post({**bearer, "Authorization": "Bearer wrong"})[0] == 401
+    assert post({**bearer, "Content-Type": "text/plain"})[0] == 415, "what a web page can send unasked"
+    assert post({**bearer, "Host": f"rebound.example:{port}"})[0] == 403, "DNS rebinding"
+    assert post(bearer) == (200, "1\n")
+    assert worker.sql("SELECT 2") == [["2"]], "the project's own client reads the token"
+    worker.stop()
+
+    beyond = {
+        **pipeline_env,
+        "TOUCHSTREAM_WORKER_HOST": "0.0.0.0",
+        "TOUCHSTREAM_DATA_DIR": str(tmp_path / "b"),
+    }
+    command = [sys.executable, "-m", "touchstream.cli", "worker"]
+    refused = subprocess.run(
+        command, env=beyond, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines() == [
+        "touchstream: the worker binds to 0.0.0.0, beyond loopback: set TOUCHSTREAM_WORKER_TOKEN to protect "
+        "its control port"
+    ]
