@@ -38,8 +38,8 @@ from producers.mapping import Mapped, MappingContext, PayloadError
 from producers.metrics import CollectorMetrics
 from producers.providers import PROVIDERS
 from producers.webhook import SignatureError, WebhookRequest
+from schemas.errors import BrokerError
 from schemas.touchpoint import Channel, Kind, TouchpointEvent
-from touchstream.errors import BrokerError
 
 API_KEY_HEADER = "X-API-Key"
 EVENTS = "events"

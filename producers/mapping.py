@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.codec import describe
+from schemas.errors import TouchstreamError
 from schemas.touchpoint import TouchpointEvent
-from touchstream.errors import TouchstreamError
 
 MAX_EVENT_ID_CHARS = 128
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from producers.publisher import Delivery, Publisher, destination
 from schemas.codec import Rejected, decode
+from schemas.errors import InputError
 from schemas.topics import dead_letter_headers, dead_letter_topic
-from touchstream.errors import InputError
 
 #: CSV columns that hold JSON (objects) rather than plain strings.
 _CSV_JSON_COLUMNS = {"survey", "consent", "attributes"}

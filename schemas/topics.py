@@ -3,11 +3,21 @@ systems produce to these topics and read the dead letters' headers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from schemas.touchpoint import Channel
 
 DEFAULT_PREFIX = "touchpoints"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a record was read from: kept with its row so any row can be traced to Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
 
 
 def input_topic(channel: Channel | str, prefix: str = DEFAULT_PREFIX) -> str:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
@@ -20,9 +20,8 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from clickhouse_connect.driver.exceptions import OperationalError
 
+from schemas.errors import ClickHouseError, ConfigError
 from sinks.ddl import expected_columns, migrations
-from touchstream.errors import ClickHouseError, ConfigError
-from touchstream.settings import Settings
 
 #: ClickHouse error codes of conditions that pass: retrying the same call can succeed.
 TRANSIENT_CODES = frozenset({
@@ -177,7 +176,17 @@ class ClickHouse:
             self.client.close()
 
 
-def connect(settings: Settings, *, migrate: bool = True) -> ClickHouse:
+class Location(Protocol):
+    """Where ClickHouse is (the wiring's settings): a server URL, or chDB under a path."""
+
+    clickhouse_url: Any  # a pydantic SecretStr, or None for chDB
+    clickhouse_database: str
+
+    @property
+    def chdb_path(self) -> Path: ...
+
+
+def connect(settings: Location, *, migrate: bool = True) -> ClickHouse:
     """The ClickHouse in use: chDB under the data dir, or the server at CLICKHOUSE_URL."""
     try:
         if settings.clickhouse_url is None:

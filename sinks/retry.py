@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from touchstream.errors import ClickHouseError
+from schemas.errors import ClickHouseError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from schemas.topics import Source
 from schemas.touchpoint import TouchpointEvent
 from sinks.clickhouse import ClickHouse
 from sinks.erasure import erase
@@ -18,15 +18,6 @@ COLUMNS = [
     "conversation_id", "agent_id", "occurred_at", "received_at", "survey_type", "survey_score",
     "consent_analytics", "attributes", "source_topic", "source_partition", "source_offset",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a record was read from: kept with the row so any row can be traced to Kafka."""
-
-    topic: str
-    partition: int
-    offset: int
 
 
 def row(event: TouchpointEvent, source: Source) -> tuple[Any, ...]:
@@ -62,12 +53,14 @@ def dedup_token(sources: Sequence[Source]) -> str:
 
 def write(
     clickhouse: ClickHouse,
-    rows: Sequence[tuple[Any, ...]],
+    events: Sequence[tuple[TouchpointEvent, Source]],
     sources: Sequence[Source],
     erasures: Sequence[Erasure] = (),
 ) -> None:
-    """Insert a batch's touchpoints; first, the touchpoints the batch's erasures cover go."""
+    """Insert a batch's touchpoints (`sources`: every record of the batch, for the insert's
+    deduplication token); first, the touchpoints the batch's erasures cover go."""
     if erasures:
         erase(clickhouse, erasures, [TABLE])
+    rows = [row(event, source) for event, source in events]
     if rows:
         clickhouse.insert(TABLE, list(rows), COLUMNS, dedup_token=dedup_token(sources))

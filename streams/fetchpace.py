@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka.consumer.fetcher import Fetcher
 
-from touchstream.errors import ConfigError
+from schemas.errors import ConfigError
 
 _ORIGINAL = getattr(Fetcher, "_proc_fetch_request", None)
 _PACED = "_touchstream_paced"

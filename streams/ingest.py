@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.codec import Rejected, decode
-from schemas.topics import dead_letter_headers
+from schemas.topics import Source, dead_letter_headers
 from schemas.touchpoint import TouchpointEvent
-from sinks.touchpoints import Source
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,21 +22,16 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from datetime import datetime
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from faust.types import TP
 
 from producers.publisher import Delivery, Publisher
+from schemas.errors import BrokerError
+from schemas.partitioning import partition_of
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics import Engine, MetricsConfig, Outputs
-from touchstream.errors import BrokerError
 
 STATE_TABLE = "customer-state"
 _PARTITION_PREFIX = "\x00touchstream.partition:"
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Java clients, aiokafka and Touchstream's producers give `key`."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def partition_key(partition: int, partitions: int) -> bytes:

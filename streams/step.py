@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sinks import touchpoints
-from sinks.touchpoints import Source
+from schemas.topics import Source
+from schemas.touchpoint import TouchpointEvent
 from streams.ingest import DeadLetter, RawRecord, split
 from streams.metrics import Outputs
 from streams.metrics.records import Erasure
@@ -54,8 +54,11 @@ class Writers:
     """Where a batch goes; each call returns once its destination has acknowledged it."""
 
     dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]]
-    #: (rows, their sources, the erasures whose earlier touchpoints go).
-    touchpoints: Callable[[list[tuple[Any, ...]], list[Source], list[Erasure]], Awaitable[None]]
+    #: (events to store with their sources, every source of the batch, the erasures whose
+    #: earlier touchpoints go).
+    touchpoints: Callable[
+        [list[tuple[TouchpointEvent, Source]], list[Source], list[Erasure]], Awaitable[None]
+    ]
     metric_rows: Callable[[Outputs], Awaitable[None]]
     state_records: Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
     #: Per partition, the input topics with unread records (the horizon waits for them),
@@ -127,8 +130,7 @@ class BatchStep:
 
         forgotten = outputs.forgotten
         kept = [(e, s) for e, s in batch.accepted if (e.customer_id, e.event_id) not in forgotten]
-        rows = [touchpoints.row(event, source) for event, source in kept]
-        await writers.touchpoints(rows, sources, outputs.erased)
+        await writers.touchpoints(kept, sources, outputs.erased)
         began = stats.timed("touchpoints insert", began)
 
         await writers.metric_rows(outputs)
@@ -140,7 +142,7 @@ class BatchStep:
         stats.late_events += len(outputs.late)
         stats.duplicates += outputs.duplicates
         stats.suppressed += outputs.suppressed
-        stats.events_written += len(rows)
+        stats.events_written += len(kept)
         stats.dead_letters += len(batch.rejected)
         stats.batches += 1
         stats.last_flush_at = time.time()

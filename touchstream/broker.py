@@ -27,7 +27,7 @@ from typing import Literal
 
 from confluent_kafka.admin import AdminClient
 
-from touchstream.errors import BrokerError
+from schemas.errors import BrokerError
 
 BrokerName = Literal["noida", "tansu"]
 PID_FILE = "broker.pid"

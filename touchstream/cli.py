@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from touchstream.errors import ClickHouseError, InputError, TouchstreamError
+from schemas.errors import ClickHouseError, InputError, TouchstreamError
 from touchstream.settings import Settings
 
 

@@ -12,8 +12,8 @@ from mode import Service
 
 from producers.collector import Collector, CollectorConfig
 from producers.publisher import AsyncPublisher
+from schemas.errors import ConfigError
 from touchstream.broker import port_in_use
-from touchstream.errors import ConfigError
 from touchstream.settings import Settings
 
 

@@ -31,10 +31,10 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from schemas.errors import ClickHouseError, ConfigError, TouchstreamError
 from sinks.clickhouse import ClickHouse
-from streams.app import PipelineStats
-from touchstream.errors import ClickHouseError, ConfigError, TouchstreamError
 from touchstream.settings import Settings
+from touchstream.worker import PipelineStats
 
 CONTROL_FILE = "control.json"
 TOKEN_FILE = "control.token"

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from touchstream.errors import ConfigError
+from schemas.errors import ConfigError
 
 LOCK_FILE = "owner.lock"
 

@@ -1,4 +1,4 @@
-"""Kafka plumbing shared by every component: explicit topic creation and client configs."""
+"""Kafka plumbing for the wiring: explicit topic creation (SPEC §3)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from touchstream.errors import BrokerError, ConfigError
+from schemas.errors import BrokerError, ConfigError
 
 
 def ensure_topics(
@@ -47,21 +47,3 @@ def ensure_topics(
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BrokerError(f"cannot create topic {name}: {error}") from error
     return missing
-
-
-def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:
-    """Idempotent, acks=all: an event is acknowledged only once Kafka has it, exactly once."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "lz4",
-        # Java-compatible key hashing (murmur2), as aiokafka, Faust and the Java clients
-        # use: a customer's key lands on the same partition whoever produces it, and
-        # Faust tables partitioned by key (use_partitioner) line up with the input topics.
-        # librdkafka's default (CRC32) agrees with murmur2 on about a quarter of keys.
-        "partitioner": "murmur2_random",
-        "log_level": 3,
-        **overrides,
-    }

@@ -18,18 +18,18 @@ from mode import ServiceT
 
 from producers.publisher import Delivery, Publisher, destination
 from producers.simulator import Simulator, SimulatorConfig
+from schemas.errors import ConfigError
 from schemas.topics import all_topics
 from sinks.clickhouse import ClickHouse, connect
-from streams.app import PipelineStats, build, faust_app, tune_garbage_collector
 from streams.fetchpace import pace_empty_fetches
 from touchstream import collector as collecting
 from touchstream import control
 from touchstream.broker import EmbeddedBroker, free_port, port_in_use, wait_for_metadata
 from touchstream.dashboard import web
 from touchstream.datadir import DataDirLock
-from touchstream.errors import ConfigError
 from touchstream.kafka import ensure_topics
 from touchstream.settings import Settings
+from touchstream.worker import PipelineStats, build, faust_app, tune_garbage_collector
 
 log = logging.getLogger(__name__)
 #: Events per second per session started per second, once journeys are under way; turns

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.partitioning import partition_of
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics import MetricsConfig
 from streams.metrics.records import KEY_COLUMNS
 from streams.metrics.reference import Tables, recompute
-from streams.partitions import partition_of
 
 Fetch = Callable[[str], list[dict[str, Any]]]
 SECONDS_TOLERANCE = 0.002

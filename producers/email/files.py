@@ -25,9 +25,9 @@ from producers.email.headers import EmailHeaders, email_fields, read_headers
 from producers.email.inbound import headers_of
 from producers.mapping import MappingContext
 from producers.publisher import Delivery, Publisher, route
+from schemas.errors import InputError
 from schemas.topics import dead_letter_headers, dead_letter_topic
 from schemas.touchpoint import TouchpointEvent
-from touchstream.errors import InputError
 
 
 @dataclass(frozen=True)

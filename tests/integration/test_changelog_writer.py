@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from streams.partitions import ChangelogWriter, partition_of
+from schemas.partitioning import partition_of
+from streams.partitions import ChangelogWriter
 from tests.integration.conftest import read_topic
 from touchstream.broker import EmbeddedBroker
 from touchstream.kafka import ensure_topics

@@ -12,9 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from rich.console import Console
 
+from schemas.topics import Source
 from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
-from sinks.touchpoints import Source
 from streams.metrics import Engine, MetricsConfig
 from tests.factories import event
 from tests.integration.test_metric_sinks import DETRACTOR, EVENTS, at
@@ -36,9 +36,7 @@ LATER = event(event_id="late-view", customer_id="cust-9", occurred_at=at(60 * 24
 def load(clickhouse: ClickHouse) -> None:
     events = [*FALLING, *EVENTS, DETRACTOR, LATER]
     sources = [Source("t", 0, n) for n in range(len(events))]
-    touchpoints.write(
-        clickhouse, [touchpoints.row(e, s) for e, s in zip(events, sources, strict=True)], sources
-    )
+    touchpoints.write(clickhouse, list(zip(events, sources, strict=True)), sources)
     engine = Engine(CONFIG)
     metric_rows.write(clickhouse, engine.process(events))
 
@@ -121,7 +119,7 @@ def test_web_app_serves_the_page_and_wants_its_token(clickhouse: ClickHouse) -> 
 def test_a_dashboard_beyond_loopback_needs_a_token() -> None:
     import pytest
 
-    from touchstream.errors import ConfigError
+    from schemas.errors import ConfigError
 
     with pytest.raises(ConfigError, match="TOUCHSTREAM_DASHBOARD_TOKEN"):
         web.check_binding(Settings(dashboard_host="0.0.0.0", dashboard_port=0))

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from schemas.errors import ClickHouseError, ConfigError
+from schemas.topics import Source
 from schemas.touchpoint import TouchpointEvent
 from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
-from sinks.touchpoints import Source
 from streams.metrics import Engine, MetricsConfig, Outputs
 from streams.partitions import PartitionEngines
 from tests.factories import event
-from touchstream.errors import ClickHouseError, ConfigError
 from touchstream.verify import verify
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -47,7 +47,7 @@ def store(clickhouse: ClickHouse, events: list[TouchpointEvent], out: Outputs, o
     """One step as the worker writes it: touchpoints (minus what an erasure covers), then rows."""
     kept = [e for e in events if (e.customer_id, e.event_id) not in out.forgotten]
     sources = [Source("t", 0, offset + n) for n in range(len(events))]
-    touchpoints.write(clickhouse, [touchpoints.row(e, s) for e, s in zip(kept, sources, strict=False)],
+    touchpoints.write(clickhouse, list(zip(kept, sources, strict=False)),
                       sources, out.erased)  # fmt: skip
     metric_rows.write(clickhouse, out)
 
@@ -189,7 +189,7 @@ DETRACTOR = event(event_id="nps-low", customer_id="cust-2", occurred_at=at(20), 
 def test_every_query_in_the_analyst_docs_runs(clickhouse: ClickHouse) -> None:
     engine = Engine(MetricsConfig(grace=timedelta(minutes=10)))
     events = [*EVENTS, DETRACTOR]
-    touchpoints.write(clickhouse, [touchpoints.row(e, Source("t", 0, n)) for n, e in enumerate(events)],
+    touchpoints.write(clickhouse, [(e, Source("t", 0, n)) for n, e in enumerate(events)],
                       [Source("t", 0, n) for n in range(len(events))])  # fmt: skip
     metric_rows.write(clickhouse, engine.process(events))
     text = (Path(__file__).parents[2] / "docs" / "clickhouse.md").read_text()

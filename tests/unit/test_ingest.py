@@ -4,9 +4,8 @@ import json
 from datetime import UTC, datetime
 
 from schemas.codec import encode
-from schemas.topics import input_topic
+from schemas.topics import Source, input_topic
 from schemas.touchpoint import Channel
-from sinks.touchpoints import Source
 from streams.ingest import RawRecord, split
 from tests.factories import event, event_data
 

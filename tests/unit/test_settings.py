@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from schemas.errors import ConfigError
 from schemas.touchpoint import Channel
 from sinks.clickhouse import server_database
-from touchstream.errors import ConfigError
 from touchstream.settings import Settings
 
 

@@ -5,13 +5,13 @@ import asyncio
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
+from schemas.errors import ClickHouseError
+from schemas.topics import Source
 from sinks import touchpoints
 from sinks.clickhouse import wrap
 from sinks.ddl import TABLES, migrations
 from sinks.retry import Backoff, until_written
-from sinks.touchpoints import Source
 from tests.factories import event
-from touchstream.errors import ClickHouseError
 
 
 def test_row_matches_columns_and_carries_the_source() -> None:

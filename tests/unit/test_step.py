@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sinks.touchpoints import Source
+from schemas.topics import Source
 from streams.ingest import DeadLetter, RawRecord
 from streams.metrics import MetricsConfig, Outputs
 from streams.metrics.records import Erasure

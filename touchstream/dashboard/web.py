@@ -25,10 +25,10 @@ from typing import Any
 from aiohttp import web
 from mode import Service
 
+from schemas.errors import ConfigError
 from sinks.clickhouse import ClickHouse
 from touchstream.broker import port_in_use
 from touchstream.dashboard.panels import snapshot
-from touchstream.errors import ConfigError
 from touchstream.settings import Settings
 
 STATIC = Path(__file__).parent / "static"

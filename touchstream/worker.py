@@ -29,18 +29,17 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from schemas.topics import dead_letter_topic, input_topic
+from schemas.errors import ClickHouseError
+from schemas.topics import Source, dead_letter_topic, input_topic
 from schemas.touchpoint import Channel
 from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
 from sinks.retry import until_written
-from sinks.touchpoints import Source
 from streams import flowcontrol
 from streams.batches import Inbox
 from streams.ingest import DeadLetter, RawRecord
 from streams.partitions import STATE_TABLE, ChangelogWriter, PartitionEngines
 from streams.step import BatchStep, Writers
-from touchstream.errors import ClickHouseError
 from touchstream.settings import Settings
 
 log = logging.getLogger(__name__)
