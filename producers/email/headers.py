@@ -12,8 +12,10 @@
   mail and the first non-brand recipient of outbound mail; mail between brand
   addresses carries no customer and is ignored.
 - actor: automatic mail (`Auto-Submitted` other than `no`, `Precedence:
-  bulk/junk/list/auto_reply`) is the system's; otherwise the customer's (inbound) or
-  an agent's (outbound, `agent_id` = the sender's address).
+  bulk/junk/auto_reply`) is the system's; otherwise the customer's (inbound) or an
+  agent's (outbound, `agent_id` = the sender's address). `Precedence: list` is what
+  mailing lists put on people's posts: still a person. Mail with a null sender
+  (`Return-Path: <>`, `From: MAILER-DAEMON <>`: bounces, delivery reports) is ignored.
 - customer_id: `email:<sha256 of the lower-cased address>` by default (pseudonymous);
   the plain address when hashing is switched off.
 """
@@ -32,7 +34,10 @@ from typing import Any
 from producers.mapping import MappingContext, stable_id
 
 _MESSAGE_ID = re.compile(r"<([^<>\s]{1,998})>")
-AUTOMATIC_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
+#: `Precedence` values of automatic mail. Not `list`: mailing-list software puts it on
+#: every post people write to the list (RFC 3834 section 2 treats only `Auto-Submitted`
+#: as authoritative; `bulk`, `junk` and `auto_reply` are what autoresponders send).
+AUTOMATIC_PRECEDENCE = {"bulk", "junk", "auto_reply"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class EmailHeaders:
     date: datetime | None
     automatic: bool
     fingerprint: str
+    #: A null envelope sender (`Return-Path: <>`, or `From: MAILER-DAEMON <>`): a bounce or
+    #: other delivery report (RFC 5321 section 4.5.5), automatic mail with no customer.
+    null_sender: bool = False
 
     @property
     def event_id(self) -> str:
@@ -80,6 +88,7 @@ def read_headers(message: Message) -> EmailHeaders:
     recipients = [
         address.lower() for _, address in email.utils.getaddresses([get("To"), get("Cc")]) if "@" in address
     ]
+    null_sender = get("Return-Path").strip() == "<>" or "<>" in get("From").replace(" ", "")
     auto = get("Auto-Submitted").strip().lower()
     precedence = get("Precedence").strip().lower()
     fingerprint = hashlib.sha256(
@@ -92,8 +101,9 @@ def read_headers(message: Message) -> EmailHeaders:
         sender=senders[0].lower() if senders else None,
         recipients=tuple(recipients),
         date=_date(get("Date")),
-        automatic=(bool(auto) and auto != "no") or precedence in AUTOMATIC_PRECEDENCE,
+        automatic=(bool(auto) and auto != "no") or precedence in AUTOMATIC_PRECEDENCE or null_sender,
         fingerprint=fingerprint,
+        null_sender=null_sender,
     )
 
 
@@ -138,6 +148,8 @@ def email_fields(
     """
     if not context.brand_domains:
         raise ValueError("no brand domains configured (TOUCHSTREAM_EMAIL_BRAND_DOMAINS)")
+    if headers.null_sender:
+        return "a bounce or delivery report (null sender) is automatic mail without a customer"
     if headers.sender is None:
         raise ValueError("no sender address in From")
     occurred_at = headers.date or fallback_time

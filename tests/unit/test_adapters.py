@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import email
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from producers.email.headers import email_fields, read_headers
 from producers.mapping import Mapped, MappingContext, PayloadError, stable_id
 from producers.providers import PROVIDERS
 from producers.webhook import SignatureError, WebhookRequest
@@ -389,3 +392,26 @@ def test_long_source_ids_are_hashed_deterministically() -> None:
         "chat", "y" * 300
     )
     assert json.dumps(stable_id("chat", "m1")) == '"chat:m1"'
+
+
+EMAIL_FILES = Path(__file__).parents[1] / "fixtures" / "email"
+
+
+def email_outcome(name: str) -> dict[str, Any] | str:
+    message = email.message_from_bytes((EMAIL_FILES / name).read_bytes())
+    context = replace(CONTEXT, brand_domains=frozenset({"brand.example"}))
+    return email_fields(read_headers(message), context, platform="file")
+
+
+def test_a_mailing_list_post_is_a_person_not_automatic_mail() -> None:
+    fields = email_outcome("mailing-list-post.eml")
+    assert isinstance(fields, dict)
+    assert (fields["actor"], fields["direction"]) == ("customer", "inbound"), (
+        "Precedence: list is a person's post"
+    )
+
+
+@pytest.mark.parametrize("name", ["exim-bounce.eml", "null-from-bounce.eml"])
+def test_a_null_sender_bounce_is_ignored_not_a_dead_letter(name: str) -> None:
+    outcome = email_outcome(name)
+    assert isinstance(outcome, str) and "null sender" in outcome
