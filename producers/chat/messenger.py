@@ -13,9 +13,11 @@ copy for secondary receivers):
   is one of the configured bot ids, else an agent's (Meta does not say which person).
 - `postback` (the person tapped a button): a customer click, inbound.
 - deliveries, reads, reactions: no touchpoint, ignored.
-- customer_id `messenger:<PSID>` (page-scoped); conversation_id
+- customer_id `messenger:<PSID>` (page-scoped), or `messenger:user_ref:<ref>` for a
+  sender Meta names only by `user_ref` (the checkbox and chat plugins); conversation_id
   `messenger:<page id>:<PSID>`; event_id `messenger:<mid>`; occurred_at the event's
-  `timestamp` (milliseconds).
+  `timestamp`: milliseconds as Meta sends it, seconds when below 1e11, numbers or
+  strings.
 
 Meta signs the body only (no timestamp): a replayed delivery has the same mids, so it
 maps to the same event_ids and is deduplicated downstream.
@@ -23,6 +25,7 @@ maps to the same event_ids and is deduplicated downstream.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -33,14 +36,45 @@ from producers.webhook import Provider, WebhookRequest
 RECEIPTS = ("delivery", "read", "reaction", "optin", "referral", "account_linking")
 
 
+def person_of(party: dict[str, Any]) -> str:
+    """A page-scoped id, or `user_ref:<ref>` for a person Meta identifies only by the
+    `user_ref` of a plugin (the checkbox plugin, chat plugin guests): its postbacks and
+    opt-ins carry `sender.user_ref` and no `id`."""
+    found = text(party, "id", required=False)
+    if found is not None:
+        return found
+    ref = text(party, "user_ref", required=False)
+    if ref is None:
+        raise ValueError("id or user_ref is required")
+    return f"user_ref:{ref}"
+
+
+#: Below this a Messenger timestamp is in seconds (some integrations and older payloads
+#: send seconds or strings); Meta's own are milliseconds, about 1.7e12 in 2026.
+_SECONDS_BELOW = 1e11
+
+
+def event_time(value: object) -> datetime:
+    """`timestamp` in milliseconds, as Meta sends it, or in seconds, as a number or a
+    string: told apart by magnitude (a seconds value is below 1e11 until the year 5138)."""
+    try:
+        number = (
+            float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else None
+        )
+    except ValueError:
+        number = None
+    unit = 1000 if number is not None and number >= _SECONDS_BELOW else 1
+    return from_unix(value, unit=unit, what="timestamp")
+
+
 def event_fields(page_id: str, event: dict[str, Any], context: MappingContext) -> dict[str, Any] | str:
     """The touchpoint's fields, or why the event carries none."""
     if not isinstance(event.get("message"), dict) and not isinstance(event.get("postback"), dict):
         receipt = next((name for name in RECEIPTS if name in event), "unknown")
         return f"{receipt} event carries no touchpoint"
-    sender = text(obj(event, "sender"), "id") or ""
-    recipient = text(obj(event, "recipient"), "id") or ""
-    occurred_at = from_unix(event.get("timestamp"), unit=1000, what="timestamp")
+    sender = person_of(obj(event, "sender"))
+    recipient = person_of(obj(event, "recipient"))
+    occurred_at = event_time(event.get("timestamp"))
     message = event.get("message")
     if isinstance(message, dict):
         echo = message.get("is_echo") is True

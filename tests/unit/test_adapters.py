@@ -415,3 +415,13 @@ def test_a_mailing_list_post_is_a_person_not_automatic_mail() -> None:
 def test_a_null_sender_bounce_is_ignored_not_a_dead_letter(name: str) -> None:
     outcome = email_outcome(name)
     assert isinstance(outcome, str) and "null sender" in outcome
+
+
+def test_messenger_user_ref_senders_and_timestamps_in_seconds_or_strings() -> None:
+    body, headers = signed_json("chat/messenger", fixture("messenger-user-ref.json"), SECRET, NOW)
+    mapped = deliver("chat/messenger", body, headers)
+    assert mapped.errors == []
+    postback, message = mapped.events
+    assert postback.customer_id == "messenger:user_ref:ref-9f2c41b0" and postback.kind.value == "click"
+    assert postback.occurred_at == datetime(2016, 3, 23, 0, 25, 52, 478000, tzinfo=UTC), "milliseconds"
+    assert message.occurred_at == datetime(2016, 3, 23, 0, 26, tzinfo=UTC), "a string of seconds"
