@@ -425,3 +425,17 @@ def test_messenger_user_ref_senders_and_timestamps_in_seconds_or_strings() -> No
     assert postback.customer_id == "messenger:user_ref:ref-9f2c41b0" and postback.kind.value == "click"
     assert postback.occurred_at == datetime(2016, 3, 23, 0, 25, 52, 478000, tzinfo=UTC), "milliseconds"
     assert message.occurred_at == datetime(2016, 3, 23, 0, 26, tzinfo=UTC), "a string of seconds"
+
+
+def test_an_intercom_lead_is_known_by_its_contact_id_not_a_generated_user_id() -> None:
+    payload = fixture("intercom-conversation.user.replied.json")
+    lead = {
+        "type": "lead",
+        "id": "5d8f2a1b9c3e4f0012ab34cd",
+        "user_id": "7a9c1e5e-0b8e-4a53-9d1f-2f6b0c8a1e11",
+    }
+    payload["data"]["item"].pop("contacts", None)
+    payload["data"]["item"]["user"] = lead  # the API 1.x shape names the contact `user`
+    body, headers = signed_json("chat/intercom", payload, SECRET, NOW)
+    mapped = deliver("chat/intercom", body, headers)
+    assert {event.customer_id for event in mapped.events} == {"intercom:5d8f2a1b9c3e4f0012ab34cd"}
