@@ -9,8 +9,12 @@ Mapping:
   opening message (`source`, 1.x `conversation_message`), at the conversation's
   `created_at`.
 - Every topic: each `conversation_parts` part of type `comment` is a message; a close,
-  open or assignment part that carries a reply body is one too. Notes are internal and
-  ignored, as are parts without a body and topics that are not about conversations.
+  open or assignment part that carries a reply body is one too, and so is any part
+  with a body by a bot (Fin, Operator: what the customer sees them say). Notes are
+  internal and ignored, as are parts without a body, read receipts
+  (`conversation.read`) and topics that are about neither conversations nor tickets.
+- `ticket.*` topics (e.g. `ticket.admin.replied`, `ticket.contact.replied`): the
+  ticket's `ticket_parts` are read the same way; conversation_id `intercom:<ticket id>`.
 - Author `user`/`lead`/`contact` is the customer (inbound); `admin` an agent (outbound,
   `agent_id` = admin id); `bot` a bot (outbound); `team` the system.
 - customer_id is the contact's `external_id` (the brand's own user id) when set (1.x:
@@ -41,6 +45,8 @@ from producers.signatures import verify_hub
 from producers.webhook import Provider, WebhookRequest
 
 OPENING_TOPICS = {"conversation.user.created", "conversation.admin.single.created"}
+#: Topics that report on a conversation without carrying a message of it.
+RECEIPT_TOPICS = {"conversation.read"}
 REPLY_PART_TYPES = {"close", "open", "assignment", "assign_and_reopen", "away_mode_assignment"}
 AUTHORS = {
     "user": ("customer", "inbound"),
@@ -98,13 +104,15 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
     topic = payload.get("topic")
     if not isinstance(topic, str):
         raise PayloadError("notification_event without a topic")
-    if not topic.startswith("conversation."):
+    ticket = topic.startswith("ticket.")
+    if not (topic.startswith("conversation.") or ticket) or topic in RECEIPT_TOPICS:
         mapped.ignore(0, f"topic {topic[:60]} carries no conversation message")
         return mapped
     try:
         conversation = obj(obj(payload, "data"), "item")
     except ValueError as error:
         raise PayloadError(f"data.item: {error}") from None
+    parts_key = "ticket_parts" if ticket else "conversation_parts"
 
     candidates: list[tuple[dict[str, Any], object]] = []
     if topic in OPENING_TOPICS:
@@ -112,17 +120,23 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
         if isinstance(opening, dict):
             candidates.append((opening, conversation.get("created_at")))
     try:
-        parts = obj(conversation, "conversation_parts", required=False).get("conversation_parts") or []
+        parts = obj(conversation, parts_key, required=False).get(parts_key) or []
     except ValueError as error:
         raise PayloadError(f"data.item: {error}") from None
     if not isinstance(parts, list):
-        raise PayloadError("data.item.conversation_parts.conversation_parts must be an array")
+        raise PayloadError(f"data.item.{parts_key}.{parts_key} must be an array")
     for part in parts:
         if not isinstance(part, dict):
             candidates.append(({}, None))
             continue
         part_type, body = part.get("part_type"), part.get("body")
-        if part_type == "comment" or (isinstance(part_type, str) and part_type in REPLY_PART_TYPES and body):
+        author = part.get("author")
+        by_bot = isinstance(author, dict) and author.get("type") == "bot"
+        if (
+            part_type == "comment"
+            or (isinstance(part_type, str) and part_type in REPLY_PART_TYPES and body)
+            or (by_bot and body and part_type != "note")  # what a bot (Fin, Operator) shows the customer
+        ):
             candidates.append((part, part.get("created_at")))
         else:
             why = f"{str(part_type)[:40]} part is not a message to or from the customer"

@@ -439,3 +439,26 @@ def test_an_intercom_lead_is_known_by_its_contact_id_not_a_generated_user_id() -
     body, headers = signed_json("chat/intercom", payload, SECRET, NOW)
     mapped = deliver("chat/intercom", body, headers)
     assert {event.customer_id for event in mapped.events} == {"intercom:5d8f2a1b9c3e4f0012ab34cd"}
+
+
+def test_intercom_bot_parts_read_receipts_and_ticket_replies() -> None:
+    payload = fixture("intercom-conversation.admin.replied.json")
+    bot_part = {**payload["data"]["item"]["conversation_parts"]["conversation_parts"][1], "id": "6073800003",
+                "part_type": "quick_reply", "body": "<p>Is there anything else I can help with?</p>",
+                "author": {"type": "bot", "id": "5120133", "name": "Fin"}}  # fmt: skip
+    payload["data"]["item"]["conversation_parts"]["conversation_parts"].append(bot_part)
+    body, headers = signed_json("chat/intercom", payload, SECRET, NOW)
+    mapped = deliver("chat/intercom", body, headers)
+    assert [(e.event_id, e.actor.value) for e in mapped.events] == [
+        ("intercom:6073800002", "agent"), ("intercom:6073800003", "bot")]  # fmt: skip
+
+    read = {**payload, "topic": "conversation.read"}
+    body, headers = signed_json("chat/intercom", read, SECRET, NOW)
+    receipt = deliver("chat/intercom", body, headers)
+    assert (receipt.events, len(receipt.ignored)) == ([], 1), "a read receipt is no message"
+
+    body, headers = signed_json("chat/intercom", fixture("intercom-ticket.admin.replied.json"), SECRET, NOW)
+    ticket = deliver("chat/intercom", body, headers)
+    shown = [(e.event_id, e.customer_id, e.conversation_id, e.direction.value, e.agent_id)
+             for e in ticket.events]  # fmt: skip
+    assert shown == [("intercom:7420100001", "cust-1042", "intercom:1295", "outbound", "3330619")]
