@@ -94,7 +94,9 @@ def _is_web_kind(kind: object) -> bool:
 
 def _check_key(offered: str, keys: Sequence[str]) -> bool:
     # Compare with every key, always, so timing says nothing about which one nearly matched.
-    matches = [hmac.compare_digest(offered.encode(), key.encode()) for key in keys]
+    # A header with bytes that are not UTF-8 arrives with surrogates: it matches no key.
+    given = offered.encode("utf-8", "surrogateescape")
+    matches = [hmac.compare_digest(given, key.encode()) for key in keys]
     return bool(offered) and any(matches)
 
 
@@ -204,6 +206,10 @@ class Collector:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
             return self.problem(400, f"body is not valid JSON: {error}", source=EVENTS, reason="invalid_json")
+        except RecursionError:
+            return self.problem(
+                400, "body is not valid JSON: nested too deeply", source=EVENTS, reason="invalid_json"
+            )
         items = payload if isinstance(payload, list) else [payload]
         if not items:
             return self.problem(
@@ -284,7 +290,8 @@ class Collector:
         token = self.config.webhook_verify_token
         if route != "chat/messenger" or query.get("hub.mode") != "subscribe":
             return self.problem(405, "use POST to deliver webhooks", source=route, reason="method")
-        if not token or not hmac.compare_digest(query.get("hub.verify_token", "").encode(), token.encode()):
+        offered = query.get("hub.verify_token", "").encode("utf-8", "surrogateescape")
+        if not token or not hmac.compare_digest(offered, token.encode()):
             return self.problem(
                 403,
                 "hub.verify_token does not match TOUCHSTREAM_WEBHOOK_VERIFY_TOKEN",

@@ -43,6 +43,8 @@ class WebhookRequest:
             )
         try:
             return json.loads(self.body)
+        except RecursionError:
+            raise PayloadError("body is not valid JSON: nested too deeply", label="invalid_json") from None
         except (ValueError, UnicodeDecodeError) as error:
             raise PayloadError(f"body is not valid JSON: {error}", label="invalid_json") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from collections.abc import Callable
@@ -81,6 +82,7 @@ BAD_REQUESTS: list[tuple[dict[str, Any], int, str]] = [
     ({"content_type": "text/plain"}, 415, "application/json"),
     ({"raw": json.dumps(events(51)).encode()}, 413, "exceeds the limit of 50"),
     ({"raw": b'[{"pad": "' + b"x" * 70_000 + b'"}]'}, 413, "exceeds 65536 bytes"),
+    ({"raw": b"[" * 30_000 + b"]" * 30_000}, 400, "nested too deeply"),
 ]
 
 
@@ -96,6 +98,23 @@ def test_bad_requests_get_a_clear_4xx_and_publish_nothing(
     metric = "touchstream_collector_requests_rejected_total"
     assert metric + '{source="events",reason="unauthorized"} 2' in rejected
     assert metric + '{source="events",reason="body_too_large"} 1' in rejected
+    assert metric + '{source="events",reason="invalid_json"} 2' in rejected
+
+
+def test_an_api_key_that_is_not_utf8_is_a_401(start_collector: Callable[..., Collector]) -> None:
+    collector = start_collector()
+    connection = http.client.HTTPConnection("127.0.0.1", collector.port, timeout=10)
+    connection.putrequest("POST", "/v1/events")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("X-API-Key", b"\xff\xfe\x80key")
+    connection.putheader("Content-Length", "2")
+    connection.endheaders(b"{}")
+    answer = connection.getresponse()
+    assert answer.status == 401 and "API key" in json.loads(answer.read())["error"]
+    rejected = collector.get("/metrics")[1]
+    assert (
+        'touchstream_collector_requests_rejected_total{source="events",reason="unauthorized"} 1' in rejected
+    )
 
 
 def test_unreachable_kafka_is_a_503_not_a_hang(start_collector: Callable[..., Collector]) -> None:
