@@ -8,6 +8,7 @@ instead of fighting the first over chDB files and the broker.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -24,7 +25,11 @@ class DataDirLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> DataDirLock:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The data dir holds the broker's log and control token, chDB's files, the API key
+        # and the control token: only its owner may enter it, whatever the umask made.
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(PermissionError):  # a directory another user owns stays as it is
+            os.chmod(self.data_dir, 0o700)
         handle = (self.data_dir / LOCK_FILE).open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
