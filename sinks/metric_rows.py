@@ -67,8 +67,7 @@ def upserts(outputs: Outputs) -> dict[str, tuple[list[tuple[Any, ...]], list[tup
     for final, rows in ((1, outputs.final), (0, outputs.live)):
         for key, row in rows.keyed().items():
             retracted.pop(key, None)
-            written.pop(key, None)  # re-inserted last: a later row of a key replaces an earlier one
-            written[key] = (*astuple(row), final, version)
+            written[key] = (*astuple(row), final, version)  # a live row replaces a final one
     tables: dict[str, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {}
     for (table, _), row in written.items():
         tables.setdefault(table, ([], []))[0].append(row)

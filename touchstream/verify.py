@@ -31,7 +31,7 @@ from typing import Any
 from schemas.partitioning import partition_of
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics import MetricsConfig
-from streams.metrics.records import KEY_COLUMNS
+from streams.metrics.records import KEY_COLUMNS, LATEST_STATE_TABLES
 from streams.metrics.reference import Tables, recompute
 
 Fetch = Callable[[str], list[dict[str, Any]]]
@@ -53,8 +53,6 @@ STREAM = {
 HORIZONS = (
     "SELECT partition, max(horizon) AS horizon, max(newest) AS newest FROM stream_horizons GROUP BY partition"
 )
-#: Tables holding one latest-state row per key, which later events replace.
-LATEST_STATE = ("engagement", "waiting")
 
 
 @dataclass
@@ -138,7 +136,7 @@ def verify(fetch: Fetch, config: MetricsConfig, partitions: int) -> list[TableDi
     final = {name: [row for row in rows if row["final"]] for name, rows in stream.items()}
     diffs = [_diff(name, "live", wanted, found) for name, (wanted, found) in _pairs(live, stream).items()]
     for name, (wanted, found) in _pairs(settled, final).items():
-        if name in LATEST_STATE:
+        if name in LATEST_STATE_TABLES:
             # A settled row whose key the stream shows provisional was replaced by a later event's.
             width = len(KEY_COLUMNS[name])
             replaced = {

@@ -35,7 +35,7 @@ from typing import Any
 from schemas.touchpoint import Kind, TouchpointEvent
 from streams.metrics.config import MetricsConfig
 from streams.metrics.customer import CustomerState
-from streams.metrics.records import LateEvent, Outputs, RowKey, Rows, order_key
+from streams.metrics.records import LATEST_STATE_TABLES, LateEvent, Outputs, RowKey, Rows, order_key
 from streams.metrics.state import pending_json, record_from_dict, record_json
 
 #: The idle rule moves a quiet partition's horizon just past its newest event.
@@ -49,6 +49,24 @@ def _engagement_row(state: CustomerState, before: tuple[int, int], rows: Rows) -
         return False
     rows.engagement.append(row)
     return True
+
+
+def _latest_row(state: CustomerState, key: RowKey) -> Any:
+    """The state's current row for a key of a latest-state table (None if it has none)."""
+    table, ident = key
+    if table == "engagement":
+        return state.engagement_row()
+    if table == "waiting":
+        return state.waiting_row(ident[1])
+    return None
+
+
+def _changed_at(state: CustomerState, since: datetime) -> datetime:
+    """The latest instant a live state changed at: `since` (its last event), or a later
+    level drop by decay (the engagement's `updated_at`)."""
+    assert state.engagement is not None
+    updated = state.engagement.updated_at
+    return max(since, updated) if updated is not None else since
 
 
 def _after(rows: Rows, horizon: datetime) -> Rows:
@@ -258,10 +276,7 @@ class Engine:
         assert state.engagement is not None
         if ordered:
             view.last_key = order_key(ordered[-1])
-        moments = [view.changed_at, *(e.occurred_at for e in ordered[-1:])]
-        view.changed_at = max(
-            moments + ([state.engagement.updated_at] if state.engagement.updated_at else [])
-        )
+        view.changed_at = _changed_at(state, max(view.changed_at, view.last_key[0]))
         if self._horizon is not None:
             # Rows before the horizon (of events this very step folded in, or level drops it
             # passed) are final: the step wrote them as such.
@@ -270,13 +285,11 @@ class Engine:
         # A settled row this step wrote for a latest-state key that buffered events changed
         # since: the live row is the current one.
         for key, row in final.items():
-            table, ident = key
-            if key in fresh or table not in ("engagement", "waiting"):
+            if key in fresh or key[0] not in LATEST_STATE_TABLES:
                 continue
-            current = state.engagement_row() if table == "engagement" else state.waiting_row(ident[1])
-            if current is not None and current != row:
+            if (current := _latest_row(state, key)) is not None and current != row:
                 fresh[key] = current
-                getattr(rows, table).append(current)
+                getattr(rows, key[0]).append(current)
         self._schedule_live(customer_id, state)
         keys = (self.provisional.get(customer_id, set()) | fresh.keys()) - (final.keys() - fresh.keys())
         if keys:
@@ -318,11 +331,8 @@ class Engine:
             current = state.clone() if state is not None else CustomerState(customer_id)
             ordered = sorted(pending, key=order_key)
             self._play(current, ordered, newest, rows)
-            assert current.engagement is not None
-            changed_at = max(
-                ordered[-1].occurred_at, current.engagement.updated_at or ordered[-1].occurred_at
-            )
-            self._views[customer_id] = LiveView(current, order_key(ordered[-1]), changed_at)
+            last = order_key(ordered[-1])
+            self._views[customer_id] = LiveView(current, last, _changed_at(current, last[0]))
         elif state is not None:
             assert state.engagement is not None
             crossing = state.engagement.next_crossing(self.config)
@@ -346,12 +356,11 @@ class Engine:
             rows.erased = [erasure for erasure in rows.erased if erasure.before[1] not in done]
         fresh = rows.keyed()
         for key in previous - fresh.keys() - settled:
-            table, ident = key
-            if current is not None and table == "engagement" and (row := current.engagement_row()):
-                out.final.engagement.append(row)  # no buffered event changed it: the settled row
-            elif current is not None and table == "waiting" and (waiting := current.waiting_row(ident[1])):
-                out.final.waiting.append(waiting)
-            elif table != "erasure":
+            if key[0] == "erasure":
+                continue
+            if current is not None and (row := _latest_row(current, key)) is not None:
+                getattr(out.final, key[0]).append(row)  # no buffered event changed it: the settled row
+            else:
                 out.retracted.append(key)
         keys = set(fresh) | markers
         if keys:
@@ -483,9 +492,7 @@ class Engine:
             if state is not None:
                 self.customers[customer_id] = state
                 self._schedule(customer_id)
-                if (crossing := self._next_crossing(customer_id)) is not None:
-                    self._live_next[customer_id] = crossing.timestamp()
-                    heapq.heappush(self._live_crossings, (crossing.timestamp(), customer_id))
+                self._schedule_live(customer_id, state)
             if pending:
                 self.pending[customer_id] = pending
                 self._pending_json[customer_id] = {event.event_id: pending_json(event) for event in pending}

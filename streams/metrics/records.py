@@ -165,6 +165,11 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Tables of one latest-state row per key (a later event replaces it), as opposed to rows
+#: of events and instants, which are final once the horizon passes them.
+LATEST_STATE_TABLES = frozenset({"engagement", "waiting"})
+
+
 def _key_getter(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
     if len(columns) == 1:
         name = columns[0]
