@@ -28,7 +28,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Protocol
 
@@ -39,7 +39,7 @@ from producers.metrics import CollectorMetrics
 from producers.providers import PROVIDERS
 from producers.webhook import SignatureError, WebhookRequest
 from schemas.errors import BrokerError
-from schemas.touchpoint import Channel, Kind, TouchpointEvent
+from schemas.touchpoint import MAX_CLOCK_SKEW, Channel, Kind, TouchpointEvent
 
 API_KEY_HEADER = "X-API-Key"
 EVENTS = "events"
@@ -71,11 +71,15 @@ class CollectorConfig:
     brand_domains: frozenset[str] = frozenset()
     hash_email_addresses: bool = True
     bot_ids: frozenset[str] = frozenset()
+    #: How far an event's occurred_at may lie after its arrival (422 for the item beyond).
+    max_clock_skew: timedelta = MAX_CLOCK_SKEW
 
 
-def map_events(items: list[Any], received_at: datetime, *, web_only: bool = False) -> Mapped:
+def map_events(
+    items: list[Any], received_at: datetime, *, web_only: bool = False, max_skew: timedelta = MAX_CLOCK_SKEW
+) -> Mapped:
     """Canonical events, each judged on its own. `web_only`: a publishable key's request."""
-    mapped = Mapped(received_at)
+    mapped = Mapped(received_at, max_skew=max_skew)
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             mapped.reject(index, f"an event must be a JSON object, not {type(item).__name__}")
@@ -222,7 +226,9 @@ class Collector:
                 source=EVENTS,
                 reason="batch_too_long",
             )
-        mapped = map_events(items, datetime.now(UTC), web_only=scope == "web")
+        mapped = map_events(
+            items, datetime.now(UTC), web_only=scope == "web", max_skew=self.config.max_clock_skew
+        )
         return await self._publish(mapped, source=EVENTS, status=202, summary=_events_summary)
 
     # -- /v1/webhooks/<kind>/<provider> -----------------------------------------------
@@ -268,6 +274,7 @@ class Collector:
             brand_domains=self.config.brand_domains,
             hash_email_addresses=self.config.hash_email_addresses,
             bot_ids=self.config.bot_ids,
+            max_skew=self.config.max_clock_skew,
         )
         try:
             mapped = provider.map(hook, context)

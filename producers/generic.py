@@ -33,7 +33,7 @@ def map_items(
     plural: str,
     fields_of: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> Mapped:
-    mapped = Mapped(context.received_at)
+    mapped = Mapped(context.received_at, max_skew=context.max_skew)
     for index, item in enumerate(items(request, plural)):
         if isinstance(item, dict):
             mapped.take(index, partial(fields_of, item))

@@ -18,14 +18,14 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from schemas.codec import describe
 from schemas.errors import TouchstreamError
-from schemas.touchpoint import TouchpointEvent
+from schemas.touchpoint import MAX_CLOCK_SKEW, MAX_SKEW, TouchpointEvent
 
 MAX_EVENT_ID_CHARS = 128
 
@@ -59,6 +59,8 @@ class MappingContext:
     hash_email_addresses: bool = True
     #: Platform ids whose messages are a bot's (e.g. a Messenger app id).
     bot_ids: frozenset[str] = frozenset()
+    #: How far occurred_at may lie after received_at.
+    max_skew: timedelta = MAX_CLOCK_SKEW
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Mapped:
     """The outcome of mapping one payload."""
 
     received_at: datetime
+    max_skew: timedelta = MAX_CLOCK_SKEW
     events: list[TouchpointEvent] = field(default_factory=list)
     errors: list[ItemError] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
@@ -74,7 +77,10 @@ class Mapped:
         """Validate one touchpoint's canonical fields; keep the event or the reason."""
         event_id = fields.get("event_id") if isinstance(fields.get("event_id"), str) else None
         try:
-            self.events.append(TouchpointEvent.model_validate({**fields, "received_at": self.received_at}))
+            event = TouchpointEvent.model_validate(
+                {**fields, "received_at": self.received_at}, context={MAX_SKEW: self.max_skew}
+            )
+            self.events.append(event)
         except ValidationError as error:
             self.errors.append(ItemError(index, describe(error), event_id))
 

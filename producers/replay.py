@@ -12,13 +12,14 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from producers.publisher import Delivery, Publisher, destination
 from schemas.codec import Rejected, decode
 from schemas.errors import InputError
 from schemas.topics import dead_letter_headers, dead_letter_topic
+from schemas.touchpoint import MAX_CLOCK_SKEW
 
 #: CSV columns that hold JSON (objects) rather than plain strings.
 _CSV_JSON_COLUMNS = {"survey", "consent", "attributes"}
@@ -102,6 +103,7 @@ def replay(
     *,
     on_progress: Callable[[int], None] = lambda _done: None,
     timeout: float = 60.0,
+    max_skew: timedelta = MAX_CLOCK_SKEW,
 ) -> ReplaySummary:
     summary = ReplaySummary()
     delivery = Delivery()
@@ -111,8 +113,9 @@ def replay(
         if raw is BLANK:
             summary.ignored += 1
             continue
-        raw = stamped(raw, datetime.now(UTC))
-        decoded = decode(raw)
+        now = datetime.now(UTC)
+        raw = stamped(raw, now)
+        decoded = decode(raw, max_skew=max_skew, now=now)
         if isinstance(decoded, Rejected):
             summary.rejected += 1
             if len(summary.reasons) < 20:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Final, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    model_validator,
+)
 
 SCHEMA_VERSION: Final = 1
+
+#: How far `occurred_at` may lie after `received_at` (a source's clock running ahead).
+#: Beyond it an event is rejected: one event dated in year 9999 would otherwise move its
+#: partition's event time there, and every later event would be late. Validation takes
+#: another bound from its context: `model_validate(data, context={MAX_SKEW: timedelta})`.
+MAX_CLOCK_SKEW: Final = timedelta(hours=1)
+MAX_SKEW: Final = "max_clock_skew"
 
 #: Bounds on `attributes`: small, free-form, never a place for payloads.
 MAX_ATTRIBUTES = 32
@@ -127,3 +143,23 @@ class TouchpointEvent(BaseModel):
         if (self.kind is Kind.CONSENT_UPDATED) != (self.consent is not None):
             raise ValueError("consent is required on consent_updated events and allowed only there")
         return self
+
+    @model_validator(mode="after")
+    def _not_ahead_of_arrival(self, info: ValidationInfo) -> Self:
+        bound = skew_bound(info.context)
+        if self.occurred_at - self.received_at > bound:
+            raise ValueError(
+                f"occurred_at {self.occurred_at.isoformat()} is more than {_seconds(bound)} after "
+                f"received_at {self.received_at.isoformat()} (the clock skew allowed)"
+            )
+        return self
+
+
+def skew_bound(context: object) -> timedelta:
+    """The clock skew allowed by a validation context (`MAX_CLOCK_SKEW` without one)."""
+    bound = context.get(MAX_SKEW) if isinstance(context, dict) else None
+    return bound if isinstance(bound, timedelta) else MAX_CLOCK_SKEW
+
+
+def _seconds(bound: timedelta) -> str:
+    return f"{bound.total_seconds():g} s"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from schemas.codec import Rejected, decode
 from schemas.topics import Source, dead_letter_headers
-from schemas.touchpoint import TouchpointEvent
+from schemas.touchpoint import MAX_CLOCK_SKEW, TouchpointEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,16 +38,23 @@ class Split:
     rejected: list[DeadLetter] = field(default_factory=list)
 
 
-def split(records: Iterable[RawRecord], *, expected_channel: dict[str, str]) -> Split:
+def split(
+    records: Iterable[RawRecord],
+    *,
+    expected_channel: dict[str, str],
+    max_skew: timedelta = MAX_CLOCK_SKEW,
+    now: datetime | None = None,
+) -> Split:
     """Decode every record; reject the invalid ones and those on the wrong channel topic.
 
     `expected_channel` maps an input topic to the channel its events must carry, so an
     event published to `touchpoints.email` claiming `channel=web` is a dead letter, not
-    silently counted under another channel.
+    silently counted under another channel. With `now`, an event dated more than
+    `max_skew` after it is a dead letter too (`schemas.codec.decode`).
     """
     result = Split()
     for record in records:
-        decoded = decode(record.value)
+        decoded = decode(record.value, max_skew=max_skew, now=now)
         if isinstance(decoded, Rejected):
             result.rejected.append(DeadLetter(record.key, record.value, decoded.reason, record.source))
             continue

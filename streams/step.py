@@ -25,11 +25,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from schemas.topics import Source
-from schemas.touchpoint import TouchpointEvent
+from schemas.touchpoint import MAX_CLOCK_SKEW, TouchpointEvent
 from streams.ingest import DeadLetter, RawRecord, split
 from streams.metrics import Outputs
 from streams.metrics.records import Erasure
@@ -82,12 +82,20 @@ class Stats(Protocol):
 
 class BatchStep:
     def __init__(
-        self, *, engines: Engines, writers: Writers, stats: Stats, expected_channel: dict[str, str]
+        self,
+        *,
+        engines: Engines,
+        writers: Writers,
+        stats: Stats,
+        expected_channel: dict[str, str],
+        max_skew: timedelta = MAX_CLOCK_SKEW,
     ) -> None:
         self.engines = engines
         self.writers = writers
         self.stats = stats
         self.expected_channel = expected_channel
+        #: Events dated further than this after the wall clock are dead letters.
+        self.max_skew = max_skew
         #: Per partition, the wall-clock time (monotonic) it last had records.
         self.last_read: dict[int, float] = {}
         #: The last offset read per input (topic, partition).
@@ -105,7 +113,9 @@ class BatchStep:
     async def _run(self, records: Sequence[RawRecord]) -> None:
         stats, writers = self.stats, self.writers
         began = time.perf_counter()
-        batch = split(records, expected_channel=self.expected_channel)
+        batch = split(
+            records, expected_channel=self.expected_channel, max_skew=self.max_skew, now=datetime.now(UTC)
+        )
         if stats.first_batch_at is None:
             stats.first_batch_at = time.time()
         stats.events_in += len(records)

@@ -28,6 +28,11 @@ def event_data(**overrides: Any) -> dict[str, Any]:
         "attributes": {},
     }
     data.update(overrides)
+    if "occurred_at" in overrides and "received_at" not in overrides:  # received a second later
+        occurred = overrides["occurred_at"]
+        occurred = datetime.fromisoformat(occurred) if isinstance(occurred, str) else occurred
+        if isinstance(occurred, datetime) and occurred.tzinfo is not None:
+            data["received_at"] = (occurred + timedelta(seconds=1)).isoformat()
     return data
 
 

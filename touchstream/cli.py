@@ -220,7 +220,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     publisher = Publisher(_bootstrap(settings), prefix=settings.topic_prefix)
     with _progress() as progress:
         task = progress.add_task(f"replay {path.name}", total=count_records(path))
-        summary = replay(path, publisher, on_progress=lambda done: progress.update(task, completed=done))
+        summary = replay(
+            path,
+            publisher,
+            on_progress=lambda done: progress.update(task, completed=done),
+            max_skew=settings.max_clock_skew,
+        )
     where = f" (to {dead_letter_topic(settings.topic_prefix)})" if summary.rejected else ""
     print(
         f"published {summary.published} events, rejected {summary.rejected}{where}, "
@@ -247,6 +252,7 @@ def cmd_ingest_email(args: argparse.Namespace) -> int:
         received_at=datetime.now(UTC),
         brand_domains=frozenset(domains),
         hash_email_addresses=settings.email_customer_ids == "sha256",
+        max_skew=settings.max_clock_skew,
     )
     with Publisher(_bootstrap(settings), prefix=settings.topic_prefix) as publisher, _progress() as progress:
         task = progress.add_task(f"ingest {path.name}", total=None)

@@ -67,6 +67,7 @@ def collector_config(settings: Settings) -> CollectorConfig:
         brand_domains=frozenset(settings.email_brand_domains),
         hash_email_addresses=settings.email_customer_ids == "sha256",
         bot_ids=frozenset(settings.webhook_bot_ids),
+        max_clock_skew=settings.max_clock_skew,
     )
 
 

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
         default_factory=lambda: {"*": 300.0, "email": 86_400.0, "helpdesk": 86_400.0}
     )
 
+    #: How far an event's occurred_at may lie after its received_at, and after the worker's
+    #: wall clock when it is read: beyond it the collector answers 422 for the item and the
+    #: worker sends it to the dead-letter topic, so no event can move event time ahead.
+    max_clock_skew_seconds: float = Field(default=3600.0, gt=0)
     #: Event time an out-of-order event may trail the newest one and still count; results
     #: trail the newest event by as much. Unset: 600 s, or 30 s for `up --demo`.
     metrics_grace_seconds: float | None = Field(default=None, ge=0)
@@ -187,6 +191,10 @@ class Settings(BaseSettings):
         if self.metrics_grace_seconds is not None:
             return self.metrics_grace_seconds
         return 30.0 if demo else 600.0
+
+    @property
+    def max_clock_skew(self) -> timedelta:
+        return timedelta(seconds=self.max_clock_skew_seconds)
 
     def sla_seconds(self, channel: str) -> float | None:
         return self.dashboard_sla_seconds.get(channel, self.dashboard_sla_seconds.get("*"))

@@ -211,6 +211,7 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
         ),
         stats=stats,
         expected_channel=expected_channel,
+        max_skew=settings.max_clock_skew,
     )
 
     def partitions_moved(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -100,7 +100,7 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
     payload = request.json()
     if not isinstance(payload, dict) or payload.get("type") != "notification_event":
         raise PayloadError("not an Intercom notification_event")
-    mapped = Mapped(context.received_at)
+    mapped = Mapped(context.received_at, max_skew=context.max_skew)
     topic = payload.get("topic")
     if not isinstance(topic, str):
         raise PayloadError("notification_event without a topic")

@@ -110,7 +110,7 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
     entries = payload.get("entry")
     if not isinstance(entries, list):
         raise PayloadError("entry must be an array")
-    mapped = Mapped(context.received_at)
+    mapped = Mapped(context.received_at, max_skew=context.max_skew)
     index = 0
     for entry in entries:
         page_id = str(entry.get("id", "")) if isinstance(entry, dict) else ""

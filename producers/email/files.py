@@ -27,7 +27,7 @@ from producers.mapping import MappingContext
 from producers.publisher import Delivery, Publisher, route
 from schemas.errors import InputError
 from schemas.topics import dead_letter_headers, dead_letter_topic
-from schemas.touchpoint import TouchpointEvent
+from schemas.touchpoint import MAX_SKEW, TouchpointEvent
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,9 @@ def ingest(
             fields = email_fields(headers, context, platform="file", conversation_root=threads.root(headers))
             outcome: TouchpointEvent | str = (
                 fields if isinstance(fields, str)
-                else TouchpointEvent.model_validate({**fields, "received_at": context.received_at})
+                else TouchpointEvent.model_validate(
+                    {**fields, "received_at": context.received_at}, context={MAX_SKEW: context.max_skew}
+                )
             )  # fmt: skip
         except ValueError as error:  # pydantic's ValidationError is a ValueError too
             reason = str(error).splitlines()[0]

@@ -21,7 +21,7 @@ def headers_of(raw: str | bytes) -> Message:
 
 def map_message(message: Message, context: MappingContext, *, platform: str, receiving: list[str]) -> Mapped:
     """One inbound-parse delivery: the receiving addresses' domains count as the brand's."""
-    mapped = Mapped(context.received_at)
+    mapped = Mapped(context.received_at, max_skew=context.max_skew)
     brand = context.brand_domains | {domain_of(address) for address in receiving if "@" in address}
     context = replace(context, brand_domains=frozenset(brand))
     headers = read_headers(message)

@@ -58,14 +58,22 @@ def test_each_item_is_judged_on_its_own(
         "not an object",
         event_data(event_id="wrong-type", customer_id=42),
         event_data(event_id="good-2"),
+        event_data(event_id="y9999", occurred_at="9999-12-31T00:00:00+00:00"),
     ]
     status, answer = collector.post(items)
     assert status == 202
-    assert answer["accepted"] == 2 and answer["rejected"] == 4
+    assert answer["accepted"] == 2 and answer["rejected"] == 5
     reasons = {error["index"]: error["reason"] for error in answer["errors"]}
     assert "timezone" in reasons[1] and "channel" in reasons[2]
     assert "JSON object" in reasons[3] and "customer_id" in reasons[4]
-    assert [error["event_id"] for error in answer["errors"]] == ["naive", "pigeon", None, "wrong-type"]
+    assert "clock skew" in reasons[6]
+    assert [error["event_id"] for error in answer["errors"]] == [
+        "naive",
+        "pigeon",
+        None,
+        "wrong-type",
+        "y9999",
+    ]
 
     status, answer = collector.post([event_data(event_id="bad", kind="teleport")])
     assert status == 422 and answer["accepted"] == 0 and "kind" in answer["errors"][0]["reason"]

@@ -42,6 +42,18 @@ def test_valid_events_become_rows_and_invalid_ones_dead_letters(
         json.dumps(
             event_data(event_id="web-on-chat", channel="web", kind="page_view")
         ).encode(): "arrived on",
+        # Dated in year 9999 by the source (and by its adapter): it would have moved the
+        # partition's event time, and so its horizon, there for good.
+        json.dumps(
+            event_data(
+                event_id="from-9999",
+                occurred_at="9999-12-31T00:00:00+00:00",
+                received_at="9999-12-31T00:00:00+00:00",
+            )
+        ).encode(): "after the wall clock",
+        json.dumps(
+            event_data(event_id="ahead", occurred_at="9999-12-31T00:00:00+00:00")
+        ).encode(): "clock skew",
     }
     with Publisher(broker.bootstrap, prefix=prefix) as publisher:
         delivery = Delivery()
@@ -68,6 +80,8 @@ def test_valid_events_become_rows_and_invalid_ones_dead_letters(
         assert bad[raw] in headers["touchstream.reason"]
         assert headers["touchstream.source.topic"] == input_topic("chat", prefix)
         assert int(headers["touchstream.source.offset"]) >= 0
+    newest_year = worker.scalar("SELECT toYear(max(newest)) FROM stream_horizons FINAL")
+    assert newest_year == BASE_TIME.year, "no dead letter moved event time"
     assert worker.stop() == 0
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from schemas.codec import encode
 from schemas.topics import Source, input_topic
@@ -50,3 +50,31 @@ def test_dead_letter_headers_name_reason_and_source() -> None:
     assert headers["touchstream.source.offset"] == b"41"
     assert headers["touchstream.failed_at"] == b"2026-01-01T00:00:00+00:00"
     assert headers["touchstream.reason"].decode() == result.rejected[0].reason != ""
+
+
+def test_an_event_dated_beyond_the_clock_skew_is_a_dead_letter() -> None:
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    at = {
+        "on time": now,
+        "within the skew": now + timedelta(minutes=59),
+        "ahead of its arrival": now + timedelta(hours=2),
+    }
+    records = [
+        record(json.dumps(event_data(event_id=name, occurred_at=t.isoformat(), received_at=now.isoformat()))
+               .encode(), offset=number)
+        for number, (name, t) in enumerate(at.items())
+    ]  # fmt: skip
+    # received_at agrees with occurred_at, but both are in year 9999: the wall clock decides.
+    far = datetime(9999, 12, 31, tzinfo=UTC).isoformat()
+    records.append(
+        record(json.dumps(event_data(event_id="y9999", occurred_at=far, received_at=far)).encode())
+    )
+    result = split(records, expected_channel=CHANNELS, now=now)
+    assert [e.event_id for e, _ in result.accepted] == ["on time", "within the skew"]
+    reasons = [letter.reason for letter in result.rejected]
+    assert "more than 3600 s after received_at" in reasons[0]
+    assert "after the wall clock" in reasons[1]
+
+    tighter = split(records[:2], expected_channel=CHANNELS, now=now, max_skew=timedelta(minutes=30))
+    assert [e.event_id for e, _ in tighter.accepted] == ["on time"]
+    assert "more than 1800 s" in tighter.rejected[0].reason
