@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -21,7 +22,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from schemas.errors import ClickHouseError, ConfigError
-from sinks.ddl import expected_columns, migrations
+from sinks.ddl import PARTITIONED_BY, expected_columns, migrations
 
 #: ClickHouse error codes of conditions that pass: retrying the same call can succeed.
 TRANSIENT_CODES = frozenset({
@@ -36,7 +37,8 @@ TRANSIENT_CODES = frozenset({
     236,  # ABORTED
     241,  # MEMORY_LIMIT_EXCEEDED
     242,  # TABLE_IS_READ_ONLY
-    252,  # TOO_MANY_PARTS
+    252,  # TOO_MANY_PARTS (merges behind; also "too many partitions for single INSERT block",
+    #       which `ClickHouse.insert` prevents by splitting blocks by month)
     319,  # UNKNOWN_STATUS_OF_INSERT
     394,  # QUERY_WAS_CANCELLED
     425,  # SYSTEM_ERROR
@@ -98,6 +100,9 @@ class ClickHouse:
         self.database = database
         self.embedded = embedded
         self._lock = threading.Lock()
+        #: The server's `max_partitions_per_insert_block` (None: no limit), read at first insert.
+        self.partition_limit: int | None = None
+        self._limit_read = False
 
     @contextmanager
     def _call(self, doing: str | None = None) -> Iterator[Client]:
@@ -145,9 +150,43 @@ class ClickHouse:
         *,
         dedup_token: str | None = None,
     ) -> None:
-        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        """Insert `rows`; a retried call with the same rows and token inserts nothing twice.
+
+        A partitioned table's rows go in blocks of at most the server's partition limit
+        (months), each with its own token derived from `dedup_token`: one block spanning
+        more months than `max_partitions_per_insert_block` is refused by ClickHouse
+        (code 252, the same as "too many parts"), and retrying it would never succeed. If
+        the server refuses a block all the same (its limit lowered since it was read),
+        the block goes again one month at a time.
+        """
+        blocks = month_blocks(rows, columns, PARTITIONED_BY.get(table), self._partitions_per_insert())
+        for number, block in enumerate(blocks):
+            token = dedup_token if dedup_token is None or len(blocks) == 1 else f"{dedup_token}:{number}"
+            try:
+                self._insert_block(table, block, columns, token)
+            except ClickHouseError as error:
+                months = month_blocks(block, columns, PARTITIONED_BY.get(table), 1)
+                if error.code != 252 or len(months) == 1:
+                    raise
+                for month, single in enumerate(months):
+                    self._insert_block(table, single, columns, token and f"{token}:{month}")
+
+    def _insert_block(
+        self, table: str, rows: list[tuple[Any, ...]], columns: list[str], token: str | None
+    ) -> None:
+        settings = {"insert_deduplication_token": token} if token else None
         with self._call(f"insert into {self.database}.{table}") as client:
             client.insert(table, rows, column_names=columns, database=self.database, settings=settings)
+
+    def _partitions_per_insert(self) -> int | None:
+        if not self._limit_read:
+            limit = self.scalar(
+                "SELECT if(getSetting('throw_on_max_partitions_per_insert_block'), "
+                "toUInt64(getSetting('max_partitions_per_insert_block')), 0)"
+            )
+            self.partition_limit = int(limit) or None
+            self._limit_read = True
+        return self.partition_limit
 
     def migrate(self) -> None:
         for statement in migrations(self.database):
@@ -174,6 +213,30 @@ class ClickHouse:
     def close(self) -> None:
         with self._lock:
             self.client.close()
+
+
+def month_blocks(
+    rows: Sequence[tuple[Any, ...]], columns: Sequence[str], column: str | None, limit: int | None
+) -> list[list[tuple[Any, ...]]]:
+    """`rows` in blocks spanning at most `limit` months of `column` (UTC), in month order;
+    one block when the table is not partitioned (or the rows leave the column to its
+    default), there is no limit, or the rows fit."""
+    if column is None or limit is None or column not in columns:
+        return [list(rows)]
+    index = columns.index(column)
+    by_month: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
+    for row in rows:
+        moment = row[index]
+        if isinstance(moment, datetime) and moment.tzinfo is not None:
+            moment = moment.astimezone(UTC)
+        by_month.setdefault((moment.year, moment.month), []).append(row)
+    if len(by_month) <= limit:
+        return [list(rows)]
+    months = sorted(by_month)
+    return [
+        [row for month in months[start : start + limit] for row in by_month[month]]
+        for start in range(0, len(months), limit)
+    ]
 
 
 class Location(Protocol):

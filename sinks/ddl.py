@@ -11,6 +11,8 @@ token, so an identical retried insert is dropped at once.
 
 from __future__ import annotations
 
+import re
+
 from schemas.touchpoint import DETRACTOR_MAX, PROMOTER_MIN, SATISFIED_MIN
 
 _DEDUP = "SETTINGS non_replicated_deduplication_window = 1000"
@@ -186,6 +188,16 @@ VIEWS: dict[str, str] = {
                uniqExact(customer_id) AS customers
         FROM {db}.touchpoints FINAL
         GROUP BY channel, hour, kind, direction""",
+}
+
+
+#: The column whose month partitions each partitioned table (`PARTITION BY toYYYYMM(column)`).
+#: ClickHouse refuses an insert block spanning more months than `max_partitions_per_insert_block`
+#: (100 by default), so a backfill's batch is split by it (`sinks.clickhouse.ClickHouse.insert`).
+PARTITIONED_BY: dict[str, str] = {
+    table: match.group(1)
+    for table, body in TABLES.items()
+    if (match := re.search(r"PARTITION BY toYYYYMM\((\w+)\)", body))
 }
 
 

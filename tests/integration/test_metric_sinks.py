@@ -225,3 +225,36 @@ def test_a_table_of_an_earlier_version_stops_the_start(clickhouse: ClickHouse) -
     missing = r"waiting lacks column\(s\) channel, waiting_since, answered, final"
     with pytest.raises(ConfigError, match=missing):
         clickhouse.migrate()
+
+
+def test_a_backfill_of_many_years_lands_in_blocks_within_the_partition_limit(clickhouse: ClickHouse) -> None:
+    """One batch of 13 years of monthly conversations: ClickHouse refuses an insert block
+    spanning more than 100 months (code 252, which a retry never fixes), so the sink
+    splits it; a block the server refuses all the same goes again month by month."""
+    start = datetime(2001, 1, 15, 9, 0, tzinfo=UTC)
+    months = 160
+    events = []
+    for number in range(months):
+        moment = start + timedelta(days=30.44 * number)
+        events += [
+            event(event_id=f"q{number}", occurred_at=moment.isoformat(), conversation_id=f"c{number}"),
+            event(event_id=f"a{number}", occurred_at=(moment + timedelta(minutes=3)).isoformat(),
+                  conversation_id=f"c{number}", agent_id="kim", **AGENT),
+        ]  # fmt: skip
+    assert clickhouse.scalar("SELECT getSetting('max_partitions_per_insert_block')") == 100
+    engines = engines_for(MetricsConfig())
+    store(clickhouse, events, step(engines, events))
+    assert clickhouse.scalar("SELECT count() FROM touchpoints FINAL") == 2 * months
+    assert clickhouse.scalar("SELECT count() FROM responses FINAL") == months
+    assert clickhouse.scalar("SELECT count() FROM responses FINAL WHERE final") == months - 1
+    assert clickhouse.scalar("SELECT uniqExact(_partition_id) FROM touchpoints") >= months
+    assert clickhouse.partition_limit == 100
+
+    # The limit as read is higher than the server's: the refused block goes month by month.
+    clickhouse.partition_limit = 1000
+    later = [event(event_id=f"late-{e.event_id}", occurred_at=e.occurred_at.isoformat()) for e in events[::2]]
+    sources = [Source("t", 1, n) for n in range(len(later))]
+    touchpoints.write(clickhouse, list(zip(later, sources, strict=True)), sources)
+    assert clickhouse.scalar("SELECT count() FROM touchpoints FINAL") == 3 * months
+    touchpoints.write(clickhouse, list(zip(later, sources, strict=True)), sources)  # a retry: no duplicates
+    assert clickhouse.scalar("SELECT count() FROM touchpoints") == 3 * months
