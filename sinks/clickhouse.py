@@ -124,9 +124,16 @@ class ClickHouse:
         with self._call(doing) as client:
             return client.command(sql, parameters=parameters, settings=settings)
 
-    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    def rows(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, read_only: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """The rows of `sql`; `read_only` runs it with ClickHouse's `readonly = 1`, which
+        refuses writes, settings changes and table functions that reach files or hosts."""
+        settings = {"readonly": 1} if read_only else None
         with self._call() as client:
-            return [tuple(row) for row in client.query(sql, parameters=parameters).result_rows]
+            return [
+                tuple(row) for row in client.query(sql, parameters=parameters, settings=settings).result_rows
+            ]
 
     def scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         rows = self.rows(sql, parameters)

@@ -14,6 +14,7 @@ behind the default):
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 import shutil
 import signal
@@ -33,6 +34,17 @@ BrokerName = Literal["noida", "tansu"]
 PID_FILE = "broker.pid"
 LOG_FILE = "broker.log"
 _PR_SET_PDEATHSIG = 1
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 with or without brackets) is loopback."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -10,13 +10,14 @@ the data dir's owner can read it; `touchstream sql` does). It also wants a JSON 
 the worker's own address in `Host`: a web page in a browser can send neither a bearer
 header nor, across origins, `application/json` without a preflight the worker never
 answers, and a foreign `Host` is what DNS rebinding looks like. Beyond loopback the
-worker does not start without `TOUCHSTREAM_WORKER_TOKEN`.
+worker does not start without `TOUCHSTREAM_WORKER_TOKEN`. And it refuses statements that
+reach beyond the database, files, hosts or processes (`sinks.sqlguard`), unless
+`TOUCHSTREAM_WORKER_SQL_EXTERNAL` allows them.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import os
 import re
@@ -33,6 +34,8 @@ from faust.web import Request, Response, View
 
 from schemas.errors import ClickHouseError, ConfigError, TouchstreamError
 from sinks.clickhouse import ClickHouse
+from sinks.sqlguard import SqlGuard
+from touchstream.broker import is_loopback
 from touchstream.settings import Settings
 from touchstream.worker import PipelineStats
 
@@ -46,15 +49,6 @@ def check_format(fmt: str) -> str:
     if not _FORMAT.match(fmt):
         raise TouchstreamError(f"not a ClickHouse output format: {fmt!r}")
     return fmt
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def control_token(settings: Settings) -> str:
@@ -92,10 +86,17 @@ def refusal(headers: Mapping[str, str], token: str, port: int) -> tuple[int, str
 
 
 def register(
-    app: faust.App, clickhouse: ClickHouse, stats: PipelineStats, *, token: str | None = None, port: int = 0
+    app: faust.App,
+    clickhouse: ClickHouse,
+    stats: PipelineStats,
+    *,
+    token: str | None = None,
+    port: int = 0,
+    external: bool = False,
 ) -> None:
     """Add `/status` to the worker's web server, and `/sql` when it owns an embedded chDB
-    (`token` and `port` given: see the module docstring).
+    (`token` and `port` given: see the module docstring; `external` allows statements that
+    reach files, hosts or processes).
 
     `/sql` exists only for the embedded case, where the worker is the one process able to
     open chDB; against a ClickHouse server, `touchstream sql` connects to that server
@@ -110,6 +111,7 @@ def register(
     if not clickhouse.embedded or token is None:
         return
     required: str = token
+    guard = None if external else SqlGuard(clickhouse)
 
     @app.page("/sql")
     class Sql(View):
@@ -125,6 +127,11 @@ def register(
                 return self.text(f"bad request: {error}\n", status=400)
             loop = app.loop
             try:
+                why = None if guard is None else await loop.run_in_executor(None, guard.refusal, query)
+                if why is not None:
+                    return self.text(
+                        f"refused: {why} (TOUCHSTREAM_WORKER_SQL_EXTERNAL=true allows it)\n", status=403
+                    )
                 output = await loop.run_in_executor(None, clickhouse.formatted, query, fmt)
             except ClickHouseError as error:
                 return self.text(f"{error}\n", status=400)

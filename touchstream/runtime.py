@@ -154,7 +154,14 @@ def run_worker(
         app = faust_app(settings, bootstrap)
         stats = build(app, settings, clickhouse, demo=demo)
         token = control.control_token(settings) if owner and clickhouse.embedded else None
-        control.register(app, clickhouse, stats, token=token, port=settings.worker_port)
+        control.register(
+            app,
+            clickhouse,
+            stats,
+            token=token,
+            port=settings.worker_port,
+            external=settings.worker_sql_external,
+        )
         url = f"http://{settings.worker_host}:{settings.worker_port}"
         print(f"worker     {url}/status  (group {settings.app_id}, {settings.partitions} partitions)")
         services: list[ServiceT] = []

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     #: The token the worker's `POST /sql` wants; unset, a new one is written to
     #: `<data dir>/control.token` (0600) at each start. Required beyond loopback.
     worker_token: SecretStr | None = None
+    #: Let `POST /sql` run statements that reach files, hosts or processes (file(), url(),
+    #: INTO OUTFILE, ...): off, they are refused (`sinks.sqlguard`).
+    worker_sql_external: bool = False
     collector_host: str = "127.0.0.1"
     collector_port: int = Field(default=8080, ge=0, le=65535)
     #: API keys accepted on `POST /v1/events`, comma-separated. Unset: the collector

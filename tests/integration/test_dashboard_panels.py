@@ -124,3 +124,33 @@ def test_a_dashboard_beyond_loopback_needs_a_token() -> None:
     with pytest.raises(ConfigError, match="TOUCHSTREAM_DASHBOARD_TOKEN"):
         web.check_binding(Settings(dashboard_host="0.0.0.0", dashboard_port=0))
     web.check_binding(Settings(dashboard_host="0.0.0.0", dashboard_port=0, dashboard_token=SecretStr("t")))
+
+
+def test_the_dashboard_reads_only_and_answers_only_for_its_own_host(clickhouse: ClickHouse) -> None:
+    import pytest
+
+    from schemas.errors import ClickHouseError
+
+    load(clickhouse)
+    settings = Settings(dashboard_refresh_seconds=0.2)
+    panels = web.reader(settings, clickhouse)()  # every panel's query runs with readonly = 1
+    assert panels["waiting"]["count"] == 1
+    for statement in (
+        "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+        "CREATE TABLE x (a Int8) ENGINE = Memory",
+    ):
+        with pytest.raises(ClickHouseError, match="READONLY"):
+            clickhouse.rows(statement, read_only=True)
+
+    app = web.application(settings, web.Snapshots(web.reader(settings, clickhouse), 0.2))
+
+    async def scenario() -> None:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            assert (await client.get("/api/snapshot")).status == 200
+            for host in ("localhost:8081", "[::1]:8081", "127.0.0.2"):
+                assert (await client.get("/", headers={"Host": host})).status == 200, host
+            rebound = await client.get("/api/snapshot", headers={"Host": "rebound.example:8081"})
+            assert rebound.status == 403, "a page whose name resolves to loopback (DNS rebinding)"
+            assert "Host" in await rebound.text()
+
+    asyncio.run(scenario())

@@ -207,6 +207,16 @@ def test_the_control_port_runs_sql_only_for_the_token_holder(
     assert post({**bearer, "Host": f"rebound.example:{port}"})[0] == 403, "DNS rebinding"
     assert post(bearer) == (200, "1\n")
     assert worker.sql("SELECT 2") == [["2"]], "the project's own client reads the token"
+    outfile = tmp_path / "written-by-sql"
+    for query in (
+        "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+        f"SELECT 1 INTO OUTFILE '{outfile}'",
+        "SELECT * FROM url('http://127.0.0.1:1/', 'LineAsString')",
+    ):
+        body = json.dumps({"query": query}).encode()
+        status, text = post(bearer)
+        assert status == 403 and "TOUCHSTREAM_WORKER_SQL_EXTERNAL" in text, (query, status, text)
+    assert not outfile.exists()
     worker.stop()
 
     beyond = {

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +26,7 @@ from mode import Service
 
 from schemas.errors import ConfigError
 from sinks.clickhouse import ClickHouse
-from touchstream.broker import port_in_use
+from touchstream.broker import is_loopback, port_in_use
 from touchstream.dashboard.panels import snapshot
 from touchstream.settings import Settings
 
@@ -60,19 +59,10 @@ def check_binding(settings: Settings) -> None:
             f"port {settings.dashboard_port} on {host} is in use; set TOUCHSTREAM_DASHBOARD_PORT "
             "to another port, or 0 for any free one"
         )
-    loopback = host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
-    if not loopback and settings.dashboard_token is None:
+    if not is_loopback(host) and settings.dashboard_token is None:
         raise ConfigError(
             f"the dashboard binds to {host}, beyond loopback: set TOUCHSTREAM_DASHBOARD_TOKEN to protect it"
         )
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def application(settings: Settings, snapshots: Snapshots) -> web.Application:
@@ -82,6 +72,10 @@ def application(settings: Settings, snapshots: Snapshots) -> web.Application:
     async def guard(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if token is None and not is_loopback(request.host.rpartition(":")[0] or request.host):
+            # Without a token the dashboard serves loopback only; a page of another site
+            # whose name was made to resolve to 127.0.0.1 (DNS rebinding) names itself here.
+            return web.Response(status=403, text="the Host header must name this dashboard on loopback\n")
         if token is not None:
             given = request.query.get("token", "")
             header = request.headers.get("Authorization", "")
@@ -140,7 +134,10 @@ def reader(
 
     def read() -> dict[str, Any]:
         return snapshot(
-            lambda sql, params: clickhouse.rows(sql, dict(params)), config, settings.sla_seconds, health
+            lambda sql, params: clickhouse.rows(sql, dict(params), read_only=True),
+            config,
+            settings.sla_seconds,
+            health,
         )
 
     return read
