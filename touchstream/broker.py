@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,6 +34,8 @@ from schemas.errors import BrokerError
 BrokerName = Literal["noida", "tansu"]
 PID_FILE = "broker.pid"
 LOG_FILE = "broker.log"
+#: In the broker's environment: the data dir it serves.
+DATA_DIR_MARKER = "TOUCHSTREAM_BROKER_DATA_DIR"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -140,6 +143,7 @@ class EmbeddedBroker:
     host: str = "127.0.0.1"
     port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _log_start: int = field(default=0, init=False)
 
     @property
     def bootstrap(self) -> str:
@@ -160,13 +164,15 @@ class EmbeddedBroker:
         return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
 
     def _stop_stale(self) -> None:
-        """A broker left by a process that was SIGKILLed would hold the data dir: end it."""
+        """A broker left by a process that was SIGKILLed would hold the data dir: end it,
+        if the PID still names a broker serving this data dir (a PID file can outlive its
+        process, and the number can name another data dir's broker, or anything, since)."""
         pid_file = self.data_dir / PID_FILE
         try:
             pid = int(pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return
-        if _alive(pid) and _is_broker_process(pid):
+        if _alive(pid) and _serves(pid, self.data_dir):
             _terminate(pid, timeout=10)
         pid_file.unlink(missing_ok=True)
 
@@ -175,8 +181,16 @@ class EmbeddedBroker:
         self._stop_stale()
         if not self.port:
             self.port = free_port(self.host)
-        log = (self.data_dir / LOG_FILE).open("ab")
-        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        log_path = self.data_dir / LOG_FILE
+        log = log_path.open("ab")
+        self._log_start = log.tell()
+        # The marker names the data dir in the broker's environment, so a later start can
+        # tell its own stale broker from a process that reuses the PID (`_serves`).
+        env = {
+            **os.environ,
+            "RUST_LOG": os.environ.get("RUST_LOG", "warn"),
+            DATA_DIR_MARKER: str(self.data_dir),
+        }
         self.process = subprocess.Popen(
             self._command(),
             stdin=subprocess.DEVNULL,
@@ -192,16 +206,38 @@ class EmbeddedBroker:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    tail = (self.data_dir / LOG_FILE).read_text(errors="replace")[-500:]
-                    raise BrokerError(f"{self.name} broker exited at start: {tail.strip()}")
+                    raise BrokerError(f"the {self.name} broker exited at start: {self._said()}")
+                if self._said(errors_only=True):  # it may say why and go on running without Kafka
+                    raise BrokerError(f"the {self.name} broker failed at start: {self._said()}")
                 if _port_open(self.host, self.port):
                     break
                 time.sleep(0.05)
-            wait_for_metadata(self.bootstrap, timeout=max(1.0, deadline - time.monotonic()))
+            try:
+                wait_for_metadata(self.bootstrap, timeout=max(1.0, deadline - time.monotonic()))
+            except BrokerError as error:
+                raise BrokerError(f"{error}; the {self.name} broker says: {self._said()}") from None
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _said(self, *, errors_only: bool = False) -> str:
+        """What the broker wrote to its log since this start: its error lines, else its last
+        line (its own words, where a time-out alone would say nothing); with `errors_only`,
+        its error lines or nothing."""
+        path = self.data_dir / LOG_FILE
+        try:
+            with path.open("rb") as log:
+                log.seek(self._log_start)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return "" if errors_only else f"(no log at {path})"
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if re.match(r"(error|fatal|panic)", line, re.IGNORECASE)]
+        if errors_only:
+            return "; ".join(errors)
+        chosen = errors or lines[-1:]
+        return "; ".join(chosen)[-1000:] + f" (log: {path})" if chosen else f"nothing (log: {path})"
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is not None:
@@ -224,12 +260,15 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _is_broker_process(pid: int) -> bool:
+def _serves(pid: int, data_dir: Path) -> bool:
+    """Whether process `pid` is an embedded broker started for `data_dir`."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"noida-db" in cmdline or b"tansu" in cmdline
+    marker = f"{DATA_DIR_MARKER}={data_dir.resolve()}".encode()
+    return (b"noida-db" in cmdline or b"tansu" in cmdline) and marker in environ
 
 
 def broker_available(name: BrokerName) -> bool:

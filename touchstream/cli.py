@@ -391,11 +391,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"touchstream: ClickHouse: {error}", file=sys.stderr)
     except TouchstreamError as error:
         print(f"touchstream: {error}", file=sys.stderr)
+    except OSError as error:  # a file or directory the operator named cannot be used
+        if isinstance(error, BrokenPipeError):
+            return 0
+        where = f": {error.filename}" if error.filename else ""
+        print(f"touchstream: {error.strerror or error}{where}", file=sys.stderr)
     except KeyboardInterrupt:
         print("touchstream: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
     return 1
 
 

@@ -25,6 +25,15 @@ class DataDirLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> DataDirLock:
+        try:
+            return self._acquire()
+        except OSError as error:  # a regular file, a path under /proc, a read-only filesystem...
+            reason = error.strerror or str(error)
+            if isinstance(error, FileExistsError | NotADirectoryError):
+                reason = "not a directory"
+            raise ConfigError(f"cannot use {self.data_dir} as the data dir: {reason}") from None
+
+    def _acquire(self) -> DataDirLock:
         # The data dir holds the broker's log and control token, chDB's files, the API key
         # and the control token: only its owner may enter it, whatever the umask made.
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -59,7 +68,10 @@ class DataDirLock:
 
 
 def owner(data_dir: Path) -> int | None:
-    """PID of the live process owning `data_dir`, or None when nobody holds it."""
+    """PID of the live process owning `data_dir`, or None when nobody holds it.
+
+    The kernel's lock table names the holder; the PID written in the file is only a
+    fallback (it is stale when whoever holds the lock did not write it)."""
     path = data_dir / LOCK_FILE
     try:
         handle = path.open("r")
@@ -69,7 +81,28 @@ def owner(data_dir: Path) -> int | None:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = lock_holder(path)
+            if holder is not None:
+                return holder
             text = handle.read().strip()
             return int(text) if text.isdigit() else -1
         fcntl.flock(handle, fcntl.LOCK_UN)
         return None
+
+
+def lock_holder(path: Path) -> int | None:
+    """The PID holding an exclusive flock on `path`, from the kernel's `/proc/locks`
+    (`1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF`), or None."""
+    try:
+        status = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    device = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        if "->" in fields:  # a waiter's line: "1: -> FLOCK ..."
+            continue
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "WRITE" and fields[5] == device:
+            return int(fields[4]) if fields[4].isdigit() else None
+    return None

@@ -187,3 +187,45 @@ def test_busy_worker_port_is_one_line_and_starts_nothing(tmp_path: Path) -> None
         "to another port, or 0 for any free one"
     )
     assert not (tmp_path / "d" / "kafka-noida").exists(), "checked before the broker starts"
+
+
+def read_only_dir(tmp_path: Path) -> Path:
+    """A directory on a read-only filesystem (a tmpfs mounted ro; needs root, as CI runs)."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], check=False)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    return path
+
+
+@pytest.mark.parametrize(
+    "where", ["a regular file", "under /proc", "a read-only filesystem", "a corrupt broker"]
+)
+def test_an_unusable_data_dir_is_one_line(tmp_path: Path, where: str) -> None:
+    expected = {
+        "a regular file": "as the data dir: not a directory",
+        "under /proc": "as the data dir: No such file or directory",
+        "a read-only filesystem": "as the data dir: Read-only file system",
+        "a corrupt broker": "the noida broker exited at start: error: kafka: cannot listen on",
+    }[where]
+    data = tmp_path / "d"
+    if where == "a regular file":
+        data.write_text("a file")
+    elif where == "under /proc":
+        data = Path("/proc/touchstream-data")
+    elif where == "a read-only filesystem":
+        data = read_only_dir(tmp_path)
+    else:
+        (data / "kafka-noida" / "data").mkdir(parents=True)
+        (data / "kafka-noida" / "data" / "kafka.json").write_text('{"topics": [["x", {"name"')
+    try:
+        done = touchstream("up", "--data-dir", str(data))
+    finally:
+        if where == "a read-only filesystem":
+            subprocess.run(["umount", str(data)], check=False)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], done.stderr
+    if where == "a corrupt broker":
+        assert "failed to parse kafka snapshot" in lines[0]
