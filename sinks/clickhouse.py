@@ -217,9 +217,15 @@ class ClickHouse:
                     "or use a new database or data dir"
                 )
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, timeout: float = 2.0) -> None:
+        """Close the client, unless a call still holds it after `timeout` seconds (a query
+        that does not end): then the process leaves it to its exit."""
+        if not self._lock.acquire(timeout=timeout):
+            return
+        try:
             self.client.close()
+        finally:
+            self._lock.release()
 
 
 def month_blocks(

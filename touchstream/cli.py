@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -381,6 +384,28 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    status = _run(args)
+    _leave_unfinished_calls(status)
+    return status
+
+
+def _leave_unfinished_calls(status: int, timeout: float = 3.0) -> None:
+    """Exit now if a thread still runs a call that will not end (a ClickHouse query or insert
+    stuck in chDB) once everything else has stopped: Python would wait for it at exit, so
+    Ctrl-C would never end the process. Whatever that call was writing is not acknowledged,
+    so it is read again at the next start."""
+    deadline = time.monotonic() + timeout
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in others):
+        print("touchstream: a ClickHouse call was still running; stopped without it", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args))
     except ValidationError as error:

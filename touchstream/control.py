@@ -17,6 +17,7 @@ reach beyond the database, files, hosts or processes (`sinks.sqlguard`), unless
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -93,10 +94,11 @@ def register(
     token: str | None = None,
     port: int = 0,
     external: bool = False,
+    stopping: asyncio.Event | None = None,
 ) -> None:
     """Add `/status` to the worker's web server, and `/sql` when it owns an embedded chDB
     (`token` and `port` given: see the module docstring; `external` allows statements that
-    reach files, hosts or processes).
+    reach files, hosts or processes; `stopping` is set when the worker begins to stop).
 
     `/sql` exists only for the embedded case, where the worker is the one process able to
     open chDB; against a ClickHouse server, `touchstream sql` connects to that server
@@ -112,6 +114,7 @@ def register(
         return
     required: str = token
     guard = None if external else SqlGuard(clickhouse)
+    shutdown: asyncio.Event = stopping or asyncio.Event()
 
     @app.page("/sql")
     class Sql(View):
@@ -132,7 +135,15 @@ def register(
                     return self.text(
                         f"refused: {why} (TOUCHSTREAM_WORKER_SQL_EXTERNAL=true allows it)\n", status=403
                     )
-                output = await loop.run_in_executor(None, clickhouse.formatted, query, fmt)
+                work: asyncio.Future[bytes] = loop.run_in_executor(None, clickhouse.formatted, query, fmt)
+                # A query can outlast the worker's shutdown, which waits for open requests:
+                # the answer then says so, and the query is left to the process's exit.
+                stop: asyncio.Future[Any] = asyncio.ensure_future(shutdown.wait())
+                await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                if not work.done():
+                    return self.text("the worker is stopping; the query did not finish\n", status=503)
+                output = work.result()
             except ClickHouseError as error:
                 return self.text(f"{error}\n", status=400)
             return self.bytes(output, content_type="application/octet-stream")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -152,8 +153,9 @@ def run_worker(
             settings = settings.model_copy(update={"worker_port": free_port(settings.worker_host)})
         pace_empty_fetches(settings.empty_fetch_wait_seconds)
         app = faust_app(settings, bootstrap)
-        stats = build(app, settings, clickhouse, demo=demo)
+        stats, stop_sink = build(app, settings, clickhouse, demo=demo)
         token = control.control_token(settings) if owner and clickhouse.embedded else None
+        stopping = asyncio.Event()  # set when the worker begins to stop
         control.register(
             app,
             clickhouse,
@@ -161,6 +163,7 @@ def run_worker(
             token=token,
             port=settings.worker_port,
             external=settings.worker_sql_external,
+            stopping=stopping,
         )
         url = f"http://{settings.worker_host}:{settings.worker_port}"
         print(f"worker     {url}/status  (group {settings.app_id}, {settings.partitions} partitions)")
@@ -193,6 +196,7 @@ def run_worker(
             app,
             *services,
             control_info=info,
+            stopping=[stop_sink, stopping.set],
             data_dir=settings.data_dir,
             started=started,
             loglevel=settings.log_level.upper(),
@@ -241,6 +245,7 @@ class _Worker(Worker):
         app: faust.App,
         *services: ServiceT,
         control_info: control.ControlInfo | None,
+        stopping: list[Callable[[], None]],
         data_dir: Path,
         started: float,
         **kwargs: Any,
@@ -248,8 +253,14 @@ class _Worker(Worker):
         super().__init__(app, *services, **kwargs)
         self.spinner = None  # the banner above says what started; no cursor tricks in logs
         self._control_info = control_info
+        self._stopping = stopping
         self._data_dir = data_dir
         self._began = started
+
+    async def on_stop(self) -> None:
+        for stop in self._stopping:  # first: the app's stop would wait for the batch and requests
+            stop()
+        await super().on_stop()
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()

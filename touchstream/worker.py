@@ -134,8 +134,13 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
     return app
 
 
-def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: bool = False) -> PipelineStats:
-    """Declare topics, tables and agents on `app`; return the counters the agents update."""
+def build(
+    app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: bool = False
+) -> tuple[PipelineStats, Callable[[], None]]:
+    """Declare topics, tables and agents on `app`; return the counters the agents update,
+    and the call that ends the sink at shutdown: it stops the batch in progress (retrying
+    or waiting for ClickHouse) unacknowledged, so Faust's shutdown, which waits for every
+    record it handed out, has nothing to wait for and the batch is read again next time."""
     stats = PipelineStats()
     state = app.Table(
         STATE_TABLE,
@@ -226,8 +231,16 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
     def assigned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic in expected_channel}
 
+    running: list[asyncio.Task[Any]] = []
+
+    def stop_sink() -> None:
+        for task in running:
+            task.cancel()
+
     @app.task
     async def sink() -> None:
+        if (task := asyncio.current_task()) is not None:
+            running.append(task)
         while True:
             messages = await inbox.take(
                 settings.sink_batch_size,
@@ -247,6 +260,9 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
             ]
             try:
                 await step.run(records, acknowledge=functools.partial(inbox.ack, messages))
+            except asyncio.CancelledError:  # shutdown: the batch is read again by the next run
+                inbox.abandon(messages)
+                raise
             except ClickHouseError as error:  # permanent (transient ones are retried): stop
                 stats.stopped_by = error
                 log.error("stopping: %s", error)
@@ -254,4 +270,4 @@ def build(app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: b
                 os.kill(os.getpid(), signal.SIGTERM)  # the ordinary shutdown; nothing is acknowledged
                 return
 
-    return stats
+    return stats, stop_sink

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -229,3 +230,60 @@ def test_an_unusable_data_dir_is_one_line(tmp_path: Path, where: str) -> None:
     assert len(lines) == 1 and expected in lines[0], done.stderr
     if where == "a corrupt broker":
         assert "failed to parse kafka snapshot" in lines[0]
+
+
+def post_event(up: Up, event_id: str) -> int:
+    """POST one page view to the collector `up` serves; the HTTP status."""
+    import json
+    import re
+    import urllib.request
+    from datetime import UTC, datetime
+
+    port = re.search(r"collector  http://127\.0\.0\.1:(\d+)/v1/events", up.output())
+    assert port is not None, up.output()
+    body = {"event_id": event_id, "occurred_at": datetime.now(UTC).isoformat(), "customer_id": "c-1",
+            "channel": "web", "kind": "page_view", "direction": "inbound", "actor": "customer"}  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port.group(1)}/v1/events",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json",
+                 "Authorization": f"Bearer {(up.data_dir / 'collector.key').read_text().strip()}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+@pytest.mark.parametrize("sink", ["retrying", "stuck"])
+def test_ctrl_c_stops_up_while_the_sink_cannot_write(tmp_path: Path, stop_all: list[Up], sink: str) -> None:
+    """Retrying: ClickHouse refuses every insert with a transient error (TOO_MANY_PARTS, from
+    a table whose limit is one part). Stuck: a query holds chDB for a minute, so the sink's
+    insert waits behind it. Either way Ctrl-C ends `up` promptly, leaving the batch to be read
+    again (before, `up` waited for the batch to be written, for good or for the query)."""
+    up = Up(tmp_path / "d")
+    stop_all.append(up)
+    up.wait_ready()
+    assert post_event(up, "first") == 202
+    wait_until(lambda: up.count() == 1, timeout=30, what="the first row")
+    if sink == "retrying":
+        up.sql("ALTER TABLE touchpoints MODIFY SETTING parts_to_throw_insert = 1")
+        blocker = None
+    else:
+        query = "SELECT sleepEachRow(0.5) FROM numbers(120) SETTINGS max_block_size = 1"
+        blocker = subprocess.Popen(
+            [sys.executable, "-m", "touchstream.cli", "sql", query, "--data-dir", str(up.data_dir)],
+            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1)
+    assert post_event(up, "second") == 202
+    if sink == "retrying":
+        wait_until(lambda: "TOO_MANY_PARTS" in up.output(), timeout=30, what="the sink to retry")
+    else:
+        time.sleep(2)
+    began = time.monotonic()
+    assert up.interrupt() == 0
+    assert time.monotonic() - began < 20, "Ctrl-C ended `up` (before the fix it waited for the batch)"
+    assert "Traceback" not in up.output()
+    if blocker is not None:
+        _, err = blocker.communicate(timeout=30)
+        assert blocker.returncode == 1 and "the worker is stopping" in err
