@@ -23,6 +23,7 @@ is replaced.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from producers.health import Check, problems
 from producers.mapping import Mapped, MappingContext, PayloadError
 from producers.metrics import CollectorMetrics
 from producers.providers import PROVIDERS
@@ -105,12 +107,27 @@ def _check_key(offered: str, keys: Sequence[str]) -> bool:
 
 
 class Collector:
+    """The HTTP app over `sink`. `guards` must pass before anything is acknowledged (free
+    disk under the embedded broker); `readiness` is every check `/healthz` reports (Kafka,
+    the disk, and in `touchstream up` the worker's sink); `more_metrics` renders further
+    Prometheus lines for `/metrics` (the worker's, in `up`)."""
+
     def __init__(
-        self, config: CollectorConfig, sink: EventSink, metrics: CollectorMetrics | None = None
+        self,
+        config: CollectorConfig,
+        sink: EventSink,
+        metrics: CollectorMetrics | None = None,
+        *,
+        guards: Sequence[Check] = (),
+        readiness: Sequence[Check] = (),
+        more_metrics: Callable[[], str] | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
         self.metrics = metrics or CollectorMetrics()
+        self.guards = tuple(guards)
+        self.readiness = tuple(readiness)
+        self.more_metrics = more_metrics
         self._snippet = resources.files("producers.web").joinpath("touchstream.js").read_bytes()
 
     def application(self) -> web.Application:
@@ -316,6 +333,14 @@ class Collector:
         if not mapped.events and mapped.errors:
             answer = {"error": "no valid event in the request", **summary(mapped)}
             return web.json_response(answer, status=422)
+        if mapped.events and (unsafe := problems(self.guards)):
+            return self.problem(
+                503,
+                f"not accepting events: {'; '.join(unsafe)}; nothing was published, retry later",
+                source=source,
+                reason="disk_low",
+                retry_after_seconds=30,
+            )
         if mapped.events:
             began = time.perf_counter()
             try:
@@ -342,11 +367,16 @@ class Collector:
         )
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """200 while every readiness check passes; 503 with the reasons otherwise."""
+        failing = await asyncio.get_running_loop().run_in_executor(None, problems, self.readiness)
+        if failing:
+            return web.json_response({"status": "not ready", "reasons": failing}, status=503)
         return web.json_response({"status": "ok"})
 
     async def prometheus(self, request: web.Request) -> web.Response:
+        more = self.more_metrics() if self.more_metrics is not None else ""
         return web.Response(
-            text=self.metrics.render(),
+            text=self.metrics.render() + more,
             content_type="text/plain",
             charset="utf-8",
             headers={"X-Content-Type-Options": "nosniff"},
@@ -439,7 +469,7 @@ def openapi_document(config: CollectorConfig) -> dict[str, Any]:
                         "413": answer(f"body over {config.max_body_bytes} bytes or batch too long", error),
                         "415": answer("not application/json", error),
                         "422": answer("no valid event; reasons per item", item_errors),
-                        "503": answer("Kafka did not acknowledge in time; retry", error),
+                        "503": answer("Kafka did not acknowledge in time, or the disk is low; retry", error),
                     },
                 }
             },
@@ -460,14 +490,31 @@ def openapi_document(config: CollectorConfig) -> dict[str, Any]:
                         "413": answer("body or event count over the limit", error),
                         "415": answer("wrong Content-Type for this provider", error),
                         "422": answer("no valid event; reasons per item", item_errors),
-                        "503": answer("Kafka did not acknowledge in time; retry", error),
+                        "503": answer("Kafka did not acknowledge in time, or the disk is low; retry", error),
                     },
                 },
             },
             "/v1/touchstream.js": {
                 "get": {"summary": "the website snippet", "responses": {"200": {"description": "JavaScript"}}}
             },
-            "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}},
+            "/healthz": {
+                "get": {
+                    "summary": "readiness: Kafka answers, the disk has room, the sink writes",
+                    "responses": {
+                        "200": answer("ready", {"type": "object", "properties": {"status": {"const": "ok"}}}),
+                        "503": answer(
+                            "not ready, with the reasons",
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "status": {"const": "not ready"},
+                                    "reasons": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                        ),
+                    },
+                }
+            },
             "/metrics": {
                 "get": {"summary": "Prometheus text format", "responses": {"200": {"description": "ok"}}}
             },

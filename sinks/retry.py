@@ -32,6 +32,7 @@ async def until_written(
     what: str,
     backoff: Backoff = Backoff(),
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_retry: Callable[[ClickHouseError], None] = lambda _error: None,
 ) -> T:
     """Await `write()` until it succeeds, backing off between transient ClickHouse
     failures (a connection, a timeout, too many parts, memory: `ClickHouseError.transient`),
@@ -41,7 +42,7 @@ async def until_written(
     authentication) is raised at once: retrying would stall the worker forever, so the
     caller stops it, without committing the batch. Giving up on a transient error would
     mean dropping the batch or committing offsets past it, so those are retried until
-    success or cancellation (shutdown).
+    success or cancellation (shutdown). `on_retry` is told of each failure retried.
     """
     attempt = 0
     while True:
@@ -51,6 +52,7 @@ async def until_written(
             if not error.transient:
                 raise
             attempt += 1
+            on_retry(error)
             delay = backoff.delay(attempt)
             log.warning("%s failed (attempt %d), retrying in %.1fs: %s", what, attempt, delay, error)
             await sleep(delay)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
 from mode import Service
 
 from producers.collector import Collector, CollectorConfig
+from producers.health import Check, KafkaProbe
 from producers.publisher import AsyncPublisher
 from schemas.errors import ConfigError
 from touchstream.broker import port_in_use
@@ -45,11 +47,27 @@ def check_port(settings: Settings) -> None:
         )
 
 
-def build(settings: Settings, bootstrap: str) -> tuple[web.Application, AsyncPublisher]:
+def build(
+    settings: Settings,
+    bootstrap: str,
+    *,
+    readiness: Sequence[Check] = (),
+    more_metrics: Callable[[], str] | None = None,
+) -> tuple[web.Application, AsyncPublisher]:
+    """The collector's app and its publisher. It acknowledges nothing while the disk under an
+    embedded broker is low; `/healthz` also asks Kafka, and whatever `readiness` adds."""
     publisher = AsyncPublisher(
         bootstrap, prefix=settings.topic_prefix, timeout=settings.collector_publish_timeout_seconds
     )
-    return Collector(collector_config(settings), publisher).application(), publisher
+    disk = settings.disk_checks(clickhouse=False)
+    collector = Collector(
+        collector_config(settings),
+        publisher,
+        guards=disk,
+        readiness=[KafkaProbe(bootstrap), *disk, *readiness],
+        more_metrics=more_metrics,
+    )
+    return collector.application(), publisher
 
 
 def collector_config(settings: Settings) -> CollectorConfig:
@@ -81,16 +99,28 @@ def describe(settings: Settings, port: int) -> str:
 class CollectorService(Service):
     """The collector as a service of the worker started by `touchstream up`."""
 
-    def __init__(self, settings: Settings, bootstrap: str, port: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        port: int,
+        *,
+        readiness: Sequence[Check] = (),
+        more_metrics: Callable[[], str] | None = None,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.bootstrap = bootstrap
         self.port = port
+        self.readiness = readiness
+        self.more_metrics = more_metrics
         self._runner: web.AppRunner | None = None
         self._publisher: AsyncPublisher | None = None
 
     async def on_start(self) -> None:
-        app, self._publisher = build(self.settings, self.bootstrap)
+        app, self._publisher = build(
+            self.settings, self.bootstrap, readiness=self.readiness, more_metrics=self.more_metrics
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.collector_host, self.port).start()

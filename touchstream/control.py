@@ -25,7 +25,7 @@ import re
 import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
+from producers.health import Check, problems
 from schemas.errors import ClickHouseError, ConfigError, TouchstreamError
 from sinks.clickhouse import ClickHouse
 from sinks.sqlguard import SqlGuard
@@ -95,10 +96,13 @@ def register(
     port: int = 0,
     external: bool = False,
     stopping: asyncio.Event | None = None,
+    readiness: Sequence[Check] = (),
 ) -> None:
     """Add `/status` to the worker's web server, and `/sql` when it owns an embedded chDB
     (`token` and `port` given: see the module docstring; `external` allows statements that
-    reach files, hosts or processes; `stopping` is set when the worker begins to stop).
+    reach files, hosts or processes; `stopping` is set when the worker begins to stop), and
+    `/healthz` (503 with the reasons while a `readiness` check fails) and `/metrics`
+    (Prometheus) always.
 
     `/sql` exists only for the embedded case, where the worker is the one process able to
     open chDB; against a ClickHouse server, `touchstream sql` connects to that server
@@ -109,6 +113,19 @@ def register(
     class Status(View):
         async def get(self, request: Request) -> Response:
             return self.json({"pid": os.getpid(), **stats.as_dict()})
+
+    @app.page("/healthz")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            failing = await app.loop.run_in_executor(None, problems, readiness)
+            if failing:
+                return self.json({"status": "not ready", "reasons": failing}, status=503)
+            return self.json({"status": "ok"})
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.text(stats.prometheus(), content_type="text/plain; version=0.0.4")
 
     if not clickhouse.embedded or token is None:
         return

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ import faust
 from faust.worker import Worker
 from mode import ServiceT
 
+from producers.health import Check, KafkaProbe, problems
 from producers.publisher import Delivery, Publisher, destination
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.errors import ConfigError
@@ -153,7 +154,9 @@ def run_worker(
             settings = settings.model_copy(update={"worker_port": free_port(settings.worker_host)})
         pace_empty_fetches(settings.empty_fetch_wait_seconds)
         app = faust_app(settings, bootstrap)
-        stats, stop_sink = build(app, settings, clickhouse, demo=demo)
+        disk = settings.disk_checks()
+        stats, stop_sink = build(app, settings, clickhouse, demo=demo, pause_while=disk)
+        readiness: list[Check] = [KafkaProbe(bootstrap), *disk, stats.sink_problem]
         token = control.control_token(settings) if owner and clickhouse.embedded else None
         stopping = asyncio.Event()  # set when the worker begins to stop
         control.register(
@@ -164,6 +167,7 @@ def run_worker(
             port=settings.worker_port,
             external=settings.worker_sql_external,
             stopping=stopping,
+            readiness=readiness,
         )
         url = f"http://{settings.worker_host}:{settings.worker_port}"
         print(f"worker     {url}/status  (group {settings.app_id}, {settings.partitions} partitions)")
@@ -172,13 +176,17 @@ def run_worker(
         if dashboard:
             web.check_binding(settings)
             port = settings.dashboard_port or free_port(settings.dashboard_host)
-            read = web.reader(settings, clickhouse, health=worker_health(stats))
+            read = web.reader(settings, clickhouse, health=worker_health(stats, readiness))
             services.append(web.DashboardService(settings, read, port))
             dashboard_url = f"http://{settings.dashboard_host}:{port}/"
             print(f"dashboard  {web.url(settings, port)}")
         if collector:
             port = settings.collector_port or free_port(settings.collector_host)
-            services.append(collecting.CollectorService(settings, bootstrap, port))
+            services.append(
+                collecting.CollectorService(
+                    settings, bootstrap, port, readiness=[stats.sink_problem], more_metrics=stats.prometheus
+                )
+            )
             print(f"collector  {collecting.describe(settings, port)}")
         if demo:
             traffic = DemoTraffic(settings, bootstrap)
@@ -213,8 +221,8 @@ def run_worker(
             raise stats.stopped_by  # one line from the CLI: the table, ClickHouse's code and name
 
 
-def worker_health(stats: PipelineStats) -> Callable[[], dict[str, Any]]:
-    """The dashboard's pipeline-health figures, from the worker's own counters."""
+def worker_health(stats: PipelineStats, readiness: Sequence[Check] = ()) -> Callable[[], dict[str, Any]]:
+    """The dashboard's pipeline-health figures, from the worker's own counters and checks."""
     previous: list[tuple[float, int]] = []
 
     def health() -> dict[str, Any]:
@@ -226,6 +234,7 @@ def worker_health(stats: PipelineStats) -> Callable[[], dict[str, Any]]:
         rate = (stats.events_in - before) / (now - then) if now > then else 0.0
         flushed = stats.last_flush_at
         return {
+            "status": "; ".join(problems(readiness)) or "ok",
             "events/s in": round(rate, 1),
             "events in (since start)": stats.events_in,
             "dead letters": stats.dead_letters,

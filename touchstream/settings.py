@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from producers.health import DiskSpace
 from schemas.touchpoint import Channel
 from streams.metrics.config import MetricsConfig
 from streams.metrics.schedule import Schedule
@@ -116,6 +117,11 @@ class Settings(BaseSettings):
     #: response_business_seconds (docs/metrics.md).
     business_hours: Annotated[dict[str, Schedule], NoDecode] = Field(default_factory=dict)
 
+    #: Free space kept under the data dir while the embedded broker or chDB writes there:
+    #: below it the collector answers 503, replay and ingest-email stop, the worker pauses
+    #: and health reports it (0 switches the check off).
+    min_free_disk_mb: int = Field(default=100, ge=0)
+
     sink_batch_size: int = Field(default=20_000, ge=1)
     sink_flush_seconds: float = Field(default=1.0, gt=0)
     #: A batch is also written once the input has been quiet this long (light traffic).
@@ -194,6 +200,14 @@ class Settings(BaseSettings):
         if self.metrics_grace_seconds is not None:
             return self.metrics_grace_seconds
         return 30.0 if demo else 600.0
+
+    def disk_checks(self, *, kafka: bool = True, clickhouse: bool = True) -> list[DiskSpace]:
+        """The free-space check of the data dir, where the embedded broker (`kafka`) or chDB
+        (`clickhouse`) in use writes; none against a real Kafka and ClickHouse."""
+        writes = (kafka and self.embedded_kafka) or (clickhouse and self.embedded_clickhouse)
+        if not writes or not self.min_free_disk_mb:
+            return []
+        return [DiskSpace(self.data_dir, self.min_free_disk_mb * 2**20)]
 
     @property
     def max_clock_skew(self) -> timedelta:

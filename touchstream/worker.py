@@ -29,6 +29,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from producers.health import Check, problems
 from schemas.errors import ClickHouseError
 from schemas.topics import Source, dead_letter_topic, input_topic
 from schemas.touchpoint import Channel
@@ -48,6 +49,12 @@ log = logging.getLogger(__name__)
 #: of events then costs a few rounds of inserts per second, not one per event (at 10
 #: events/s, one batch per event kept the worker near a core busy with chDB inserts).
 BATCH_SPACING_SECONDS = 0.2
+#: The sink counts as stalled (not ready) once ClickHouse has refused its write this long
+#: (a passing error clears within a few retries), or once one write has lasted this long.
+STALL_RETRYING_SECONDS = 5.0
+STALL_WRITING_SECONDS = 30.0
+#: How often a paused input checks whether it may go on.
+PAUSE_CHECK_SECONDS = 1.0
 
 
 @dataclass
@@ -70,6 +77,71 @@ class PipelineStats:
     started_at: float = field(default_factory=time.time)
     #: The permanent error that stopped the worker, if one did (see `build`'s sink task).
     stopped_by: ClickHouseError | None = None
+    #: Writes retried after a transient ClickHouse error, and the writes that needed any.
+    sink_retries: int = 0
+    sink_stalls: int = 0
+    #: Since when (monotonic) the write in progress began, and began to be retried.
+    writing_since: float | None = None
+    retrying_since: float | None = None
+    last_sink_error: str | None = None
+    #: Why the input is paused (the disk is low), or None while it flows.
+    paused_by: str | None = None
+
+    def retried(self, error: ClickHouseError) -> None:
+        self.sink_retries += 1
+        self.last_sink_error = str(error)
+        if self.retrying_since is None:
+            self.retrying_since = time.monotonic()
+            self.sink_stalls += 1
+
+    def sink_problem(self) -> str | None:
+        """Why the sink is not writing, when it has failed for a while: ClickHouse has
+        refused it for `STALL_RETRYING_SECONDS`, or one write has lasted
+        `STALL_WRITING_SECONDS` (a query holding chDB, a server that does not answer)."""
+        now = time.monotonic()
+        if self.retrying_since is not None and now - self.retrying_since >= STALL_RETRYING_SECONDS:
+            return (
+                f"the sink has been retrying ClickHouse for {now - self.retrying_since:.0f} s: "
+                f"{self.last_sink_error}"
+            )
+        if self.writing_since is not None and now - self.writing_since >= STALL_WRITING_SECONDS:
+            return f"the sink has been waiting {now - self.writing_since:.0f} s for one ClickHouse write"
+        return None
+
+    def prometheus(self) -> str:
+        """The counters in Prometheus' text format (served on the worker's and, in `up`, the
+        collector's `/metrics`)."""
+        counters = {
+            "events_in": ("Records read from the input topics.", self.events_in),
+            "events_written": ("Events written to touchpoints.", self.events_written),
+            "dead_letters": ("Records sent to the dead-letter topic.", self.dead_letters),
+            "late_events": ("Events later than the horizon.", self.late_events),
+            "duplicates": ("Redelivered events (same event_id).", self.duplicates),
+            "suppressed": ("Events not aggregated for lack of analytics consent.", self.suppressed),
+            "batches": ("Batches written and acknowledged.", self.batches),
+            "sink_retries": ("ClickHouse writes retried after a transient error.", self.sink_retries),
+            "sink_stalls": (
+                "Writes ClickHouse refused at least once before they succeeded.",
+                self.sink_stalls,
+            ),
+        }
+        gauges = {
+            "consumer_lag": ("Records not yet read on the partitions read from.", self.consumer_lag or 0),
+            "sink_stalled": (
+                "1 while the sink cannot write (see /healthz).",
+                int(self.sink_problem() is not None),
+            ),
+            "input_paused": (
+                "1 while the input is paused (the disk is low).",
+                int(self.paused_by is not None),
+            ),
+        }
+        lines = []
+        for kind, metrics in (("counter", counters), ("gauge", gauges)):
+            for name, (text, value) in metrics.items():
+                full = f"touchstream_worker_{name}" + ("_total" if kind == "counter" else "")
+                lines += [f"# HELP {full} {text}", f"# TYPE {full} {kind}", f"{full} {value}"]
+        return "\n".join(lines) + "\n"
 
     def timed(self, step: str, began: float) -> float:
         """Add the time since `began` to `step`; return now, the next step's start."""
@@ -90,6 +162,9 @@ class PipelineStats:
             "consumer_lag": self.consumer_lag,
             "step_seconds": {step: round(seconds, 3) for step, seconds in self.step_seconds.items()},
             "last_flush_at": self.last_flush_at,
+            "sink_retries": self.sink_retries,
+            "sink_stalls": self.sink_stalls,
+            "paused_by": self.paused_by,
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }
 
@@ -135,12 +210,18 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
 
 
 def build(
-    app: faust.App, settings: Settings, clickhouse: ClickHouse, *, demo: bool = False
+    app: faust.App,
+    settings: Settings,
+    clickhouse: ClickHouse,
+    *,
+    demo: bool = False,
+    pause_while: Sequence[Check] = (),
 ) -> tuple[PipelineStats, Callable[[], None]]:
     """Declare topics, tables and agents on `app`; return the counters the agents update,
     and the call that ends the sink at shutdown: it stops the batch in progress (retrying
     or waiting for ClickHouse) unacknowledged, so Faust's shutdown, which waits for every
-    record it handed out, has nothing to wait for and the batch is read again next time."""
+    record it handed out, has nothing to wait for and the batch is read again next time.
+    While a check of `pause_while` fails (the disk is low), the sink takes no input."""
     stats = PipelineStats()
     state = app.Table(
         STATE_TABLE,
@@ -198,7 +279,15 @@ def build(
 
         async def written(*args: Any) -> None:
             loop = asyncio.get_running_loop()
-            await until_written(lambda: loop.run_in_executor(None, write, clickhouse, *args), what=what)
+            stats.writing_since = time.monotonic()
+            try:
+                await until_written(
+                    lambda: loop.run_in_executor(None, write, clickhouse, *args),
+                    what=what,
+                    on_retry=stats.retried,
+                )
+            finally:
+                stats.writing_since = stats.retrying_since = None
 
         return written
 
@@ -242,6 +331,16 @@ def build(
         if (task := asyncio.current_task()) is not None:
             running.append(task)
         while True:
+            paused = await asyncio.get_running_loop().run_in_executor(None, problems, pause_while)
+            if paused:
+                if stats.paused_by is None:
+                    log.warning("input paused: %s", "; ".join(paused))
+                stats.paused_by = "; ".join(paused)
+                await asyncio.sleep(PAUSE_CHECK_SECONDS)
+                continue
+            if stats.paused_by is not None:
+                log.warning("input resumed")
+                stats.paused_by = None
             messages = await inbox.take(
                 settings.sink_batch_size,
                 within=settings.sink_flush_seconds,

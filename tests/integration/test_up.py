@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import signal
@@ -232,6 +233,29 @@ def test_an_unusable_data_dir_is_one_line(tmp_path: Path, where: str) -> None:
         assert "failed to parse kafka snapshot" in lines[0]
 
 
+def not_ready(up: Up, which: str) -> bool:
+    return get(up, which, "/healthz")[0] == 503
+
+
+def get(up: Up, which: str, path: str) -> tuple[int, str]:
+    """GET `path` from the collector or the worker `up` serves: (status, body)."""
+    import re
+    import urllib.error
+    import urllib.request
+
+    pattern = {
+        "collector": r"collector  http://127\.0\.0\.1:(\d+)/",
+        "worker": r"worker     http://127\.0\.0\.1:(\d+)/",
+    }
+    port = re.search(pattern[which], up.output())
+    assert port is not None, up.output()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}{path}", timeout=10) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
 def post_event(up: Up, event_id: str) -> int:
     """POST one page view to the collector `up` serves; the HTTP status."""
     import json
@@ -278,6 +302,15 @@ def test_ctrl_c_stops_up_while_the_sink_cannot_write(tmp_path: Path, stop_all: l
     assert post_event(up, "second") == 202
     if sink == "retrying":
         wait_until(lambda: "TOO_MANY_PARTS" in up.output(), timeout=30, what="the sink to retry")
+        for which in ("collector", "worker"):  # not ready once it has retried for 5 s
+            wait_until(
+                lambda w=which: get(up, w, "/healthz")[0] == 503, timeout=30, what=f"{which} not ready"
+            )
+            assert "the sink has been retrying ClickHouse" in get(up, which, "/healthz")[1]
+            metrics = get(up, which, "/metrics")[1]
+            assert "touchstream_worker_sink_stalls_total 1" in metrics
+            assert "touchstream_worker_sink_stalled 1" in metrics
+            assert "touchstream_worker_sink_retries_total 0" not in metrics
     else:
         time.sleep(2)
     began = time.monotonic()
@@ -287,3 +320,17 @@ def test_ctrl_c_stops_up_while_the_sink_cannot_write(tmp_path: Path, stop_all: l
     if blocker is not None:
         _, err = blocker.communicate(timeout=30)
         assert blocker.returncode == 1 and "the worker is stopping" in err
+
+
+def test_health_tells_when_the_broker_is_gone(tmp_path: Path, stop_all: list[Up]) -> None:
+    up = Up(tmp_path / "d")
+    stop_all.append(up)
+    up.wait_ready()
+    assert get(up, "collector", "/healthz") == (200, '{"status": "ok"}')
+    assert get(up, "worker", "/healthz")[0] == 200
+    os.kill(up.broker_pid(), signal.SIGKILL)
+    for which in ("collector", "worker"):
+        wait_until(functools.partial(not_ready, up, which), timeout=30, what=f"{which} not ready")
+        body = get(up, which, "/healthz")[1]
+        assert "does not answer" in body and "Kafka at 127.0.0.1:" in body, body
+    assert up.interrupt() == 0
