@@ -303,9 +303,7 @@ def test_ctrl_c_stops_up_while_the_sink_cannot_write(tmp_path: Path, stop_all: l
     if sink == "retrying":
         wait_until(lambda: "TOO_MANY_PARTS" in up.output(), timeout=30, what="the sink to retry")
         for which in ("collector", "worker"):  # not ready once it has retried for 5 s
-            wait_until(
-                lambda w=which: get(up, w, "/healthz")[0] == 503, timeout=30, what=f"{which} not ready"
-            )
+            wait_until(functools.partial(not_ready, up, which), timeout=30, what=f"{which} not ready")
             assert "the sink has been retrying ClickHouse" in get(up, which, "/healthz")[1]
             metrics = get(up, which, "/metrics")[1]
             assert "touchstream_worker_sink_stalls_total 1" in metrics
