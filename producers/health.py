@@ -69,7 +69,7 @@ class DiskSpace(_Cached):
     `replay` and `ingest-email` stop, and the worker pauses its input.
     """
 
-    def __init__(self, path: Path, min_free_bytes: int, *, max_age: float = 1.0) -> None:
+    def __init__(self, path: Path, min_free_bytes: int, *, max_age: float = 0.2) -> None:
         super().__init__(self._measure, max_age)
         self.path = path
         self.min_free_bytes = min_free_bytes

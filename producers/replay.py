@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from producers.health import Check
 from producers.publisher import Delivery, Publisher, destination
 from schemas.codec import Rejected, decode
 from schemas.errors import InputError
@@ -104,7 +105,11 @@ def replay(
     on_progress: Callable[[int], None] = lambda _done: None,
     timeout: float = 60.0,
     max_skew: timedelta = MAX_CLOCK_SKEW,
+    guard: Check | None = None,
 ) -> ReplaySummary:
+    """Publish the records of `path`; while `guard` says why it is unsafe (the disk under
+    the embedded broker is low), stop: what was sent is waited for, then `InputError`
+    says how far it got."""
     summary = ReplaySummary()
     delivery = Delivery()
     dlq = dead_letter_topic(publisher.prefix)
@@ -113,6 +118,9 @@ def replay(
         if raw is BLANK:
             summary.ignored += 1
             continue
+        if guard is not None and (problem := guard()) is not None:
+            publisher.wait(delivery, sent, timeout)
+            raise InputError(f"stopped after publishing {summary.published} events: {problem}")
         now = datetime.now(UTC)
         raw = stamped(raw, now)
         decoded = decode(raw, max_skew=max_skew, now=now)

@@ -41,6 +41,12 @@ def _bootstrap(settings: Settings) -> str:
     return info.bootstrap
 
 
+def _disk_guard(settings: Settings) -> Callable[[], str | None] | None:
+    """The free-space check of the embedded broker's data dir (none for a real Kafka)."""
+    checks = settings.disk_checks(clickhouse=False)
+    return checks[0] if checks else None
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
@@ -228,6 +234,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             publisher,
             on_progress=lambda done: progress.update(task, completed=done),
             max_skew=settings.max_clock_skew,
+            guard=_disk_guard(settings),
         )
     where = f" (to {dead_letter_topic(settings.topic_prefix)})" if summary.rejected else ""
     print(
@@ -264,6 +271,7 @@ def cmd_ingest_email(args: argparse.Namespace) -> int:
             publisher,
             context,
             on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            guard=_disk_guard(settings),
         )
     print(
         f"published {summary.published} emails in {summary.threads} threads, "

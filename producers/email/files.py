@@ -23,6 +23,7 @@ from typing import Any
 
 from producers.email.headers import EmailHeaders, email_fields, read_headers
 from producers.email.inbound import headers_of
+from producers.health import Check
 from producers.mapping import MappingContext
 from producers.publisher import Delivery, Publisher, route
 from schemas.errors import InputError
@@ -165,7 +166,11 @@ def ingest(
     *,
     on_progress: Callable[[int, int], None] = lambda _done, _total: None,
     timeout: float = 60.0,
+    guard: Check | None = None,
 ) -> IngestSummary:
+    """Publish the messages under `path`; while `guard` says why it is unsafe (the disk
+    under the embedded broker is low), stop: what was sent is waited for, then
+    `InputError` says how far it got."""
     if not context.brand_domains:
         raise InputError("no brand domains: set TOUCHSTREAM_EMAIL_BRAND_DOMAINS or pass --brand-domain")
     files, skipped = message_files(path)
@@ -186,6 +191,9 @@ def ingest(
     delivery, sent = Delivery(), 0
     dlq = dead_letter_topic(publisher.prefix)
     for block, headers in parsed:
+        if guard is not None and (problem := guard()) is not None:
+            publisher.wait(delivery, sent, timeout)
+            raise InputError(f"stopped after publishing {summary.published} emails: {problem}")
         try:
             fields = email_fields(headers, context, platform="file", conversation_root=threads.root(headers))
             outcome: TouchpointEvent | str = (
