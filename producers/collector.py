@@ -44,6 +44,8 @@ from schemas.errors import BrokerError
 from schemas.touchpoint import MAX_CLOCK_SKEW, Channel, Kind, TouchpointEvent
 
 API_KEY_HEADER = "X-API-Key"
+#: The one webhook route that answers GET: Meta's subscription check.
+SUBSCRIPTION_CHECK = "chat/messenger"
 EVENTS = "events"
 WEB_KINDS = frozenset({Kind.PAGE_VIEW, Kind.CLICK})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -135,18 +137,27 @@ class Collector:
         app = web.Application(client_max_size=limit, middlewares=[self._errors_as_json])
         app.router.add_post("/v1/events", self.events)
         app.router.add_route("OPTIONS", "/v1/events", self.preflight)
+        app.router.add_get(f"/v1/webhooks/{SUBSCRIPTION_CHECK}", self.subscription_check)
         app.router.add_post("/v1/webhooks/{kind}/{provider}", self.webhook)
-        app.router.add_get("/v1/webhooks/{kind}/{provider}", self.subscription_check)
         app.router.add_get("/v1/touchstream.js", self.snippet)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.prometheus)
         app.router.add_get("/openapi.json", self.openapi)
         return app
 
-    def problem(self, status: int, error: str, *, source: str, reason: str, **extra: Any) -> web.Response:
+    def problem(
+        self,
+        status: int,
+        error: str,
+        *,
+        source: str,
+        reason: str,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> web.Response:
         """A JSON error answer; `reason` is the metric label (a short fixed word)."""
         self.metrics.rejected_requests.inc(source, reason)
-        return web.json_response({"error": error, **extra}, status=status)
+        return web.json_response({"error": error, **extra}, status=status, headers=headers)
 
     @web.middleware
     async def _errors_as_json(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -158,7 +169,8 @@ class Collector:
         except web.HTTPException as error:
             if error.status < 400:
                 raise
-            response = self.problem(error.status, error.reason, source=source, reason="http")
+            allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None  # 405
+            response = self.problem(error.status, error.reason, source=source, reason="http", headers=allow)
         if request.path == "/v1/events":
             self._cors(request, response)
         return response
@@ -237,8 +249,8 @@ class Collector:
                 400, "empty batch: send one event or a non-empty array", source=EVENTS, reason="empty_batch"
             )
         if len(items) > self.config.max_batch:
-            return self.problem(
-                413,
+            return self.problem(  # the schema's maxItems: a request to fix, not a body too large
+                422,
                 f"batch of {len(items)} events exceeds the limit of {self.config.max_batch}",
                 source=EVENTS,
                 reason="batch_too_long",
@@ -246,7 +258,9 @@ class Collector:
         mapped = map_events(
             items, datetime.now(UTC), web_only=scope == "web", max_skew=self.config.max_clock_skew
         )
-        return await self._publish(mapped, source=EVENTS, status=202, summary=_events_summary)
+        return await self._publish(
+            mapped, source=EVENTS, status=202, summary=_events_summary, batch=isinstance(payload, list)
+        )
 
     # -- /v1/webhooks/<kind>/<provider> -----------------------------------------------
 
@@ -309,11 +323,12 @@ class Collector:
 
     async def subscription_check(self, request: web.Request) -> web.Response:
         """Meta's webhook verification: echo hub.challenge when hub.verify_token matches."""
-        route = f"{request.match_info['kind']}/{request.match_info['provider']}"
-        query = request.query
+        route, query = SUBSCRIPTION_CHECK, request.query
         token = self.config.webhook_verify_token
-        if route != "chat/messenger" or query.get("hub.mode") != "subscribe":
-            return self.problem(405, "use POST to deliver webhooks", source=route, reason="method")
+        if query.get("hub.mode") != "subscribe":
+            return self.problem(
+                400, "not a subscription check (hub.mode=subscribe)", source=route, reason="not_subscription"
+            )
         offered = query.get("hub.verify_token", "").encode("utf-8", "surrogateescape")
         if not token or not hmac.compare_digest(offered, token.encode()):
             return self.problem(
@@ -327,10 +342,19 @@ class Collector:
     # -- shared ---------------------------------------------------------------------
 
     async def _publish(
-        self, mapped: Mapped, *, source: str, status: int, summary: Callable[[Mapped], dict[str, Any]]
+        self,
+        mapped: Mapped,
+        *,
+        source: str,
+        status: int,
+        summary: Callable[[Mapped], dict[str, Any]],
+        batch: bool = False,
     ) -> web.Response:
+        """Publish the valid events and answer `status` with the summary; 422 when nothing
+        was valid, except for a `batch` (a JSON array of events), whose items are judged
+        one by one: its answer is `status` with every item's reason, whatever they are."""
         self.metrics.rejected_events.inc(source, amount=len(mapped.errors))
-        if not mapped.events and mapped.errors:
+        if not mapped.events and mapped.errors and not batch:
             answer = {"error": "no valid event in the request", **summary(mapped)}
             return web.json_response(answer, status=422)
         if mapped.events and (unsafe := problems(self.guards)):
@@ -399,7 +423,23 @@ def openapi_document(config: CollectorConfig) -> dict[str, Any]:
     event_schema = TouchpointEvent.model_json_schema(
         mode="validation", ref_template="#/components/schemas/{model}"
     )
-    schemas = {"TouchpointEvent": event_schema, **event_schema.pop("$defs", {})}
+    definitions = event_schema.pop("$defs", {})
+    # What a caller sends: `received_at` is the collector's to set (a value sent is replaced).
+    sent = {**event_schema, "required": [name for name in event_schema["required"] if name != "received_at"]}
+    sent["properties"] = {
+        **event_schema["properties"],
+        "received_at": {
+            "description": "set by the collector when the event arrives; any value sent is replaced"
+        },
+        "occurred_at": {
+            **event_schema["properties"]["occurred_at"],
+            "description": "with a timezone; from 1970-01-01T00:00:00Z to the clock skew "
+            "(TOUCHSTREAM_MAX_CLOCK_SKEW_SECONDS, 1 h) after the event's arrival",
+        },
+    }
+    sent.pop("$id", None)
+    schemas = {"TouchpointEvent": event_schema, "TouchpointEventSent": sent, **definitions}
+    sent_ref = {"$ref": "#/components/schemas/TouchpointEventSent"}
     error = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
     item_errors = {
         "type": "object",
@@ -422,8 +462,52 @@ def openapi_document(config: CollectorConfig) -> dict[str, Any]:
         },
     }
 
-    def path_parameter(name: str, values: list[str]) -> dict[str, Any]:
-        return {"name": name, "in": "path", "required": True, "schema": {"enum": values}}
+    def webhook_path(route: str) -> dict[str, Any]:
+        provider = PROVIDERS[route]
+        item: dict[str, Any] = {
+            "post": {
+                "summary": f"{provider.name}'s webhook, in its own format ({provider.source}), "
+                "proven by its signature",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        media_type: {"schema": dict(provider.body_schema)}
+                        for media_type in provider.media_types
+                    },
+                },
+                "responses": {
+                    "200": answer("Kafka has every mapped event; reasons for the rest", item_errors),
+                    "400": answer("payload cannot be read", error),
+                    "401": answer("missing or wrong signature, or stale timestamp", error),
+                    "403": answer("no secret configured for this provider", error),
+                    "413": answer("body or event count over the limit", error),
+                    "415": answer("wrong Content-Type for this provider", error),
+                    "422": answer("no valid event; reasons per item", item_errors),
+                    "503": answer("Kafka did not acknowledge in time, or the disk is low; retry", error),
+                },
+            }
+        }
+        if route == SUBSCRIPTION_CHECK:
+            item["get"] = {
+                "summary": "Meta's subscription check: hub.challenge back when hub.verify_token is "
+                "TOUCHSTREAM_WEBHOOK_VERIFY_TOKEN",
+                "parameters": [
+                    {"name": "hub.mode", "in": "query", "required": True, "schema": {"const": "subscribe"}},
+                    *(
+                        {"name": name, "in": "query", "required": True, "schema": {"type": "string"}}
+                        for name in ("hub.verify_token", "hub.challenge")
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "hub.challenge",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "400": answer("not a subscription check", error),
+                    "403": answer("hub.verify_token does not match", error),
+                },
+            }
+        return item
 
     def answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": schema}}}
@@ -449,11 +533,20 @@ def openapi_document(config: CollectorConfig) -> dict[str, Any]:
                             "application/json": {
                                 "schema": {
                                     "oneOf": [
-                                        {"$ref": "#/components/schemas/TouchpointEvent"},
+                                        sent_ref,
                                         {
                                             "type": "array",
+                                            "minItems": 1,
                                             "maxItems": config.max_batch,
-                                            "items": {"$ref": "#/components/schemas/TouchpointEvent"},
+                                            "description": "a batch: each item is judged on its own "
+                                            "against TouchpointEventSent, the valid ones are published "
+                                            "and the answer (202) gives every other item's reason",
+                                            "items": {
+                                                "anyOf": [
+                                                    {"$ref": "#/components/schemas/TouchpointEventSent"},
+                                                    {},
+                                                ]
+                                            },
                                         },
                                     ]
                                 }
@@ -462,38 +555,24 @@ def openapi_document(config: CollectorConfig) -> dict[str, Any]:
                     },
                     "responses": {
                         "202": answer(
-                            "Kafka has every accepted event; rejected items have reasons", item_errors
+                            "Kafka has every accepted event; rejected items have reasons (a batch is "
+                            "answered 202 even when no item was valid)",
+                            item_errors,
                         ),
                         "400": answer("not JSON, or an empty batch", error),
                         "401": answer("missing or unknown API key", error),
-                        "413": answer(f"body over {config.max_body_bytes} bytes or batch too long", error),
+                        "413": answer(f"body over {config.max_body_bytes} bytes", error),
                         "415": answer("not application/json", error),
-                        "422": answer("no valid event; reasons per item", item_errors),
+                        "422": answer(
+                            "a single event that is not valid, with the reason; or more than "
+                            f"{config.max_batch} events",
+                            {"anyOf": [item_errors, error]},
+                        ),
                         "503": answer("Kafka did not acknowledge in time, or the disk is low; retry", error),
                     },
                 }
             },
-            "/v1/webhooks/{kind}/{provider}": {
-                "parameters": [
-                    path_parameter(name, sorted({route.split("/")[part] for route in PROVIDERS}))
-                    for part, name in enumerate(("kind", "provider"))
-                ],
-                "post": {
-                    "summary": "A platform's webhook, in its own format, proven by its signature: "
-                    + ", ".join(sorted(PROVIDERS)),
-                    "responses": {
-                        "200": answer("Kafka has every mapped event; reasons for the rest", item_errors),
-                        "400": answer("payload cannot be read", error),
-                        "401": answer("missing or wrong signature, or stale timestamp", error),
-                        "403": answer("no secret configured for this provider", error),
-                        "404": answer("unknown provider", error),
-                        "413": answer("body or event count over the limit", error),
-                        "415": answer("wrong Content-Type for this provider", error),
-                        "422": answer("no valid event; reasons per item", item_errors),
-                        "503": answer("Kafka did not acknowledge in time, or the disk is low; retry", error),
-                    },
-                },
-            },
+            **{f"/v1/webhooks/{route}": webhook_path(route) for route in sorted(PROVIDERS)},
             "/v1/touchstream.js": {
                 "get": {"summary": "the website snippet", "responses": {"200": {"description": "JavaScript"}}}
             },

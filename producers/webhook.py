@@ -119,6 +119,10 @@ class Provider:
     map: Map
     #: Which documentation the mapping follows.
     source: str
+    #: The body types the platform posts, and what the body must hold for the signature to
+    #: be checked at all (the collector's OpenAPI document lists them).
+    media_types: tuple[str, ...] = ("application/json",)
+    body_schema: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def route(self) -> str:

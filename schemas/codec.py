@@ -32,20 +32,22 @@ def decode(
     raw: bytes | None, *, max_skew: timedelta = MAX_CLOCK_SKEW, now: datetime | None = None
 ) -> TouchpointEvent | Rejected:
     """The event in `raw`, or why it is not one. With `now` (the reader's wall clock), an
-    event whose `occurred_at` is more than `max_skew` after it is rejected too, whatever
-    its `received_at` says: no single record can carry its partition's event time, and so
-    its horizon, beyond the wall clock plus the skew."""
+    event whose `occurred_at` (or `received_at`) is more than `max_skew` after it is
+    rejected too, whatever its `received_at` says: no single record can carry its
+    partition's event time, and so its horizon, beyond the wall clock plus the skew."""
     if raw is None:
         return Rejected("empty record (no value)")
     try:
         event = TouchpointEvent.model_validate_json(raw, context={MAX_SKEW: max_skew})
     except ValidationError as error:
         return Rejected(describe(error))
-    if now is not None and event.occurred_at - now > max_skew:
-        return Rejected(
-            f"occurred_at: {event.occurred_at.isoformat()} is more than {max_skew.total_seconds():g} s "
-            f"after the wall clock ({now.isoformat()}); the clock skew allowed"
-        )
+    if now is not None:
+        for name, moment in (("occurred_at", event.occurred_at), ("received_at", event.received_at)):
+            if moment - now > max_skew:
+                return Rejected(
+                    f"{name}: {moment.isoformat()} is more than {max_skew.total_seconds():g} s "
+                    f"after the wall clock ({now.isoformat()}); the clock skew allowed"
+                )
     return event
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -24,6 +25,10 @@ SCHEMA_VERSION: Final = 1
 #: another bound from its context: `model_validate(data, context={MAX_SKEW: timedelta})`.
 MAX_CLOCK_SKEW: Final = timedelta(hours=1)
 MAX_SKEW: Final = "max_clock_skew"
+#: The earliest time an event can carry: the Unix epoch. ClickHouse's DateTime64 columns
+#: hold 1900-2299 only, and a year-62 timestamp once stopped the worker (its erasure
+#: DELETE could not be written), so nothing earlier gets in.
+EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Bounds on `attributes`: small, free-form, never a place for payloads.
 MAX_ATTRIBUTES = 32
@@ -84,17 +89,29 @@ AttributeValue = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE
 PROMOTER_MIN, DETRACTOR_MAX, SATISFIED_MIN = 9, 6, 4
 
 
+def _survey_scales(schema: dict[str, Any]) -> None:
+    """The score range by type, in the JSON Schema as in validation."""
+    schema["oneOf"] = [
+        {"properties": {"type": {"const": kind}, "score": {"minimum": low, "maximum": high}}}
+        for kind, (low, high) in SURVEY_SCALES.items()
+    ]
+
+
+#: Survey scales: NPS 0-10, CSAT 1-5.
+SURVEY_SCALES: Final = {"nps": (0, 10), "csat": (1, 5)}
+
+
 class Survey(BaseModel):
     """A survey answer: NPS is scored 0-10, CSAT 1-5."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(**_STRICT, json_schema_extra=_survey_scales)
 
     type: Literal["nps", "csat"]
     score: int
 
     @model_validator(mode="after")
     def _score_in_scale(self) -> Self:
-        low, high = (0, 10) if self.type == "nps" else (1, 5)
+        low, high = SURVEY_SCALES[self.type]
         if not low <= self.score <= high:
             raise ValueError(f"{self.type} score must be between {low} and {high}, got {self.score}")
         return self
@@ -104,6 +121,20 @@ class Consent(BaseModel):
     model_config = _STRICT
 
     analytics: bool
+
+
+def _event_schema(schema: dict[str, Any]) -> None:
+    """The schema's id, and `survey` exactly on survey_response and `consent` exactly on
+    consent_updated events, in the JSON Schema as in validation (`_payload_matches_kind`)."""
+    schema["$id"] = "https://touchstream.dev/schemas/touchpoint-event-v1.json"
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+            "then": {"properties": {field: {"type": "object"}}, "required": [field]},
+            "else": {"properties": {field: {"type": "null"}}},
+        }
+        for kind, field in (("survey_response", "survey"), ("consent_updated", "consent"))
+    ]
 
 
 class TouchpointEvent(BaseModel):
@@ -118,7 +149,7 @@ class TouchpointEvent(BaseModel):
         extra="forbid",
         frozen=True,
         title="TouchpointEvent",
-        json_schema_extra={"$id": "https://touchstream.dev/schemas/touchpoint-event-v1.json"},
+        json_schema_extra=_event_schema,
     )
 
     event_id: EventId
@@ -136,6 +167,15 @@ class TouchpointEvent(BaseModel):
     consent: Consent | None = None
     attributes: Annotated[dict[AttributeKey, AttributeValue], Field(max_length=MAX_ATTRIBUTES)] = {}
 
+    @field_validator("occurred_at", "received_at", mode="before")
+    @classmethod
+    def _text_or_datetime(cls, value: object) -> object:
+        # Lax validation would read a number as seconds since the epoch; the contract (and the
+        # JSON Schema) says an ISO 8601 string with a timezone.
+        if isinstance(value, int | float):
+            raise ValueError("must be an ISO 8601 date-time string with a timezone, not a number")
+        return value
+
     @model_validator(mode="after")
     def _payload_matches_kind(self) -> Self:
         if (self.kind is Kind.SURVEY_RESPONSE) != (self.survey is not None):
@@ -146,6 +186,9 @@ class TouchpointEvent(BaseModel):
 
     @model_validator(mode="after")
     def _not_ahead_of_arrival(self, info: ValidationInfo) -> Self:
+        for name, moment in (("occurred_at", self.occurred_at), ("received_at", self.received_at)):
+            if moment < EARLIEST:
+                raise ValueError(f"{name} {moment.isoformat()} is before 1970-01-01T00:00:00Z")
         bound = skew_bound(info.context)
         if self.occurred_at - self.received_at > bound:
             raise ValueError(

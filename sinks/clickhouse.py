@@ -128,12 +128,16 @@ class ClickHouse:
         self, sql: str, parameters: dict[str, Any] | None = None, *, read_only: bool = False
     ) -> list[tuple[Any, ...]]:
         """The rows of `sql`; `read_only` runs it with ClickHouse's `readonly = 1`, which
-        refuses writes, settings changes and table functions that reach files or hosts."""
-        settings = {"readonly": 1} if read_only else None
+        refuses writes, settings changes and table functions that reach files or hosts.
+
+        The setting goes in the query's own SETTINGS clause: passed as a client setting,
+        the chDB driver applies it to the session with SET and cannot SET it back (that is
+        a settings change in read-only mode), so every later insert would be refused."""
+        if read_only:
+            sql = f"{sql}\nSETTINGS readonly = 1"
         with self._call() as client:
-            return [
-                tuple(row) for row in client.query(sql, parameters=parameters, settings=settings).result_rows
-            ]
+            result = client.query(sql, parameters=parameters)
+            return [tuple(row) for row in result.result_rows]
 
     def scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         rows = self.rows(sql, parameters)

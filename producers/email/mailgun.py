@@ -58,4 +58,10 @@ PROVIDER = Provider(
     verify=verify_mailgun,
     map=map_request,
     source="documentation.mailgun.com/docs/mailgun/user-manual/receive-forward-store/receive-http",
+    media_types=("multipart/form-data", "application/x-www-form-urlencoded"),
+    body_schema={
+        "type": "object",
+        "required": ["timestamp", "token", "signature"],
+        "properties": {name: {"type": "string"} for name in ("timestamp", "token", "signature")},
+    },
 )

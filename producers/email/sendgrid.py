@@ -46,4 +46,5 @@ PROVIDER = Provider(
     verify=verify_basic_auth,
     map=map_request,
     source="twilio.com/docs/sendgrid/for-developers/parsing-email/inbound-email",
+    media_types=("multipart/form-data", "application/x-www-form-urlencoded"),
 )

@@ -176,8 +176,8 @@ class Collector:
 
     def _up(self) -> bool:
         assert self.process.poll() is None, self.log.read_text()
-        try:
-            return self.get("/healthz")[0] == 200
+        try:  # serving: ready (200), or not ready with its reasons (503)
+            return self.get("/healthz")[0] in (200, 503)
         except OSError:
             return False
 

@@ -75,8 +75,11 @@ def test_each_item_is_judged_on_its_own(
         "y9999",
     ]
 
-    status, answer = collector.post([event_data(event_id="bad", kind="teleport")])
+    status, answer = collector.post(event_data(event_id="bad", kind="teleport"))
     assert status == 422 and answer["accepted"] == 0 and "kind" in answer["errors"][0]["reason"]
+    status, answer = collector.post([event_data(event_id="bad", kind="teleport")])
+    assert status == 202, "a batch's items are judged one by one, even when none is valid"
+    assert answer["accepted"] == 0 and "kind" in answer["errors"][0]["reason"]
 
     records = published(broker, collector_env, expected=3, timeout=8)
     assert sorted(record["event_id"] for record in records) == ["good-1", "good-2"]
@@ -88,7 +91,7 @@ BAD_REQUESTS: list[tuple[dict[str, Any], int, str]] = [
     ({"raw": b'{"event_id": "x",'}, 400, "not valid JSON"),
     ({"raw": b"[]"}, 400, "empty batch"),
     ({"content_type": "text/plain"}, 415, "application/json"),
-    ({"raw": json.dumps(events(51)).encode()}, 413, "exceeds the limit of 50"),
+    ({"raw": json.dumps(events(51)).encode()}, 422, "exceeds the limit of 50"),
     ({"raw": b'[{"pad": "' + b"x" * 70_000 + b'"}]'}, 413, "exceeds 65536 bytes"),
     ({"raw": b"[" * 30_000 + b"]" * 30_000}, 400, "nested too deeply"),
 ]
@@ -132,5 +135,7 @@ def test_unreachable_kafka_is_a_503_not_a_hang(start_collector: Callable[..., Co
     status, answer = collector.post([event_data(event_id="stranded")])
     assert status == 503 and "retry" in answer["error"]
     assert time.monotonic() - began < 25, "answered after the publish timeout, not left hanging"
-    assert collector.get("/healthz")[0] == 200, "the collector lives on"
+    status, health = collector.get("/healthz")
+    assert status == 503, "the collector lives on, and says it is not ready"
+    assert health["status"] == "not ready" and "does not answer" in health["reasons"][0]
     assert 'touchstream_collector_publish_failures_total{source="events"} 1' in collector.get("/metrics")[1]

@@ -141,6 +141,8 @@ def test_the_dashboard_reads_only_and_answers_only_for_its_own_host(clickhouse: 
     ):
         with pytest.raises(ClickHouseError, match="READONLY"):
             clickhouse.rows(statement, read_only=True)
+    assert clickhouse.rows("SELECT getSetting('readonly')") == [(0,)], "read-only stays with its query"
+    clickhouse.command("CREATE TABLE written_after (a Int8) ENGINE = Memory")
 
     app = web.application(settings, web.Snapshots(web.reader(settings, clickhouse), 0.2))
 
