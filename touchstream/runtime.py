@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,7 +204,8 @@ def run_worker(
             app,
             *services,
             control_info=info,
-            stopping=[stop_sink, stopping.set],
+            stopping=stopping,
+            stop_sink=stop_sink,
             data_dir=settings.data_dir,
             started=started,
             loglevel=settings.log_level.upper(),
@@ -254,7 +255,8 @@ class _Worker(Worker):
         app: faust.App,
         *services: ServiceT,
         control_info: control.ControlInfo | None,
-        stopping: list[Callable[[], None]],
+        stopping: asyncio.Event,
+        stop_sink: Callable[[], Awaitable[None]],
         data_dir: Path,
         started: float,
         **kwargs: Any,
@@ -263,12 +265,14 @@ class _Worker(Worker):
         self.spinner = None  # the banner above says what started; no cursor tricks in logs
         self._control_info = control_info
         self._stopping = stopping
+        self._stop_sink = stop_sink
         self._data_dir = data_dir
         self._began = started
 
     async def on_stop(self) -> None:
-        for stop in self._stopping:  # first: the app's stop would wait for the batch and requests
-            stop()
+        # First: the app's stop waits for every record handed out and every open request.
+        self._stopping.set()  # a `POST /sql` still running answers 503
+        await self._stop_sink()
         await super().on_stop()
 
     async def on_startup_finished(self) -> None:

@@ -16,6 +16,7 @@ applies the idle rule to the quiet partitions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
@@ -53,6 +54,9 @@ BATCH_SPACING_SECONDS = 0.2
 #: (a passing error clears within a few retries), or once one write has lasted this long.
 STALL_RETRYING_SECONDS = 5.0
 STALL_WRITING_SECONDS = 30.0
+#: At shutdown, how long a batch being written may take to finish before it is dropped
+#: (unacknowledged, so read again); one that ClickHouse refuses is dropped at once.
+SHUTDOWN_GRACE_SECONDS = 5.0
 #: How often a paused input checks whether it may go on.
 PAUSE_CHECK_SECONDS = 1.0
 
@@ -216,11 +220,12 @@ def build(
     *,
     demo: bool = False,
     pause_while: Sequence[Check] = (),
-) -> tuple[PipelineStats, Callable[[], None]]:
+) -> tuple[PipelineStats, Callable[[], Awaitable[None]]]:
     """Declare topics, tables and agents on `app`; return the counters the agents update,
-    and the call that ends the sink at shutdown: it stops the batch in progress (retrying
-    or waiting for ClickHouse) unacknowledged, so Faust's shutdown, which waits for every
-    record it handed out, has nothing to wait for and the batch is read again next time.
+    and the call that ends the sink at shutdown: a batch being written may finish, but one
+    that ClickHouse refuses or that takes too long is dropped unacknowledged, so Faust's
+    shutdown, which waits for every record it handed out, has nothing to wait for, and
+    the batch is read again next time.
     While a check of `pause_while` fails (the disk is low), the sink takes no input."""
     stats = PipelineStats()
     state = app.Table(
@@ -274,6 +279,14 @@ def build(
         for letter in letters:
             log.info("dead letter from %s: %s", letter.source, letter.reason)
 
+    #: Clear while a batch (or the idle rule) is being written and ClickHouse has not refused it.
+    settled = asyncio.Event()
+    settled.set()
+
+    def retried(error: ClickHouseError) -> None:
+        stats.retried(error)
+        settled.set()  # a shutdown does not wait for a write ClickHouse refuses
+
     def in_thread(what: str, write: Callable[..., None]) -> Callable[..., Awaitable[None]]:
         """`write` in a worker thread, retried while ClickHouse is unavailable."""
 
@@ -322,7 +335,11 @@ def build(
 
     running: list[asyncio.Task[Any]] = []
 
-    def stop_sink() -> None:
+    async def stop_sink() -> None:
+        """Let a batch being written finish, for `SHUTDOWN_GRACE_SECONDS` at most and not
+        while ClickHouse refuses it; then end the sink (an unfinished batch unacknowledged)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(settled.wait(), SHUTDOWN_GRACE_SECONDS)
         for task in running:
             task.cancel()
 
@@ -349,7 +366,11 @@ def build(
                 spacing=BATCH_SPACING_SECONDS,
             )
             if not messages:
-                await step.idle(assigned(), settings.metrics_idle_seconds)
+                settled.clear()
+                try:
+                    await step.idle(assigned(), settings.metrics_idle_seconds)
+                finally:
+                    settled.set()
                 continue
             records = [
                 RawRecord(
@@ -357,6 +378,7 @@ def build(
                 )
                 for message in messages
             ]
+            settled.clear()
             try:
                 await step.run(records, acknowledge=functools.partial(inbox.ack, messages))
             except asyncio.CancelledError:  # shutdown: the batch is read again by the next run
@@ -368,5 +390,7 @@ def build(
                 inbox.abandon(messages)
                 os.kill(os.getpid(), signal.SIGTERM)  # the ordinary shutdown; nothing is acknowledged
                 return
+            finally:
+                settled.set()
 
     return stats, stop_sink
