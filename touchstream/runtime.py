@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 #: the rate ramps up: measured with the default journeys, about 1.4 in the first
 #: minute, 3.5 at 10 minutes, 4.5 at 30 minutes and 5 after an hour.
 EVENTS_PER_SESSION = 4.5
+#: How long a stop (Ctrl-C, SIGTERM) may take before the process ends without finishing it.
+SHUTDOWN_TIMEOUT_SECONDS = 30.0
 
 
 def kafka(settings: Settings, stack: ExitStack, *, say: bool = True) -> tuple[str, bool]:
@@ -270,10 +273,27 @@ class _Worker(Worker):
         self._began = started
 
     async def on_stop(self) -> None:
+        # A stop that cannot finish (Kafka gone: Faust's consumer retries its last commit
+        # and its group exit for good) ends the process anyway; nothing unacknowledged is
+        # lost, it is read again at the next start.
+        watchdog = threading.Timer(SHUTDOWN_TIMEOUT_SECONDS, self._give_up)
+        watchdog.daemon = True
+        watchdog.start()
         # First: the app's stop waits for every record handed out and every open request.
         self._stopping.set()  # a `POST /sql` still running answers 503
         await self._stop_sink()
         await super().on_stop()
+
+    def _give_up(self) -> None:
+        print(
+            f"touchstream: did not stop within {SHUTDOWN_TIMEOUT_SECONDS:.0f}s (is Kafka gone?); "
+            "stopped without finishing (what was not committed is read again at the next start)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if self._control_info is not None:
+            (self._data_dir / control.CONTROL_FILE).unlink(missing_ok=True)
+        os._exit(1)  # the embedded broker, if alive, gets SIGTERM with us (PR_SET_PDEATHSIG)
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()

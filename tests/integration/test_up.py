@@ -333,7 +333,9 @@ def test_health_tells_when_the_broker_is_gone(tmp_path: Path, stop_all: list[Up]
         wait_until(functools.partial(not_ready, up, which), timeout=30, what=f"{which} not ready")
         body = get(up, which, "/healthz")[1]
         assert "does not answer" in body and "Kafka at 127.0.0.1:" in body, body
-    assert up.interrupt() == 0
+    # Ctrl-C ends it all the same: cleanly, or after 30 s with one line if the stop cannot finish.
+    status = up.interrupt()
+    assert status == 0 or up.output().strip().splitlines()[-1].startswith("touchstream: did not stop within")
 
 
 def small_disk(tmp_path: Path, megabytes: int) -> Path:
