@@ -84,9 +84,10 @@ AttributeKey = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ATT
 AttributeValue = Annotated[str, StringConstraints(max_length=MAX_ATTRIBUTE_VALUE_CHARS)]
 
 
-#: Answer classes (SPEC §5 "Experience signals"): NPS promoters 9-10 and detractors 0-6,
-#: CSAT satisfied 4-5; the one place these bounds live (SQL views and panels use them).
-PROMOTER_MIN, DETRACTOR_MAX, SATISFIED_MIN = 9, 6, 4
+#: Answer classes (SPEC §5 "Experience signals", §5b outcomes): NPS promoters 9-10 and
+#: detractors 0-6, CSAT satisfied 4-5 and dissatisfied 1-2; the one place these bounds live
+#: (SQL views and panels use them).
+PROMOTER_MIN, DETRACTOR_MAX, SATISFIED_MIN, DISSATISFIED_MAX = 9, 6, 4, 2
 
 
 def _survey_scales(schema: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from clickhouse_connect.driver.exceptions import OperationalError
 
 from schemas.errors import ClickHouseError, ConfigError
 from sinks.ddl import PARTITIONED_BY, expected_columns, migrations
+from streams.metrics.config import MetricsConfig
 
 #: ClickHouse error codes of conditions that pass: retrying the same call can succeed.
 TRANSIENT_CODES = frozenset({
@@ -199,8 +200,9 @@ class ClickHouse:
             self._limit_read = True
         return self.partition_limit
 
-    def migrate(self) -> None:
-        for statement in migrations(self.database):
+    def migrate(self, config: MetricsConfig | None = None) -> None:
+        """Create what is missing; the views take their windows from `config` (defaults)."""
+        for statement in migrations(self.database, config):
             self.command(statement)
         self.check_schema()
 

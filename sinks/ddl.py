@@ -12,8 +12,11 @@ token, so an identical retried insert is dropped at once.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
-from schemas.touchpoint import DETRACTOR_MAX, PROMOTER_MIN, SATISFIED_MIN
+from schemas.touchpoint import DETRACTOR_MAX, DISSATISFIED_MAX, PROMOTER_MIN, SATISFIED_MIN
+from streams.metrics.config import MetricsConfig
+from streams.metrics.engagement import CUSTOMER_INITIATED_KINDS
 
 _DEDUP = "SETTINGS non_replicated_deduplication_window = 1000"
 _TS = "DateTime64(3, 'UTC')"
@@ -178,10 +181,142 @@ _HOURLY: dict[str, str] = {
         FROM (SELECT * FROM {db}.surveys FINAL {where})
         GROUP BY channel, hour, survey_type""",
 }
+#: The events the behaviour views count (SPEC §5b), per customer in (occurred_at, event_id)
+#: order: stored and not late, while analytics consent holds (the latest consent_updated at
+#: or before each event; none means consent), consent and erasure requests themselves
+#: left out. An erasure has already removed the events up to its request.
+_COUNTED = """
+        SELECT * FROM (
+            SELECT customer_id, event_id, channel, kind, direction, actor, survey_type, survey_score,
+                   consent_analytics, occurred_at, source_partition,
+                   last_value(consent_analytics) OVER (
+                       PARTITION BY customer_id ORDER BY occurred_at, event_id
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS analytics
+            FROM {db}.touchpoints FINAL
+            WHERE (customer_id, event_id) NOT IN (SELECT customer_id, event_id FROM {db}.late_events FINAL)
+        )
+        WHERE ifNull(analytics, true) AND kind NOT IN ('consent_updated', 'erasure_requested')"""
+_PARTITIONS = """(
+            SELECT partition, max(horizon) AS horizon, max(newest) AS newest
+            FROM {db}.stream_horizons GROUP BY partition)"""
+_SURVEY_CLASS = """multiIf(
+            {type} = 'nps' AND {score} >= {promoter}, 'promoter',
+            {type} = 'nps' AND {score} <= {detractor}, 'detractor',
+            {type} = 'nps', 'passive',
+            {score} >= {satisfied}, 'satisfied',
+            {score} <= {dissatisfied}, 'dissatisfied',
+            'neutral')"""
+#: Journeys (SPEC §5b): a customer's run of counted events with gaps of at most the journey
+#: gap; final once its end plus the gap is before its partition's horizon (no event that
+#: could extend it can still arrive). Computed when queried, from the rows as they are.
+JOURNEYS = f"""
+        SELECT concat(customer_id, ':', argMin(event_id, (occurred_at, event_id))) AS journey_id,
+               customer_id,
+               min(occurred_at) AS started_at,
+               max(occurred_at) AS ended_at,
+               arrayCompact(arrayMap(x -> x.3, arraySort(groupArray((occurred_at, event_id, channel)))))
+                   AS channel_path,
+               count() AS touchpoints,
+               multiIf(countIf(kind = 'purchase') > 0, 'purchase',
+                       countIf(survey_type IS NOT NULL) > 0, {
+    _SURVEY_CLASS.format(
+        type="argMaxIf(survey_type, (occurred_at, event_id), survey_type IS NOT NULL)",
+        score="argMaxIf(survey_score, (occurred_at, event_id), survey_type IS NOT NULL)",
+        promoter="{promoter}",
+        detractor="{detractor}",
+        satisfied="{satisfied}",
+        dissatisfied="{dissatisfied}",
+    )
+},
+                       countIf(kind = 'ticket_opened') > 0, 'ticket',
+                       'none') AS outcome,
+               toUInt8(ifNull(max(occurred_at) + toIntervalMillisecond({{journey_gap_ms}}) < any(horizon), 0))
+                   AS final
+        FROM (
+            SELECT *, sum(opens) OVER (PARTITION BY customer_id ORDER BY occurred_at, event_id
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS journey
+            FROM (
+                SELECT *, toUInt64(row_number() OVER w = 1
+                                   OR dateDiff('millisecond', lagInFrame(occurred_at) OVER w, occurred_at)
+                                      > {{journey_gap_ms}}) AS opens
+                FROM ({_COUNTED})
+                WINDOW w AS (PARTITION BY customer_id ORDER BY occurred_at, event_id
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            )
+        ) AS counted
+        LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition
+        GROUP BY customer_id, journey"""
+
+#: Customer profiles (SPEC §5b), evaluated at the partition's newest event time: first and
+#: last seen, the channels and the UTC hours and weekdays (Monday first) of the customer's
+#: own (customer-initiated) events over the profile window, the preferred channel (the most
+#: such events; ties: the one used last), purchases, the engagement row's level and score,
+#: the latest NPS and CSAT answers, the consent state, and churned (no customer-initiated
+#: event for `churn_after` before the newest event time). Final once the horizon has passed
+#: the newest event time (the idle rule), since any later event changes the profile.
+PROFILES = f"""
+        SELECT c.customer_id AS customer_id, first_seen_at, last_seen_at,
+               if(ch.preferred_channel = '', NULL, ch.preferred_channel) AS preferred_channel,
+               ch.active_channels AS active_channels,
+               arrayMap(h -> countEqual(recent_hours, h), range(24)) AS active_hours,
+               arrayMap(d -> countEqual(recent_weekdays, d), range(1, 8)) AS active_weekdays,
+               purchases,
+               if(e.customer_id = '', '{{lowest_level}}', e.level) AS level,
+               if(e.customer_id = '', 0, e.score) AS score,
+               latest_nps, latest_csat,
+               ifNull(cs.consent, true) AS consent,
+               toUInt8(last_interaction_at IS NOT NULL
+                       AND last_interaction_at + toIntervalMillisecond({{churn_after_ms}}) < as_of)
+                   AS churned,
+               toUInt8(ifNull(settled_before > as_of, 0)) AS final,
+               as_of
+        FROM (
+            SELECT customer_id, min(occurred_at) AS first_seen_at, max(occurred_at) AS last_seen_at,
+                   countIf(kind = 'purchase') AS purchases,
+                   argMaxIf(survey_score, (occurred_at, event_id), survey_type = 'nps') AS latest_nps,
+                   argMaxIf(survey_score, (occurred_at, event_id), survey_type = 'csat') AS latest_csat,
+                   if(countIf(initiated) > 0, maxIf(occurred_at, initiated), NULL) AS last_interaction_at,
+                   groupArrayIf(toHour(occurred_at), recent) AS recent_hours,
+                   groupArrayIf(toDayOfWeek(occurred_at), recent) AS recent_weekdays,
+                   any(partition_horizon) AS settled_before, any(partition_newest) AS as_of
+            FROM (
+                SELECT counted.*, p.horizon AS partition_horizon, p.newest AS partition_newest,
+                       {{initiated}} AS initiated,
+                       initiated AND occurred_at > p.newest - toIntervalMillisecond({{profile_window_ms}})
+                           AND occurred_at <= p.newest AS recent
+                FROM ({_COUNTED}) AS counted
+                LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition
+            )
+            GROUP BY customer_id
+        ) AS c
+        LEFT JOIN (
+            SELECT customer_id, argMax(channel, (events, latest_at, latest_id)) AS preferred_channel,
+                   arraySort(groupArray(channel)) AS active_channels
+            FROM (
+                SELECT customer_id, channel, count() AS events, max((occurred_at, event_id)).1 AS latest_at,
+                       max((occurred_at, event_id)).2 AS latest_id
+                FROM ({_COUNTED}) AS counted
+                LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition
+                WHERE {{initiated}} AND occurred_at > p.newest - toIntervalMillisecond({{profile_window_ms}})
+                      AND occurred_at <= p.newest
+                GROUP BY customer_id, channel
+            )
+            GROUP BY customer_id
+        ) AS ch ON ch.customer_id = c.customer_id
+        LEFT JOIN (SELECT customer_id, level, score FROM {{db}}.engagement FINAL) AS e
+            ON e.customer_id = c.customer_id
+        LEFT JOIN (
+            SELECT customer_id, argMax(consent_analytics, (occurred_at, event_id)) AS consent
+            FROM {{db}}.touchpoints FINAL WHERE kind = 'consent_updated' GROUP BY customer_id
+        ) AS cs ON cs.customer_id = c.customer_id
+        SETTINGS join_use_nulls = 0"""
+
 VIEWS: dict[str, str] = {
     **{name: query.replace("{where}", "") for name, query in _HOURLY.items()},
     **{f"{name}_settled": query.replace("{where}", "WHERE final") for name, query in _HOURLY.items()},
     "response_times_rolling": ROLLING,
+    "journeys": JOURNEYS,
+    "customer_profiles": PROFILES,
     # Touchpoints are stored as they arrive and never provisional.
     "volumes_hourly": """
         SELECT channel, toStartOfHour(occurred_at) AS hour, kind, direction, count() AS events,
@@ -210,13 +345,31 @@ def expected_columns() -> dict[str, list[str]]:
     return found
 
 
-def migrations(database: str) -> list[str]:
+def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
+    """The statements that bring `database` to this version; the views take their windows
+    and thresholds from `config` (the defaults without one)."""
+    config = config or MetricsConfig()
+    initiated = "', '".join(sorted(kind.value for kind in CUSTOMER_INITIATED_KINDS))
+    values = {
+        "db": database,
+        "promoter": PROMOTER_MIN,
+        "detractor": DETRACTOR_MAX,
+        "satisfied": SATISFIED_MIN,
+        "dissatisfied": DISSATISFIED_MAX,
+        "journey_gap_ms": _millis(config.journey_gap),
+        "profile_window_ms": _millis(config.profile_window),
+        "churn_after_ms": _millis(config.churn_after),
+        "lowest_level": config.levels[0][0],
+        "initiated": f"(actor = 'customer' AND kind IN ('{initiated}') "
+        "AND (kind NOT IN ('message', 'call') OR direction = 'inbound'))",
+    }
     statements = [f"CREATE DATABASE IF NOT EXISTS {database}"]
     for table, body in TABLES.items():
         statements.append(f"CREATE TABLE IF NOT EXISTS {database}.{table} ({body}\n    {_DEDUP}")
     for view, query in VIEWS.items():
-        sql = query.format(
-            db=database, promoter=PROMOTER_MIN, detractor=DETRACTOR_MAX, satisfied=SATISFIED_MIN
-        )
-        statements.append(f"CREATE OR REPLACE VIEW {database}.{view} AS {sql}")
+        statements.append(f"CREATE OR REPLACE VIEW {database}.{view} AS {query.format(**values)}")
     return statements
+
+
+def _millis(span: timedelta) -> int:
+    return round(span.total_seconds() * 1000)

@@ -32,7 +32,7 @@ from schemas.partitioning import partition_of
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics import MetricsConfig
 from streams.metrics.records import KEY_COLUMNS, LATEST_STATE_TABLES
-from streams.metrics.reference import Tables, recompute
+from streams.metrics.reference import Tables, journeys, profiles, recompute
 
 Fetch = Callable[[str], list[dict[str, Any]]]
 SECONDS_TOLERANCE = 0.002
@@ -49,6 +49,13 @@ STREAM = {
     "waiting": "SELECT customer_id, conversation_id, answered, final FROM waiting FINAL",
     "engagement_changes": "SELECT customer_id, previous_level, level, final FROM engagement_changes FINAL",
     "surveys": "SELECT event_id, score, final FROM surveys FINAL",
+}
+BEHAVIOUR = {
+    "journeys": "SELECT journey_id, customer_id, started_at, ended_at, channel_path, touchpoints, outcome, "
+    "final FROM journeys FINAL",
+    "customer_profiles": "SELECT customer_id, first_seen_at, last_seen_at, preferred_channel, "
+    "active_channels, active_hours, active_weekdays, purchases, level, latest_nps, latest_csat, "
+    "consent, churned, final FROM customer_profiles FINAL",
 }
 HORIZONS = (
     "SELECT partition, max(horizon) AS horizon, max(newest) AS newest FROM stream_horizons GROUP BY partition"
@@ -125,6 +132,54 @@ def _diff(table: str, view: str, expected: Counter[str], actual: Counter[str]) -
     return TableDiff(table, view, sum(expected.values()), sum(actual.values()), missing, unexpected)
 
 
+def behaviour_rows(
+    events: list[TouchpointEvent],
+    late: set[str],
+    config: MetricsConfig,
+    partitions: int,
+    horizons: dict[int, tuple[datetime, datetime]],
+) -> dict[str, list[tuple[Any, ...]]]:
+    """The journeys and profiles the definitions give, per partition with its recorded
+    (horizon, newest event time), as comparable rows (the final flag last). A profile's
+    score is the engagement row's, which verify compares by level (the stored event times
+    are rounded to the millisecond, the score's last digits with them)."""
+    kept = [event for event in events if event.event_id not in late]
+    rows: dict[str, list[tuple[Any, ...]]] = {"journeys": [], "customer_profiles": []}
+    for partition in range(partitions):
+        mine = [e for e in kept if partition_of(e.customer_id.encode(), partitions) == partition]
+        if not mine or partition not in horizons:
+            continue
+        horizon, newest = horizons[partition]
+        rows["journeys"] += [
+            (j.journey_id, j.customer_id, _iso(j.started_at), _iso(j.ended_at), list(j.channel_path),
+             j.touchpoints, j.outcome, j.final)
+            for j in journeys(mine, config, horizon)
+        ]  # fmt: skip
+        rows["customer_profiles"] += [
+            (p.customer_id, _iso(p.first_seen_at), _iso(p.last_seen_at), p.preferred_channel,
+             list(p.active_channels), list(p.active_hours), list(p.active_weekdays), p.purchases, p.level,
+             p.latest_nps, p.latest_csat, p.consent, p.churned, p.final)
+            for p in profiles(mine, config, horizon, newest)
+        ]  # fmt: skip
+    return rows
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+def _stored_behaviour(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    if name == "journeys":
+        return (row["journey_id"], row["customer_id"], _iso(_time(row["started_at"])),
+                _iso(_time(row["ended_at"])), list(row["channel_path"]), int(row["touchpoints"]),
+                row["outcome"], bool(row["final"]))  # fmt: skip
+    return (row["customer_id"], _iso(_time(row["first_seen_at"])), _iso(_time(row["last_seen_at"])),
+            row["preferred_channel"], list(row["active_channels"]), [int(n) for n in row["active_hours"]],
+            [int(n) for n in row["active_weekdays"]], int(row["purchases"]), row["level"],
+            row["latest_nps"], row["latest_csat"], bool(row["consent"]), bool(row["churned"]),
+            bool(row["final"]))  # fmt: skip
+
+
 def verify(fetch: Fetch, config: MetricsConfig, partitions: int) -> list[TableDiff]:
     events = [event_from_row(row) for row in fetch(EVENTS)]
     late = {row["event_id"] for row in fetch("SELECT event_id FROM late_events FINAL")}
@@ -146,6 +201,15 @@ def verify(fetch: Fetch, config: MetricsConfig, partitions: int) -> list[TableDi
                 {row: n for row, n in wanted.items() if tuple(json.loads(row)[:width]) not in replaced}
             )
         diffs.append(_diff(name, "settled", wanted, found))
+    wanted_behaviour = behaviour_rows(events, late, config, partitions, horizons)
+    for name, query in BEHAVIOUR.items():
+        found_rows = [_stored_behaviour(name, row) for row in fetch(query)]
+        for view, keep in (("live", lambda row: True), ("settled", lambda row: bool(row[-1]))):
+            diffs.append(_diff(
+                name, view,
+                Counter(json.dumps(row) for row in wanted_behaviour[name] if keep(row)),
+                Counter(json.dumps(row) for row in found_rows if keep(row)),
+            ))  # fmt: skip
     return diffs
 
 

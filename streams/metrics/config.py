@@ -72,6 +72,12 @@ class MetricsConfig:
     #: Emit provisional (live) rows each step; off, only final rows are written (what the
     #: streams benchmark compares against).
     live_rows: bool = True
+    #: Journeys (SPEC §5b): a customer's run of events with gaps of at most this.
+    journey_gap: timedelta = timedelta(hours=24)
+    #: Customer profiles count preferred channels and active hours over this much event time.
+    profile_window: timedelta = timedelta(days=90)
+    #: A customer with no customer-initiated event for this long has churned (SPEC §5b).
+    churn_after: timedelta = timedelta(days=30)
     #: Event ids are remembered this long (event time) to drop redeliveries.
     dedup_window: timedelta = timedelta(days=30)
     #: Opening hours per channel; a response on a channel with a schedule also gets

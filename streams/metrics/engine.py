@@ -164,12 +164,12 @@ class Engine:
         read: list[TouchpointEvent] = []
         for event, source in events:
             self.touched.add(event.customer_id)
+            read.append(event)
             seen = self.seen.setdefault(event.customer_id, {})
             if event.event_id in seen:
                 out.duplicates += 1
                 continue
             seen[event.event_id] = event.occurred_at
-            read.append(event)
             if event.kind is Kind.ERASURE_REQUESTED and (horizon is None or event.occurred_at >= horizon):
                 known = self.erasures.get(event.customer_id)
                 self.erasures[event.customer_id] = max(known, order_key(event)) if known else order_key(event)
@@ -186,7 +186,7 @@ class Engine:
                 self.watermarks[source] = event.occurred_at
         self._advance(lagging)
         self._step(out, arrived)
-        if self.erasures:
+        if self.erasures:  # redeliveries included: an erased event is not stored again
             out.forgotten = {
                 (event.customer_id, event.event_id)
                 for event in read

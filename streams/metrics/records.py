@@ -50,6 +50,42 @@ class EngagementRow:
 
 
 @dataclass(frozen=True)
+class JourneyRow:
+    """A customer's run of events with gaps of at most the journey gap (SPEC §5b)."""
+
+    journey_id: str
+    customer_id: str
+    started_at: datetime
+    ended_at: datetime
+    channel_path: tuple[str, ...]
+    touchpoints: int
+    outcome: str
+    final: bool
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """One customer at their partition's newest event time (SPEC §5b)."""
+
+    customer_id: str
+    first_seen_at: datetime
+    last_seen_at: datetime
+    preferred_channel: str | None
+    active_channels: tuple[str, ...]
+    #: Customer-initiated events in the profile window by UTC hour (0-23) and weekday (Mon-Sun).
+    active_hours: tuple[int, ...]
+    active_weekdays: tuple[int, ...]
+    purchases: int
+    level: str
+    score: float
+    latest_nps: int | None
+    latest_csat: int | None
+    consent: bool
+    churned: bool
+    final: bool
+
+
+@dataclass(frozen=True)
 class LevelChange:
     customer_id: str
     previous_level: str

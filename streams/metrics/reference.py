@@ -13,12 +13,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from schemas.touchpoint import Kind, TouchpointEvent
+from schemas.touchpoint import (
+    DETRACTOR_MAX,
+    DISSATISFIED_MAX,
+    PROMOTER_MIN,
+    SATISFIED_MIN,
+    Kind,
+    TouchpointEvent,
+)
 from streams.metrics.config import MetricsConfig
 from streams.metrics.engagement import WINDOWS, is_customer_initiated
 from streams.metrics.records import (
     EngagementRow,
+    JourneyRow,
     LevelChange,
+    ProfileRow,
     ResponseRecord,
     SurveyRow,
     WaitingRow,
@@ -208,3 +217,108 @@ def _engagement(
             level, last_at, last_score = lower, crossing, floor
     if last_at is not None:
         tables.engagement[customer_id] = row(last_at, last_score, level)
+
+
+def _kept(events: Iterable[TouchpointEvent]) -> dict[str, tuple[list[TouchpointEvent], bool]]:
+    """Per customer, the events the definitions count (deduplicated, in order, after the
+    latest erasure request, while analytics consent holds) and the consent state at the end."""
+    by_customer: dict[str, dict[str, TouchpointEvent]] = {}
+    for event in events:
+        by_customer.setdefault(event.customer_id, {}).setdefault(event.event_id, event)
+    kept = {}
+    for customer_id, unique in sorted(by_customer.items()):
+        ordered = sorted(unique.values(), key=order_key)
+        erasures = [index for index, event in enumerate(ordered) if event.kind is Kind.ERASURE_REQUESTED]
+        if erasures:
+            ordered = ordered[erasures[-1] + 1 :]
+        consents = [e.consent.analytics for e in ordered if e.kind is Kind.CONSENT_UPDATED and e.consent]
+        kept[customer_id] = (_with_consent(ordered), consents[-1] if consents else True)
+    return kept
+
+
+def journey_outcome(events: list[TouchpointEvent]) -> str:
+    """A journey's outcome: purchase, else its last survey answer's class, else ticket, else none."""
+    if any(event.kind is Kind.PURCHASE for event in events):
+        return "purchase"
+    answers = [event.survey for event in events if event.survey is not None]
+    if answers:
+        return survey_class(answers[-1].type, answers[-1].score)
+    if any(event.kind is Kind.TICKET_OPENED for event in events):
+        return "ticket"
+    return "none"
+
+
+def survey_class(survey_type: str, score: int) -> str:
+    """SPEC §5b outcome classes: NPS promoter 9-10 / passive 7-8 / detractor 0-6; CSAT
+    satisfied 4-5 / neutral 3 / dissatisfied 1-2."""
+    if survey_type == "nps":
+        return "promoter" if score >= PROMOTER_MIN else "detractor" if score <= DETRACTOR_MAX else "passive"
+    return (
+        "satisfied" if score >= SATISFIED_MIN else "dissatisfied" if score <= DISSATISFIED_MAX else "neutral"
+    )
+
+
+def journeys(events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime) -> list[JourneyRow]:
+    """Every journey of the events (one partition's, with its horizon): final once nothing
+    before the horizon can extend it (its end plus the gap is before the horizon)."""
+    rows = []
+    for customer_id, (kept, _consent) in _kept(events).items():
+        runs: list[list[TouchpointEvent]] = []
+        for event in kept:
+            if runs and event.occurred_at - runs[-1][-1].occurred_at <= config.journey_gap:
+                runs[-1].append(event)
+            else:
+                runs.append([event])
+        for run in runs:
+            path = [event.channel.value for event in run]
+            collapsed = tuple(
+                channel for index, channel in enumerate(path) if index == 0 or path[index - 1] != channel
+            )
+            first, ended = run[0], run[-1].occurred_at
+            rows.append(JourneyRow(
+                f"{customer_id}:{first.event_id}", customer_id, first.occurred_at, ended, collapsed,
+                len(run), journey_outcome(run), ended + config.journey_gap < horizon,
+            ))  # fmt: skip
+    return rows
+
+
+def profiles(
+    events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime, newest: datetime
+) -> list[ProfileRow]:
+    """Every customer's profile at `newest` (one partition's newest event time): windows
+    end there; final once the horizon has passed it."""
+    materialized = list(events)
+    engagement = recompute(materialized, config, None, newest).engagement
+    rows = []
+    for customer_id, (kept, consent) in _kept(materialized).items():
+        if not kept:
+            continue
+        initiated = [event for event in kept if is_customer_initiated(event)]
+        recent = [
+            event for event in initiated if newest - config.profile_window < event.occurred_at <= newest
+        ]
+        counts: dict[str, int] = {}
+        latest: dict[str, tuple[datetime, str]] = {}
+        hours, weekdays = [0] * 24, [0] * 7
+        for event in recent:
+            channel = event.channel.value
+            counts[channel] = counts.get(channel, 0) + 1
+            latest[channel] = max(latest.get(channel, order_key(event)), order_key(event))
+            moment = event.occurred_at.astimezone(UTC)
+            hours[moment.hour] += 1
+            weekdays[moment.weekday()] += 1
+        preferred = max(counts, key=lambda channel: (counts[channel], latest[channel])) if counts else None
+        surveys = [event.survey for event in kept if event.survey is not None]
+        nps = [survey.score for survey in surveys if survey.type == "nps"]
+        csat = [survey.score for survey in surveys if survey.type == "csat"]
+        state = engagement.get(customer_id)
+        last_interaction = initiated[-1].occurred_at if initiated else None
+        rows.append(ProfileRow(
+            customer_id, kept[0].occurred_at, kept[-1].occurred_at, preferred, tuple(sorted(counts)),
+            tuple(hours), tuple(weekdays), sum(1 for event in kept if event.kind is Kind.PURCHASE),
+            state.level if state else config.levels[0][0], state.score if state else 0.0,
+            nps[-1] if nps else None, csat[-1] if csat else None, consent,
+            last_interaction is not None and last_interaction + config.churn_after < newest,
+            horizon > newest,
+        ))  # fmt: skip
+    return rows

@@ -412,3 +412,18 @@ def test_the_horizon_waits_for_sources_with_unread_records() -> None:
     assert out.late == [] and engine.horizon == T0 + timedelta(hours=5) - GRACE, "all caught up: the newest"
     late = engine.process_sources([(event(event_id="c3", occurred_at=hour(2)), "chat")], lagging=())
     assert [event.event_id for event in late.late] == ["c3"]
+
+
+def test_an_erased_event_redelivered_is_not_stored_again() -> None:
+    """A redelivery of an event at or before an erasure request, in the request's batch or
+    a later one, is forgotten like the event itself (it was stored again before)."""
+    engine = Engine(MetricsConfig(grace=GRACE))
+    asked = event(event_id="q", occurred_at=T0.isoformat(), conversation_id="c")
+    erasure = event(event_id="x", occurred_at=(T0 + timedelta(minutes=1)).isoformat(), channel="web",
+                    kind="erasure_requested", conversation_id=None)  # fmt: skip
+    after = event(event_id="r", occurred_at=(T0 + timedelta(minutes=2)).isoformat(), conversation_id="c")
+    engine.process([asked])
+    same_batch = engine.process([asked, erasure, after])
+    assert same_batch.forgotten == {("cust-1", "q"), ("cust-1", "x")}
+    later = engine.process([asked, after])
+    assert later.forgotten == {("cust-1", "q")}
