@@ -254,6 +254,19 @@ JOURNEYS = f"""
 #: the latest NPS and CSAT answers, the consent state, and churned (no customer-initiated
 #: event for `churn_after` before the newest event time). Final once the horizon has passed
 #: the newest event time (the idle rule), since any later event changes the profile.
+#: The counted events with their partition's horizon and newest event time (recorded by the
+#: stream; the newest stored event if that is later, as between a step's two writes), and
+#: whether each is a customer-initiated event within the profile window ending there.
+_AT_NEWEST = f"""
+                SELECT counted.*, p.horizon AS partition_horizon,
+                       greatest(p.newest, max(occurred_at) OVER (PARTITION BY source_partition))
+                           AS partition_newest,
+                       {{initiated}} AS initiated,
+                       initiated
+                           AND occurred_at > partition_newest - toIntervalMillisecond({{profile_window_ms}})
+                           AND occurred_at <= partition_newest AS recent
+                FROM ({_COUNTED}) AS counted
+                LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition"""
 PROFILES = f"""
         SELECT c.customer_id AS customer_id, first_seen_at, last_seen_at,
                if(ch.preferred_channel = '', NULL, ch.preferred_channel) AS preferred_channel,
@@ -279,14 +292,7 @@ PROFILES = f"""
                    groupArrayIf(toHour(occurred_at), recent) AS recent_hours,
                    groupArrayIf(toDayOfWeek(occurred_at), recent) AS recent_weekdays,
                    any(partition_horizon) AS settled_before, any(partition_newest) AS as_of
-            FROM (
-                SELECT counted.*, p.horizon AS partition_horizon, p.newest AS partition_newest,
-                       {{initiated}} AS initiated,
-                       initiated AND occurred_at > p.newest - toIntervalMillisecond({{profile_window_ms}})
-                           AND occurred_at <= p.newest AS recent
-                FROM ({_COUNTED}) AS counted
-                LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition
-            )
+            FROM ({_AT_NEWEST})
             GROUP BY customer_id
         ) AS c
         LEFT JOIN (
@@ -295,10 +301,8 @@ PROFILES = f"""
             FROM (
                 SELECT customer_id, channel, count() AS events, max((occurred_at, event_id)).1 AS latest_at,
                        max((occurred_at, event_id)).2 AS latest_id
-                FROM ({_COUNTED}) AS counted
-                LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition
-                WHERE {{initiated}} AND occurred_at > p.newest - toIntervalMillisecond({{profile_window_ms}})
-                      AND occurred_at <= p.newest
+                FROM ({_AT_NEWEST})
+                WHERE recent
                 GROUP BY customer_id, channel
             )
             GROUP BY customer_id
@@ -317,6 +321,8 @@ VIEWS: dict[str, str] = {
     "response_times_rolling": ROLLING,
     "journeys": JOURNEYS,
     "customer_profiles": PROFILES,
+    # The events the behaviour views count, with whether each is the customer's own action.
+    "counted_touchpoints": f"SELECT *, {{initiated}} AS initiated FROM ({_COUNTED})",
     # Touchpoints are stored as they arrive and never provisional.
     "volumes_hourly": """
         SELECT channel, toStartOfHour(occurred_at) AS hour, kind, direction, count() AS events,

@@ -213,6 +213,15 @@ def test_every_query_in_the_analyst_docs_runs(clickhouse: ClickHouse) -> None:
     assert [(row[0], row[5], row[6]) for row in before] == [("nps-low", "message", "inbound"),
                                                              ("nps-low", "message", "outbound")]  # fmt: skip
     assert {row[0] for row in result("toMonday(hour) AS week")} == {"chat", "email"}
+    # Behaviour: cust-1's journey web > chat > email > web ended in a purchase; cust-2's
+    # in the detractor's answer.
+    paths = result("LIMIT 5 BY ending")
+    assert ("detractor or dissatisfied", "chat > email", 1) in paths
+    assert any(row[0] == "purchase" and str(row[1]).startswith("chat") for row in paths), paths
+    assert sum(int(str(row[1])) for row in result("preferred_channel IS NOT NULL")) == 3
+    assert sum(int(str(row[2])) for row in result("toDayOfWeek(occurred_at) AS weekday")) == sum(
+        1 for e in events if e.actor.value == "customer" and e.kind.value != "consent_updated"
+    )
 
 
 def test_a_table_of_an_earlier_version_stops_the_start(clickhouse: ClickHouse) -> None:
