@@ -180,7 +180,9 @@ def run_worker(
             web.check_binding(settings)
             port = settings.dashboard_port or free_port(settings.dashboard_host)
             read = web.reader(settings, clickhouse, health=worker_health(stats, readiness))
-            services.append(web.DashboardService(settings, read, port))
+            services.append(
+                web.DashboardService(settings, read, port, web.customer_reader(settings, clickhouse))
+            )
             dashboard_url = f"http://{settings.dashboard_host}:{port}/"
             print(f"dashboard  {web.url(settings, port)}")
         if collector:

@@ -102,7 +102,7 @@ def _with_consent(ordered: list[TouchpointEvent]) -> list[TouchpointEvent]:
     return kept
 
 
-def _conversation_ids(events: list[TouchpointEvent], config: MetricsConfig) -> list[str]:
+def conversation_ids(events: list[TouchpointEvent], config: MetricsConfig) -> list[str]:
     ids: list[str] = []
     last_on_channel: dict[str, str] = {}
     last_in_conversation: dict[str, datetime] = {}
@@ -125,7 +125,7 @@ def _responses(
     customer_id: str, events: list[TouchpointEvent], config: MetricsConfig, tables: Tables
 ) -> None:
     conversations: dict[str, list[TouchpointEvent]] = {}
-    for event, conversation_id in zip(events, _conversation_ids(events, config), strict=True):
+    for event, conversation_id in zip(events, conversation_ids(events, config), strict=True):
         conversations.setdefault(conversation_id, []).append(event)
     for conversation_id, members in conversations.items():
         unanswered: list[TouchpointEvent] = []

@@ -3,6 +3,8 @@
 * `GET /`: the page (static HTML, CSS and JS in `static/`; no build step).
 * `GET /api/snapshot`: every panel as JSON (`touchstream.dashboard.panels`).
 * `GET /api/stream`: server-sent events, one `snapshot` event per refresh interval.
+* `GET /api/customers/<id>[?after=...&limit=N]`: one customer's whole record (Customer
+  360, `touchstream.dashboard.customer`), touchpoints paged; 404 when there is none.
 
 Snapshots are read at most once per interval however many pages are open. With
 `TOUCHSTREAM_DASHBOARD_TOKEN` set, every route wants `?token=` or a bearer header;
@@ -27,6 +29,7 @@ from mode import Service
 from schemas.errors import ConfigError
 from sinks.clickhouse import ClickHouse
 from touchstream.broker import is_loopback, port_in_use
+from touchstream.dashboard import customer
 from touchstream.dashboard.panels import snapshot
 from touchstream.settings import Settings
 
@@ -65,7 +68,10 @@ def check_binding(settings: Settings) -> None:
         )
 
 
-def application(settings: Settings, snapshots: Snapshots) -> web.Application:
+Lookup = Callable[[str, customer.Page], dict[str, Any]]
+
+
+def application(settings: Settings, snapshots: Snapshots, lookup: Lookup | None = None) -> web.Application:
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
 
     @web.middleware
@@ -114,8 +120,24 @@ def application(settings: Settings, snapshots: Snapshots) -> web.Application:
             pass
         return response
 
+    async def customer_record(request: web.Request) -> web.StreamResponse:
+        if lookup is None:
+            raise web.HTTPNotFound()
+        customer_id = request.match_info["customer_id"]
+        try:
+            wanted = customer.Page.parse(request.query.get("after"), request.query.get("limit"))
+        except ValueError as error:
+            return web.json_response({"error": str(error)}, status=400)
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(None, lookup, customer_id, wanted)
+        except customer.NoRecord as error:
+            return web.json_response({"error": str(error)}, status=404)
+        return web.json_response(found)
+
     app = web.Application(middlewares=[guard])
     app.router.add_get("/", page)
+    app.router.add_get("/api/customers/{customer_id}", customer_record)
     app.router.add_get("/static/{name}", asset)
     app.router.add_get("/api/snapshot", current)
     app.router.add_get("/api/stream", stream)
@@ -143,18 +165,35 @@ def reader(
     return read
 
 
+def customer_reader(settings: Settings, clickhouse: ClickHouse) -> Lookup:
+    """Customer 360 records (`touchstream.dashboard.customer`), read-only."""
+    config = settings.metrics_config()
+
+    def lookup(customer_id: str, page: customer.Page) -> dict[str, Any]:
+        return customer.record(
+            lambda sql, params: clickhouse.rows(sql, dict(params), read_only=True), customer_id, config, page
+        )
+
+    return lookup
+
+
 class DashboardService(Service):
     """The dashboard inside the process that runs the worker (`touchstream up`)."""
 
-    def __init__(self, settings: Settings, read: Callable[[], dict[str, Any]], port: int) -> None:
+    def __init__(
+        self, settings: Settings, read: Callable[[], dict[str, Any]], port: int, lookup: Lookup | None = None
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.read = read
         self.port = port
+        self.lookup = lookup
         self._runner: web.AppRunner | None = None
 
     async def on_start(self) -> None:
-        app = application(self.settings, Snapshots(self.read, self.settings.dashboard_refresh_seconds))
+        app = application(
+            self.settings, Snapshots(self.read, self.settings.dashboard_refresh_seconds), self.lookup
+        )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.dashboard_host, self.port).start()
@@ -172,7 +211,11 @@ def url(settings: Settings, port: int) -> str:
 def serve(settings: Settings, clickhouse: ClickHouse) -> None:
     """`touchstream dashboard`: serve until SIGINT/SIGTERM."""
     check_binding(settings)
-    app = application(settings, Snapshots(reader(settings, clickhouse), settings.dashboard_refresh_seconds))
+    app = application(
+        settings,
+        Snapshots(reader(settings, clickhouse), settings.dashboard_refresh_seconds),
+        customer_reader(settings, clickhouse),
+    )
     print(f"dashboard  {url(settings, settings.dashboard_port)}", flush=True)
     web.run_app(
         app, host=settings.dashboard_host, port=settings.dashboard_port, print=None, access_log=None,

@@ -1,0 +1,103 @@
+"""Customer 360 (`GET /api/customers/<id>`, `touchstream customer ID`) from real ClickHouse
+(chDB): the whole record, paged, consent periods marked, and no record answered 404."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from schemas.topics import Source
+from sinks import metric_rows, touchpoints
+from sinks.clickhouse import ClickHouse
+from streams.metrics import MetricsConfig
+from streams.partitions import PartitionEngines
+from tests.factories import event
+from tests.integration.test_metric_sinks import EVENTS, at
+from touchstream.dashboard import web
+from touchstream.settings import Settings
+
+CONSENT = [
+    event(event_id="w1", customer_id="cust-7", occurred_at=at(1), channel="web", kind="page_view",
+          conversation_id=None),
+    event(event_id="off", customer_id="cust-7", occurred_at=at(2), channel="web", kind="consent_updated",
+          consent={"analytics": False}, conversation_id=None),
+    event(event_id="w2", customer_id="cust-7", occurred_at=at(3), channel="web", kind="page_view",
+          conversation_id=None),
+    event(event_id="on", customer_id="cust-7", occurred_at=at(4), channel="web", kind="consent_updated",
+          consent={"analytics": True}, conversation_id=None),
+    event(event_id="w3", customer_id="cust-7", occurred_at=at(5), channel="web", kind="page_view",
+          conversation_id=None),
+]  # fmt: skip
+
+
+def load(clickhouse: ClickHouse) -> None:
+    events = [*EVENTS, *CONSENT]
+    sources = [Source("t", 0, n) for n in range(len(events))]
+    touchpoints.write(clickhouse, list(zip(events, sources, strict=True)), sources)
+    engines = PartitionEngines(MetricsConfig(grace=timedelta(minutes=10)), {}, partitions=1)
+    metric_rows.write(clickhouse, engines.process(((e, 0, "t") for e in events), {}))
+
+
+def get(clickhouse: ClickHouse, *paths: str) -> list[tuple[int, Any]]:
+    settings = Settings()
+    app = web.application(settings, web.Snapshots(web.reader(settings, clickhouse), 1.0),
+                          web.customer_reader(settings, clickhouse))  # fmt: skip
+    answers: list[tuple[int, Any]] = []
+
+    async def scenario() -> None:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            for path in paths:
+                response = await client.get(path)
+                answers.append((response.status, await response.json()))
+
+    asyncio.run(scenario())
+    return answers
+
+
+def test_a_customers_whole_record_in_one_call(clickhouse: ClickHouse) -> None:
+    load(clickhouse)
+    [(status, record)] = get(clickhouse, "/api/customers/cust-1")
+    assert status == 200
+    ids = [point["event_id"] for point in record["touchpoints"]]
+    assert ids == ["q1", "a1", "q2", "buy", "nps"], "every touchpoint, in event order"
+    assert record["profile"]["purchases"] == 1 and record["profile"]["latest_nps"] == 10
+    assert [j["channel_path"] for j in record["journeys"]] == [["chat", "email", "web", "chat"]]
+    assert {point["journey_id"] for point in record["touchpoints"]} == {"cust-1:q1"}
+    conversations = {c["conversation_id"]: c["touchpoints"] for c in record["conversations"]}
+    assert conversations["c1"] == 2 and conversations["c2"] == 1
+    assert [r["reply_event_id"] for r in record["responses"]] == ["a1"]
+    assert record["responses"][0]["response_seconds"] == 240.0
+    assert [w["conversation_id"] for w in record["waiting"]] == ["c2"]
+    assert [s["score"] for s in record["surveys"]] == [10]
+    assert record["level_changes"] and record["consent_withdrawn"] == []
+
+
+def test_touchpoints_are_paged(clickhouse: ClickHouse) -> None:
+    load(clickhouse)
+    [(_, first)] = get(clickhouse, "/api/customers/cust-1?limit=2")
+    assert [p["event_id"] for p in first["touchpoints"]] == ["q1", "a1"]
+    assert first["page"]["total"] == 5 and first["page"]["next"] is not None
+    cursor = first["page"]["next"].replace("+", "%2B").replace("|", "%7C")
+    after_buy = "/api/customers/cust-1?limit=2&after=2026-03-02T09:11:00.000Z%7Cbuy"
+    [(_, second), (_, last)] = get(clickhouse, f"/api/customers/cust-1?limit=2&after={cursor}", after_buy)
+    assert [p["event_id"] for p in second["touchpoints"]] == ["q2", "buy"]
+    assert [p["event_id"] for p in last["touchpoints"]] == ["nps"] and last["page"]["next"] is None
+    [(status, answer)] = get(clickhouse, "/api/customers/cust-1?limit=5000")
+    assert status == 400 and "limit" in answer["error"]
+
+
+def test_periods_without_consent_are_marked_and_no_record_is_a_404(clickhouse: ClickHouse) -> None:
+    load(clickhouse)
+    [(status, record), (missing, answer)] = get(clickhouse, "/api/customers/cust-7", "/api/customers/nobody")
+    assert status == 200
+    assert record["consent_withdrawn"] == [
+        {"from": "2026-03-02T09:02:00.000Z", "to": "2026-03-02T09:04:00.000Z"}
+    ]
+    counted = {p["event_id"]: p["counted"] for p in record["touchpoints"]}
+    assert counted == {"w1": True, "off": False, "w2": False, "on": False, "w3": True}
+    assert record["profile"]["consent"] is True
+    assert missing == 404 and "no record of customer 'nobody'" in answer["error"]
+    assert "erased" in answer["error"]
