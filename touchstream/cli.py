@@ -152,6 +152,55 @@ def cmd_top(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_customer(args: argparse.Namespace) -> int:
+    """Customer 360 in the terminal: from the running `up`'s dashboard, else from ClickHouse."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from touchstream.dashboard import customer, customer_view
+
+    settings = _settings(args)
+    try:
+        page = customer.Page.parse(args.after, args.limit)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    running = _running_dashboard(settings)
+    if running is not None:
+        query = urllib.parse.urlencode({"limit": page.limit, **({"after": args.after} if args.after else {})})
+        request = urllib.request.Request(
+            f"{running}api/customers/{urllib.parse.quote(args.id, safe='')}?{query}"
+        )
+        if settings.dashboard_token is not None:
+            request.add_header("Authorization", f"Bearer {settings.dashboard_token.get_secret_value()}")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                record = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise TouchstreamError(
+                json.loads(error.read() or b"{}").get("error", f"HTTP {error.code}")
+            ) from None
+        except OSError as error:
+            raise TouchstreamError(f"the dashboard at {running} did not answer: {error}") from None
+    else:
+        from sinks.clickhouse import connect
+        from touchstream.dashboard import web
+
+        clickhouse = connect(settings)
+        try:
+            record = web.customer_reader(settings, clickhouse)(args.id, page)
+        except customer.NoRecord as error:
+            raise TouchstreamError(str(error)) from None
+        finally:
+            clickhouse.close()
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        customer_view.show(record)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from touchstream.runtime import run_worker
 
@@ -357,6 +406,11 @@ def parser() -> argparse.ArgumentParser:
     verb("worker", cmd_worker, "run one stream worker against the configured Kafka and ClickHouse")
     verb("dashboard", cmd_dashboard, "serve the live ops dashboard against the ClickHouse in use")
     verb("top", cmd_top, "the live ops tables in the terminal (q quits)")
+    who = verb("customer", cmd_customer, "one customer's whole record (Customer 360) in the terminal")
+    who.add_argument("id", help="the customer id")
+    who.add_argument("--limit", type=int, default=None, help="touchpoints per page (default 200)")
+    who.add_argument("--after", help="the page after this touchpoint (as the last page's footer names it)")
+    who.add_argument("--json", action="store_true", help="the record as JSON, as the API answers")
     sql = verb("sql", cmd_sql, "run a SQL query against the ClickHouse in use")
     sql.add_argument("query")
     sql.add_argument("--format", help="any ClickHouse output format (TSV when piped)")

@@ -101,3 +101,22 @@ def test_periods_without_consent_are_marked_and_no_record_is_a_404(clickhouse: C
     assert record["profile"]["consent"] is True
     assert missing == 404 and "no record of customer 'nobody'" in answer["error"]
     assert "erased" in answer["error"]
+
+
+def test_the_terminal_view_shows_profile_journeys_and_timeline(clickhouse: ClickHouse) -> None:
+    from rich.console import Console
+
+    from touchstream.dashboard import customer, customer_view
+
+    load(clickhouse)
+    lookup = web.customer_reader(Settings(), clickhouse)
+    console = Console(record=True, width=160, color_system=None)
+    customer_view.show(lookup("cust-1", customer.Page()), console)
+    customer_view.show(lookup("cust-7", customer.Page(limit=3)), console)
+    text = console.export_text()
+    assert "Customer cust-1" in text and "preferred channel" in text
+    assert "chat > email > web > chat" in text and "purchase" in text
+    assert "first reply after 4m 00s" in text, "the response time on the reply's line"
+    assert "NPS 10" in text and "waiting since" in text
+    assert "no consent" in text and "2026-03-02 09:02:00 to 2026-03-02 09:04:00" in text
+    assert "touchpoints 1-3 of 5" in text and "more: --after '2026-03-02T09:03:00.000Z|w2'" in text

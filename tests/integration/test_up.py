@@ -413,3 +413,12 @@ def test_a_low_disk_stops_acknowledging_and_loses_nothing(tmp_path: Path, stop_a
                 up.process.kill()
                 up.process.wait()
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_customer_without_a_record_is_one_line(tmp_path: Path) -> None:
+    done = touchstream("customer", "nobody", "--data-dir", str(tmp_path / "d"))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "touchstream: no record of customer 'nobody': never seen, or erased at their request "
+        "(an erasure keeps no personal data, so the two look the same)"
+    ]
