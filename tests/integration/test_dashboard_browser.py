@@ -204,3 +204,82 @@ def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: Stack) -> Non
             browser.close()
     (ARTIFACTS / "dashboard-timings.json").write_text(json.dumps(figures, indent=2) + "\n")
     print("dashboard timings:", figures)
+
+
+def test_customer_360_from_search_and_links_updates_live_in_a_real_browser(stack: Stack) -> None:
+    """Search a customer, open another from a table link, see the timeline's lanes and the
+    profile, and a newly POSTed event appear on the page without a reload."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"this test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def at(seconds: float) -> str:
+        return (now + timedelta(seconds=seconds)).isoformat()
+
+    agent = {"direction": "outbound", "actor": "agent", "agent_id": "kim"}
+    web_visit = {"channel": "web", "kind": "page_view", "conversation_id": None}
+    send(
+        stack.bootstrap,
+        event(event_id="j1", customer_id="ann", occurred_at=at(-900), **web_visit),
+        event(event_id="j2", customer_id="ann", occurred_at=at(-800), conversation_id="c-ann"),
+        event(event_id="j3", customer_id="ann", occurred_at=at(-700), conversation_id="c-ann", **agent),
+        event(event_id="j4", customer_id="ann", occurred_at=at(-600), channel="email",
+              conversation_id="m-ann"),
+        event(event_id="j5", customer_id="ann", occurred_at=at(-500), kind="purchase", direction="none",
+              channel="web", conversation_id=None),
+        event(event_id="j6", customer_id="ann", occurred_at=at(-400), kind="survey_response",
+              conversation_id="c-ann", survey={"type": "nps", "score": 9}),
+        event(event_id="j7", customer_id="bob", occurred_at=at(-60), conversation_id="c-bob"),
+    )  # fmt: skip
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(stack.dashboard)
+            page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
+
+            # A customer id in a table is a link to the customer's page.
+            page.wait_for_selector("#waiting a.customer-link", timeout=30_000)
+            page.locator("#waiting a.customer-link", has_text="bob").click()
+            page.wait_for_url("**/customers/bob")
+            page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
+            assert "waiting" in page.locator("#timeline").inner_text()
+
+            # The search box opens another.
+            page.fill("#search-input", "ann")
+            page.press("#search-input", "Enter")
+            page.wait_for_url("**/customers/ann")
+            page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
+            lanes = page.locator("#timeline .vis-label").all_inner_texts()
+            assert {"chat", "email", "web", "levels & surveys"} <= {lane.strip() for lane in lanes}, lanes
+            profile = page.locator("#profile").inner_text()
+            assert "preferred channel" in profile and "purchases\t1" in profile, profile
+            assert page.locator("#timeline .vis-item.reply").count() >= 1
+            assert "reply 1m 40s" in page.locator("#timeline").inner_text(), (
+                "the reply, with its response time"
+            )
+            assert "NPS 9" in page.locator("#timeline").inner_text()
+            journeys = page.locator("#journeys tbody").inner_text()
+            assert "web > chat > email > web > chat" in journeys and "purchase" in journeys, journeys
+            page.evaluate("window.__sameDocument = true")
+
+            # A new touchpoint on another channel shows up, lane and row, without a reload.
+            posted = post(stack.collector, stack.key, event(
+                event_id="j8", customer_id="ann", occurred_at=datetime.now(UTC).isoformat(), channel="social",
+                conversation_id="s-ann"))  # fmt: skip
+            page.wait_for_selector("#events tbody tr:has-text('social')", timeout=10_000)
+            seen = round((time.monotonic() - posted) * 1000)
+            assert "social" in {
+                lane.strip() for lane in page.locator("#timeline .vis-label").all_inner_texts()
+            }
+            assert page.evaluate("window.__sameDocument === true"), "updated without a reload"
+            assert not errors, errors
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "customer.png"), full_page=True)
+            print("customer page: a posted event on the page after", seen, "ms")
+        finally:
+            browser.close()

@@ -1,6 +1,8 @@
 """The ops dashboard over HTTP: a static page, its snapshot as JSON, and server-sent events.
 
 * `GET /`: the page (static HTML, CSS and JS in `static/`; no build step).
+* `GET /customers/<id>`: a customer's page (Customer 360), its timeline drawn with the
+  vendored vis-timeline (`static/vendor/vis-timeline/`, with its licence).
 * `GET /api/snapshot`: every panel as JSON (`touchstream.dashboard.panels`).
 * `GET /api/stream`: server-sent events, one `snapshot` event per refresh interval.
 * `GET /api/customers/<id>[?after=...&limit=N]`: one customer's whole record (Customer
@@ -34,7 +36,15 @@ from touchstream.dashboard.panels import snapshot
 from touchstream.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
-TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain",
+         ".md": "text/plain"}  # fmt: skip
+#: The files the page may load: its own, and the vendored timeline library with its licence.
+VENDORED = ("vis-timeline-graph2d.min.js", "vis-timeline-graph2d.min.css", "LICENSE.md", "LICENSE.MIT.txt",
+            "LICENSE.Apache-2.0.txt")  # fmt: skip
+ASSETS = frozenset({
+    "dashboard.js", "dashboard.css", "customer.js", "search.js",
+    *(f"vendor/vis-timeline/{name}" for name in VENDORED),
+})  # fmt: skip
 
 
 class Snapshots:
@@ -99,9 +109,18 @@ def application(settings: Settings, snapshots: Snapshots, lookup: Lookup | None 
 
     async def asset(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        if name not in {"dashboard.js", "dashboard.css"}:
+        if name not in ASSETS:
             raise web.HTTPNotFound()
         return static_file(name)
+
+    async def vendored(request: web.Request) -> web.StreamResponse:
+        name = f"vendor/vis-timeline/{request.match_info['name']}"
+        if name not in ASSETS:
+            raise web.HTTPNotFound()
+        return static_file(name)
+
+    async def customer_page(request: web.Request) -> web.StreamResponse:
+        return static_file("customer.html")
 
     async def current(request: web.Request) -> web.StreamResponse:
         return web.json_response(await snapshots.get())
@@ -139,6 +158,8 @@ def application(settings: Settings, snapshots: Snapshots, lookup: Lookup | None 
     app.router.add_get("/", page)
     app.router.add_get("/api/customers/{customer_id}", customer_record)
     app.router.add_get("/static/{name}", asset)
+    app.router.add_get("/static/vendor/vis-timeline/{name}", vendored)
+    app.router.add_get("/customers/{customer_id}", customer_page)
     app.router.add_get("/api/snapshot", current)
     app.router.add_get("/api/stream", stream)
     return app

@@ -48,7 +48,9 @@ function cell(column, row) {
     case "number": td.className = "num"; td.textContent = value === null || value === undefined ? "–" : Number(value).toFixed(1); break;
     case "time": td.textContent = timeOf(value); break;
     case "spark": td.appendChild(sparkline(value || [])); break;
-    default: td.textContent = value ?? "–";
+    default:
+      if (column.key === "customer_id" && value) td.appendChild(customerLink(value));  // search.js
+      else td.textContent = value ?? "–";
   }
   if (column.key === "direction") td.className = value;
   return td;
