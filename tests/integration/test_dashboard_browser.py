@@ -195,6 +195,9 @@ def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: Stack) -> Non
             )
             assert page.evaluate("window.__sameDocument === true"), "updated without a reload"
             assert page.locator("#levels tbody tr", has_text="high").inner_text().split("\t")[1] == "1"
+            page.wait_for_selector("#journey_paths tbody tr:has-text('purchase')", timeout=30_000)
+            assert page.locator("#preferred_channels tbody tr").count() >= 1
+            assert page.locator("#active_hours td.heat").count() == 7 * 24
             health = page.locator("#health tbody").inner_text()
             assert "dead letters\t0" in health and "last sink flush\t20" in health, health
             assert not errors, errors

@@ -135,6 +135,15 @@ def test_the_dashboard_reads_only_and_answers_only_for_its_own_host(clickhouse: 
     settings = Settings(dashboard_refresh_seconds=0.2)
     panels = web.reader(settings, clickhouse)()  # every panel's query runs with readonly = 1
     assert panels["waiting"]["count"] == 1
+    # The behaviour patterns: preferred channels (shares of 100 %), when customers act, and
+    # the journey paths by ending (cust-1's journey ended in a purchase, cust-2's in a detractor).
+    preferred = panels["preferred_channels"]["rows"]
+    assert preferred and round(sum(row["percent"] for row in preferred)) == 100
+    heat = panels["active_hours"]
+    assert [row["weekday"] for row in heat["rows"]] == ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    assert heat["max"] == max(row[f"h{hour:02}"] for row in heat["rows"] for hour in range(24)) > 0
+    endings = {row["ending"] for row in panels["journey_paths"]["rows"]}
+    assert endings == {"purchase", "detractor or dissatisfied"}
     for statement in (
         "SELECT * FROM file('/etc/hostname', 'LineAsString')",
         "CREATE TABLE x (a Int8) ENGINE = Memory",

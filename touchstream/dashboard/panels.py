@@ -306,6 +306,69 @@ def snapshot(
     return panels
 
 
+PREFERRED_CHANNELS = """
+SELECT preferred_channel, count() AS customers, round(100 * count() / sum(count()) OVER (), 1) AS percent
+FROM customer_profiles
+WHERE preferred_channel IS NOT NULL
+GROUP BY preferred_channel
+ORDER BY customers DESC, preferred_channel"""
+ACTIVE_HOURS = """
+SELECT toDayOfWeek(occurred_at) AS weekday, toHour(occurred_at) AS hour, count() AS events
+FROM counted_touchpoints
+WHERE initiated AND occurred_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 90 DAY
+  AND occurred_at <= {ref:DateTime64(3, 'UTC')}
+GROUP BY weekday, hour"""
+JOURNEY_PATHS = """
+SELECT multiIf(outcome = 'purchase', 'purchase', outcome IN ('detractor', 'dissatisfied'),
+               'detractor or dissatisfied', 'ticket') AS ending,
+       arrayStringConcat(channel_path, ' > ') AS path, count() AS journeys
+FROM journeys
+WHERE outcome IN ('purchase', 'detractor', 'dissatisfied', 'ticket')
+GROUP BY ending, path
+ORDER BY ending, journeys DESC, path
+LIMIT 5 BY ending"""
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def behaviour(fetch: Fetch) -> dict[str, Any]:
+    """The behaviour-pattern panels (SPEC §5b), from the journeys and profiles views: which
+    channels customers prefer, when they act (weekday x UTC hour, 90 days), and the top
+    journey paths by how they end. The queries are docs/clickhouse.md's."""
+    ref = fetch(REFERENCE, {})[0][0]
+    preferred = records(["channel", "customers", "percent"], fetch(PREFERRED_CHANNELS, {}))
+    cells: dict[int, dict[str, Any]] = {day: {"weekday": WEEKDAYS[day - 1]} for day in range(1, 8)}
+    peak = 0
+    if ref is not None and not (isinstance(ref, datetime) and ref.year < 1971):
+        for day, hour, events in fetch(ACTIVE_HOURS, {"ref": ref}):
+            cells[day][f"h{hour:02}"] = events
+            peak = max(peak, events)
+    heat = table(
+        [column("weekday", "UTC"), *(column(f"h{hour:02}", f"{hour:02}", "heat") for hour in range(24))],
+        [{**{f"h{hour:02}": 0 for hour in range(24)}, **row} for row in cells.values()],
+    )
+    heat["max"] = peak
+    paths = records(["ending", "path", "journeys"], fetch(JOURNEY_PATHS, {}))
+    return {
+        "preferred_channels": table(
+            [
+                column("channel", "Preferred channel"),
+                column("customers", "Customers", "int"),
+                column("percent", "%", "number"),
+            ],
+            preferred,
+        ),
+        "active_hours": heat,
+        "journey_paths": table(
+            [
+                column("ending", "Journeys ending in"),
+                column("path", "Channel path"),
+                column("journeys", "Journeys", "int"),
+            ],
+            paths,
+        ),
+    }
+
+
 def stored_health(fetch: Fetch) -> dict[str, Any]:
     """Health as far as ClickHouse tells it (a dashboard apart from the worker)."""
     per_second, last_write, late = fetch(STORED_HEALTH, {})[0]

@@ -21,7 +21,7 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,12 @@ from schemas.errors import ConfigError
 from sinks.clickhouse import ClickHouse
 from touchstream.broker import is_loopback, port_in_use
 from touchstream.dashboard import customer
-from touchstream.dashboard.panels import snapshot
+from touchstream.dashboard.panels import behaviour, snapshot
 from touchstream.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
+#: How often the behaviour panels (journeys, profiles) are read again.
+BEHAVIOUR_SECONDS = 15.0
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain",
          ".md": "text/plain"}  # fmt: skip
 #: The files the page may load: its own, and the vendored timeline library with its licence.
@@ -174,14 +176,17 @@ def reader(
     settings: Settings, clickhouse: ClickHouse, health: Callable[[], dict[str, Any]] | None = None
 ) -> Callable[[], dict[str, Any]]:
     config = settings.metrics_config()
+    patterns: list[tuple[float, dict[str, Any]]] = []
+
+    def fetch(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return clickhouse.rows(sql, dict(params), read_only=True)
 
     def read() -> dict[str, Any]:
-        return snapshot(
-            lambda sql, params: clickhouse.rows(sql, dict(params), read_only=True),
-            config,
-            settings.sla_seconds,
-            health,
-        )
+        panels = snapshot(fetch, config, settings.sla_seconds, health)
+        # The behaviour patterns move slowly and read every event: at most every 15 s.
+        if not patterns or time.monotonic() - patterns[0][0] >= BEHAVIOUR_SECONDS:
+            patterns[:] = [(time.monotonic(), behaviour(fetch))]
+        return {**panels, **patterns[0][1]}
 
     return read
 

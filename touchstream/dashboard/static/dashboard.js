@@ -48,6 +48,7 @@ function cell(column, row) {
     case "number": td.className = "num"; td.textContent = value === null || value === undefined ? "–" : Number(value).toFixed(1); break;
     case "time": td.textContent = timeOf(value); break;
     case "spark": td.appendChild(sparkline(value || [])); break;
+    case "heat": td.className = "heat num"; td.textContent = value || ""; td.dataset.value = value ?? 0; break;
     default:
       if (column.key === "customer_id" && value) td.appendChild(customerLink(value));  // search.js
       else td.textContent = value ?? "–";
@@ -113,11 +114,17 @@ function render(id, data) {
       tr.cells[0].append(" ", badge);
     }
   }
+  if (data.max !== undefined) {  // a heatmap: shade each cell by its share of the busiest
+    for (const td of table.querySelectorAll("td.heat")) {
+      td.style.setProperty("--heat", data.max ? String(Number(td.dataset.value) / data.max) : "0");
+    }
+  }
   const meta = document.querySelector(`[data-meta="${id}"]`);
   if (meta) meta.textContent = `${data.count} · updated ${timeOf(data.updated_at).slice(11)}`;
 }
 
-const PANELS = ["waiting", "responses", "levels", "changes", "top", "at_risk", "experience", "health"];
+const PANELS = ["waiting", "responses", "levels", "changes", "top", "at_risk", "experience",
+                "preferred_channels", "journey_paths", "active_hours", "health"];
 
 function show(snapshot) {
   for (const id of PANELS) render(id, snapshot[id]);
