@@ -1,11 +1,16 @@
 """Seeded, reproducible synthetic customer journeys (demo traffic and benchmarks).
 
-A discrete-event simulation: sessions arrive as a Poisson process; each session is a
+A discrete-event simulation: sessions arrive as a Poisson process; most sessions are a
 journey on one channel (browsing, a chat or email conversation, a helpdesk ticket, a
 call, a store visit) whose steps are spread over realistic delays; agent replies come
 after log-normally distributed response times, and some conversations end with a
-survey. `events()` yields the touchpoints in `occurred_at` order. The same seed and
-start time give the same events, with the same ids.
+survey. Cross-channel journeys go the way customers do: a few page views, then a
+question on the customer's preferred contact channel, an email follow-up, often a
+purchase, then a survey. Each customer has traits of their own, drawn from the seed:
+the channel they browse on, the one they prefer to talk on, and a daily rhythm (the UTC
+hour they are most active around), so the profiles and the active-hours heatmap show
+real patterns. `events()` yields the touchpoints in `occurred_at` order. The same seed
+and start time give the same events, with the same ids.
 """
 
 from __future__ import annotations
@@ -32,8 +37,26 @@ JOURNEYS: dict[str, float] = {
     "messaging": 6,
     "social": 4,
     "forum": 2,
-    "in_store": 4,
+    "in_store": 2,
+    "cross_channel": 30,
 }
+#: Contact channels a customer may prefer, with how common each preference is.
+CONTACT_PREFERENCES: dict[Channel, float] = {
+    Channel.CHAT: 40, Channel.EMAIL: 25, Channel.MESSAGING: 20, Channel.SOCIAL: 10, Channel.PHONE: 5,
+}  # fmt: skip
+#: A session is kept for a customer with weight exp(-(hours from their peak)^2 / 2 sigma^2)
+#: (a few tries to find a customer awake now), so each customer acts around their own hour.
+RHYTHM_SIGMA_HOURS = 3.0
+
+
+@dataclass(frozen=True)
+class Traits:
+    """One customer's habits: where they browse, where they talk, when they are active."""
+
+    browse: Channel
+    contact: Channel
+    peak_hour: float
+
 
 #: Median agent response time per channel in seconds (log-normal, sigma below).
 MEDIAN_REPLY_SECONDS: dict[Channel, float] = {
@@ -80,6 +103,8 @@ class Simulator:
         self._label = f"{config.seed}-{config.run}" if config.run else str(config.seed)
         self._journeys = list(JOURNEYS)
         self._journey_weights = list(JOURNEYS.values())
+        self._traits: dict[str, Traits] = {}
+        self._current: Traits | None = None
 
     # -- public -------------------------------------------------------------------
 
@@ -110,10 +135,33 @@ class Simulator:
         index = (index * 7919 + self._random.randrange(self.config.customers)) % self.config.customers
         return f"cust-{index:06d}"
 
+    def traits(self, customer: str) -> Traits:
+        """The customer's habits, the same for every run with this seed."""
+        if customer not in self._traits:
+            draw = random.Random(f"{self.config.seed}:{customer}")
+            contact = draw.choices(list(CONTACT_PREFERENCES), list(CONTACT_PREFERENCES.values()))[0]
+            browse = Channel.WEB if draw.random() < 0.7 else Channel.MOBILE_APP
+            # Most people are active in the daytime of their own time zone: peaks between 06 and 22 UTC.
+            self._traits[customer] = Traits(browse, contact, draw.uniform(6, 22))
+        return self._traits[customer]
+
+    def _awake_customer(self, at: float) -> str:
+        hour = (self.start + timedelta(seconds=at)).hour + (self.start.minute / 60)
+        customer = self._customer()
+        for _ in range(4):
+            distance = min(
+                abs(hour - self.traits(customer).peak_hour), 24 - abs(hour - self.traits(customer).peak_hour)
+            )
+            if self._random.random() < math.exp(-(distance**2) / (2 * RHYTHM_SIGMA_HOURS**2)):
+                break
+            customer = self._customer()
+        return customer
+
     def _start_session(self, at: float) -> None:
         self._sessions += 1
         journey = self._random.choices(self._journeys, self._journey_weights)[0]
-        customer = self._customer()
+        customer = self._awake_customer(at)
+        self._current = self.traits(customer)
         steps = getattr(self, f"_journey_{journey}")()
         for offset, fields in steps:
             fields.setdefault("customer_id", customer)
@@ -226,6 +274,32 @@ class Simulator:
 
     def _journey_phone(self) -> list[Step]:
         return self._conversation(Channel.PHONE, opening=Kind.CALL, survey="nps")[:3]
+
+    def _journey_cross_channel(self) -> list[Step]:
+        """Page views, a question on the preferred contact channel, an email follow-up,
+        often a purchase, then a survey: one journey across channels (gaps well under 24 h)."""
+        traits = self._current or Traits(Channel.WEB, Channel.CHAT, 12.0)
+        steps = self._browse(traits.browse)
+        # Minutes apart rather than hours, so a live demo shows whole paths within its first half hour.
+        t = (steps[-1][0] if steps else 0.0) + self._random.uniform(60, 600)
+        contact = traits.contact if traits.contact is not Channel.PHONE else Channel.CHAT
+        asked = self._conversation(contact)
+        steps += [(t + offset, fields) for offset, fields in asked]
+        t += (asked[-1][0] if asked else 0.0) + self._random.uniform(120, 1800)
+        if self._random.random() < 0.6:
+            follow_up = self._conversation(Channel.EMAIL)[:2]
+            steps += [(t + offset, fields) for offset, fields in follow_up]
+            t += (follow_up[-1][0] if follow_up else 0.0) + self._random.uniform(60, 1200)
+        if self._random.random() < 0.45:
+            purchase = _fields(traits.browse, Kind.PURCHASE, Direction.NONE, Actor.CUSTOMER)
+            purchase["attributes"] = {"amount": f"{self._random.uniform(5, 400):.2f}", "currency": "EUR"}
+            steps.append((t, purchase))
+            t += self._random.uniform(60, 900)
+        if self._random.random() < 0.5:
+            conversation = next((f["conversation_id"] for _, f in asked if f.get("conversation_id")), None)
+            steps.append((t, self._survey(contact, conversation or self._conversation_id(contact),
+                                          self._random.choice(("nps", "csat")))))  # fmt: skip
+        return steps
 
     def _journey_in_store(self) -> list[Step]:
         purchase = _fields(Channel.IN_STORE, Kind.PURCHASE, Direction.NONE, Actor.CUSTOMER)

@@ -96,7 +96,7 @@ class DemoTraffic(threading.Thread):
         super().__init__(name="demo-traffic", daemon=True)
         config = SimulatorConfig(
             seed=settings.demo_seed,
-            customers=2000,
+            customers=50_000,  # sparse enough that journeys are a few sessions, as in life
             sessions_per_second=settings.demo_rate / EVENTS_PER_SESSION,
             invalid_share=0.002,
             run=f"{datetime.now(UTC):%Y%m%dT%H%M%S}",  # each start publishes ids of its own
