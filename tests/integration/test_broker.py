@@ -9,15 +9,8 @@ from pathlib import Path
 import pytest
 
 from schemas.errors import BrokerError
+from tests.integration.test_up import alive
 from touchstream.broker import PID_FILE, EmbeddedBroker
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
 def test_a_stale_pid_file_stops_only_a_broker_of_this_data_dir(tmp_path: Path) -> None:

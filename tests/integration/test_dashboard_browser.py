@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,17 +103,26 @@ def post(collector: str, key: str, *events: Any) -> float:
     return time.monotonic()
 
 
-def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: Stack) -> None:
+AGENT = {"direction": "outbound", "actor": "agent", "agent_id": "kim"}
+
+
+def needs_chromium() -> None:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"this test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+def seconds_from_now() -> Callable[[float], str]:
+    """ISO times relative to now (whole seconds), for events of a live test."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return lambda seconds: (now + timedelta(seconds=seconds)).isoformat()
+
+
+def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: Stack) -> None:
+    needs_chromium()
     from playwright.sync_api import sync_playwright
 
-    now = datetime.now(UTC).replace(microsecond=0)
-
-    def at(seconds: float) -> str:
-        return (now + timedelta(seconds=seconds)).isoformat()
-
-    agent = {"direction": "outbound", "actor": "agent", "agent_id": "kim"}
+    at = seconds_from_now()
+    agent = AGENT
     buy = {"kind": "purchase", "direction": "none", "channel": "web", "conversation_id": None}
     send(
         stack.bootstrap,
@@ -212,16 +221,11 @@ def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: Stack) -> Non
 def test_customer_360_from_search_and_links_updates_live_in_a_real_browser(stack: Stack) -> None:
     """Search a customer, open another from a table link, see the timeline's lanes and the
     profile, and a newly POSTed event appear on the page without a reload."""
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"this test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    needs_chromium()
     from playwright.sync_api import sync_playwright
 
-    now = datetime.now(UTC).replace(microsecond=0)
-
-    def at(seconds: float) -> str:
-        return (now + timedelta(seconds=seconds)).isoformat()
-
-    agent = {"direction": "outbound", "actor": "agent", "agent_id": "kim"}
+    at = seconds_from_now()
+    agent = AGENT
     web_visit = {"channel": "web", "kind": "page_view", "conversation_id": None}
     send(
         stack.bootstrap,
