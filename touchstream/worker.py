@@ -16,7 +16,6 @@ applies the idle rule to the quiet partitions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import gc
 import logging
@@ -54,9 +53,9 @@ BATCH_SPACING_SECONDS = 0.2
 #: (a passing error clears within a few retries), or once one write has lasted this long.
 STALL_RETRYING_SECONDS = 5.0
 STALL_WRITING_SECONDS = 30.0
-#: At shutdown, how long a batch being written may take to finish before it is dropped
-#: (unacknowledged, so read again); one that ClickHouse refuses is dropped at once.
-SHUTDOWN_GRACE_SECONDS = 5.0
+#: At shutdown, a batch whose current ClickHouse write has hung this long (or that ClickHouse
+#: refuses) is dropped, unacknowledged, instead of waited for.
+STUCK_WRITE_SECONDS = 5.0
 #: How often a paused input checks whether it may go on.
 PAUSE_CHECK_SECONDS = 1.0
 
@@ -279,14 +278,6 @@ def build(
         for letter in letters:
             log.info("dead letter from %s: %s", letter.source, letter.reason)
 
-    #: Clear while a batch (or the idle rule) is being written and ClickHouse has not refused it.
-    settled = asyncio.Event()
-    settled.set()
-
-    def retried(error: ClickHouseError) -> None:
-        stats.retried(error)
-        settled.set()  # a shutdown does not wait for a write ClickHouse refuses
-
     def in_thread(what: str, write: Callable[..., None]) -> Callable[..., Awaitable[None]]:
         """`write` in a worker thread, retried while ClickHouse is unavailable."""
 
@@ -336,12 +327,25 @@ def build(
     running: list[asyncio.Task[Any]] = []
 
     async def stop_sink() -> None:
-        """Let a batch being written finish, for `SHUTDOWN_GRACE_SECONDS` at most and not
-        while ClickHouse refuses it; then end the sink (an unfinished batch unacknowledged)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(settled.wait(), SHUTDOWN_GRACE_SECONDS)
-        for task in running:
-            task.cancel()
+        """At shutdown, watch the sink: Faust's stop waits for the batch being written, as
+        it should, but not for one ClickHouse refuses (retried) or whose current write hangs
+        (`STUCK_WRITE_SECONDS`): such a batch is cancelled, unacknowledged, and read again
+        by the next run. Returns at once; the watch ends with the sink."""
+
+        async def watch() -> None:
+            while any(not task.done() for task in running):
+                since = stats.writing_since
+                if stats.retrying_since is not None or (
+                    since is not None and time.monotonic() - since >= STUCK_WRITE_SECONDS
+                ):
+                    for task in running:
+                        task.cancel()
+                    return
+                await asyncio.sleep(0.1)
+
+        watchers.append(asyncio.ensure_future(watch()))
+
+    watchers: list[asyncio.Future[None]] = []
 
     @app.task
     async def sink() -> None:
@@ -366,11 +370,7 @@ def build(
                 spacing=BATCH_SPACING_SECONDS,
             )
             if not messages:
-                settled.clear()
-                try:
-                    await step.idle(assigned(), settings.metrics_idle_seconds)
-                finally:
-                    settled.set()
+                await step.idle(assigned(), settings.metrics_idle_seconds)
                 continue
             records = [
                 RawRecord(
@@ -378,7 +378,6 @@ def build(
                 )
                 for message in messages
             ]
-            settled.clear()
             try:
                 await step.run(records, acknowledge=functools.partial(inbox.ack, messages))
             except asyncio.CancelledError:  # shutdown: the batch is read again by the next run
@@ -390,7 +389,5 @@ def build(
                 inbox.abandon(messages)
                 os.kill(os.getpid(), signal.SIGTERM)  # the ordinary shutdown; nothing is acknowledged
                 return
-            finally:
-                settled.set()
 
     return stats, stop_sink
