@@ -51,11 +51,13 @@ def build(
     settings: Settings,
     bootstrap: str,
     *,
+    kafka_probe: Check | None = None,
     readiness: Sequence[Check] = (),
     more_metrics: Callable[[], str] | None = None,
 ) -> tuple[web.Application, AsyncPublisher]:
     """The collector's app and its publisher. It acknowledges nothing while the disk under an
-    embedded broker is low; `/healthz` also asks Kafka, and whatever `readiness` adds."""
+    embedded broker is low; `/healthz` also asks Kafka (through `kafka_probe`, else a probe
+    of its own), and whatever `readiness` adds."""
     publisher = AsyncPublisher(
         bootstrap, prefix=settings.topic_prefix, timeout=settings.collector_publish_timeout_seconds
     )
@@ -64,7 +66,7 @@ def build(
         collector_config(settings),
         publisher,
         guards=disk,
-        readiness=[KafkaProbe(bootstrap), *disk, *readiness],
+        readiness=[kafka_probe or KafkaProbe(bootstrap), *disk, *readiness],
         more_metrics=more_metrics,
     )
     return collector.application(), publisher
@@ -105,6 +107,7 @@ class CollectorService(Service):
         bootstrap: str,
         port: int,
         *,
+        kafka_probe: Check | None = None,
         readiness: Sequence[Check] = (),
         more_metrics: Callable[[], str] | None = None,
     ) -> None:
@@ -112,6 +115,7 @@ class CollectorService(Service):
         self.settings = settings
         self.bootstrap = bootstrap
         self.port = port
+        self.kafka_probe = kafka_probe
         self.readiness = readiness
         self.more_metrics = more_metrics
         self._runner: web.AppRunner | None = None
@@ -119,7 +123,11 @@ class CollectorService(Service):
 
     async def on_start(self) -> None:
         app, self._publisher = build(
-            self.settings, self.bootstrap, readiness=self.readiness, more_metrics=self.more_metrics
+            self.settings,
+            self.bootstrap,
+            kafka_probe=self.kafka_probe,
+            readiness=self.readiness,
+            more_metrics=self.more_metrics,
         )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -159,7 +159,8 @@ def run_worker(
         app = faust_app(settings, bootstrap)
         disk = settings.disk_checks()
         stats, stop_sink = build(app, settings, clickhouse, demo=demo, pause_while=disk)
-        readiness: list[Check] = [KafkaProbe(bootstrap), *disk, stats.sink_problem]
+        kafka_probe = KafkaProbe(bootstrap)  # one for the worker's and the collector's health
+        readiness: list[Check] = [kafka_probe, *disk, stats.sink_problem]
         token = control.control_token(settings) if owner and clickhouse.embedded else None
         stopping = asyncio.Event()  # set when the worker begins to stop
         control.register(
@@ -189,7 +190,12 @@ def run_worker(
             port = settings.collector_port or free_port(settings.collector_host)
             services.append(
                 collecting.CollectorService(
-                    settings, bootstrap, port, readiness=[stats.sink_problem], more_metrics=stats.prometheus
+                    settings,
+                    bootstrap,
+                    port,
+                    kafka_probe=kafka_probe,
+                    readiness=[stats.sink_problem],
+                    more_metrics=stats.prometheus,
                 )
             )
             print(f"collector  {collecting.describe(settings, port)}")
@@ -261,7 +267,7 @@ class _Worker(Worker):
         *services: ServiceT,
         control_info: control.ControlInfo | None,
         stopping: asyncio.Event,
-        stop_sink: Callable[[], Awaitable[None]],
+        stop_sink: Callable[[], None],
         data_dir: Path,
         started: float,
         **kwargs: Any,
@@ -283,7 +289,7 @@ class _Worker(Worker):
         watchdog.start()
         # First: the app's stop waits for every record handed out and every open request.
         self._stopping.set()  # a `POST /sql` still running answers 503
-        await self._stop_sink()
+        self._stop_sink()
         await super().on_stop()
 
     def _give_up(self) -> None:

@@ -219,13 +219,12 @@ def build(
     *,
     demo: bool = False,
     pause_while: Sequence[Check] = (),
-) -> tuple[PipelineStats, Callable[[], Awaitable[None]]]:
+) -> tuple[PipelineStats, Callable[[], None]]:
     """Declare topics, tables and agents on `app`; return the counters the agents update,
-    and the call that ends the sink at shutdown: a batch being written may finish, but one
-    that ClickHouse refuses or that takes too long is dropped unacknowledged, so Faust's
-    shutdown, which waits for every record it handed out, has nothing to wait for, and
-    the batch is read again next time.
-    While a check of `pause_while` fails (the disk is low), the sink takes no input."""
+    and the call to make when shutdown begins (`stop_sink` below). While a check of
+    `pause_while` fails (the disk is low), the sink takes no input; those checks run on
+    the event loop before every batch, so they must be cheap (`DiskSpace` is a cached
+    statvfs)."""
     stats = PipelineStats()
     state = app.Table(
         STATE_TABLE,
@@ -325,12 +324,13 @@ def build(
         return {tp.partition for tp in app.consumer.assignment() if tp.topic in expected_channel}
 
     running: list[asyncio.Task[Any]] = []
+    watchers: list[asyncio.Future[None]] = []  # held, so the watch is not collected
 
-    async def stop_sink() -> None:
+    def stop_sink() -> None:
         """At shutdown, watch the sink: Faust's stop waits for the batch being written, as
         it should, but not for one ClickHouse refuses (retried) or whose current write hangs
         (`STUCK_WRITE_SECONDS`): such a batch is cancelled, unacknowledged, and read again
-        by the next run. Returns at once; the watch ends with the sink."""
+        by the next run. The watch ends with the sink."""
 
         async def watch() -> None:
             while any(not task.done() for task in running):
@@ -345,14 +345,12 @@ def build(
 
         watchers.append(asyncio.ensure_future(watch()))
 
-    watchers: list[asyncio.Future[None]] = []
-
     @app.task
     async def sink() -> None:
         if (task := asyncio.current_task()) is not None:
             running.append(task)
         while True:
-            paused = await asyncio.get_running_loop().run_in_executor(None, problems, pause_while)
+            paused = problems(pause_while)
             if paused:
                 if stats.paused_by is None:
                     log.warning("input paused: %s", "; ".join(paused))

@@ -107,12 +107,19 @@ def record(fetch: Fetch, customer_id: str, config: MetricsConfig, page: Page = P
         for j, start, end, path, n, outcome, final in fetch(JOURNEYS, params)
     ]  # fmt: skip
     touchpoints = []
+    # Journeys are in start order and do not overlap, like the events: one sweep pairs them.
+    spans = iter(journeys)
+    span = next(spans, None)
     for event, is_counted in zip(events, counted, strict=True):
-        moment = event.occurred_at
-        journey = next((j["journey_id"] for j in journeys if j["started_at"] <= _time(moment) <= j["ended_at"]
-                        and is_counted), None)  # fmt: skip
+        at = _time(event.occurred_at)
+        journey = None
+        if is_counted:
+            while span is not None and span["ended_at"] < at:
+                span = next(spans, None)
+            if span is not None and span["started_at"] <= at:
+                journey = span["journey_id"]
         touchpoints.append({
-            "event_id": event.event_id, "occurred_at": _time(moment), "channel": event.channel.value,
+            "event_id": event.event_id, "occurred_at": at, "channel": event.channel.value,
             "kind": event.kind.value, "direction": event.direction.value, "actor": event.actor.value,
             "agent_id": event.agent_id, "conversation_id": derived[event.event_id], "journey_id": journey,
             "survey": event.survey.model_dump() if event.survey else None,

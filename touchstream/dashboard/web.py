@@ -115,12 +115,6 @@ def application(settings: Settings, snapshots: Snapshots, lookup: Lookup | None 
             raise web.HTTPNotFound()
         return static_file(name)
 
-    async def vendored(request: web.Request) -> web.StreamResponse:
-        name = f"vendor/vis-timeline/{request.match_info['name']}"
-        if name not in ASSETS:
-            raise web.HTTPNotFound()
-        return static_file(name)
-
     async def customer_page(request: web.Request) -> web.StreamResponse:
         return static_file("customer.html")
 
@@ -159,8 +153,7 @@ def application(settings: Settings, snapshots: Snapshots, lookup: Lookup | None 
     app = web.Application(middlewares=[guard])
     app.router.add_get("/", page)
     app.router.add_get("/api/customers/{customer_id}", customer_record)
-    app.router.add_get("/static/{name}", asset)
-    app.router.add_get("/static/vendor/vis-timeline/{name}", vendored)
+    app.router.add_get("/static/{name:.+}", asset)  # only the ASSETS, whatever the path says
     app.router.add_get("/customers/{customer_id}", customer_page)
     app.router.add_get("/api/snapshot", current)
     app.router.add_get("/api/stream", stream)
@@ -177,9 +170,7 @@ def reader(
 ) -> Callable[[], dict[str, Any]]:
     config = settings.metrics_config()
     patterns: list[tuple[float, dict[str, Any]]] = []
-
-    def fetch(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        return clickhouse.rows(sql, dict(params), read_only=True)
+    fetch = read_only(clickhouse)
 
     def read() -> dict[str, Any]:
         panels = snapshot(fetch, config, settings.sla_seconds, health)
@@ -191,14 +182,21 @@ def reader(
     return read
 
 
+def read_only(clickhouse: ClickHouse) -> Callable[[str, Mapping[str, Any]], list[tuple[Any, ...]]]:
+    """The dashboard's queries: bound parameters, ClickHouse's `readonly = 1`."""
+
+    def fetch(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return clickhouse.rows(sql, dict(params), read_only=True)
+
+    return fetch
+
+
 def customer_reader(settings: Settings, clickhouse: ClickHouse) -> Lookup:
     """Customer 360 records (`touchstream.dashboard.customer`), read-only."""
-    config = settings.metrics_config()
+    config, fetch = settings.metrics_config(), read_only(clickhouse)
 
     def lookup(customer_id: str, page: customer.Page) -> dict[str, Any]:
-        return customer.record(
-            lambda sql, params: clickhouse.rows(sql, dict(params), read_only=True), customer_id, config, page
-        )
+        return customer.record(fetch, customer_id, config, page)
 
     return lookup
 
