@@ -12,9 +12,10 @@ token, so an identical retried insert is dropped at once.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 
-from schemas.touchpoint import DETRACTOR_MAX, DISSATISFIED_MAX, PROMOTER_MIN, SATISFIED_MIN
+from schemas.touchpoint import DETRACTOR_MAX, DISSATISFIED_MAX, PROMOTER_MIN, SATISFIED_MIN, Channel
 from streams.metrics.config import MetricsConfig
 from streams.metrics.engagement import CUSTOMER_INITIATED_KINDS
 
@@ -187,8 +188,8 @@ _HOURLY: dict[str, str] = {
 #: left out. An erasure has already removed the events up to its request.
 _COUNTED = """
         SELECT * FROM (
-            SELECT customer_id, event_id, channel, kind, direction, actor, survey_type, survey_score,
-                   consent_analytics, occurred_at, source_partition,
+            SELECT customer_id, event_id, channel, kind, direction, actor, conversation_id, agent_id,
+                   survey_type, survey_score, consent_analytics, attributes, occurred_at, source_partition,
                    last_value(consent_analytics) OVER (
                        PARTITION BY customer_id ORDER BY occurred_at, event_id
                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS analytics
@@ -315,6 +316,222 @@ PROFILES = f"""
         ) AS cs ON cs.customer_id = c.customer_id
         SETTINGS join_use_nulls = 0"""
 
+#: The counted events (`_AT_NEWEST`) with their conversation as the stream derives it (SPEC
+#: §5: the conversation_id, else the customer's run on one channel with gaps of at most the
+#: channel's inactivity timeout, named `derived:<channel>:<first event_id>`), and whether each
+#: is a customer message or a reply.
+_CONVERSATIONS = f"""
+        SELECT * EXCEPT (opens, run),
+               ifNull(conversation_id, concat('derived:', channel, ':', first_value(event_id) OVER (
+                   PARTITION BY customer_id, channel, conversation_id IS NULL, run
+                   ORDER BY occurred_at, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)))
+                   AS conversation,
+               direction = 'inbound' AND kind IN ('message', 'call', 'ticket_opened') AS customer_message,
+               {{reply}} AS reply
+        FROM (
+            SELECT *, sum(opens) OVER (PARTITION BY customer_id, channel, conversation_id IS NULL
+                                       ORDER BY occurred_at, event_id
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS run
+            FROM (
+                SELECT *, toUInt64(row_number() OVER w = 1
+                                   OR dateDiff('millisecond', lagInFrame(occurred_at) OVER w, occurred_at)
+                                      > {{inactivity_ms}}) AS opens
+                FROM ({_AT_NEWEST})
+                WINDOW w AS (PARTITION BY customer_id, channel, conversation_id IS NULL
+                             ORDER BY occurred_at, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            )
+        )"""
+
+#: Tickets (SPEC §5b): conversations with a `ticket_opened`, from the first one on. A
+#: customer message or `ticket_opened` after a resolution reopens it; the status is the
+#: latest of those moves. The first response is the conversation's first response record.
+#: A latest-state row: final once every event of the conversation is before the horizon.
+TICKETS = """
+        SELECT t.conversation_id AS conversation_id, t.customer_id AS customer_id, channel, category,
+               priority, opened_at, r.replied_at AS first_response_at,
+               r.response_seconds AS first_response_seconds, r.agent_id AS first_response_agent_id,
+               first_resolved_at, resolved_at, reopened, status,
+               dateDiff('millisecond', opened_at, first_resolved_at) / 1000 AS first_resolution_seconds,
+               if(status = 'resolved', dateDiff('millisecond', opened_at, resolved_at) / 1000, NULL)
+                   AS full_resolution_seconds,
+               resolved_on_first_reply,
+               r.response_seconds <= {sla_of_channel} AS within_sla,
+               final
+        FROM (
+            SELECT customer_id, conversation AS conversation_id,
+                   argMin(channel, key) AS channel,
+                   argMin(attributes['category'], key) AS given_category,
+                   if(given_category = '', 'uncategorized', given_category) AS category,
+                   argMin(attributes['priority'], key) AS given_priority,
+                   if(given_priority = '', 'normal', given_priority) AS priority,
+                   min(occurred_at) AS opened_at,
+                   countIf(kind = 'ticket_resolved') > 0 AS was_resolved,
+                   if(was_resolved, minIf(occurred_at, kind = 'ticket_resolved'), NULL) AS first_resolved_at,
+                   if(was_resolved, maxIf(occurred_at, kind = 'ticket_resolved'), NULL) AS resolved_at,
+                   arrayMap(m -> m.3, arraySort(groupArrayIf(
+                       (occurred_at, event_id, kind = 'ticket_resolved'),
+                       kind = 'ticket_resolved' OR customer_message OR kind = 'ticket_opened'))) AS moves,
+                   toUInt32(arrayCount((a, b) -> a AND NOT b, arrayPopBack(moves), arrayPopFront(moves)))
+                       AS reopened,
+                   if(moves[-1], 'resolved', 'open') AS status,
+                   minIf(key, kind = 'ticket_resolved') AS first_resolution,
+                   was_resolved AND arrayCount(k -> k < first_resolution, groupArrayIf(key, reply)) = 1
+                       AS resolved_on_first_reply,
+                   toUInt8(ifNull(max(ended_at) < any(partition_horizon), 0)) AS final
+            FROM (
+                SELECT *, (occurred_at, event_id) AS key,
+                       minIf((occurred_at, event_id), kind = 'ticket_opened')
+                           OVER (PARTITION BY customer_id, conversation) AS opening,
+                       countIf(kind = 'ticket_opened')
+                           OVER (PARTITION BY customer_id, conversation) AS openings,
+                       max(occurred_at) OVER (PARTITION BY customer_id, conversation) AS ended_at
+                FROM {db}.counted_touchpoints
+            )
+            WHERE openings > 0 AND key >= opening
+            GROUP BY customer_id, conversation
+        ) AS t
+        LEFT JOIN (
+            SELECT customer_id, conversation_id, replied_at, response_seconds, agent_id
+            FROM {db}.responses FINAL WHERE is_first_response
+        ) AS r ON r.customer_id = t.customer_id AND r.conversation_id = t.conversation_id
+        SETTINGS join_use_nulls = 1"""
+
+#: SPEC §5b's churn signals of each (customer_id, at, last_interaction_at) of `{points}`: a
+#: conversation waiting at `at`, a response slower than its channel's SLA in the lookback
+#: up to the last interaction, the latest NPS / CSAT answer at `at` a detractor's /
+#: dissatisfied one, a ticket open at `at`. Signal names in SPEC order.
+_SIGNALS = """
+        SELECT c.customer_id AS customer_id, c.at AS at,
+               arrayFilter(x -> x != '', [
+                   if(unanswered, 'unanswered', ''), if(s.slow = 1, 'slow_response', ''),
+                   if(ifNull(nps <= {detractor}, 0), 'detractor', ''),
+                   if(ifNull(csat <= {dissatisfied}, 0), 'dissatisfied', ''),
+                   if(open_ticket, 'open_ticket', '')]) AS signals
+        FROM (
+            SELECT customer_id, at, max(waiting) AS unanswered, max(open) AS open_ticket,
+                   argMaxIf(nps, nps_key, has_nps) AS nps, argMaxIf(csat, csat_key, has_csat) AS csat
+            FROM (
+                SELECT pt.customer_id AS customer_id, pt.at AS at, e.conversation,
+                       argMaxIf(e.customer_message, (e.occurred_at, e.event_id),
+                                e.customer_message OR e.reply) AS waiting,
+                       countIf(e.kind = 'ticket_opened') > 0
+                           AND NOT argMaxIf(
+                               e.kind = 'ticket_resolved', (e.occurred_at, e.event_id),
+                               e.kind IN ('ticket_resolved', 'ticket_opened') OR e.customer_message) AS open,
+                       countIf(e.survey_type = 'nps') > 0 AS has_nps,
+                       maxIf((e.occurred_at, e.event_id), e.survey_type = 'nps') AS nps_key,
+                       argMaxIf(e.survey_score, (e.occurred_at, e.event_id), e.survey_type = 'nps') AS nps,
+                       countIf(e.survey_type = 'csat') > 0 AS has_csat,
+                       maxIf((e.occurred_at, e.event_id), e.survey_type = 'csat') AS csat_key,
+                       argMaxIf(e.survey_score, (e.occurred_at, e.event_id), e.survey_type = 'csat') AS csat
+                FROM ({points}) AS pt
+                INNER JOIN {db}.counted_touchpoints AS e ON e.customer_id = pt.customer_id
+                WHERE e.occurred_at <= pt.at
+                GROUP BY pt.customer_id, pt.at, e.conversation
+            )
+            GROUP BY customer_id, at
+        ) AS c
+        LEFT JOIN (
+            SELECT pt.customer_id AS customer_id, pt.at AS at, 1 AS slow
+            FROM ({points}) AS pt
+            INNER JOIN (
+                SELECT customer_id, channel, response_seconds, replied_at FROM {db}.responses FINAL
+            ) AS r ON r.customer_id = pt.customer_id
+            WHERE r.replied_at >= pt.last_interaction_at - toIntervalMillisecond({lookback_ms})
+              AND r.replied_at <= pt.last_interaction_at
+              AND r.response_seconds > {sla_of_channel}
+            GROUP BY pt.customer_id, pt.at
+        ) AS s ON s.customer_id = c.customer_id AND s.at = c.at"""
+
+#: Churns (SPEC §5b): a customer-initiated event followed by none for more than `churn_after`
+#: churns at last + churn_after, up to the partition's newest event time; the next one is the
+#: return. A latest-state row: final once the horizon has passed the churn and the return.
+_CHURN_POINTS = """
+            SELECT customer_id, occurred_at AS last_interaction_at,
+                   occurred_at + toIntervalMillisecond({churn_after_ms}) AS churned_at,
+                   next_at AS returned_at, partition_horizon, churned_at AS at
+            FROM (
+                SELECT customer_id, occurred_at, partition_horizon, partition_newest,
+                       leadInFrame(toNullable(occurred_at)) OVER (
+                           PARTITION BY customer_id ORDER BY occurred_at, event_id
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS next_at
+                FROM {db}.counted_touchpoints WHERE initiated
+            )
+            WHERE if(next_at IS NULL, churned_at < partition_newest, next_at > churned_at)"""
+CHURNS = f"""
+        SELECT p.customer_id AS customer_id, p.churned_at AS churned_at,
+               p.last_interaction_at AS last_interaction_at, p.returned_at AS returned_at,
+               if(l.customer_id = '', '{{lowest_level}}', l.level) AS level_at_churn,
+               s.signals AS signals,
+               toUInt8(ifNull(p.churned_at < p.partition_horizon
+                              AND (p.returned_at IS NULL OR p.returned_at < p.partition_horizon), 0)) AS final
+        FROM ({_CHURN_POINTS}) AS p
+        LEFT JOIN ({_SIGNALS.replace("{points}", _CHURN_POINTS)}) AS s
+            ON s.customer_id = p.customer_id AND s.at = p.churned_at
+        LEFT JOIN (
+            SELECT pt.customer_id AS customer_id, pt.churned_at AS churned_at,
+                   argMax(c.level, c.changed_at) AS level
+            FROM ({_CHURN_POINTS}) AS pt
+            INNER JOIN (SELECT customer_id, level, changed_at FROM {{db}}.engagement_changes FINAL) AS c
+                ON c.customer_id = pt.customer_id
+            WHERE c.changed_at <= pt.churned_at
+            GROUP BY pt.customer_id, pt.churned_at
+        ) AS l ON l.customer_id = p.customer_id AND l.churned_at = p.churned_at
+        SETTINGS join_use_nulls = 0"""
+
+#: Outcome touchpoints (SPEC §5b): the counted events in the lookback before each survey
+#: answer (not the answer itself) and up to each churn's last interaction (inclusive), in
+#: (occurred_at, event_id) order, with their weight under each model. Final once the horizon
+#: has passed the answer / the churn.
+OUTCOME_TOUCHPOINTS = f"""
+        SELECT outcome_id, outcome_type, outcome_class, outcome_at, customer_id, event_id, channel, kind,
+               agent_id, position, n,
+               toFloat64(position = n) AS weight_last,
+               toFloat64(position = 1) AS weight_first,
+               1 / n AS weight_linear,
+               decay / sum(decay) OVER outcome AS weight_time_decay,
+               multiIf(n <= 2, 1 / n, position IN (1, n), 0.4, 0.2 / (n - 2)) AS weight_position,
+               final
+        FROM (
+            SELECT o.outcome_id AS outcome_id, o.outcome_type AS outcome_type,
+                   o.outcome_class AS outcome_class,
+                   o.outcome_at AS outcome_at, o.customer_id AS customer_id, e.event_id AS event_id,
+                   e.channel AS channel, e.kind AS kind, e.agent_id AS agent_id,
+                   row_number() OVER outcome AS position,
+                   count() OVER (PARTITION BY o.customer_id, o.outcome_id) AS n,
+                   pow(2, -dateDiff('millisecond', e.occurred_at, o.outcome_at) / 86400000) AS decay,
+                   o.final AS final
+            FROM (
+                SELECT event_id AS outcome_id, survey_type AS outcome_type,
+                       {
+    _SURVEY_CLASS.format(
+        type="survey_type",
+        score="survey_score",
+        promoter="{promoter}",
+        detractor="{detractor}",
+        satisfied="{satisfied}",
+        dissatisfied="{dissatisfied}",
+    )
+} AS outcome_class,
+                       occurred_at AS outcome_at, customer_id, 0 AS inclusive,
+                       toUInt8(ifNull(occurred_at < partition_horizon, 0)) AS final
+                FROM {{db}}.counted_touchpoints WHERE survey_type IS NOT NULL
+                UNION ALL
+                SELECT concat('churn:', customer_id, ':', replaceOne(toString(churned_at), ' ', 'T'), 'Z'),
+                       'churn', 'churned', last_interaction_at, customer_id, 1,
+                       toUInt8(ifNull(churned_at < partition_horizon, 0))
+                FROM ({_CHURN_POINTS})
+            ) AS o
+            INNER JOIN {{db}}.counted_touchpoints AS e ON e.customer_id = o.customer_id
+            WHERE e.occurred_at >= o.outcome_at - toIntervalMillisecond({{lookback_ms}})
+              AND (e.occurred_at < o.outcome_at OR (o.inclusive = 1 AND e.occurred_at = o.outcome_at))
+              AND e.event_id != o.outcome_id
+            WINDOW outcome AS (PARTITION BY o.customer_id, o.outcome_id ORDER BY e.occurred_at, e.event_id
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+        )
+        WINDOW outcome AS (PARTITION BY customer_id, outcome_id)"""
+
+
 VIEWS: dict[str, str] = {
     **{name: query.replace("{where}", "") for name, query in _HOURLY.items()},
     **{f"{name}_settled": query.replace("{where}", "WHERE final") for name, query in _HOURLY.items()},
@@ -322,7 +539,10 @@ VIEWS: dict[str, str] = {
     "journeys": JOURNEYS,
     "customer_profiles": PROFILES,
     # The events the behaviour views count, with whether each is the customer's own action.
-    "counted_touchpoints": f"SELECT *, {{initiated}} AS initiated FROM ({_COUNTED})",
+    "counted_touchpoints": _CONVERSATIONS,
+    "tickets": TICKETS,
+    "churn_events": CHURNS,
+    "outcome_touchpoints": OUTCOME_TOUCHPOINTS,
     # Touchpoints are stored as they arrive and never provisional.
     "volumes_hourly": """
         SELECT channel, toStartOfHour(occurred_at) AS hour, kind, direction, count() AS events,
@@ -356,6 +576,7 @@ def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
     and thresholds from `config` (the defaults without one)."""
     config = config or MetricsConfig()
     initiated = "', '".join(sorted(kind.value for kind in CUSTOMER_INITIATED_KINDS))
+    replies = "', '".join(sorted(actor.value for actor in config.reply_actors))
     values = {
         "db": database,
         "promoter": PROMOTER_MIN,
@@ -365,7 +586,13 @@ def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
         "journey_gap_ms": _millis(config.journey_gap),
         "profile_window_ms": _millis(config.profile_window),
         "churn_after_ms": _millis(config.churn_after),
+        "lookback_ms": _millis(config.lookback),
         "lowest_level": config.levels[0][0],
+        "inactivity_ms": _by_channel({channel: _millis(gap) for channel, gap in config.inactivity.items()}),
+        "sla_of_channel": _by_channel(
+            {channel: span.total_seconds() for channel, span in config.sla.items()}
+        ),
+        "reply": f"(direction = 'outbound' AND actor IN ('{replies}'))",
         "initiated": f"(actor = 'customer' AND kind IN ('{initiated}') "
         "AND (kind NOT IN ('message', 'call') OR direction = 'inbound'))",
     }
@@ -375,6 +602,12 @@ def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
     for view, query in VIEWS.items():
         statements.append(f"CREATE OR REPLACE VIEW {database}.{view} AS {query.format(**values)}")
     return statements
+
+
+def _by_channel(values: Mapping[Channel, float]) -> str:
+    """A SQL expression of `channel`: its value in `values`, NULL for any other channel."""
+    cases = ", ".join(f"channel = '{channel.value}', {value}" for channel, value in sorted(values.items()))
+    return f"multiIf({cases}, NULL)" if cases else "NULL"
 
 
 def _millis(span: timedelta) -> int:

@@ -228,6 +228,11 @@ class Settings(BaseSettings):
             business_hours=schedules,
             level_hysteresis=self.metrics_level_hysteresis,
             live_rows=self.metrics_live_rows,
+            sla={
+                channel: timedelta(seconds=seconds)
+                for channel in Channel
+                if (seconds := self.sla_seconds(channel.value)) is not None
+            },
         )
 
     @property

@@ -37,6 +37,14 @@ DEFAULT_INACTIVITY: Mapping[Channel, timedelta] = MappingProxyType({
     channel: _LONG if channel in (Channel.EMAIL, Channel.HELPDESK) else _SHORT for channel in Channel
 })  # fmt: skip
 
+#: Response-time SLA per channel (the dashboard's default setting): a response slower than
+#: its channel's is a churn's `slow_response` signal; a ticket's first response within it
+#: counts towards SLA attainment. A channel without one has no SLA.
+DEFAULT_SLA: Mapping[Channel, timedelta] = MappingProxyType({
+    channel: timedelta(days=1) if channel in (Channel.EMAIL, Channel.HELPDESK) else timedelta(minutes=5)
+    for channel in Channel
+})  # fmt: skip
+
 CUSTOMER_MESSAGE_KINDS = frozenset({Kind.MESSAGE, Kind.CALL, Kind.TICKET_OPENED})
 
 
@@ -78,6 +86,9 @@ class MetricsConfig:
     profile_window: timedelta = timedelta(days=90)
     #: A customer with no customer-initiated event for this long has churned (SPEC §5b).
     churn_after: timedelta = timedelta(days=30)
+    #: How far back an outcome's touchpoints and a churn's slow responses are looked for.
+    lookback: timedelta = timedelta(days=7)
+    sla: Mapping[Channel, timedelta] = field(default_factory=lambda: DEFAULT_SLA)
     #: Event ids are remembered this long (event time) to drop redeliveries.
     dedup_window: timedelta = timedelta(days=30)
     #: Opening hours per channel; a response on a channel with a schedule also gets

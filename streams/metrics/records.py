@@ -86,6 +86,73 @@ class ProfileRow:
 
 
 @dataclass(frozen=True)
+class ChurnRow:
+    """A churn (SPEC §5b): no customer-initiated event for `churn_after` after the last one."""
+
+    customer_id: str
+    churned_at: datetime
+    last_interaction_at: datetime
+    returned_at: datetime | None
+    level_at_churn: str
+    #: The signals that preceded it, in SPEC order (`CHURN_SIGNALS`).
+    signals: tuple[str, ...]
+    final: bool
+
+
+#: SPEC §5b's churn signals, in the order a churn row lists them.
+CHURN_SIGNALS = ("unanswered", "slow_response", "detractor", "dissatisfied", "open_ticket")
+
+
+@dataclass(frozen=True)
+class OutcomeTouchpoint:
+    """One touchpoint of an outcome (a survey answer or a churn) with its weight under each
+    attribution model (SPEC §5b); the weights of one outcome sum to 1 per model."""
+
+    outcome_id: str
+    outcome_type: str
+    outcome_class: str
+    outcome_at: datetime
+    customer_id: str
+    event_id: str
+    channel: str
+    kind: str
+    agent_id: str | None
+    position: int
+    n: int
+    weight_last: float
+    weight_first: float
+    weight_linear: float
+    weight_time_decay: float
+    weight_position: float
+    final: bool
+
+
+@dataclass(frozen=True)
+class TicketRow:
+    """A conversation with a `ticket_opened` event, from its opening on (SPEC §5b)."""
+
+    conversation_id: str
+    customer_id: str
+    channel: str
+    category: str
+    priority: str
+    opened_at: datetime
+    first_response_at: datetime | None
+    first_response_seconds: float | None
+    #: The agent of the first response record.
+    first_response_agent_id: str | None
+    first_resolved_at: datetime | None
+    resolved_at: datetime | None
+    reopened: int
+    status: str
+    first_resolution_seconds: float | None
+    #: While resolved: its latest resolution - opened_at; None while open.
+    full_resolution_seconds: float | None
+    resolved_on_first_reply: bool
+    final: bool
+
+
+@dataclass(frozen=True)
 class LevelChange:
     customer_id: str
     previous_level: str

@@ -12,24 +12,30 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 
 from schemas.touchpoint import (
     DETRACTOR_MAX,
     DISSATISFIED_MAX,
     PROMOTER_MIN,
     SATISFIED_MIN,
+    Channel,
     Kind,
     TouchpointEvent,
 )
 from streams.metrics.config import MetricsConfig
 from streams.metrics.engagement import WINDOWS, is_customer_initiated
 from streams.metrics.records import (
+    CHURN_SIGNALS,
+    ChurnRow,
     EngagementRow,
     JourneyRow,
     LevelChange,
+    OutcomeTouchpoint,
     ProfileRow,
     ResponseRecord,
     SurveyRow,
+    TicketRow,
     WaitingRow,
     order_key,
 )
@@ -321,4 +327,260 @@ def profiles(
             last_interaction is not None and last_interaction + config.churn_after < newest,
             horizon > newest,
         ))  # fmt: skip
+    return rows
+
+
+def _conversations(kept: list[TouchpointEvent], config: MetricsConfig) -> dict[str, list[TouchpointEvent]]:
+    """A customer's counted events by conversation (SPEC §5), each in event order."""
+    conversations: dict[str, list[TouchpointEvent]] = {}
+    for event, conversation_id in zip(kept, conversation_ids(kept, config), strict=True):
+        conversations.setdefault(conversation_id, []).append(event)
+    return conversations
+
+
+def _reopens(event: TouchpointEvent) -> bool:
+    """A customer message or `ticket_opened`: (re)opens a ticket."""
+    return is_customer_message(event) or event.kind is Kind.TICKET_OPENED
+
+
+def _waiting_at(members: list[TouchpointEvent], at: datetime, config: MetricsConfig) -> bool:
+    """Whether the conversation has an unanswered customer message at `at`."""
+    moves = [e for e in members if e.occurred_at <= at and (is_customer_message(e) or is_reply(e, config))]
+    return bool(moves) and is_customer_message(moves[-1])
+
+
+def _ticket_open_at(members: list[TouchpointEvent], at: datetime) -> bool:
+    """Whether the conversation is an open ticket at `at`: opened, and its latest (re)opening
+    is after its latest resolution."""
+    moves = [e for e in members if e.occurred_at <= at and (e.kind is Kind.TICKET_RESOLVED or _reopens(e))]
+    opened = any(e.kind is Kind.TICKET_OPENED for e in moves)
+    return opened and moves[-1].kind is not Kind.TICKET_RESOLVED
+
+
+def _latest_answer(kept: list[TouchpointEvent], survey_type: str, at: datetime) -> int | None:
+    answers = [
+        e.survey.score for e in kept if e.survey and e.survey.type == survey_type and e.occurred_at <= at
+    ]
+    return answers[-1] if answers else None
+
+
+def _signals(
+    kept: list[TouchpointEvent],
+    conversations: dict[str, list[TouchpointEvent]],
+    responses: list[ResponseRecord],
+    config: MetricsConfig,
+    at: datetime,
+    last: datetime,
+) -> tuple[str, ...]:
+    """SPEC §5b's churn signals of a customer at `at`, whose last own action was at `last`."""
+    nps, csat = _latest_answer(kept, "nps", at), _latest_answer(kept, "csat", at)
+    found = {
+        "unanswered": any(_waiting_at(members, at, config) for members in conversations.values()),
+        "slow_response": any(
+            last - config.lookback <= r.replied_at <= last
+            and (sla := config.sla.get(Channel(r.channel))) is not None
+            and r.response_seconds > sla.total_seconds()
+            for r in responses
+        ),
+        "detractor": nps is not None and nps <= DETRACTOR_MAX,
+        "dissatisfied": csat is not None and csat <= DISSATISFIED_MAX,
+        "open_ticket": any(_ticket_open_at(members, at) for members in conversations.values()),
+    }
+    return tuple(signal for signal in CHURN_SIGNALS if found[signal])
+
+
+@dataclass
+class _Customer:
+    """One customer's counted events and what the outcome definitions read of them."""
+
+    kept: list[TouchpointEvent]
+    conversations: dict[str, list[TouchpointEvent]]
+    responses: list[ResponseRecord]
+    changes: list[LevelChange]
+    #: (last_interaction_at, churned_at, returned_at) of each churn up to the newest event time.
+    churns: list[tuple[datetime, datetime, datetime | None]]
+
+
+def _customers(
+    events: Iterable[TouchpointEvent], config: MetricsConfig, newest: datetime
+) -> dict[str, _Customer]:
+    materialized = list(events)
+    tables = recompute(materialized, config, None, newest)
+    found = {}
+    for customer_id, (kept, _consent) in _kept(materialized).items():
+        initiated = [event.occurred_at for event in kept if is_customer_initiated(event)]
+        churns = []
+        for index, last in enumerate(initiated):
+            churned_at = last + config.churn_after
+            following = initiated[index + 1] if index + 1 < len(initiated) else None
+            if (following is None and churned_at < newest) or (
+                following is not None and following > churned_at
+            ):
+                churns.append((last, churned_at, following))
+        found[customer_id] = _Customer(
+            kept,
+            _conversations(kept, config),
+            [r for r in tables.responses.values() if r.customer_id == customer_id],
+            [c for c in tables.changes if c.customer_id == customer_id],
+            churns,
+        )
+    return found
+
+
+def churns(
+    events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime, newest: datetime
+) -> list[ChurnRow]:
+    """Every churn up to `newest` (one partition's newest event time) with its reactivation
+    and signals; final once the horizon has passed its churn and its return (if any)."""
+    rows = []
+    for customer_id, customer in _customers(events, config, newest).items():
+        for last, churned_at, returned_at in customer.churns:
+            levels = [change.level for change in customer.changes if change.changed_at <= churned_at]
+            rows.append(ChurnRow(
+                customer_id, churned_at, last, returned_at, levels[-1] if levels else config.levels[0][0],
+                _signals(customer.kept, customer.conversations, customer.responses, config, churned_at, last),
+                churned_at < horizon and (returned_at is None or returned_at < horizon),
+            ))  # fmt: skip
+    return rows
+
+
+def churn_outcome_id(customer_id: str, churned_at: datetime) -> str:
+    """SPEC §6: `churn:<customer_id>:<churned_at ISO 8601>` (UTC, milliseconds, `Z`)."""
+    return f"churn:{customer_id}:{churned_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z"
+
+
+Weights = tuple[float, float, float, float, float]
+
+
+def attribution_weights(times: list[datetime], outcome_at: datetime) -> list[Weights]:
+    """Per touchpoint (in order), its weight under the last-touch, first-touch, linear, time
+    decay (half-life 1 day before the outcome) and position-based models."""
+    n = len(times)
+    decay = [2 ** (-(outcome_at - t).total_seconds() / 86400) for t in times]
+    total = sum(decay)
+    weights: list[Weights] = []
+    for index in range(n):
+        position = 1 / n if n <= 2 else 0.4 if index in (0, n - 1) else 0.2 / (n - 2)
+        weights.append((float(index == n - 1), float(index == 0), 1 / n, decay[index] / total, position))
+    return weights
+
+
+def outcome_touchpoints(
+    events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime, newest: datetime
+) -> list[OutcomeTouchpoint]:
+    """The touchpoints of every outcome (survey answers, and churns up to `newest`) with their
+    attribution weights; final once the horizon has passed the outcome (a churn's instant)."""
+    rows = []
+    for customer_id, customer in _customers(events, config, newest).items():
+        outcomes: list[tuple[str, str, str, datetime, bool, bool]] = [
+            (e.event_id, e.survey.type, survey_class(e.survey.type, e.survey.score), e.occurred_at, False,
+             e.occurred_at < horizon)
+            for e in customer.kept if e.survey is not None
+        ]  # fmt: skip
+        outcomes += [
+            (churn_outcome_id(customer_id, churned_at), "churn", "churned", last, True, churned_at < horizon)
+            for last, churned_at, _ in customer.churns
+        ]
+        for outcome_id, outcome_type, outcome_class, at, inclusive, final in outcomes:
+            touched = [
+                e for e in customer.kept
+                if at - config.lookback <= e.occurred_at <= at and e.event_id != outcome_id
+                and (inclusive or e.occurred_at < at)
+            ]  # fmt: skip
+            weights = attribution_weights([e.occurred_at for e in touched], at)
+            for position, (event, weight) in enumerate(zip(touched, weights, strict=True), start=1):
+                rows.append(OutcomeTouchpoint(
+                    outcome_id, outcome_type, outcome_class, at, customer_id, event.event_id,
+                    event.channel.value, event.kind.value, event.agent_id, position, len(touched), *weight,
+                    final,
+                ))  # fmt: skip
+    return rows
+
+
+def tickets(
+    events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime, newest: datetime
+) -> list[TicketRow]:
+    """Every ticket as its conversation's events give it; final once every event of the
+    conversation is before the horizon."""
+    rows = []
+    for customer_id, customer in _customers(events, config, newest).items():
+        first_responses = {r.conversation_id: r for r in customer.responses if r.is_first_response}
+        for conversation_id, members in customer.conversations.items():
+            openings = [index for index, e in enumerate(members) if e.kind is Kind.TICKET_OPENED]
+            if not openings:
+                continue
+            ticket = members[openings[0] :]
+            opening = ticket[0]
+            resolutions = [e for e in ticket if e.kind is Kind.TICKET_RESOLVED]
+            moves = [e for e in ticket if e.kind is Kind.TICKET_RESOLVED or _reopens(e)]
+            resolved = moves[-1].kind is Kind.TICKET_RESOLVED
+            first_resolved = resolutions[0] if resolutions else None
+            opened_at = opening.occurred_at
+            before = order_key(first_resolved) if first_resolved else (opened_at, "")
+            replies = [e for e in ticket if is_reply(e, config) and order_key(e) < before]
+            response = first_responses.get(conversation_id)
+            rows.append(TicketRow(
+                conversation_id, customer_id, opening.channel.value,
+                opening.attributes.get("category") or "uncategorized",
+                opening.attributes.get("priority") or "normal", opened_at,
+                response.replied_at if response else None,
+                response.response_seconds if response else None,
+                response.agent_id if response else None,
+                first_resolved.occurred_at if first_resolved else None,
+                resolutions[-1].occurred_at if resolutions else None,
+                sum(1 for a, b in pairwise(moves) if a.kind is Kind.TICKET_RESOLVED and _reopens(b)),
+                "resolved" if resolved else "open",
+                (first_resolved.occurred_at - opened_at).total_seconds() if first_resolved else None,
+                (resolutions[-1].occurred_at - opened_at).total_seconds() if resolved else None,
+                len(replies) == 1,
+                members[-1].occurred_at < horizon,
+            ))  # fmt: skip
+    return rows
+
+
+def month_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _next_month(start: datetime) -> datetime:
+    return (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+
+
+def churn_rates(
+    events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime, newest: datetime
+) -> list[tuple[datetime, str, int, int, bool]]:
+    """Per calendar month (UTC) from the first counted event's to `newest`'s, overall ('')
+    and per signal: (month, signal, customers active at its start (with the signal, evaluated
+    at that instant), of them (overall: of all customers) those who churned in the month,
+    final: the month ended before the horizon)."""
+    customers = _customers(events, config, newest)
+    starts = [event.occurred_at for customer in customers.values() for event in customer.kept]
+    if not starts:
+        return []
+    rows = []
+    month = month_start(min(starts))
+    while month <= newest:
+        following = _next_month(month)
+        active: dict[str, tuple[str, ...]] = {}
+        churned: set[str] = set()
+        for customer_id, customer in customers.items():
+            if any(month <= churned_at < following for _, churned_at, _ in customer.churns):
+                churned.add(customer_id)
+            own = [
+                e.occurred_at for e in customer.kept if is_customer_initiated(e) and e.occurred_at <= month
+            ]
+            if own and own[-1] > month - config.churn_after:
+                active[customer_id] = _signals(
+                    customer.kept, customer.conversations, customer.responses, config, month, own[-1]
+                )
+        final = following <= horizon
+        rows.append((month, "", len(active), len(churned), final))
+        for signal in CHURN_SIGNALS:
+            flagged = {customer_id for customer_id, signals in active.items() if signal in signals}
+            rows.append((month, signal, len(flagged), len(flagged & churned), final))
+        month = following
     return rows
