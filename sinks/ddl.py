@@ -470,7 +470,7 @@ CHURNS = f"""
             ON s.customer_id = p.customer_id AND s.at = p.churned_at
         LEFT JOIN (
             SELECT pt.customer_id AS customer_id, pt.churned_at AS churned_at,
-                   argMax(c.level, c.changed_at) AS level
+                   argMax(c.level, (c.changed_at, indexOf({{levels}}, c.level))) AS level
             FROM ({_CHURN_POINTS}) AS pt
             INNER JOIN (SELECT customer_id, level, changed_at FROM {{db}}.engagement_changes FINAL) AS c
                 ON c.customer_id = pt.customer_id
@@ -588,6 +588,8 @@ def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
         "churn_after_ms": _millis(config.churn_after),
         "lookback_ms": _millis(config.lookback),
         "lowest_level": config.levels[0][0],
+        # Changes at one instant are rises (a decay drop comes strictly before the next event).
+        "levels": "[" + ", ".join(f"'{name}'" for name, _ in config.levels) + "]",
         "inactivity_ms": _by_channel({channel: _millis(gap) for channel, gap in config.inactivity.items()}),
         "sla_of_channel": _by_channel(
             {channel: span.total_seconds() for channel, span in config.sla.items()}
