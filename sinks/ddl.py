@@ -11,6 +11,7 @@ token, so an identical retried insert is dropped at once.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import timedelta
@@ -18,6 +19,7 @@ from datetime import timedelta
 from schemas.touchpoint import DETRACTOR_MAX, DISSATISFIED_MAX, PROMOTER_MIN, SATISFIED_MIN, Channel
 from streams.metrics.config import MetricsConfig
 from streams.metrics.engagement import CUSTOMER_INITIATED_KINDS
+from streams.metrics.records import CHURN_SIGNALS
 
 _DEDUP = "SETTINGS non_replicated_deduplication_window = 1000"
 _TS = "DateTime64(3, 'UTC')"
@@ -479,6 +481,64 @@ CHURNS = f"""
         ) AS l ON l.customer_id = p.customer_id AND l.churned_at = p.churned_at
         SETTINGS join_use_nulls = 0"""
 
+#: Per customer active at a calendar month's start (UTC): a customer-initiated event in the
+#: `churn_after` before it; `at` is that instant, `last_interaction_at` their latest such event.
+_MONTH_POINTS = """
+            SELECT customer_id, at, max(occurred_at) AS last_interaction_at
+            FROM (
+                SELECT customer_id, occurred_at, partition_newest,
+                       arrayJoin(arrayMap(
+                           i -> toDateTime64(addMonths(toStartOfMonth(occurred_at), i), 3, 'UTC'),
+                           range({churn_months}))) AS at
+                FROM {db}.counted_touchpoints WHERE initiated
+            )
+            WHERE at >= occurred_at AND at < occurred_at + toIntervalMillisecond({churn_after_ms})
+              AND at <= partition_newest
+            GROUP BY customer_id, at"""
+#: Churn rates (SPEC §5b) per calendar month (UTC) from the first counted event's to the newest
+#: event time's: overall (`signal` = ''), customers active at the month's start and customers who
+#: churned in it; per signal, customers active at the start with the signal (evaluated at that
+#: instant) and those of them who churned in the month. Final once the month has ended before
+#: every partition's horizon.
+CHURN_RATES = f"""
+        SELECT g.month AS month, g.signal AS signal,
+               if(g.signal = '', o.customers, a.customers) AS customers,
+               if(g.signal = '', o.churned, a.churned) AS churned,
+               if(customers = 0, NULL, churned / customers) AS churn_rate,
+               toUInt8(ifNull(toDateTime64(addMonths(g.month, 1), 3, 'UTC')
+                              <= (SELECT min(horizon) FROM {_PARTITIONS}), 0)) AS final
+        FROM (
+            SELECT arrayJoin(arrayMap(i -> addMonths(first, i),
+                                      range(toUInt32(dateDiff('month', first, last) + 1)))) AS month,
+                   arrayJoin(['', {{signal_names}}]) AS signal
+            FROM (
+                SELECT toStartOfMonth(min(occurred_at)) AS first,
+                       toStartOfMonth(max(partition_newest)) AS last
+                FROM {{db}}.counted_touchpoints HAVING count() > 0
+            )
+        ) AS g
+        LEFT JOIN (
+            SELECT month, uniqExactIf(customer_id, active) AS customers,
+                   uniqExactIf(customer_id, churned) AS churned
+            FROM (
+                SELECT customer_id, toDate(at) AS month, 1 AS active, 0 AS churned FROM ({_MONTH_POINTS})
+                UNION ALL
+                SELECT customer_id, toStartOfMonth(churned_at), 0, 1 FROM {{db}}.churn_events
+            )
+            GROUP BY month
+        ) AS o ON o.month = g.month
+        LEFT JOIN (
+            SELECT toDate(s.at) AS month, signal, count() AS customers,
+                   countIf(c.customer_id != '') AS churned
+            FROM ({_SIGNALS.replace("{points}", _MONTH_POINTS)}) AS s
+            ARRAY JOIN s.signals AS signal
+            LEFT JOIN (
+                SELECT DISTINCT customer_id, toStartOfMonth(churned_at) AS month FROM {{db}}.churn_events
+            ) AS c ON c.customer_id = s.customer_id AND c.month = toDate(s.at)
+            GROUP BY month, signal
+        ) AS a ON a.month = g.month AND a.signal = g.signal
+        SETTINGS join_use_nulls = 0"""
+
 #: Outcome touchpoints (SPEC §5b): the counted events in the lookback before each survey
 #: answer (not the answer itself) and up to each churn's last interaction (inclusive), in
 #: (occurred_at, event_id) order, with their weight under each model. Final once the horizon
@@ -543,6 +603,7 @@ VIEWS: dict[str, str] = {
     "tickets": TICKETS,
     "churn_events": CHURNS,
     "outcome_touchpoints": OUTCOME_TOUCHPOINTS,
+    "churn_rates": CHURN_RATES,
     # Touchpoints are stored as they arrive and never provisional.
     "volumes_hourly": """
         SELECT channel, toStartOfHour(occurred_at) AS hour, kind, direction, count() AS events,
@@ -587,6 +648,9 @@ def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
         "profile_window_ms": _millis(config.profile_window),
         "churn_after_ms": _millis(config.churn_after),
         "lookback_ms": _millis(config.lookback),
+        # Month starts within churn_after after an event (each month is at least 28 days).
+        "churn_months": math.ceil(config.churn_after / timedelta(days=28)) + 1,
+        "signal_names": ", ".join(f"'{signal}'" for signal in CHURN_SIGNALS),
         "lowest_level": config.levels[0][0],
         # Changes at one instant are rises (a decay drop comes strictly before the next event).
         "levels": "[" + ", ".join(f"'{name}'" for name, _ in config.levels) + "]",

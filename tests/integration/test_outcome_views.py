@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from schemas.touchpoint import Channel, TouchpointEvent
 from sinks.clickhouse import ClickHouse
 from streams.metrics import MetricsConfig
-from streams.metrics.reference import churns, outcome_touchpoints, tickets
+from streams.metrics.reference import churn_rates, churns, outcome_touchpoints, tickets
 from streams.partitions import PartitionEngines
 from tests.factories import event
 from tests.integration.test_behaviour_views import TABLES, utc
 from tests.integration.test_metric_sinks import store
-from tests.unit.test_metrics_core import GRACE, T0, arrivals
+from tests.unit.test_metrics_core import GRACE, arrivals
 
 CONFIG = MetricsConfig(
     grace=GRACE,
@@ -28,6 +28,8 @@ CONFIG = MetricsConfig(
     lookback=timedelta(hours=12),
     sla={Channel.CHAT: timedelta(minutes=10), Channel.HELPDESK: timedelta(hours=2)},
 )
+#: Histories span a month's start, where churn rates count the active customers.
+T0 = datetime(2026, 2, 27, tzinfo=UTC)
 VIEWS = settings(
     max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")) // 6,
     deadline=None,
@@ -154,6 +156,20 @@ def test_tickets_churns_and_attribution_equal_their_definitions(
         )
         assert stored(clickhouse, "churn_events", CHURN_COLUMNS) == wanted(
             churns(events, CONFIG, horizon, newest), CHURN_COLUMNS
+        )
+        rates = clickhouse.rows(
+            "SELECT month, signal, customers, churned, churn_rate, final FROM churn_rates"
+        )
+        assert sorted(
+            (month, signal, customers, churned, bool(final))
+            for month, signal, customers, churned, _, final in rates
+        ) == sorted(
+            (month.date(), signal, customers, churned, final)
+            for month, signal, customers, churned, final in churn_rates(events, CONFIG, horizon, newest)
+        )
+        assert all(
+            rate == (churned / customers if customers else None)
+            for _, _, customers, churned, rate, _ in rates
         )
         attributed = outcome_touchpoints(events, CONFIG, horizon, newest)
         assert stored(clickhouse, "outcome_touchpoints", OUTCOME_COLUMNS) == wanted(
