@@ -267,6 +267,8 @@ class Location(Protocol):
     @property
     def chdb_path(self) -> Path: ...
 
+    def metrics_config(self) -> MetricsConfig: ...
+
 
 def connect(settings: Location, *, migrate: bool = True) -> ClickHouse:
     """The ClickHouse in use: chDB under the data dir, or the server at CLICKHOUSE_URL."""
@@ -285,7 +287,7 @@ def connect(settings: Location, *, migrate: bool = True) -> ClickHouse:
     except OSError as error:
         raise ClickHouseError(f"cannot open ClickHouse: {error}") from error
     if migrate:
-        handle.migrate()
+        handle.migrate(settings.metrics_config())
     # Unqualified table names in operators' queries resolve to Touchstream's database.
     handle.client.database = handle.database
     return handle

@@ -346,8 +346,8 @@ _CONVERSATIONS = f"""
 
 #: Tickets (SPEC §5b): conversations with a `ticket_opened`, from the first one on. A
 #: customer message or `ticket_opened` after a resolution reopens it; the status is the
-#: latest of those moves. The first response is the conversation's first response record.
-#: A latest-state row: final once every event of the conversation is before the horizon.
+#: latest of those moves. The first response is the conversation's first response record,
+#: its seconds from the stored (millisecond) times. A latest-state row: final once every event of the conversation is before the horizon.
 TICKETS = """
         SELECT t.conversation_id AS conversation_id, t.customer_id AS customer_id, channel, category,
                priority, opened_at, r.replied_at AS first_response_at,
@@ -393,7 +393,8 @@ TICKETS = """
             GROUP BY customer_id, conversation
         ) AS t
         LEFT JOIN (
-            SELECT customer_id, conversation_id, replied_at, response_seconds, agent_id
+            SELECT customer_id, conversation_id, replied_at, agent_id,
+                   dateDiff('millisecond', customer_message_at, replied_at) / 1000 AS response_seconds
             FROM {db}.responses FINAL WHERE is_first_response
         ) AS r ON r.customer_id = t.customer_id AND r.conversation_id = t.conversation_id
         SETTINGS join_use_nulls = 1"""
@@ -437,7 +438,9 @@ _SIGNALS = """
             SELECT pt.customer_id AS customer_id, pt.at AS at, 1 AS slow
             FROM ({points}) AS pt
             INNER JOIN (
-                SELECT customer_id, channel, response_seconds, replied_at FROM {db}.responses FINAL
+                SELECT customer_id, channel, replied_at,
+                       dateDiff('millisecond', customer_message_at, replied_at) / 1000 AS response_seconds
+                FROM {db}.responses FINAL
             ) AS r ON r.customer_id = pt.customer_id
             WHERE r.replied_at >= pt.last_interaction_at - toIntervalMillisecond({lookback_ms})
               AND r.replied_at <= pt.last_interaction_at

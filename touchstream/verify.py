@@ -23,16 +23,24 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from schemas.partitioning import partition_of
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics import MetricsConfig
-from streams.metrics.records import KEY_COLUMNS, LATEST_STATE_TABLES
-from streams.metrics.reference import Tables, journeys, profiles, recompute
+from streams.metrics.records import KEY_COLUMNS, LATEST_STATE_TABLES, ChurnRow, OutcomeTouchpoint, TicketRow
+from streams.metrics.reference import (
+    Tables,
+    churns,
+    journeys,
+    outcome_touchpoints,
+    profiles,
+    recompute,
+    tickets,
+)
 
 Fetch = Callable[[str], list[dict[str, Any]]]
 SECONDS_TOLERANCE = 0.002
@@ -50,12 +58,25 @@ STREAM = {
     "engagement_changes": "SELECT customer_id, previous_level, level, final FROM engagement_changes FINAL",
     "surveys": "SELECT event_id, score, final FROM surveys FINAL",
 }
+TICKET_COLUMNS = [field.name for field in fields(TicketRow)]
+CHURN_COLUMNS = [field.name for field in fields(ChurnRow)]
+OUTCOME_COLUMNS = [field.name for field in fields(OutcomeTouchpoint)]
+#: Per outcome-analytics table, how its rows are compared (times as ISO 8601 in UTC, seconds
+#: and weights to 6 decimals) and the definition that gives them.
+OUTCOME_TABLES: dict[str, tuple[list[str], Callable[..., Sequence[Any]]]] = {
+    "tickets": (TICKET_COLUMNS, tickets),
+    "churn_events": (CHURN_COLUMNS, churns),
+    "outcome_touchpoints": (OUTCOME_COLUMNS, outcome_touchpoints),
+}
 BEHAVIOUR = {
     "journeys": "SELECT journey_id, customer_id, started_at, ended_at, channel_path, touchpoints, outcome, "
     "final FROM journeys FINAL",
     "customer_profiles": "SELECT customer_id, first_seen_at, last_seen_at, preferred_channel, "
     "active_channels, active_hours, active_weekdays, purchases, level, latest_nps, latest_csat, "
     "consent, churned, final FROM customer_profiles FINAL",
+    "tickets": f"SELECT {', '.join(TICKET_COLUMNS)} FROM tickets FINAL",
+    "churn_events": f"SELECT {', '.join(CHURN_COLUMNS)} FROM churn_events FINAL",
+    "outcome_touchpoints": f"SELECT {', '.join(OUTCOME_COLUMNS)} FROM outcome_touchpoints FINAL",
 }
 HORIZONS = (
     "SELECT partition, max(horizon) AS horizon, max(newest) AS newest FROM stream_horizons GROUP BY partition"
@@ -144,7 +165,7 @@ def behaviour_rows(
     score is the engagement row's, which verify compares by level (the stored event times
     are rounded to the millisecond, the score's last digits with them)."""
     kept = [event for event in events if event.event_id not in late]
-    rows: dict[str, list[tuple[Any, ...]]] = {"journeys": [], "customer_profiles": []}
+    rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in BEHAVIOUR}
     for partition in range(partitions):
         mine = [e for e in kept if partition_of(e.customer_id.encode(), partitions) == partition]
         if not mine or partition not in horizons:
@@ -161,7 +182,37 @@ def behaviour_rows(
              p.latest_nps, p.latest_csat, p.consent, p.churned, p.final)
             for p in profiles(mine, config, horizon, newest)
         ]  # fmt: skip
+        for name, (columns, definition) in OUTCOME_TABLES.items():
+            rows[name] += [
+                tuple(_comparable(getattr(row, column)) for column in columns)
+                for row in definition(mine, config, horizon, newest)
+            ]
     return rows
+
+
+def _comparable(value: Any) -> Any:
+    """A column value as verify compares it: times as ISO 8601 in UTC, floats to 6 decimals."""
+    if isinstance(value, datetime):
+        return _iso(value)
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, tuple | list):
+        return [_comparable(item) for item in value]
+    return value
+
+
+def _stored_value(column: str, value: Any) -> Any:
+    if value is None or column == "final":
+        return bool(value) if column == "final" else None
+    if column.endswith("_at"):
+        return _iso(_time(value))
+    if column in ("resolved_on_first_reply",):
+        return bool(value)
+    if isinstance(value, float) or column.endswith("_seconds") or column.startswith("weight_"):
+        return round(float(value), 6)
+    if column in ("reopened", "position", "n"):
+        return int(value)
+    return list(value) if isinstance(value, list | tuple) else value
 
 
 def _iso(moment: datetime) -> str:
@@ -169,6 +220,9 @@ def _iso(moment: datetime) -> str:
 
 
 def _stored_behaviour(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
+    if name in OUTCOME_TABLES:
+        columns = OUTCOME_TABLES[name][0]
+        return tuple(_stored_value(column, row[column]) for column in columns)
     if name == "journeys":
         return (row["journey_id"], row["customer_id"], _iso(_time(row["started_at"])),
                 _iso(_time(row["ended_at"])), list(row["channel_path"]), int(row["touchpoints"]),
