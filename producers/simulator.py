@@ -71,6 +71,24 @@ MEDIAN_REPLY_SECONDS: dict[Channel, float] = {
 REPLY_SIGMA = 0.9
 #: Share of conversations still waiting for an agent when the customer gives up.
 UNANSWERED_SHARE = 0.08
+#: Agents who answer this many times slower than the rest (the demo's bad experiences).
+SLOW_AGENTS = frozenset({"agent-21", "agent-22", "agent-23"})
+SLOW_FACTOR = 8.0
+#: A reply slower than this (the dashboard's default SLAs) spoils the conversation.
+SLOW_SECONDS: dict[Channel, float] = {Channel.EMAIL: 86_400, Channel.HELPDESK: 86_400}
+DEFAULT_SLOW_SECONDS = 300.0
+#: After a spoilt (slow or unanswered) conversation a customer answers a survey this often,
+#: and is gone for good this often; after a good one, rarely.
+SPOILT_SURVEY_SHARE = 0.6
+SPOILT_LOSS_SHARE = 0.35
+LOSS_SHARE = 0.01
+#: Ticket categories and priorities with how common each is; during an incident the
+#: incident's category takes most of a surge of new tickets.
+CATEGORIES: dict[str, float] = {"billing": 30, "delivery": 25, "returns": 15, "login": 12, "account": 10}
+PRIORITIES: dict[str, float] = {"low": 20, "normal": 55, "high": 20, "urgent": 5}
+INCIDENT_CATEGORY = "login"
+#: During an incident, this share of sessions become tickets of the incident's category.
+INCIDENT_SURGE = 0.12
 
 Step = tuple[float, dict[str, Any]]
 
@@ -86,6 +104,9 @@ class SimulatorConfig:
     #: Part of every event and conversation id: runs with different labels never share
     #: an id (a restarted demo must not redeliver the ids of the last one).
     run: str = ""
+    #: An incident (say, a broken login) from this instant: a surge of tickets in one category.
+    incident_at: datetime | None = None
+    incident_days: float = 4.0
 
 
 class Simulator:
@@ -105,6 +126,13 @@ class Simulator:
         self._journey_weights = list(JOURNEYS.values())
         self._traits: dict[str, Traits] = {}
         self._current: Traits | None = None
+        #: Customers gone for good after a bad experience (they churn).
+        self._lost: set[str] = set()
+        self._customer_now = ""
+        self._incident: tuple[float, float] | None = None
+        if config.incident_at is not None:
+            begins = (config.incident_at - start).total_seconds()
+            self._incident = (begins, begins + config.incident_days * 86400)
 
     # -- public -------------------------------------------------------------------
 
@@ -148,6 +176,10 @@ class Simulator:
     def _awake_customer(self, at: float) -> str:
         hour = (self.start + timedelta(seconds=at)).hour + (self.start.minute / 60)
         customer = self._customer()
+        for _ in range(20):  # the lost never come back
+            if customer not in self._lost:
+                break
+            customer = self._customer()
         for _ in range(4):
             distance = min(
                 abs(hour - self.traits(customer).peak_hour), 24 - abs(hour - self.traits(customer).peak_hour)
@@ -155,6 +187,8 @@ class Simulator:
             if self._random.random() < math.exp(-(distance**2) / (2 * RHYTHM_SIGMA_HOURS**2)):
                 break
             customer = self._customer()
+            if customer in self._lost:
+                customer = self._customer()
         return customer
 
     def _start_session(self, at: float) -> None:
@@ -162,7 +196,17 @@ class Simulator:
         journey = self._random.choices(self._journeys, self._journey_weights)[0]
         customer = self._awake_customer(at)
         self._current = self.traits(customer)
-        steps = getattr(self, f"_journey_{journey}")()
+        self._customer_now = customer
+        if (
+            self._incident
+            and self._incident[0] <= at < self._incident[1]
+            and self._random.random() < INCIDENT_SURGE
+        ):
+            steps = self._conversation(
+                Channel.HELPDESK, opening=Kind.TICKET_OPENED, survey="nps", category=INCIDENT_CATEGORY
+            )
+        else:
+            steps = getattr(self, f"_journey_{journey}")()
         for offset, fields in steps:
             fields.setdefault("customer_id", customer)
             self._sequence += 1
@@ -208,49 +252,82 @@ class Simulator:
         return self._browse(Channel.MOBILE_APP)
 
     def _conversation(
-        self, channel: Channel, opening: Kind = Kind.MESSAGE, survey: str | None = None
+        self,
+        channel: Channel,
+        opening: Kind = Kind.MESSAGE,
+        survey: str | None = None,
+        category: str | None = None,
     ) -> list[Step]:
+        """A conversation: the customer writes, an agent answers (slow agents slowly, some
+        never), a ticket is resolved (and sometimes reopened), maybe a survey. A slow or
+        unanswered conversation makes a detractor's or dissatisfied answer, and losing the
+        customer for good, much more likely."""
         conversation = self._conversation_id(channel)
         agent = f"agent-{self._random.randint(1, 25):02d}"
         steps: list[Step] = []
         t = 0.0
+        spoilt = False
+        slow_after = SLOW_SECONDS.get(channel, DEFAULT_SLOW_SECONDS)
         if channel is Channel.CHAT and self._random.random() < 0.5:
             greeting = _fields(channel, Kind.MESSAGE, Direction.OUTBOUND, Actor.BOT, conversation)
             steps.append((t, greeting))
             t += self._random.uniform(2, 30)
-        for turn in range(self._random.randint(1, 4)):
+        turns = self._random.randint(1, 4)
+        for turn in range(turns):
             kind = opening if turn == 0 else Kind.MESSAGE
-            steps.append((t, _fields(channel, kind, Direction.INBOUND, Actor.CUSTOMER, conversation)))
+            message = _fields(channel, kind, Direction.INBOUND, Actor.CUSTOMER, conversation)
+            if kind is Kind.TICKET_OPENED:
+                message["attributes"] = {
+                    "category": category
+                    or self._random.choices(list(CATEGORIES), list(CATEGORIES.values()))[0],
+                    "priority": self._random.choices(list(PRIORITIES), list(PRIORITIES.values()))[0],
+                }
+            steps.append((t, message))
             if self._random.random() < 0.3:  # a follow-up before the agent answers
                 t += self._random.uniform(5, 60)
                 steps.append(
-                    (
-                        t,
-                        _fields(channel, Kind.MESSAGE, Direction.INBOUND, Actor.CUSTOMER, conversation),
-                    )
+                    (t, _fields(channel, Kind.MESSAGE, Direction.INBOUND, Actor.CUSTOMER, conversation))
                 )
             if self._random.random() < UNANSWERED_SHARE:
-                return steps
-            t += self._reply_delay(channel)
+                spoilt = True
+                break
+            delay = self._reply_delay(channel) * (SLOW_FACTOR if agent in SLOW_AGENTS else 1.0)
+            spoilt = spoilt or delay > slow_after
+            t += delay
             reply = _fields(channel, Kind.MESSAGE, Direction.OUTBOUND, Actor.AGENT, conversation)
             reply["agent_id"] = agent
             steps.append((t, reply))
             t += self._random.uniform(10, 600)
-        if opening is Kind.TICKET_OPENED:
-            resolved = _fields(channel, Kind.TICKET_RESOLVED, Direction.OUTBOUND, Actor.AGENT, conversation)
-            resolved["agent_id"] = agent
-            steps.append((t, resolved))
-        if survey and self._random.random() < 0.35:
+            if turn == turns - 1 and opening is Kind.TICKET_OPENED:
+                resolved = _fields(channel, Kind.TICKET_RESOLVED, Direction.NONE, Actor.AGENT, conversation)
+                resolved["agent_id"] = agent
+                steps.append((t, resolved))
+                if self._random.random() < 0.1:  # not solved after all: the customer writes again
+                    t += self._random.uniform(600, 86_400)
+                    steps.append(
+                        (t, _fields(channel, Kind.MESSAGE, Direction.INBOUND, Actor.CUSTOMER, conversation))
+                    )
+                    t += self._reply_delay(channel)
+                    steps.append((t, resolved | {}))
+        if survey and self._random.random() < (SPOILT_SURVEY_SHARE if spoilt else 0.35):
             t += self._random.uniform(60, 3600)
-            steps.append((t, self._survey(channel, conversation, survey)))
+            steps.append((t, self._survey(channel, conversation, survey, spoilt=spoilt)))
+        if self._random.random() < (SPOILT_LOSS_SHARE if spoilt else LOSS_SHARE):
+            self._lost.add(self._customer_now)
         return steps
 
-    def _survey(self, channel: Channel, conversation: str, survey_type: str) -> dict[str, Any]:
+    def _survey(
+        self, channel: Channel, conversation: str, survey_type: str, *, spoilt: bool = False
+    ) -> dict[str, Any]:
         fields = _fields(channel, Kind.SURVEY_RESPONSE, Direction.INBOUND, Actor.CUSTOMER, conversation)
         if survey_type == "nps":
-            score = self._random.choices(range(11), [2, 1, 1, 2, 2, 4, 5, 9, 14, 25, 35])[0]
+            weights = (
+                [12, 10, 10, 10, 10, 10, 8, 8, 8, 7, 7] if spoilt else [2, 1, 1, 2, 2, 4, 5, 9, 14, 25, 35]
+            )
+            score = self._random.choices(range(11), weights)[0]
         else:
-            score = self._random.choices(range(1, 6), [5, 6, 12, 37, 40])[0]
+            weights = [35, 30, 15, 12, 8] if spoilt else [5, 6, 12, 37, 40]
+            score = self._random.choices(range(1, 6), weights)[0]
         fields["survey"] = {"type": survey_type, "score": score}
         return fields
 

@@ -10,18 +10,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.worker import Worker
 from mode import ServiceT
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from producers.health import Check, KafkaProbe, problems
 from producers.publisher import Delivery, Publisher, destination
 from producers.simulator import Simulator, SimulatorConfig
-from schemas.errors import ConfigError
+from schemas.errors import BrokerError, ConfigError
 from schemas.topics import all_topics
 from sinks.clickhouse import ClickHouse, connect
 from streams.fetchpace import pace_empty_fetches
@@ -89,26 +90,45 @@ def refuse_stale_results(settings: Settings, clickhouse: ClickHouse) -> None:
         )
 
 
-class DemoTraffic(threading.Thread):
-    """Publishes simulated journeys in real time (occurred_at = now) until stopped."""
+#: The demo's history: this many sessions per simulated day among this many customers; a
+#: history session averages about 7.7 events (its conversations run to their end), so 90
+#: days are about 130,000 events: a customer acts every few days, and those who stop churn.
+HISTORY_SESSIONS_PER_DAY = 190
+HISTORY_EVENTS_PER_SESSION = 7.7
+HISTORY_CUSTOMERS = 3_000
+#: The history's incident (a surge of login tickets) begins this long before now.
+HISTORY_INCIDENT_AGO = timedelta(days=24)
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+
+class DemoTraffic(threading.Thread):
+    """Publishes simulated journeys until stopped: first, on an empty database, the history
+    (`demo_history_days` of event time ending now, as fast as the worker takes it, with a
+    progress bar), then in real time (occurred_at = now)."""
+
+    def __init__(
+        self, settings: Settings, bootstrap: str, *, processed: Callable[[], int] | None = None
+    ) -> None:
         super().__init__(name="demo-traffic", daemon=True)
-        config = SimulatorConfig(
-            seed=settings.demo_seed,
-            customers=50_000,  # sparse enough that journeys are a few sessions, as in life
-            sessions_per_second=settings.demo_rate / EVENTS_PER_SESSION,
-            invalid_share=0.002,
-            run=f"{datetime.now(UTC):%Y%m%dT%H%M%S}",  # each start publishes ids of its own
-        )
-        self.simulator = Simulator(config, start=datetime.now(UTC))
+        self.settings = settings
+        self.run_label = f"{datetime.now(UTC):%Y%m%dT%H%M%S}"  # each start publishes ids of its own
         self.publisher = Publisher(bootstrap, prefix=settings.topic_prefix)
         self.prefix = settings.topic_prefix
         self.delivery = Delivery()
+        #: Events the worker has written so far; None: no history to wait for.
+        self.processed = processed
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        for event, value in self.simulator.records():
+        if self.processed is not None and self.settings.demo_history_days > 0:
+            self._history(self.processed)
+        config = SimulatorConfig(
+            seed=self.settings.demo_seed,
+            customers=50_000,  # sparse enough that journeys are a few sessions, as in life
+            sessions_per_second=self.settings.demo_rate / EVENTS_PER_SESSION,
+            invalid_share=0.002,
+            run=self.run_label,
+        )
+        for event, value in Simulator(config, start=datetime.now(UTC)).records():
             wait = (event.occurred_at - datetime.now(UTC)).total_seconds()
             if wait > 0 and self._stop_event.wait(wait):
                 break
@@ -116,6 +136,51 @@ class DemoTraffic(threading.Thread):
                 break
             self.publisher.send_raw(*destination(event, self.prefix), value, self.delivery)
         self.publisher.close()
+
+    def _history(self, processed: Callable[[], int]) -> None:
+        """Publish the history, then show the worker's progress through it until it is written."""
+        days = self.settings.demo_history_days
+        now = datetime.now(UTC)
+        config = SimulatorConfig(
+            seed=self.settings.demo_seed + 1,  # ids of their own: sim-<seed+1>-<run>-<n>
+            customers=HISTORY_CUSTOMERS,
+            sessions_per_second=HISTORY_SESSIONS_PER_DAY / 86_400,
+            run=self.run_label,
+            incident_at=now - min(HISTORY_INCIDENT_AGO, timedelta(days=days / 2)),
+        )
+        started, before = time.monotonic(), processed()
+        published = 0
+        with Progress(
+            TextColumn("demo       history of {task.fields[days]:g} days"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} events"),
+            TimeElapsedColumn(),
+            transient=False,
+        ) as bar:
+            task = bar.add_task(
+                "history",
+                total=round(days * HISTORY_SESSIONS_PER_DAY * HISTORY_EVENTS_PER_SESSION),
+                days=days,
+            )
+            for event, value in Simulator(config, start=now - timedelta(days=days)).records():
+                if event.occurred_at >= now or self._stop_event.is_set():
+                    break
+                self.publisher.send_raw(*destination(event, self.prefix), value, self.delivery)
+                published += 1
+            try:
+                self.publisher.wait(self.delivery, published, timeout=60)
+            except BrokerError as error:
+                print(f"demo       history not published: {error}", flush=True)
+                return
+            bar.update(task, total=published)
+            while not self._stop_event.is_set():
+                done = min(processed() - before, published)
+                bar.update(task, completed=done)
+                if done >= published:
+                    break
+                self._stop_event.wait(0.2)
+        if not self._stop_event.is_set():
+            print(f"demo       history written in {time.monotonic() - started:.1f} s; now live", flush=True)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -200,7 +265,10 @@ def run_worker(
             )
             print(f"collector  {collecting.describe(settings, port)}")
         if demo:
-            traffic = DemoTraffic(settings, bootstrap)
+            empty = clickhouse.scalar("SELECT count() FROM touchpoints") == 0
+            traffic = DemoTraffic(
+                settings, bootstrap, processed=(lambda: stats.events_written) if empty else None
+            )
             traffic.start()
             stack.callback(traffic.stop)
             print(

@@ -142,6 +142,8 @@ class Settings(BaseSettings):
 
     demo_rate: float = Field(default=200.0, gt=0, description="events/s the demo simulator sends")
     demo_seed: int = 7
+    #: Days of simulated history `up --demo` writes first into an empty database (0: none).
+    demo_history_days: float = Field(default=90.0, ge=0, le=366)
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
     @field_validator(

@@ -33,6 +33,7 @@ def cli_env() -> dict[str, str]:
         TOUCHSTREAM_SESSION_TIMEOUT_MS="6000",
         TOUCHSTREAM_SINK_FLUSH_SECONDS="0.3",
         TOUCHSTREAM_DEMO_RATE="300",
+        TOUCHSTREAM_DEMO_HISTORY_DAYS="3",
     )
     return env
 
