@@ -347,7 +347,8 @@ _CONVERSATIONS = f"""
 #: Tickets (SPEC §5b): conversations with a `ticket_opened`, from the first one on. A
 #: customer message or `ticket_opened` after a resolution reopens it; the status is the
 #: latest of those moves. The first response is the conversation's first response record,
-#: its seconds from the stored (millisecond) times. A latest-state row: final once every event of the conversation is before the horizon.
+#: its seconds from the stored (millisecond) times. A latest-state row: final once every
+#: event of the conversation is before the horizon.
 TICKETS = """
         SELECT t.conversation_id AS conversation_id, t.customer_id AS customer_id, channel, category,
                priority, opened_at, r.replied_at AS first_response_at,
@@ -398,6 +399,39 @@ TICKETS = """
             FROM {db}.responses FINAL WHERE is_first_response
         ) AS r ON r.customer_id = t.customer_id AND r.conversation_id = t.conversation_id
         SETTINGS join_use_nulls = 1"""
+
+#: Weekly ticket volume per category (SPEC §5b; ISO weeks, UTC, `week` their Monday), every
+#: week from the first ticket's to the newest event's; `previous_mean` the mean of the
+#: previous 4 weeks, known once 4 weeks precede it; a *recurring incident* is a week with at
+#: least 5 tickets and at least twice that mean.
+TICKET_WEEKS = """
+        SELECT category, week, tickets, previous_mean,
+               toUInt8(previous_mean IS NOT NULL AND tickets >= 5 AND tickets >= 2 * previous_mean)
+                   AS recurring
+        FROM (
+            SELECT category, week, tickets,
+                   if(count() OVER previous = 4, sum(tickets) OVER previous / 4, NULL) AS previous_mean
+            FROM (
+                SELECT g.category AS category, g.week AS week, ifNull(t.tickets, 0) AS tickets
+                FROM (
+                    SELECT category,
+                           arrayJoin(arrayMap(i -> first + toIntervalWeek(i),
+                                              range(toUInt32(dateDiff('week', first, last) + 1)))) AS week
+                    FROM (SELECT DISTINCT category FROM {db}.tickets) AS c
+                    CROSS JOIN (
+                        SELECT (SELECT toMonday(min(opened_at)) FROM {db}.tickets) AS first,
+                               toMonday(greatest((SELECT max(occurred_at) FROM {db}.touchpoints),
+                                                 (SELECT max(opened_at) FROM {db}.tickets))) AS last
+                    ) AS span
+                ) AS g
+                LEFT JOIN (
+                    SELECT category, toMonday(opened_at) AS week, count() AS tickets
+                    FROM {db}.tickets GROUP BY category, week
+                ) AS t ON t.category = g.category AND t.week = g.week
+                SETTINGS join_use_nulls = 1
+            )
+            WINDOW previous AS (PARTITION BY category ORDER BY week ROWS BETWEEN 4 PRECEDING AND 1 PRECEDING)
+        )"""
 
 #: SPEC §5b's churn signals of each (customer_id, at, last_interaction_at) of `{points}`: a
 #: conversation waiting at `at`, a response slower than its channel's SLA in the lookback
@@ -604,6 +638,7 @@ VIEWS: dict[str, str] = {
     # The events the behaviour views count, with whether each is the customer's own action.
     "counted_touchpoints": _CONVERSATIONS,
     "tickets": TICKETS,
+    "ticket_weeks": TICKET_WEEKS,
     "churn_events": CHURNS,
     "outcome_touchpoints": OUTCOME_TOUCHPOINTS,
     "churn_rates": CHURN_RATES,
