@@ -87,6 +87,8 @@ LOSS_SHARE = 0.01
 CATEGORIES: dict[str, float] = {"billing": 30, "delivery": 25, "returns": 15, "login": 12, "account": 10}
 PRIORITIES: dict[str, float] = {"low": 20, "normal": 55, "high": 20, "urgent": 5}
 INCIDENT_CATEGORY = "login"
+#: Social networks the brand's pages are on, with their share of social conversations.
+NETWORKS: dict[str, float] = {"facebook": 60, "instagram": 30, "x": 10}
 #: During an incident, this share of sessions become tickets of the incident's category.
 INCIDENT_SURGE = 0.12
 
@@ -314,6 +316,10 @@ class Simulator:
             steps.append((t, self._survey(channel, conversation, survey, spoilt=spoilt)))
         if self._random.random() < (SPOILT_LOSS_SHARE if spoilt else LOSS_SHARE):
             self._lost.add(self._customer_now)
+        if channel is Channel.SOCIAL:  # public comments and replies on one network's page
+            network = self._random.choices(list(NETWORKS), list(NETWORKS.values()))[0]
+            for _, fields in steps:
+                fields["attributes"] = {**fields.get("attributes", {}), "network": network}
         return steps
 
     def _survey(

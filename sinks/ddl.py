@@ -412,23 +412,23 @@ TICKET_WEEKS = """
             SELECT category, week, tickets,
                    if(count() OVER previous = 4, sum(tickets) OVER previous / 4, NULL) AS previous_mean
             FROM (
-                SELECT g.category AS category, g.week AS week, ifNull(t.tickets, 0) AS tickets
+                SELECT category, first + toIntervalWeek(i) AS week,
+                       toUInt64(if(indexOf(weeks, week) = 0, 0, counts[indexOf(weeks, week)])) AS tickets
                 FROM (
-                    SELECT category,
-                           arrayJoin(arrayMap(i -> first + toIntervalWeek(i),
-                                              range(toUInt32(dateDiff('week', first, last) + 1)))) AS week
-                    FROM (SELECT DISTINCT category FROM {db}.tickets) AS c
-                    CROSS JOIN (
-                        SELECT (SELECT toMonday(min(opened_at)) FROM {db}.tickets) AS first,
-                               toMonday(greatest((SELECT max(occurred_at) FROM {db}.touchpoints),
-                                                 (SELECT max(opened_at) FROM {db}.tickets))) AS last
-                    ) AS span
-                ) AS g
-                LEFT JOIN (
-                    SELECT category, toMonday(opened_at) AS week, count() AS tickets
-                    FROM {db}.tickets GROUP BY category, week
-                ) AS t ON t.category = g.category AND t.week = g.week
-                SETTINGS join_use_nulls = 1
+                    SELECT category, groupArray(week) AS weeks, groupArray(tickets) AS counts,
+                           any(first_week) AS first, any(last_week) AS last
+                    FROM (
+                        SELECT category, week, tickets, min(week) OVER () AS first_week,
+                               greatest(max(week) OVER (), toMonday((SELECT max(occurred_at)
+                                                                     FROM {db}.touchpoints))) AS last_week
+                        FROM (
+                            SELECT category, toMonday(opened_at) AS week, count() AS tickets
+                            FROM {db}.tickets GROUP BY category, week
+                        )
+                    )
+                    GROUP BY category
+                )
+                ARRAY JOIN range(toUInt32(dateDiff('week', first, last) + 1)) AS i
             )
             WINDOW previous AS (PARTITION BY category ORDER BY week ROWS BETWEEN 4 PRECEDING AND 1 PRECEDING)
         )"""
@@ -538,9 +538,7 @@ _MONTH_POINTS = """
 #: instant) and those of them who churned in the month. Final once the month has ended before
 #: every partition's horizon.
 CHURN_RATES = f"""
-        SELECT g.month AS month, g.signal AS signal,
-               if(g.signal = '', o.customers, a.customers) AS customers,
-               if(g.signal = '', o.churned, a.churned) AS churned,
+        SELECT g.month AS month, g.signal AS signal, n.customers AS customers, n.churned AS churned,
                if(customers = 0, NULL, churned / customers) AS churn_rate,
                toUInt8(ifNull(toDateTime64(addMonths(g.month, 1), 3, 'UTC')
                               <= (SELECT min(horizon) FROM {_PARTITIONS}), 0)) AS final
@@ -555,25 +553,22 @@ CHURN_RATES = f"""
             )
         ) AS g
         LEFT JOIN (
-            SELECT month, uniqExactIf(customer_id, active) AS customers,
-                   uniqExactIf(customer_id, churned) AS churned
+            -- Per customer and month: active at its start (with which signals), churned in it.
+            SELECT month, signal,
+                   countIf(active AND (signal = '' OR has(signals, signal))) AS customers,
+                   countIf(churned AND (signal = '' OR (active AND has(signals, signal)))) AS churned
             FROM (
-                SELECT customer_id, toDate(at) AS month, 1 AS active, 0 AS churned FROM ({_MONTH_POINTS})
-                UNION ALL
-                SELECT customer_id, toStartOfMonth(churned_at), 0, 1 FROM {{db}}.churn_events
+                SELECT if(s.customer_id = '', c.customer_id, s.customer_id) AS customer_id,
+                       if(s.customer_id = '', c.month, toDate(s.at)) AS month,
+                       s.customer_id != '' AS active, c.customer_id != '' AS churned, s.signals AS signals
+                FROM ({_SIGNALS.replace("{points}", _MONTH_POINTS)}) AS s
+                FULL OUTER JOIN (
+                    SELECT DISTINCT customer_id, toStartOfMonth(churned_at) AS month FROM {{db}}.churn_events
+                ) AS c ON c.customer_id = s.customer_id AND c.month = toDate(s.at)
             )
-            GROUP BY month
-        ) AS o ON o.month = g.month
-        LEFT JOIN (
-            SELECT toDate(s.at) AS month, signal, count() AS customers,
-                   countIf(c.customer_id != '') AS churned
-            FROM ({_SIGNALS.replace("{points}", _MONTH_POINTS)}) AS s
-            ARRAY JOIN s.signals AS signal
-            LEFT JOIN (
-                SELECT DISTINCT customer_id, toStartOfMonth(churned_at) AS month FROM {{db}}.churn_events
-            ) AS c ON c.customer_id = s.customer_id AND c.month = toDate(s.at)
+            ARRAY JOIN ['', {{signal_names}}] AS signal
             GROUP BY month, signal
-        ) AS a ON a.month = g.month AND a.signal = g.signal
+        ) AS n ON n.month = g.month AND n.signal = g.signal
         SETTINGS join_use_nulls = 0"""
 
 #: Outcome touchpoints (SPEC §5b): the counted events in the lookback before each survey

@@ -247,7 +247,13 @@ def run_worker(
             port = settings.dashboard_port or free_port(settings.dashboard_host)
             read = web.reader(settings, clickhouse, health=worker_health(stats, readiness))
             services.append(
-                web.DashboardService(settings, read, port, web.customer_reader(settings, clickhouse))
+                web.DashboardService(
+                    settings,
+                    read,
+                    port,
+                    web.customer_reader(settings, clickhouse),
+                    web.experience_reader(clickhouse),
+                )
             )
             dashboard_url = f"http://{settings.dashboard_host}:{port}/"
             print(f"dashboard  {web.url(settings, port)}")

@@ -3,7 +3,11 @@
 * `GET /`: the page (static HTML, CSS and JS in `static/`; no build step).
 * `GET /customers/<id>`: a customer's page (Customer 360), its timeline drawn with the
   vendored vis-timeline (`static/vendor/vis-timeline/`, with its licence).
+* `GET /experience`: the experience view (churn, attribution, tickets, SLA, social),
+  charts drawn with the vendored uPlot (`static/vendor/uplot/`, with its licence).
 * `GET /api/snapshot`: every panel as JSON (`touchstream.dashboard.panels`).
+* `GET /api/experience`: the experience view's panels as JSON
+  (`touchstream.dashboard.experience`), read at most every 30 s and only when asked for.
 * `GET /api/stream`: server-sent events, one `snapshot` event per refresh interval.
 * `GET /api/customers/<id>[?after=...&limit=N]`: one customer's whole record (Customer
   360, `touchstream.dashboard.customer`), touchpoints paged; 404 when there is none.
@@ -32,20 +36,26 @@ from schemas.errors import ConfigError
 from sinks.clickhouse import ClickHouse
 from touchstream.broker import is_loopback, port_in_use
 from touchstream.dashboard import customer
+from touchstream.dashboard.experience import charts, experience
 from touchstream.dashboard.panels import behaviour, snapshot
 from touchstream.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
-#: How often the behaviour panels (journeys, profiles) are read again.
+#: How often the behaviour panels (journeys, profiles) and the ops page's charts are read again.
 BEHAVIOUR_SECONDS = 15.0
+#: How often the experience view is read again (its views read every stored event).
+EXPERIENCE_SECONDS = 30.0
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain",
          ".md": "text/plain"}  # fmt: skip
 #: The files the page may load: its own, and the vendored timeline library with its licence.
-VENDORED = ("vis-timeline-graph2d.min.js", "vis-timeline-graph2d.min.css", "LICENSE.md", "LICENSE.MIT.txt",
-            "LICENSE.Apache-2.0.txt")  # fmt: skip
+VENDORED = {
+    "vis-timeline": ("vis-timeline-graph2d.min.js", "vis-timeline-graph2d.min.css", "LICENSE.md",
+                     "LICENSE.MIT.txt", "LICENSE.Apache-2.0.txt", "README.md"),
+    "uplot": ("uPlot.iife.min.js", "uPlot.min.css", "LICENSE", "README.md"),
+}  # fmt: skip
 ASSETS = frozenset({
-    "dashboard.js", "dashboard.css", "customer.js", "search.js",
-    *(f"vendor/vis-timeline/{name}" for name in VENDORED),
+    "dashboard.js", "dashboard.css", "customer.js", "search.js", "tables.js", "charts.js", "experience.js",
+    *(f"vendor/{library}/{name}" for library, names in VENDORED.items() for name in names),
 })  # fmt: skip
 
 
@@ -83,7 +93,12 @@ def check_binding(settings: Settings) -> None:
 Lookup = Callable[[str, customer.Page], dict[str, Any]]
 
 
-def application(settings: Settings, snapshots: Snapshots, lookup: Lookup | None = None) -> web.Application:
+def application(
+    settings: Settings,
+    snapshots: Snapshots,
+    lookup: Lookup | None = None,
+    experience_view: Snapshots | None = None,
+) -> web.Application:
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
 
     @web.middleware
@@ -121,6 +136,14 @@ def application(settings: Settings, snapshots: Snapshots, lookup: Lookup | None 
     async def current(request: web.Request) -> web.StreamResponse:
         return web.json_response(await snapshots.get())
 
+    async def experience_page(request: web.Request) -> web.StreamResponse:
+        return static_file("experience.html")
+
+    async def experience_panels(request: web.Request) -> web.StreamResponse:
+        if experience_view is None:
+            raise web.HTTPNotFound()
+        return web.json_response(await experience_view.get())
+
     async def stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
@@ -156,6 +179,8 @@ def application(settings: Settings, snapshots: Snapshots, lookup: Lookup | None 
     app.router.add_get("/static/{name:.+}", asset)  # only the ASSETS, whatever the path says
     app.router.add_get("/customers/{customer_id}", customer_page)
     app.router.add_get("/api/snapshot", current)
+    app.router.add_get("/experience", experience_page)
+    app.router.add_get("/api/experience", experience_panels)
     app.router.add_get("/api/stream", stream)
     return app
 
@@ -174,9 +199,9 @@ def reader(
 
     def read() -> dict[str, Any]:
         panels = snapshot(fetch, config, settings.sla_seconds, health)
-        # The behaviour patterns move slowly and read every event: at most every 15 s.
+        # The behaviour patterns and the charts move slowly and read every event: at most every 15 s.
         if not patterns or time.monotonic() - patterns[0][0] >= BEHAVIOUR_SECONDS:
-            patterns[:] = [(time.monotonic(), behaviour(fetch))]
+            patterns[:] = [(time.monotonic(), {**behaviour(fetch), **charts(fetch)})]
         return {**panels, **patterns[0][1]}
 
     return read
@@ -189,6 +214,12 @@ def read_only(clickhouse: ClickHouse) -> Callable[[str, Mapping[str, Any]], list
         return clickhouse.rows(sql, dict(params), read_only=True)
 
     return fetch
+
+
+def experience_reader(clickhouse: ClickHouse) -> Snapshots:
+    """The experience view, read-only, read again at most every `EXPERIENCE_SECONDS`."""
+    fetch = read_only(clickhouse)
+    return Snapshots(lambda: experience(fetch), EXPERIENCE_SECONDS)
 
 
 def customer_reader(settings: Settings, clickhouse: ClickHouse) -> Lookup:
@@ -205,19 +236,24 @@ class DashboardService(Service):
     """The dashboard inside the process that runs the worker (`touchstream up`)."""
 
     def __init__(
-        self, settings: Settings, read: Callable[[], dict[str, Any]], port: int, lookup: Lookup | None = None
+        self,
+        settings: Settings,
+        read: Callable[[], dict[str, Any]],
+        port: int,
+        lookup: Lookup | None = None,
+        experience_view: Snapshots | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.read = read
         self.port = port
         self.lookup = lookup
+        self.experience_view = experience_view
         self._runner: web.AppRunner | None = None
 
     async def on_start(self) -> None:
-        app = application(
-            self.settings, Snapshots(self.read, self.settings.dashboard_refresh_seconds), self.lookup
-        )
+        snapshots = Snapshots(self.read, self.settings.dashboard_refresh_seconds)
+        app = application(self.settings, snapshots, self.lookup, self.experience_view)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.settings.dashboard_host, self.port).start()
@@ -239,6 +275,7 @@ def serve(settings: Settings, clickhouse: ClickHouse) -> None:
         settings,
         Snapshots(reader(settings, clickhouse), settings.dashboard_refresh_seconds),
         customer_reader(settings, clickhouse),
+        experience_reader(clickhouse),
     )
     print(f"dashboard  {url(settings, settings.dashboard_port)}", flush=True)
     web.run_app(

@@ -1,0 +1,271 @@
+"""The experience view (SPEC §8) and the ops page's charts, read from the SPEC §5b views.
+
+`experience()` answers: how many customers churn and why (churn rate per month, overall
+and per signal), how NPS and CSAT move, which touchpoints precede bad experiences (the
+attributed bad share per channel, kind and agent under each attribution model, beside
+the overall share), ticket trends and recurring incidents, SLA attainment, first-response
+buckets, and social conversations per network. `charts()` gives the ops page's volume
+per channel and response-time p50/p90 per hour. Both read every event of the window, so
+the page reads them at most every 15 s. The queries are docs/clickhouse.md's.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime
+from typing import Any
+
+from touchstream.dashboard.panels import REFERENCE, Fetch, clean, column, records, table
+
+CHURN_RATES = """
+SELECT month, signal, customers, churned, round(100 * churn_rate, 1) AS churn_percent,
+       round(100 * anyIf(churn_rate, signal = '') OVER (PARTITION BY month), 1) AS overall_percent
+FROM churn_rates
+ORDER BY month, signal"""
+SURVEY_TREND = """
+SELECT toMonday(occurred_at) AS week,
+       round(100 * (countIf(survey_type = 'nps' AND score >= 9) - countIf(survey_type = 'nps' AND score <= 6))
+             / nullIf(countIf(survey_type = 'nps'), 0), 1) AS nps,
+       round(100 * countIf(survey_type = 'csat' AND score >= 4) / nullIf(countIf(survey_type = 'csat'), 0), 1)
+           AS csat_percent
+FROM surveys FINAL
+WHERE occurred_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 13 WEEK
+GROUP BY week
+ORDER BY week"""
+#: Per channel, kind and agent, the attributed bad share under each model (percent), beside
+#: the overall share of bad outcomes (the same under every model: weights sum to 1 per outcome).
+ATTRIBUTION = """
+SELECT channel, kind, ifNull(agent_id, '') AS agent, uniqExact(outcome_id) AS outcomes,
+       count() AS touchpoints,
+       round(100 * sum(weight_last * bad) / nullIf(sum(weight_last), 0), 1) AS last,
+       round(100 * sum(weight_first * bad) / nullIf(sum(weight_first), 0), 1) AS first,
+       round(100 * sum(weight_linear * bad) / sum(weight_linear), 1) AS linear,
+       round(100 * sum(weight_time_decay * bad) / sum(weight_time_decay), 1) AS time_decay,
+       round(100 * sum(weight_position * bad) / sum(weight_position), 1) AS position
+FROM (
+    SELECT *, outcome_class IN ('detractor', 'dissatisfied', 'churned') AS bad FROM outcome_touchpoints FINAL
+)
+GROUP BY channel, kind, agent
+HAVING outcomes >= {least:UInt32}
+ORDER BY linear DESC, outcomes DESC"""
+OVERALL_BAD = """
+SELECT round(100 * avg(outcome_class IN ('detractor', 'dissatisfied', 'churned')), 1), count()
+FROM (SELECT DISTINCT outcome_id, outcome_class FROM outcome_touchpoints FINAL)"""
+TICKET_TREND = """
+SELECT week, category, tickets, previous_mean, recurring
+FROM ticket_weeks
+WHERE week > toMonday({ref:DateTime64(3, 'UTC')}) - INTERVAL 13 WEEK
+ORDER BY week, category"""
+RECURRING = """
+SELECT category, week, tickets, round(previous_mean, 1) AS previous_mean
+FROM ticket_weeks
+WHERE recurring
+ORDER BY week DESC, tickets DESC
+LIMIT 20"""
+FIRST_RESPONSE_BUCKETS = """
+SELECT channel, count() AS answered,
+       round(100 * countIf(hours < 1) / answered, 1) AS within_1h,
+       round(100 * countIf(hours >= 1 AND hours < 4) / answered, 1) AS h1_4,
+       round(100 * countIf(hours >= 4 AND hours < 8) / answered, 1) AS h4_8,
+       round(100 * countIf(hours >= 8 AND hours < 24) / answered, 1) AS h8_24,
+       round(100 * countIf(hours >= 24) / answered, 1) AS over_24h
+FROM (
+    SELECT channel, first_response_seconds / 3600 AS hours
+    FROM tickets FINAL WHERE first_response_seconds IS NOT NULL
+)
+GROUP BY channel
+ORDER BY answered DESC"""
+SLA_BY_WEEK = """
+SELECT toMonday(opened_at) AS week, channel, count() AS first_responses,
+       round(100 * avg(within_sla), 1) AS within_sla_percent
+FROM tickets FINAL
+WHERE within_sla IS NOT NULL AND opened_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 8 WEEK
+GROUP BY week, channel
+ORDER BY week DESC, channel"""
+SLA_BY_AGENT = """
+SELECT first_response_agent_id AS agent, channel, count() AS first_responses,
+       round(100 * avg(within_sla), 1) AS within_sla_percent
+FROM tickets FINAL
+WHERE within_sla IS NOT NULL AND opened_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 28 DAY
+GROUP BY agent, channel
+ORDER BY within_sla_percent, first_responses DESC
+LIMIT 15"""
+TICKET_SUMMARY = """
+SELECT channel, count() AS tickets, countIf(status = 'open') AS open, sum(reopened) AS reopened,
+       round(100 * countIf(resolved_on_first_reply) / nullIf(countIf(first_resolved_at IS NOT NULL), 0), 1)
+           AS first_reply_percent,
+       quantileExactIf(0.5)(first_resolution_seconds, first_resolution_seconds IS NOT NULL)
+           AS median_resolution_seconds
+FROM tickets FINAL
+GROUP BY channel
+ORDER BY tickets DESC"""
+#: Per network, social conversations with a customer message, their customer messages, the
+#: share answered and the median first response.
+SOCIAL = """
+SELECT network, count() AS conversations, sum(messages) AS messages,
+       round(100 * countIf(answered) / conversations, 1) AS response_percent,
+       quantileExactIf(0.5)(first_response_seconds, answered) AS median_first_response_seconds
+FROM (
+    SELECT customer_id, conversation, countIf(customer_message) AS messages,
+           argMin(if(attributes['network'] = '', 'unknown', attributes['network']), occurred_at) AS network
+    FROM counted_touchpoints
+    WHERE channel = 'social'
+    GROUP BY customer_id, conversation
+    HAVING messages > 0
+) AS c
+LEFT JOIN (
+    SELECT customer_id, conversation_id, response_seconds AS first_response_seconds, 1 AS answered
+    FROM responses FINAL WHERE is_first_response AND channel = 'social'
+) AS r ON r.customer_id = c.customer_id AND r.conversation_id = c.conversation
+GROUP BY network
+ORDER BY conversations DESC
+SETTINGS join_use_nulls = 0"""
+VOLUME_BY_HOUR = """
+SELECT hour, channel, sum(events) AS events
+FROM volumes_hourly
+WHERE hour > {ref:DateTime64(3, 'UTC')} - INTERVAL 48 HOUR
+GROUP BY hour, channel
+ORDER BY hour, channel"""
+RESPONSE_TIMES_BY_HOUR = """
+SELECT toStartOfHour(replied_at) AS hour, quantileExact(0.5)(response_seconds) AS p50,
+       quantileExact(0.9)(response_seconds) AS p90
+FROM responses FINAL
+WHERE replied_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 48 HOUR
+GROUP BY hour
+ORDER BY hour"""
+#: Attribution rows need this many outcomes behind them to be shown.
+LEAST_OUTCOMES = 10
+MODELS = ("last", "first", "linear", "time_decay", "position")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+
+
+def _series(rows: list[tuple[Any, ...]], names: list[str]) -> dict[str, Any]:
+    """Rows of (x, value, value...) as a chart's data: x in epoch seconds, one series per name."""
+    return {
+        "x": [_utc_epoch(row[0]) for row in rows],
+        "series": [
+            {"label": name, "values": [row[index + 1] for row in rows]} for index, name in enumerate(names)
+        ],
+    }
+
+
+def _pivot(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Rows of (x, label, value) as a chart's data: one series per label, missing points 0."""
+    xs = sorted({row[0] for row in rows})
+    labels = sorted({row[1] for row in rows})
+    values = {(row[0], row[1]): row[2] for row in rows}
+    return {
+        "x": [_utc_epoch(x) for x in xs],
+        "series": [{"label": label, "values": [values.get((x, label), 0) for x in xs]} for label in labels],
+    }
+
+
+def _utc_epoch(moment: date | datetime) -> float:
+    """Epoch seconds of a ClickHouse UTC time or date (the driver gives them naive)."""
+    if isinstance(moment, datetime):
+        naive = moment.replace(tzinfo=None) if moment.tzinfo else moment
+    else:
+        naive = datetime(moment.year, moment.month, moment.day, tzinfo=UTC).replace(tzinfo=None)
+    return (naive - EPOCH).total_seconds()
+
+
+def _reference(fetch: Fetch) -> datetime | None:
+    ref = fetch(REFERENCE, {})[0][0]
+    return None if ref is None or (isinstance(ref, datetime) and ref.year < 1971) else ref
+
+
+def charts(fetch: Fetch) -> dict[str, Any]:
+    """The ops page's charts over the 48 h before the newest event: events per channel and
+    response-time p50/p90 per hour."""
+    ref = _reference(fetch)
+    if ref is None:
+        return {"volume_chart": _pivot([]), "response_chart": _series([], ["p50", "p90"])}
+    return {
+        "volume_chart": _pivot(fetch(VOLUME_BY_HOUR, {"ref": ref})),
+        "response_chart": _series(fetch(RESPONSE_TIMES_BY_HOUR, {"ref": ref}), ["p50", "p90"]),
+    }
+
+
+def experience(fetch: Fetch) -> dict[str, Any]:
+    """Every panel of the experience view as JSON-able data (tables as in `panels`, charts
+    as {x, series})."""
+    began = time.perf_counter()
+    ref = _reference(fetch)
+    rates = records(["month", "signal", "customers", "churned", "churn_percent", "overall_percent"],
+                    fetch(CHURN_RATES, {}))  # fmt: skip
+    overall = [row for row in rates if row["signal"] == ""]
+    by_signal = [row for row in rates if row["signal"] != ""][-15:]  # the last three months
+    bad_share, outcomes = fetch(OVERALL_BAD, {})[0]
+    attribution = records(["channel", "kind", "agent", "outcomes", "touchpoints", *MODELS],
+                          fetch(ATTRIBUTION, {"least": LEAST_OUTCOMES}))  # fmt: skip
+    trend = fetch(TICKET_TREND, {"ref": ref}) if ref else []
+    percent = "number"
+    panels: dict[str, Any] = {
+        "churn_chart": _series([(row["month"], row["churn_percent"]) for row in overall], ["churn %"]),
+        "churn_by_signal": table(
+            [column("month", "Month"), column("signal", "Signal"),
+             column("customers", "Active with it", "int"), column("churned", "Churned", "int"),
+             column("churn_percent", "Churn %", percent),
+             column("overall_percent", "Overall churn %", percent)],
+            list(reversed(by_signal)),
+        ),
+        "survey_chart": _series(fetch(SURVEY_TREND, {"ref": ref}) if ref else [], ["NPS", "CSAT %"]),
+        "attribution": {
+            **table(
+                [column("channel", "Channel"), column("kind", "Kind"), column("agent", "Agent"),
+                 column("outcomes", "Outcomes", "int"), column("touchpoints", "Touchpoints", "int"),
+                 *(column(model, f"Bad share % ({model.replace('_', ' ')})", percent) for model in MODELS)],
+                attribution,
+            ),
+            "overall_percent": bad_share,
+            "outcomes": outcomes,
+            "least_outcomes": LEAST_OUTCOMES,
+        },
+        "ticket_chart": _pivot([(week, category, tickets) for week, category, tickets, _, _ in trend]),
+        "recurring": table(
+            [column("category", "Category"), column("week", "Week of"), column("tickets", "Tickets", "int"),
+             column("previous_mean", "Mean of previous 4 weeks", percent)],
+            records(["category", "week", "tickets", "previous_mean"], fetch(RECURRING, {})),
+        ),
+        "tickets": table(
+            [column("channel", "Channel"), column("tickets", "Tickets", "int"), column("open", "Open", "int"),
+             column("reopened", "Reopened", "int"),
+             column("first_reply_percent", "Resolved on first reply %", percent),
+             column("median_resolution_seconds", "Median first resolution", "seconds")],
+            records(["channel", "tickets", "open", "reopened", "first_reply_percent",
+                     "median_resolution_seconds"], fetch(TICKET_SUMMARY, {})),
+        ),
+        "first_response_buckets": table(
+            [column("channel", "Channel"), column("answered", "Answered tickets", "int"),
+             column("within_1h", "0-1 h %", percent), column("h1_4", "1-4 h %", percent),
+             column("h4_8", "4-8 h %", percent), column("h8_24", "8-24 h %", percent),
+             column("over_24h", "24 h+ %", percent)],
+            records(["channel", "answered", "within_1h", "h1_4", "h4_8", "h8_24", "over_24h"],
+                    fetch(FIRST_RESPONSE_BUCKETS, {})),
+        ),
+        "sla_weeks": table(
+            [column("week", "Week of"), column("channel", "Channel"),
+             column("first_responses", "First responses", "int"),
+             column("within_sla_percent", "Within SLA %", percent)],
+            records(["week", "channel", "first_responses", "within_sla_percent"],
+                    fetch(SLA_BY_WEEK, {"ref": ref}) if ref else []),
+        ),
+        "sla_agents": table(
+            [column("agent", "Agent"), column("channel", "Channel"),
+             column("first_responses", "First responses", "int"),
+             column("within_sla_percent", "Within SLA %", percent)],
+            records(["agent", "channel", "first_responses", "within_sla_percent"],
+                    fetch(SLA_BY_AGENT, {"ref": ref}) if ref else []),
+        ),
+        "social": table(
+            [column("network", "Network"), column("conversations", "Conversations", "int"),
+             column("messages", "Customer messages", "int"),
+             column("response_percent", "Answered %", percent),
+             column("median_first_response_seconds", "Median first response", "seconds")],
+            records(["network", "conversations", "messages", "response_percent",
+                     "median_first_response_seconds"], fetch(SOCIAL, {})),
+        ),
+    }  # fmt: skip
+    panels["reference"] = clean(ref)
+    panels["read_seconds"] = round(time.perf_counter() - began, 3)
+    return panels
