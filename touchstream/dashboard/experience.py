@@ -32,20 +32,23 @@ FROM surveys FINAL
 WHERE occurred_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 13 WEEK
 GROUP BY week
 ORDER BY week"""
-#: Per channel, kind and agent, the attributed bad share under each model (percent), beside
-#: the overall share of bad outcomes (the same under every model: weights sum to 1 per outcome).
+#: Per channel, kind and agent (and per agent, channel or kind alone: `grouping`), the
+#: attributed bad share under each model (percent); the overall share of bad outcomes is the
+#: same under every model (weights sum to 1 per outcome).
 ATTRIBUTION = """
-SELECT channel, kind, ifNull(agent_id, '') AS agent, uniqExact(outcome_id) AS outcomes,
-       count() AS touchpoints,
+SELECT ['channel, kind and agent', 'channel', 'kind', 'agent'][
+           indexOf([0, 3, 5, 6], grouping(channel, kind, agent))] AS grouping,
+       channel, kind, agent, uniqExact(outcome_id) AS outcomes, count() AS touchpoints,
        round(100 * sum(weight_last * bad) / nullIf(sum(weight_last), 0), 1) AS last,
        round(100 * sum(weight_first * bad) / nullIf(sum(weight_first), 0), 1) AS first,
        round(100 * sum(weight_linear * bad) / sum(weight_linear), 1) AS linear,
        round(100 * sum(weight_time_decay * bad) / sum(weight_time_decay), 1) AS time_decay,
        round(100 * sum(weight_position * bad) / sum(weight_position), 1) AS position
 FROM (
-    SELECT *, outcome_class IN ('detractor', 'dissatisfied', 'churned') AS bad FROM outcome_touchpoints FINAL
+    SELECT *, ifNull(agent_id, '(none)') AS agent, outcome_class IN ('detractor', 'dissatisfied', 'churned') AS bad
+    FROM outcome_touchpoints FINAL
 )
-GROUP BY channel, kind, agent
+GROUP BY GROUPING SETS ((channel, kind, agent), (agent), (channel), (kind))
 HAVING outcomes >= {least:UInt32}
 ORDER BY linear DESC, outcomes DESC"""
 OVERALL_BAD = """
@@ -134,7 +137,7 @@ WHERE replied_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 48 HOUR
 GROUP BY hour
 ORDER BY hour"""
 #: Attribution rows need this many outcomes behind them to be shown.
-LEAST_OUTCOMES = 10
+LEAST_OUTCOMES = 30
 MODELS = ("last", "first", "linear", "time_decay", "position")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 
@@ -196,7 +199,7 @@ def experience(fetch: Fetch) -> dict[str, Any]:
     overall = [row for row in rates if row["signal"] == ""]
     by_signal = [row for row in rates if row["signal"] != ""][-15:]  # the last three months
     bad_share, outcomes = fetch(OVERALL_BAD, {})[0]
-    attribution = records(["channel", "kind", "agent", "outcomes", "touchpoints", *MODELS],
+    attribution = records(["grouping", "channel", "kind", "agent", "outcomes", "touchpoints", *MODELS],
                           fetch(ATTRIBUTION, {"least": LEAST_OUTCOMES}))  # fmt: skip
     trend = fetch(TICKET_TREND, {"ref": ref}) if ref else []
     percent = "number"
@@ -212,7 +215,8 @@ def experience(fetch: Fetch) -> dict[str, Any]:
         "survey_chart": _series(fetch(SURVEY_TREND, {"ref": ref}) if ref else [], ["NPS", "CSAT %"]),
         "attribution": {
             **table(
-                [column("channel", "Channel"), column("kind", "Kind"), column("agent", "Agent"),
+                [column("grouping", "By"), column("channel", "Channel"), column("kind", "Kind"),
+                 column("agent", "Agent"),
                  column("outcomes", "Outcomes", "int"), column("touchpoints", "Touchpoints", "int"),
                  *(column(model, f"Bad share % ({model.replace('_', ' ')})", percent) for model in MODELS)],
                 attribution,

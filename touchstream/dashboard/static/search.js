@@ -20,3 +20,9 @@ function customerLink(id) {
   a.className = "customer-link";
   return a;
 }
+
+// Page links keep the dashboard token.
+for (const link of document.querySelectorAll("a[data-keep-token]")) {
+  const token = new URLSearchParams(location.search).get("token");
+  if (token) link.href += `?token=${encodeURIComponent(token)}`;
+}

@@ -1,0 +1,50 @@
+// Touchstream experience view: reads /api/experience every 30 s and renders its tables
+// (tables.js) and charts (charts.js). The model selector re-sorts the attribution table
+// by the chosen model's bad share and shows that model's column beside the overall share.
+"use strict";
+
+const TABLES = ["churn_by_signal", "recurring", "tickets", "first_response_buckets", "sla_weeks", "sla_agents",
+                "social"];
+let latest = null;
+
+const GROUPED = { "channel, kind and agent": ["channel", "kind", "agent"], channel: ["channel"], kind: ["kind"],
+                  agent: ["agent"] };
+
+function attribution(data) {
+  const model = document.getElementById("model").value;
+  const by = document.getElementById("by").value;
+  const keep = new Set([...GROUPED[by], "outcomes", "touchpoints", model]);
+  const rows = data.rows.filter((row) => row.grouping === by).sort((a, b) => compare(b[model], a[model]));
+  render("attribution", { ...data, columns: data.columns.filter((c) => keep.has(c.key)), rows });
+  document.getElementById("overall-bad").textContent = data.overall_percent ?? "–";
+  document.getElementById("outcome-count").textContent = data.outcomes;
+  document.getElementById("least-outcomes").textContent = data.least_outcomes;
+}
+
+function show(panels) {
+  latest = panels;
+  attribution(panels.attribution);
+  for (const id of TABLES) render(id, panels[id]);
+  chart("churn_chart", panels.churn_chart, { label: "%" });
+  chart("survey_chart", panels.survey_chart, { label: "NPS / CSAT %" });
+  chart("ticket_chart", panels.ticket_chart, { label: "tickets" });
+  document.getElementById("reference").textContent = panels.reference ? timeOf(panels.reference) : "none yet";
+  document.getElementById("status").textContent = `read in ${Math.round(panels.read_seconds * 1000)} ms`;
+  document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+}
+
+async function refresh() {
+  try {
+    const response = await fetch(withToken("/api/experience"));
+    if (!response.ok) throw new Error(`${response.status}`);
+    show(await response.json());
+  } catch (error) {
+    document.getElementById("status").textContent = `not read (${error.message}); retrying`;
+  }
+  setTimeout(refresh, 30_000);
+}
+
+for (const id of ["model", "by"]) {
+  document.getElementById(id).addEventListener("change", () => latest && attribution(latest.attribution));
+}
+refresh();
