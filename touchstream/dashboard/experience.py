@@ -45,7 +45,8 @@ SELECT ['channel, kind and agent', 'channel', 'kind', 'agent'][
        round(100 * sum(weight_time_decay * bad) / sum(weight_time_decay), 1) AS time_decay,
        round(100 * sum(weight_position * bad) / sum(weight_position), 1) AS position
 FROM (
-    SELECT *, ifNull(agent_id, '(none)') AS agent, outcome_class IN ('detractor', 'dissatisfied', 'churned') AS bad
+    SELECT *, ifNull(agent_id, '(none)') AS agent,
+           outcome_class IN ('detractor', 'dissatisfied', 'churned') AS bad
     FROM outcome_touchpoints FINAL
 )
 GROUP BY GROUPING SETS ((channel, kind, agent), (agent), (channel), (kind))
@@ -138,7 +139,8 @@ GROUP BY hour
 ORDER BY hour"""
 #: Attribution rows need this many outcomes behind them to be shown.
 LEAST_OUTCOMES = 30
-MODELS = ("last", "first", "linear", "time_decay", "position")
+MODELS = {"last": "last touch", "first": "first touch", "linear": "linear", "time_decay": "time decay",
+          "position": "position based"}  # fmt: skip
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 
 
@@ -218,7 +220,7 @@ def experience(fetch: Fetch) -> dict[str, Any]:
                 [column("grouping", "By"), column("channel", "Channel"), column("kind", "Kind"),
                  column("agent", "Agent"),
                  column("outcomes", "Outcomes", "int"), column("touchpoints", "Touchpoints", "int"),
-                 *(column(model, f"Bad share % ({model.replace('_', ' ')})", percent) for model in MODELS)],
+                 *(column(model, f"Bad share % ({name})", percent) for model, name in MODELS.items())],
                 attribution,
             ),
             "overall_percent": bad_share,

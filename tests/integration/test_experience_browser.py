@@ -1,0 +1,110 @@
+"""The experience view of a running `touchstream up`, in a real browser (Debian's chromium
+driven by Playwright): after a history with a slow agent whose customers answer as
+detractors, a churned customer and a ticket, the attribution table puts the slow agent's
+replies at a 100 % bad share beside the fast agent's 0 % and the overall 50 %, the model
+and grouping selectors re-render it, the charts draw with uPlot, and the ticket and churn
+panels fill. Saves a screenshot under TOUCHSTREAM_ARTIFACTS (default test-artifacts/)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+from tests.factories import event
+from tests.integration.test_dashboard_browser import (
+    ARTIFACTS,
+    Stack,
+    needs_chromium,
+    seconds_from_now,
+    send,
+    stack,
+)
+from tests.integration.test_web_snippet import BROWSER_ARGS, CHROMIUM
+from touchstream.process import wait_until
+
+__all__ = ["stack"]  # the fixture
+PAIRS = 36  # customers per agent: above the view's least outcomes per row (30)
+DAY = 86_400
+
+
+def history(at: Any) -> list[Any]:
+    """Per customer: a chat message, the agent's reply (slow: 2 h; fast: 20 s), an NPS answer
+    (detractor after the slow one, promoter after the fast one); a ticket; a churned customer."""
+    events = []
+    for number in range(2 * PAIRS):
+        slow = number % 2 == 0
+        customer, start = f"c{number:03d}", -5 * DAY + number * 600
+        conversation = f"chat-{number}"
+        events += [
+            event(event_id=f"m{number}", customer_id=customer, occurred_at=at(start),
+                  conversation_id=conversation),
+            event(event_id=f"r{number}", customer_id=customer, occurred_at=at(start + (7200 if slow else 20)),
+                  conversation_id=conversation, direction="outbound", actor="agent",
+                  agent_id="slow-sam" if slow else "fast-fay"),
+            event(event_id=f"s{number}", customer_id=customer, occurred_at=at(start + 9000),
+                  conversation_id=conversation, kind="survey_response",
+                  survey={"type": "nps", "score": 2 if slow else 10}),
+        ]  # fmt: skip
+    events.append(event(event_id="t1", customer_id="tia", occurred_at=at(-2 * DAY), channel="helpdesk",
+                        kind="ticket_opened", conversation_id="ticket-1",
+                        attributes={"category": "login", "priority": "high"}))  # fmt: skip
+    return events
+
+
+def experience(stack: Stack) -> dict[str, Any]:
+    with urllib.request.urlopen(stack.dashboard.rstrip("/") + "/api/experience", timeout=60) as response:
+        data: dict[str, Any] = json.loads(response.read())
+    return data
+
+
+def test_experience_view_shows_the_slow_agent_behind_bad_outcomes(stack: Stack) -> None:
+    needs_chromium()
+    from playwright.sync_api import sync_playwright
+
+    at = seconds_from_now()
+    # A customer last seen 45 days ago has churned 15 days ago; sent first, so nothing is late.
+    send(stack.bootstrap, event(event_id="old", customer_id="gus", occurred_at=at(-45 * DAY), channel="web",
+                                kind="page_view", conversation_id=None))  # fmt: skip
+    send(stack.bootstrap, *history(at))
+    wait_until(lambda: experience(stack)["attribution"]["outcomes"] >= 2 * PAIRS + 1, timeout=90,
+               what="the outcomes in the experience view")  # fmt: skip
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(stack.dashboard.rstrip("/") + "/experience")
+            page.wait_for_selector("body[data-updates]", timeout=60_000)
+            page.select_option("#by", "agent")
+            rows = page.locator("#attribution tbody tr")
+            wait_until(lambda: rows.count() >= 2, timeout=10, what="attribution rows by agent")
+            shares = {
+                rows.nth(index).locator("td").nth(0).inner_text(): rows.nth(index)
+                .locator("td")
+                .nth(-1)
+                .inner_text()
+                for index in range(rows.count())
+            }
+            assert shares["slow-sam"] == "100.0" and shares["fast-fay"] == "0.0", shares
+            assert page.locator("#attribution thead").inner_text().count("linear") == 1
+            # One churn (gus) among 73 outcomes with touchpoints: gus's own page view; 36 detractors.
+            overall = page.locator("#overall-bad").inner_text()
+            assert overall == f"{round(100 * (PAIRS + 1) / (2 * PAIRS + 1), 1)}", overall
+            page.select_option("#model", "last")
+            assert "last touch" in page.locator("#attribution thead").inner_text()
+            first = rows.nth(0).locator("td").nth(0).inner_text()
+            assert first in ("slow-sam", "(none)"), first  # sorted by the chosen model's share
+            # Charts drew (uPlot canvases) and the ticket and churn panels filled.
+            for chart in ("churn_chart", "survey_chart", "ticket_chart"):
+                assert page.locator(f"#{chart} canvas").count() >= 1, chart
+            assert "login" in page.locator("#ticket_chart").inner_text()
+            assert page.locator("#tickets tbody").inner_text().startswith("helpdesk")
+            assert "unanswered" in page.locator("#churn_by_signal").inner_text()
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "experience.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
