@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from producers.health import Check, problems
-from producers.mapping import Mapped, MappingContext, PayloadError
+from producers.mapping import Mapped, MappingContext, PayloadError, Threads
 from producers.metrics import CollectorMetrics
 from producers.providers import PROVIDERS
 from producers.webhook import SignatureError, WebhookRequest
@@ -127,6 +127,8 @@ class Collector:
         self.config = config
         self.sink = sink
         self.metrics = metrics or CollectorMetrics()
+        #: Authors of public comments, so a page's reply finds its customer (`Threads`).
+        self.threads = Threads()
         self.guards = tuple(guards)
         self.readiness = tuple(readiness)
         self.more_metrics = more_metrics
@@ -306,6 +308,7 @@ class Collector:
             hash_email_addresses=self.config.hash_email_addresses,
             bot_ids=self.config.bot_ids,
             max_skew=self.config.max_clock_skew,
+            threads=self.threads,
         )
         try:
             mapped = provider.map(hook, context)

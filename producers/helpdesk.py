@@ -12,14 +12,18 @@ ticket event, an array, or `{"events": [...]}`:
       "agent_id": "agent-7",            # for agent replies and resolutions
       "occurred_at": "2026-05-01T11:15:00Z",
       "channel": "helpdesk",            # optional (e.g. "email" for an emailed ticket)
-      "attributes": {"priority": "high"}
+      "category": "billing",            # optional, on ticket_opened: the ticket's category
+      "priority": "high",               # optional, on ticket_opened: low | normal | high | urgent
+      "attributes": {"plan": "pro"}
     }
 
 Mapping: ticket_opened -> `ticket_opened`, the customer's, inbound (it opens the
 conversation and waits for a reply); customer_reply -> inbound customer `message`;
 agent_reply -> outbound agent `message`; ticket_resolved -> `ticket_resolved` by the
 agent (or the system when no agent_id), direction none. conversation_id
-`<platform>:ticket:<ticket_id>`, event_id `<platform>:<id>`.
+`<platform>:ticket:<ticket_id>`, event_id `<platform>:<id>`. `category` and `priority`
+become the attributes of the same names, which the tickets view reads from the opening
+event (SPEC §5b; default `uncategorized` / `normal`).
 """
 
 from __future__ import annotations
@@ -56,8 +60,17 @@ def ticket_fields(item: dict[str, Any]) -> dict[str, Any]:
         "actor": actor,
         "conversation_id": stable_id(platform, "ticket", text(item, "ticket_id") or ""),
         "agent_id": agent_id if actor == "agent" else None,
-        "attributes": optional_attributes(item),
+        "attributes": ticket_attributes(item),
     }
+
+
+def ticket_attributes(item: dict[str, Any]) -> Any:
+    """The attributes as sent, with the ticket's category and priority (lower case) when given."""
+    attributes = optional_attributes(item)
+    named = {key: text(item, key, required=False) for key in ("category", "priority")}
+    if not isinstance(attributes, dict) or not any(named.values()):
+        return attributes
+    return {**attributes, **{key: value.lower() for key, value in named.items() if value}}
 
 
 def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,25 @@ class ItemError:
         return {"index": self.index, "event_id": self.event_id, "reason": self.reason}
 
 
+class Threads:
+    """The authors of recent public comments (comment id -> (customer_id, conversation_id)),
+    so that a page's reply, which names only the comment it answers, lands in that customer's
+    conversation. Bounded: the oldest are forgotten first."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    def remember(self, comment_id: str, customer_id: str, conversation_id: str) -> None:
+        self._seen[comment_id] = (customer_id, conversation_id)
+        self._seen.move_to_end(comment_id)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+
+    def find(self, comment_id: str) -> tuple[str, str] | None:
+        return self._seen.get(comment_id)
+
+
 @dataclass(frozen=True)
 class MappingContext:
     """What a mapping needs beyond the payload: the time it arrived, and the brand's identity."""
@@ -61,6 +81,8 @@ class MappingContext:
     bot_ids: frozenset[str] = frozenset()
     #: How far occurred_at may lie after received_at.
     max_skew: timedelta = MAX_CLOCK_SKEW
+    #: Authors of public comments seen so far (the collector keeps one for all requests).
+    threads: Threads | None = None
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producers import helpdesk, surveys
+from producers import helpdesk, surveys, zendesk
 from producers.chat import generic as chat_generic
 from producers.chat import intercom, messenger
 from producers.email import mailgun, sendgrid
@@ -18,5 +18,6 @@ PROVIDERS: dict[str, Provider] = {
         sendgrid.PROVIDER,
         surveys.PROVIDER,
         helpdesk.PROVIDER,
+        zendesk.PROVIDER,
     )
 }

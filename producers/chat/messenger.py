@@ -19,8 +19,27 @@ copy for secondary receivers):
   `timestamp`: milliseconds as Meta sends it, seconds when below 1e11, numbers or
   strings.
 
-Meta signs the body only (no timestamp): a replayed delivery has the same mids, so it
-maps to the same event_ids and is deduplicated downstream.
+Meta sends a page's feed changes to the same callback (`entry[].changes[]`), so this
+endpoint is also the page's social channel (channel `social`, attribute `network`
+facebook), after Meta "Webhooks for Pages", fields `feed` and `mention`:
+- `feed` `item: comment`, `verb: add`, from a person: an inbound customer `message`,
+  customer_id `facebook:<from.id>`, conversation `facebook:<page>:<thread>:<from.id>`
+  (the thread is the top-level comment: `parent_id` when it is not the post, else the
+  comment itself), event_id `facebook:<comment_id>`, at `created_time`.
+- the same from the page itself (`from.id` is the page): the page's reply, an outbound
+  agent `message` (Meta does not say which person) in the conversation of the comment it
+  answers (`parent_id`). The feed names no customer for a reply, so the collector
+  remembers the authors of the comments it has mapped (the latest 100,000); a reply to a
+  comment it has not seen carries no touchpoint and says so.
+- `feed` posts (`item` status, post, photo, video, share; `verb: add`) by a person on the
+  page: an inbound customer `message` (conversation `facebook:<page>:post:<post_id>`);
+  the page's own posts, reactions, edits and removals carry no touchpoint.
+- `mention` (`verb: add`): a public post or comment naming the page, an inbound customer
+  `message`, customer `facebook:<sender_id>`, conversation
+  `facebook:<page>:mention:<post_id>`, at `created_time` or the entry's `time`.
+
+Meta signs the body only (no timestamp): a replayed delivery has the same mids and comment
+ids, so it maps to the same event_ids and is deduplicated downstream.
 """
 
 from __future__ import annotations
@@ -29,11 +48,13 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from producers.mapping import Mapped, MappingContext, PayloadError, from_unix, obj, stable_id, text
+from producers.mapping import Mapped, MappingContext, PayloadError, Threads, from_unix, obj, stable_id, text
 from producers.signatures import verify_hub
 from producers.webhook import Provider, WebhookRequest
 
 RECEIPTS = ("delivery", "read", "reaction", "optin", "referral", "account_linking")
+POSTS = ("status", "post", "photo", "video", "share")
+SOCIAL = {"network": "facebook"}
 
 
 def person_of(party: dict[str, Any]) -> str:
@@ -103,6 +124,52 @@ def event_fields(page_id: str, event: dict[str, Any], context: MappingContext) -
     }
 
 
+def change_fields(
+    page_id: str, sent: object, change: dict[str, Any], threads: Threads
+) -> dict[str, Any] | str:
+    """A page feed change's touchpoint (SPEC §4 social channel), or why it carries none."""
+    field_name, value = change.get("field"), obj(change, "value")
+    verb, item = value.get("verb"), value.get("item")
+    if verb != "add":
+        return f"{field_name} {item or 'change'} {verb or 'without a verb'} carries no touchpoint"
+    when = from_unix(value.get("created_time", sent), what="created_time")
+    inbound = {"kind": "message", "direction": "inbound", "actor": "customer", "channel": "social",
+               "occurred_at": when, "attributes": SOCIAL}  # fmt: skip
+    if field_name == "mention":
+        sender, post = text(value, "sender_id") or "", text(value, "post_id") or ""
+        mentioned = text(value, "comment_id", required=False) or post
+        return {**inbound, "event_id": stable_id("facebook", "mention", mentioned),
+                "customer_id": stable_id("facebook", sender),
+                "conversation_id": stable_id("facebook", page_id, "mention", post)}  # fmt: skip
+    if field_name != "feed":
+        return f"{field_name} changes carry no touchpoint"
+    author = text(obj(value, "from"), "id") or ""
+    post = text(value, "post_id") or ""
+    if item in POSTS:
+        if author == page_id:
+            return "the page's own post carries no touchpoint"
+        return {**inbound, "event_id": stable_id("facebook", post),
+                "customer_id": stable_id("facebook", author),
+                "conversation_id": stable_id("facebook", page_id, "post", post)}  # fmt: skip
+    if item != "comment":
+        return f"feed {item or 'item'} carries no touchpoint"
+    comment = text(value, "comment_id") or ""
+    parent = text(value, "parent_id", required=False)
+    if author == page_id:
+        answered = threads.find(parent) if parent else None
+        if answered is None:
+            return f"the page's reply to comment {parent}: its author is not among the comments seen here"
+        customer, conversation = answered
+        return {**inbound, "event_id": stable_id("facebook", comment), "customer_id": customer,
+                "conversation_id": conversation, "direction": "outbound", "actor": "agent"}  # fmt: skip
+    thread = parent if parent and parent != post else comment
+    customer = stable_id("facebook", author)
+    conversation = stable_id("facebook", page_id, thread, author)
+    threads.remember(comment, customer, conversation)
+    return {**inbound, "event_id": stable_id("facebook", comment), "customer_id": customer,
+            "conversation_id": conversation}  # fmt: skip
+
+
 def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
     payload = request.json()
     if not isinstance(payload, dict) or payload.get("object") != "page":
@@ -111,10 +178,21 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
     if not isinstance(entries, list):
         raise PayloadError("entry must be an array")
     mapped = Mapped(context.received_at, max_skew=context.max_skew)
+    threads = context.threads if context.threads is not None else Threads()
     index = 0
     for entry in entries:
         page_id = str(entry.get("id", "")) if isinstance(entry, dict) else ""
         events: list[Any] = [None]  # an entry that is not an object is one bad item
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        if isinstance(changes, list) and page_id:
+            for change in changes:
+                if isinstance(change, dict):
+                    mapped.take(index, partial(change_fields, page_id, entry.get("time"), change, threads))
+                else:
+                    mapped.reject(index, "each change must be an object")
+                index += 1
+            if not entry.get("messaging") and not entry.get("standby"):
+                continue
         if isinstance(entry, dict):
             lists = [entry.get(key) for key in ("messaging", "standby")]
             events = [

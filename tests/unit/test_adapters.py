@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import email
+import hashlib
+import hmac
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -273,6 +276,9 @@ def test_generic_chat_survey_and_helpdesk_formats() -> None:
                     "ticket_id": "T-1",
                     "customer_id": "cust-1",
                     "occurred_at": "2026-05-01T11:00:00Z",
+                    "category": "billing",
+                    "priority": "High",
+                    "attributes": {"plan": "pro"},
                 },
                 {
                     "id": "e2",
@@ -298,6 +304,7 @@ def test_generic_chat_survey_and_helpdesk_formats() -> None:
         ("helpdesk:e3", "ticket_resolved", "none", "system", "cust-1", "helpdesk:ticket:T-1"),
     ]
     assert all(event.channel.value == "helpdesk" for event in desk.events)
+    assert desk.events[0].attributes == {"plan": "pro", "category": "billing", "priority": "high"}
 
 
 @pytest.mark.parametrize("route", sorted(PROVIDERS))
@@ -331,6 +338,7 @@ def sample(route: str) -> tuple[bytes, dict[str, str]]:
             "channel": "email",
             "answered_at": "2026-05-01T09:30:00Z",
         },
+        "helpdesk/zendesk": fixture("zendesk-ticket.created.json"),
         "helpdesk/generic": {
             "id": "e1",
             "type": "customer_reply",
@@ -339,6 +347,8 @@ def sample(route: str) -> tuple[bytes, dict[str, str]]:
             "occurred_at": "2026-05-01T09:30:00Z",
         },
     }
+    if route == "helpdesk/zendesk":
+        return zendesk_signed(payloads[route])
     return signed_json(route, payloads[route], SECRET, NOW)
 
 
@@ -462,3 +472,83 @@ def test_intercom_bot_parts_read_receipts_and_ticket_replies() -> None:
     shown = [(e.event_id, e.customer_id, e.conversation_id, e.direction.value, e.agent_id)
              for e in ticket.events]  # fmt: skip
     assert shown == [("intercom:7420100001", "cust-1042", "intercom:1295", "outbound", "3330619")]
+
+
+def test_zendesk_ticket_created_comment_and_solved() -> None:
+    ticket = "zendesk:ticket:5158"
+    mapped = [deliver("helpdesk/zendesk", *zendesk_signed(fixture(f"zendesk-ticket.{name}.json")))
+              for name in ("created", "comment_added", "status_changed")]  # fmt: skip
+    assert [rows(found) for found in mapped] == [
+        [("zendesk:cbe4028c-7239-495d-b020-f22348516046", "ticket_opened", "inbound", "customer",
+          "zendesk:8447388090494", ticket, None, "2024-05-10T15:39:42+00:00")],
+        [("zendesk:d4f5c389-8f4a-4c2e-a1b9-8e4f39c71d52", "message", "outbound", "agent",
+          "zendesk:8447388090494", ticket, "zendesk:8447388090495", "2024-05-10T16:02:11.120934+00:00")],
+        [("zendesk:0b7e5a2e-3c1d-4f7a-9d8e-6a5b4c3d2e1f", "ticket_resolved", "none", "agent",
+          "zendesk:8447388090494", ticket, "zendesk:8447388090495", "2024-05-10T16:30:05.001000+00:00")],
+    ]  # fmt: skip
+    assert mapped[0].events[0].attributes == {"priority": "high", "category": "login", "via": "web_form"}
+    assert all(found.events[0].channel.value == "helpdesk" for found in mapped)
+
+
+def test_zendesk_notes_reopenings_and_other_events_carry_no_touchpoint() -> None:
+    note = fixture("zendesk-ticket.comment_added.json")
+    note["event"]["comment"]["is_public"] = False
+    reopened = fixture("zendesk-ticket.status_changed.json")
+    reopened["event"] |= {"current": "OPEN", "previous": "SOLVED"}
+    closed = fixture("zendesk-ticket.status_changed.json")
+    closed["event"] |= {"current": "CLOSED", "previous": "SOLVED"}
+    untagged = fixture("zendesk-ticket.created.json")
+    untagged["detail"]["tags"] = []
+    customer = fixture("zendesk-ticket.comment_added.json")
+    customer["event"]["comment"]["author"]["is_staff"] = False
+    for payload in (note, reopened, closed):
+        found = deliver("helpdesk/zendesk", *zendesk_signed(payload))
+        assert not found.events and len(found.ignored) == 1, found.summary()
+    assert (
+        deliver("helpdesk/zendesk", *zendesk_signed(untagged)).events[0].attributes["category"] == "incident"
+    )
+    reply = deliver("helpdesk/zendesk", *zendesk_signed(customer)).events[0]
+    assert (reply.direction.value, reply.actor.value, reply.agent_id) == ("inbound", "customer", None)
+
+
+def test_zendesk_signature_is_base64_hmac_of_timestamp_and_body() -> None:
+    body, headers = zendesk_signed(fixture("zendesk-ticket.created.json"))
+    provider = PROVIDERS["helpdesk/zendesk"]
+    provider.verify(request(body, headers), SECRET.encode(), 300)
+    for changed in ({"X-Zendesk-Webhook-Signature": headers["X-Zendesk-Webhook-Signature"][:-4] + "AAA="},
+                    {"X-Zendesk-Webhook-Signature-Timestamp": "2026-05-28T20:26:41Z"}):  # fmt: skip
+        with pytest.raises(SignatureError):
+            provider.verify(request(body, headers | changed), SECRET.encode(), 300)
+    with pytest.raises(SignatureError, match="stale or replayed"):
+        provider.verify(request(body, headers, now=NOW + 3600), SECRET.encode(), 300)
+
+
+def test_facebook_page_feed_comments_replies_and_mentions() -> None:
+    body, headers = signed_json("chat/messenger", fixture("facebook-page-feed.json"), SECRET, NOW)
+    mapped = deliver("chat/messenger", body, headers)
+    page, thread = "101259571653026", "101259571653026_111111111_222222222"
+    conversation = f"facebook:{page}:{thread}:987654321"
+    assert rows(mapped) == [
+        (f"facebook:{thread}", "message", "inbound", "customer", "facebook:987654321", conversation, None,
+         "2023-12-23T12:00:00+00:00"),
+        ("facebook:101259571653026_111111111_333333333", "message", "outbound", "agent", "facebook:987654321",
+         conversation, None, "2023-12-23T12:15:00+00:00"),
+        ("facebook:mention:777888999_123123123", "message", "inbound", "customer", "facebook:777888999",
+         f"facebook:{page}:mention:777888999_123123123", None, "2023-12-23T12:00:05+00:00"),
+    ]  # fmt: skip
+    assert all(e.channel.value == "social" and e.attributes == {"network": "facebook"} for e in mapped.events)
+    assert len(mapped.ignored) == 2 and not mapped.errors  # the like and the page's own post
+    # A reply to a comment this collector never saw cannot be attributed to a customer.
+    alone = fixture("facebook-page-feed.json")
+    alone["entry"][0]["changes"] = alone["entry"][0]["changes"][1:2]
+    found = deliver("chat/messenger", *signed_json("chat/messenger", alone, SECRET, NOW))
+    assert not found.events and "not among the comments seen here" in found.ignored[0]
+
+
+def zendesk_signed(payload: Any) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload).encode()
+    stamp = datetime.fromtimestamp(NOW, UTC).isoformat().replace("+00:00", "Z")
+    mac = hmac.new(SECRET.encode(), stamp.encode() + body, hashlib.sha256).digest()
+    signature = base64.b64encode(mac).decode()
+    return body, {"Content-Type": "application/json", "X-Zendesk-Webhook-Signature": signature,
+                  "X-Zendesk-Webhook-Signature-Timestamp": stamp}  # fmt: skip
