@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -29,6 +30,14 @@ def hub_signature(secret: str, body: bytes, header: str, algorithm: str) -> dict
     return {header: f"{algorithm}={mac}"}
 
 
+def zendesk_signature(secret: str, body: bytes, now: int) -> dict[str, str]:
+    """Zendesk's: base64(HMAC-SHA256(secret, timestamp + body)), the timestamp in ISO 8601."""
+    stamp = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
+    mac = hmac.new(secret.encode(), stamp.encode() + body, hashlib.sha256).digest()
+    return {"X-Zendesk-Webhook-Signature": base64.b64encode(mac).decode(),
+            "X-Zendesk-Webhook-Signature-Timestamp": stamp}  # fmt: skip
+
+
 def signed_json(route: str, payload: Any, secret: str, now: int) -> tuple[bytes, dict[str, str]]:
     """Body and headers for a JSON webhook provider."""
     body = json.dumps(payload).encode()
@@ -37,6 +46,8 @@ def signed_json(route: str, payload: Any, secret: str, now: int) -> tuple[bytes,
         headers |= hub_signature(secret, body, "X-Hub-Signature", "sha1")
     elif route == "chat/messenger":
         headers |= hub_signature(secret, body, "X-Hub-Signature-256", "sha256")
+    elif route == "helpdesk/zendesk":
+        headers |= zendesk_signature(secret, body, now)
     else:
         headers |= touchstream_signature(secret, body, now)
     return body, headers

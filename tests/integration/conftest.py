@@ -157,7 +157,8 @@ KEY = "test-key-0123456789"
 WEB_KEY = "web-key-public-0123"
 WEBHOOK_SECRET = "webhook-secret-for-tests"
 WEBHOOK_SECRETS = {
-    name: WEBHOOK_SECRET for name in ("generic", "intercom", "messenger", "mailgun", "email/sendgrid")
+    name: WEBHOOK_SECRET
+    for name in ("generic", "intercom", "messenger", "mailgun", "email/sendgrid", "zendesk")
 }
 
 

@@ -79,6 +79,9 @@ def deliveries(now: int) -> dict[str, tuple[bytes, dict[str, str]]]:
             WEBHOOK_SECRET,
             now,
         ),
+        "helpdesk/zendesk": signed_json(
+            "helpdesk/zendesk", fixture("zendesk-ticket.created.json"), WEBHOOK_SECRET, now
+        ),
         "email/mailgun": mailgun_form(fixture("mailgun-parsed.json"), WEBHOOK_SECRET, now),
         "email/sendgrid": sendgrid_form(
             fixture("sendgrid-headers.txt"), WEBHOOK_SECRET, "in@parse.shop.example"
@@ -96,6 +99,7 @@ EXPECTED = {
     "chat/generic": ["chat:g1", "chat:g2"],
     "survey/generic": ["survey:r1"],
     "helpdesk/generic": ["helpdesk:h1"],
+    "helpdesk/zendesk": ["zendesk:cbe4028c-7239-495d-b020-f22348516046"],
     "email/mailgun": ["email:CAJ5ia2DsHgVzD@mail.customer.example"],
     "email/sendgrid": ["email:CAN_P_JMvV7ZpAQhOnDienypLrJmuhN=LQWweu4yScw4jQyXY2w@mail.customer.example"],
 }
@@ -129,6 +133,29 @@ def test_every_provider_publishes_exactly_its_events_and_redelivery_keeps_ids(
     metrics = collector.get("/metrics")[1]
     assert 'touchstream_collector_events_accepted_total{source="chat/messenger"} 6' in metrics
     assert 'touchstream_collector_items_ignored_total{source="chat/messenger"} 2' in metrics
+
+
+def test_the_pages_reply_finds_the_customer_of_a_comment_from_an_earlier_delivery(
+    broker: EmbeddedBroker, collector_env: dict[str, str], start_collector: Callable[..., Collector]
+) -> None:
+    """Meta delivers a customer's comment and the page's reply in separate requests; the
+    collector remembers the comment's author, so the reply is in the customer's thread."""
+    collector = start_collector()
+    now = int(time.time())
+    feed = fixture("facebook-page-feed.json")
+    comment, reply = ({**feed, "entry": [{**feed["entry"][0], "changes": [change]}]}
+                      for change in feed["entry"][0]["changes"][:2])  # fmt: skip
+    for payload in (comment, reply):
+        status, answer = post(
+            collector, "chat/messenger", *signed_json("chat/messenger", payload, WEBHOOK_SECRET, now)
+        )
+        assert (status, answer["accepted"]) == (200, 1), answer
+    records = published(broker, collector_env, expected=2)
+    assert [(r["direction"], r["customer_id"], r["channel"]) for r in records] == [
+        ("inbound", "facebook:987654321", "social"),
+        ("outbound", "facebook:987654321", "social"),
+    ]
+    assert records[0]["conversation_id"] == records[1]["conversation_id"]
 
 
 def test_bad_webhooks_get_the_right_4xx_and_publish_nothing(
