@@ -18,6 +18,7 @@ from sinks.clickhouse import ClickHouse
 from streams.metrics import Engine, MetricsConfig, Outputs
 from streams.partitions import PartitionEngines
 from tests.factories import event
+from touchstream.dashboard import experience
 from touchstream.verify import verify
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -219,6 +220,9 @@ def test_every_query_in_the_analyst_docs_runs(clickhouse: ClickHouse) -> None:
     assert ("detractor or dissatisfied", "chat > email", 1) in paths
     assert any(row[0] == "purchase" and str(row[1]).startswith("chat") for row in paths), paths
     assert sum(int(str(row[1])) for row in result("preferred_channel IS NOT NULL")) == 3
+    # Outcomes: the detractor's answer had touchpoints before it, so it is an attributed outcome.
+    share, outcomes = result("SELECT DISTINCT outcome_id, outcome_class")[0]
+    assert int(str(outcomes)) >= 1 and 0 < float(str(share)) <= 100
     assert sum(int(str(row[2])) for row in result("toDayOfWeek(occurred_at) AS weekday")) == sum(
         1 for e in events if e.actor.value == "customer" and e.kind.value != "consent_updated"
     )
@@ -267,3 +271,13 @@ def test_a_backfill_of_many_years_lands_in_blocks_within_the_partition_limit(cli
     assert clickhouse.scalar("SELECT count() FROM touchpoints FINAL") == 3 * months
     touchpoints.write(clickhouse, list(zip(later, sources, strict=True)), sources)  # a retry: no duplicates
     assert clickhouse.scalar("SELECT count() FROM touchpoints") == 3 * months
+
+
+def test_the_dashboards_experience_queries_are_the_documented_ones() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "clickhouse.md").read_text()
+    queries = {
+        name: value for name, value in vars(experience).items() if name.isupper() and "SELECT" in str(value)
+    }
+    assert len(queries) >= 12
+    missing = [name for name, query in queries.items() if query.strip() not in text]
+    assert not missing, f"not in docs/clickhouse.md word for word: {missing}"

@@ -6,7 +6,8 @@ attributed bad share per channel, kind and agent under each attribution model, b
 the overall share), ticket trends and recurring incidents, SLA attainment, first-response
 buckets, and social conversations per network. `charts()` gives the ops page's volume
 per channel and response-time p50/p90 per hour. Both read every event of the window, so
-the page reads them at most every 15 s. The queries are docs/clickhouse.md's.
+the page reads them at most every 15 s (charts) or 30 s (the experience view). Every query
+here is in docs/clickhouse.md, word for word (a test checks it).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ SELECT toMonday(occurred_at) AS week,
        round(100 * countIf(survey_type = 'csat' AND score >= 4) / nullIf(countIf(survey_type = 'csat'), 0), 1)
            AS csat_percent
 FROM surveys FINAL
-WHERE occurred_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 13 WEEK
+WHERE occurred_at > (SELECT max(occurred_at) FROM touchpoints) - INTERVAL 13 WEEK
 GROUP BY week
 ORDER BY week"""
 #: Per channel, kind and agent (and per agent, channel or kind alone: `grouping`), the
@@ -50,7 +51,7 @@ FROM (
     FROM outcome_touchpoints FINAL
 )
 GROUP BY GROUPING SETS ((channel, kind, agent), (agent), (channel), (kind))
-HAVING outcomes >= {least:UInt32}
+HAVING outcomes >= 30
 ORDER BY linear DESC, outcomes DESC"""
 OVERALL_BAD = """
 SELECT round(100 * avg(outcome_class IN ('detractor', 'dissatisfied', 'churned')), 1), count()
@@ -58,7 +59,7 @@ FROM (SELECT DISTINCT outcome_id, outcome_class FROM outcome_touchpoints FINAL)"
 TICKET_TREND = """
 SELECT week, category, tickets, previous_mean, recurring
 FROM ticket_weeks
-WHERE week > toMonday({ref:DateTime64(3, 'UTC')}) - INTERVAL 13 WEEK
+WHERE week > toMonday((SELECT max(occurred_at) FROM touchpoints)) - INTERVAL 13 WEEK
 ORDER BY week, category"""
 RECURRING = """
 SELECT category, week, tickets, round(previous_mean, 1) AS previous_mean
@@ -83,14 +84,14 @@ SLA_BY_WEEK = """
 SELECT toMonday(opened_at) AS week, channel, count() AS first_responses,
        round(100 * avg(within_sla), 1) AS within_sla_percent
 FROM tickets FINAL
-WHERE within_sla IS NOT NULL AND opened_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 8 WEEK
+WHERE within_sla IS NOT NULL AND opened_at > (SELECT max(occurred_at) FROM touchpoints) - INTERVAL 8 WEEK
 GROUP BY week, channel
 ORDER BY week DESC, channel"""
 SLA_BY_AGENT = """
 SELECT first_response_agent_id AS agent, channel, count() AS first_responses,
        round(100 * avg(within_sla), 1) AS within_sla_percent
 FROM tickets FINAL
-WHERE within_sla IS NOT NULL AND opened_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 28 DAY
+WHERE within_sla IS NOT NULL AND opened_at > (SELECT max(occurred_at) FROM touchpoints) - INTERVAL 28 DAY
 GROUP BY agent, channel
 ORDER BY within_sla_percent, first_responses DESC
 LIMIT 15"""
@@ -127,17 +128,17 @@ SETTINGS join_use_nulls = 0"""
 VOLUME_BY_HOUR = """
 SELECT hour, channel, sum(events) AS events
 FROM volumes_hourly
-WHERE hour > {ref:DateTime64(3, 'UTC')} - INTERVAL 48 HOUR
+WHERE hour > (SELECT max(occurred_at) FROM touchpoints) - INTERVAL 48 HOUR
 GROUP BY hour, channel
 ORDER BY hour, channel"""
 RESPONSE_TIMES_BY_HOUR = """
 SELECT toStartOfHour(replied_at) AS hour, quantileExact(0.5)(response_seconds) AS p50,
        quantileExact(0.9)(response_seconds) AS p90
 FROM responses FINAL
-WHERE replied_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 48 HOUR
+WHERE replied_at > (SELECT max(occurred_at) FROM touchpoints) - INTERVAL 48 HOUR
 GROUP BY hour
 ORDER BY hour"""
-#: Attribution rows need this many outcomes behind them to be shown.
+#: Attribution rows need this many outcomes behind them to be shown (ATTRIBUTION's HAVING).
 LEAST_OUTCOMES = 30
 MODELS = {"last": "last touch", "first": "first touch", "linear": "linear", "time_decay": "time decay",
           "position": "position based"}  # fmt: skip
@@ -186,8 +187,8 @@ def charts(fetch: Fetch) -> dict[str, Any]:
     if ref is None:
         return {"volume_chart": _pivot([]), "response_chart": _series([], ["p50", "p90"])}
     return {
-        "volume_chart": _pivot(fetch(VOLUME_BY_HOUR, {"ref": ref})),
-        "response_chart": _series(fetch(RESPONSE_TIMES_BY_HOUR, {"ref": ref}), ["p50", "p90"]),
+        "volume_chart": _pivot(fetch(VOLUME_BY_HOUR, {})),
+        "response_chart": _series(fetch(RESPONSE_TIMES_BY_HOUR, {}), ["p50", "p90"]),
     }
 
 
@@ -202,8 +203,8 @@ def experience(fetch: Fetch) -> dict[str, Any]:
     by_signal = [row for row in rates if row["signal"] != ""][-15:]  # the last three months
     bad_share, outcomes = fetch(OVERALL_BAD, {})[0]
     attribution = records(["grouping", "channel", "kind", "agent", "outcomes", "touchpoints", *MODELS],
-                          fetch(ATTRIBUTION, {"least": LEAST_OUTCOMES}))  # fmt: skip
-    trend = fetch(TICKET_TREND, {"ref": ref}) if ref else []
+                          fetch(ATTRIBUTION, {}))  # fmt: skip
+    trend = fetch(TICKET_TREND, {}) if ref else []
     percent = "number"
     panels: dict[str, Any] = {
         "churn_chart": _series([(row["month"], row["churn_percent"]) for row in overall], ["churn %"]),
@@ -214,7 +215,7 @@ def experience(fetch: Fetch) -> dict[str, Any]:
              column("overall_percent", "Overall churn %", percent)],
             list(reversed(by_signal)),
         ),
-        "survey_chart": _series(fetch(SURVEY_TREND, {"ref": ref}) if ref else [], ["NPS", "CSAT %"]),
+        "survey_chart": _series(fetch(SURVEY_TREND, {}) if ref else [], ["NPS", "CSAT %"]),
         "attribution": {
             **table(
                 [column("grouping", "By"), column("channel", "Channel"), column("kind", "Kind"),
@@ -254,14 +255,14 @@ def experience(fetch: Fetch) -> dict[str, Any]:
              column("first_responses", "First responses", "int"),
              column("within_sla_percent", "Within SLA %", percent)],
             records(["week", "channel", "first_responses", "within_sla_percent"],
-                    fetch(SLA_BY_WEEK, {"ref": ref}) if ref else []),
+                    fetch(SLA_BY_WEEK, {}) if ref else []),
         ),
         "sla_agents": table(
             [column("agent", "Agent"), column("channel", "Channel"),
              column("first_responses", "First responses", "int"),
              column("within_sla_percent", "Within SLA %", percent)],
             records(["agent", "channel", "first_responses", "within_sla_percent"],
-                    fetch(SLA_BY_AGENT, {"ref": ref}) if ref else []),
+                    fetch(SLA_BY_AGENT, {}) if ref else []),
         ),
         "social": table(
             [column("network", "Network"), column("conversations", "Conversations", "int"),
