@@ -120,3 +120,36 @@ def test_the_terminal_view_shows_profile_journeys_and_timeline(clickhouse: Click
     assert "NPS 10" in text and "waiting since" in text
     assert "no consent" in text and "2026-03-02 09:02:00 to 2026-03-02 09:04:00" in text
     assert "touchpoints 1-3 of 5" in text and "more: --after '2026-03-02T09:03:00.000Z|w2'" in text
+
+
+def test_the_record_has_the_customers_tickets_and_churns(clickhouse: ClickHouse) -> None:
+    desk = {"channel": "helpdesk", "conversation_id": "t-9"}
+    history = [
+        event(event_id="open", customer_id="cust-9", occurred_at=at(10), kind="ticket_opened",
+              attributes={"category": "billing", "priority": "high"}, **desk),
+        event(event_id="ans", customer_id="cust-9", occurred_at=at(70), direction="outbound", actor="agent",
+              agent_id="kim", **desk),
+        event(event_id="done", customer_id="cust-9", occurred_at=at(90), kind="ticket_resolved",
+              direction="none", actor="agent", agent_id="kim", **desk),
+        # Seen once, 40 days before everything else: churned 10 days ago.
+        event(event_id="gone", customer_id="cust-8", occurred_at=at(-40 * 24 * 60), channel="web",
+              kind="page_view", conversation_id=None),
+    ]  # fmt: skip
+    sources = [Source("t", 0, n) for n in range(len(history))]
+    touchpoints.write(clickhouse, list(zip(history, sources, strict=True)), sources)
+    engines = PartitionEngines(MetricsConfig(grace=timedelta(minutes=10)), {}, partitions=1)
+    metric_rows.write(clickhouse, engines.process(((e, 0, "t") for e in history), {}))
+    (status, desk_record), (_, gone) = get(clickhouse, "/api/customers/cust-9", "/api/customers/cust-8")
+    assert status == 200
+    [ticket] = desk_record["tickets"]
+    assert (ticket["conversation_id"], ticket["category"], ticket["priority"], ticket["status"]) == (
+        "t-9",
+        "billing",
+        "high",
+        "resolved",
+    )
+    assert ticket["first_response_seconds"] == 3600.0 and ticket["resolved_on_first_reply"] is True
+    assert desk_record["churns"] == []
+    [churn] = gone["churns"]
+    assert churn["last_interaction_at"] == gone["touchpoints"][0]["occurred_at"]
+    assert churn["returned_at"] is None and churn["level_at_churn"] == "dormant" and churn["signals"] == []

@@ -3,10 +3,11 @@
 
 The record is read from the SPEC §6 tables with bound parameters: the profile, every
 stored touchpoint in event order (paged) with its conversation and journey, the
-journeys, response times, what still waits, level changes, surveys, and the periods in
-which the customer had withdrawn analytics consent (their events are shown, marked as
-not counted). Conversations without a `conversation_id` are derived exactly as the
-stream derives them (`streams.metrics.reference`), over all the customer's events.
+journeys, response times, what still waits, level changes, surveys, tickets, churns, and
+the periods in which the customer had withdrawn analytics consent (their events are
+shown, marked as not counted). A counted event's conversation is the stream's (from
+`counted_touchpoints`); one not counted gets the conversation derived the same way over
+all the customer's events.
 
 An erasure removes the customer's events up to the request and keeps only a proof with
 no personal data, so a customer with no stored event is answered as "no record": never
@@ -30,13 +31,14 @@ Fetch = Callable[[str, Mapping[str, Any]], list[tuple[Any, ...]]]
 PAGE, MAX_PAGE = 200, 1000
 
 EVENTS = """
-SELECT event_id, occurred_at, channel, kind, direction, actor, conversation_id, agent_id, survey_type,
-       survey_score, consent_analytics,
-       (customer_id, event_id) IN (SELECT customer_id, event_id FROM counted_touchpoints
-                                   WHERE customer_id = {customer:String}) AS counted
-FROM touchpoints FINAL
-WHERE customer_id = {customer:String}
-ORDER BY occurred_at, event_id"""
+SELECT t.event_id, t.occurred_at, t.channel, t.kind, t.direction, t.actor, t.conversation_id, t.agent_id,
+       t.survey_type, t.survey_score, t.consent_analytics, c.conversation, c.event_id != '' AS counted
+FROM touchpoints AS t FINAL
+LEFT JOIN (SELECT event_id, conversation FROM counted_touchpoints WHERE customer_id = {customer:String}) AS c
+    ON c.event_id = t.event_id
+WHERE t.customer_id = {customer:String}
+ORDER BY t.occurred_at, t.event_id
+SETTINGS join_use_nulls = 0"""
 PROFILE = """
 SELECT first_seen_at, last_seen_at, preferred_channel, active_channels, active_hours, active_weekdays,
        purchases, level, score, latest_nps, latest_csat, consent, churned, final, as_of
@@ -55,6 +57,13 @@ ORDER BY waiting_since"""
 LEVEL_CHANGES = """
 SELECT changed_at, previous_level, level, score, final
 FROM engagement_changes FINAL WHERE customer_id = {customer:String} ORDER BY changed_at"""
+TICKETS = """
+SELECT conversation_id, channel, category, priority, opened_at, first_response_seconds, first_resolved_at,
+       resolved_at, reopened, status, resolved_on_first_reply, final
+FROM tickets WHERE customer_id = {customer:String} ORDER BY opened_at"""
+CHURNS = """
+SELECT churned_at, last_interaction_at, returned_at, level_at_churn, signals, final
+FROM churn_events WHERE customer_id = {customer:String} ORDER BY churned_at"""
 SURVEYS = """
 SELECT event_id, occurred_at, channel, survey_type, score, conversation_id, final
 FROM surveys FINAL WHERE customer_id = {customer:String} ORDER BY occurred_at"""
@@ -100,7 +109,13 @@ def record(fetch: Fetch, customer_id: str, config: MetricsConfig, page: Page = P
         raise NoRecord(customer_id)
     events = [_event(customer_id, row) for row in rows]
     counted = [bool(row[-1]) for row in rows]
-    derived = dict(zip((e.event_id for e in events), conversation_ids(events, config), strict=True))
+    # A counted event's conversation is the stream's (over the counted events, consent
+    # respected); one not counted gets the one derived over all the customer's events.
+    everything = dict(zip((e.event_id for e in events), conversation_ids(events, config), strict=True))
+    derived = {
+        e.event_id: row[-2] if row[-1] else everything[e.event_id]
+        for e, row in zip(events, rows, strict=True)
+    }
     journeys = [
         {"journey_id": j, "started_at": _time(start), "ended_at": _time(end), "channel_path": list(path),
          "touchpoints": n, "outcome": outcome, "final": bool(final)}
@@ -154,6 +169,19 @@ def record(fetch: Fetch, customer_id: str, config: MetricsConfig, page: Page = P
          "score": score, "conversation_id": conversation, "final": bool(final)}
         for event_id, at, channel, kind, score, conversation, final in fetch(SURVEYS, params)
     ]  # fmt: skip
+    tickets = [
+        {"conversation_id": conversation, "channel": channel, "category": category, "priority": priority,
+         "opened_at": _time(opened), "first_response_seconds": _seconds(first),
+         "first_resolved_at": _time(solved), "resolved_at": _time(resolved), "reopened": reopened,
+         "status": status, "resolved_on_first_reply": bool(on_first), "final": bool(final)}
+        for conversation, channel, category, priority, opened, first, solved, resolved, reopened, status,
+        on_first, final in fetch(TICKETS, params)
+    ]  # fmt: skip
+    churns = [
+        {"churned_at": _time(churned), "last_interaction_at": _time(last), "returned_at": _time(returned),
+         "level_at_churn": level, "signals": list(signals), "final": bool(final)}
+        for churned, last, returned, level, signals, final in fetch(CHURNS, params)
+    ]  # fmt: skip
     return {
         "customer_id": customer_id,
         "profile": _profile(profile[0]) if profile else None,
@@ -170,12 +198,14 @@ def record(fetch: Fetch, customer_id: str, config: MetricsConfig, page: Page = P
         "waiting": waiting,
         "level_changes": changes,
         "surveys": surveys,
+        "tickets": tickets,
+        "churns": churns,
         "consent_withdrawn": _withdrawn(events),
     }
 
 
 def _event(customer_id: str, row: tuple[Any, ...]) -> TouchpointEvent:
-    event_id, at, channel, kind, direction, actor, conversation, agent, survey_type, score, consent, _ = row
+    event_id, at, channel, kind, direction, actor, conversation, agent, survey_type, score, consent = row[:11]
     return TouchpointEvent.model_validate({
         "event_id": event_id, "occurred_at": _utc(at), "received_at": _utc(at), "customer_id": customer_id,
         "channel": channel, "kind": kind, "direction": direction, "actor": actor,
@@ -228,6 +258,10 @@ def _withdrawn(events: list[TouchpointEvent]) -> list[dict[str, str | None]]:
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _time(moment: datetime | None) -> str | None:

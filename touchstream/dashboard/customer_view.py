@@ -21,7 +21,7 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def render(record: dict[str, Any]) -> RenderableType:
-    return Group(_profile(record), _journeys(record), _timeline(record))
+    return Group(_profile(record), _journeys(record), _outcomes(record), _timeline(record))
 
 
 def show(record: dict[str, Any], console: Console | None = None) -> None:
@@ -80,6 +80,23 @@ def _journeys(record: dict[str, Any]) -> RenderableType:
             _time(journey["started_at"]), _time(journey["ended_at"]), " > ".join(journey["channel_path"]),
             str(journey["touchpoints"]), journey["outcome"] + _live(journey["final"]),
         )  # fmt: skip
+    return table
+
+
+def _outcomes(record: dict[str, Any]) -> RenderableType:
+    """Tickets and churns, one line each."""
+    table = Table(title="Tickets and churns", title_justify="left")
+    for name in ("when", "what", "details"):
+        table.add_column(name)
+    for ticket in record.get("tickets", []):
+        table.add_row(
+            _time(ticket["opened_at"]), f"ticket {ticket['conversation_id']}",
+            f"{ticket['category']}, {ticket['priority']}, {ticket['status']}{_live(ticket['final'])}",
+        )  # fmt: skip
+    for churn in record.get("churns", []):
+        back = f"returned {_time(churn['returned_at'])}" if churn["returned_at"] else "not returned"
+        signals = ", ".join(churn["signals"]) or "no signals"
+        table.add_row(_time(churn["churned_at"]), "churned", f"{signals}; {back}{_live(churn['final'])}")
     return table
 
 

@@ -119,6 +119,19 @@ function showTables(record) {
     provisional: !j.final,
   })));
   document.getElementById("journeys-meta").textContent = `${record.journeys.length}`;
+  fill("tickets", ["opened", "ticket", "category", "priority", "first response", "status", "reopened"],
+    record.tickets.map((t) => ({
+      cells: [when(t.opened_at), t.conversation_id, t.category, t.priority, duration(t.first_response_seconds),
+              t.status + (t.resolved_on_first_reply ? " (first reply)" : "") + live(t.final), String(t.reopened)],
+      provisional: !t.final,
+    })));
+  fill("churns", ["churned", "last own action", "returned", "level then", "signals"], record.churns.map((c) => ({
+    cells: [when(c.churned_at), when(c.last_interaction_at), c.returned_at ? when(c.returned_at) : "not yet",
+            c.level_at_churn, (c.signals.join(", ") || "none") + live(c.final)],
+    provisional: !c.final,
+  })));
+  document.getElementById("tickets-meta").textContent = `${record.tickets.length}`;
+  document.getElementById("churns-meta").textContent = `${record.churns.length}`;
   const replies = new Map(record.responses.map((r) => [r.reply_event_id, r]));
   fill("events", ["when", "channel", "kind", "direction", "actor", "conversation", "measured"], record.touchpoints.map((t) => {
     const reply = replies.get(t.event_id);
