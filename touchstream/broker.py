@@ -215,6 +215,8 @@ class EmbeddedBroker:
             try:
                 wait_for_metadata(self.bootstrap, timeout=max(1.0, deadline - time.monotonic()))
             except BrokerError as error:
+                if self.process.poll() is not None:  # it listened, then gave up (a corrupt snapshot)
+                    raise BrokerError(f"the {self.name} broker exited at start: {self._said()}") from None
                 raise BrokerError(f"{error}; the {self.name} broker says: {self._said()}") from None
         except BaseException:
             self.stop()

@@ -50,9 +50,9 @@ def test_a_broker_that_never_answers_is_reported_with_what_it_said(tmp_path: Pat
     os.kill(broker.process.pid, signal.SIGSTOP)  # listening, and answering nothing
     try:
         late = EmbeddedBroker("noida", tmp_path / "late", port=broker.port)
-        with pytest.raises(
-            BrokerError, match=r"did not answer within 2s: .*; the noida broker says: error: "
-        ):
+        # The metadata probe reaches the stopped broker and gets no answer; the new one
+        # has said why it is not there.
+        with pytest.raises(BrokerError, match=r"exited at start: error: kafka: port \d+ is already in use"):
             late.start(timeout=2)
     finally:
         os.kill(broker.process.pid, signal.SIGCONT)

@@ -99,7 +99,7 @@ def test_experience_view_shows_the_slow_agent_behind_bad_outcomes(stack: Stack) 
             assert first in ("slow-sam", "(none)"), first  # sorted by the chosen model's share
             # Charts drew (uPlot canvases) and the ticket and churn panels filled.
             for chart in ("churn_chart", "survey_chart", "ticket_chart"):
-                assert page.locator(f"#{chart} canvas").count() >= 1, chart
+                page.wait_for_selector(f"#{chart} canvas", state="attached", timeout=5_000)
             assert "login" in page.locator("#ticket_chart").inner_text()
             assert page.locator("#tickets tbody").inner_text().startswith("helpdesk")
             assert "unanswered" in page.locator("#churn_by_signal").inner_text()

@@ -10,6 +10,8 @@ const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2
 function chart(id, data, options = {}) {
   const element = document.getElementById(id);
   if (!element || !data) return;
+  // A series without a single value (no CSAT answers yet, say) is left out.
+  data = { x: data.x, series: data.series.filter((s) => s.values.some((v) => v !== null)) };
   const labels = data.series.map((s) => s.label).join("\u0000");
   const rows = [data.x, ...data.series.map((s) => s.values)];
   const width = Math.max(element.clientWidth, 280);
@@ -22,7 +24,7 @@ function chart(id, data, options = {}) {
   }
   if (existing) existing.plot.destroy();
   element.replaceChildren();
-  if (data.x.length === 0) {
+  if (data.x.length === 0 || data.series.length === 0) {
     element.textContent = "nothing yet";
     delete charts[id];
     return;
