@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,14 +68,15 @@ def expected(
     return trips, people
 
 
-@VIEWS
-@given(data=st.data())
-def test_journeys_and_profiles_equal_their_definitions(clickhouse: ClickHouse, data: st.DataObject) -> None:
-    clickhouse.migrate(CONFIG)  # the views with this test's journey gap and windows
+def streamed(
+    clickhouse: ClickHouse, config: MetricsConfig, batches: list[list[TouchpointEvent]]
+) -> Iterator[tuple[datetime, datetime]]:
+    """Stream `batches` through the real engine and sink into emptied tables (the views made
+    with `config`); yield the recorded (horizon, newest event time) for the live view, then
+    again once the idle rule has moved the horizon past the newest event."""
+    clickhouse.migrate(config)
     for table in TABLES:
         clickhouse.command(f"TRUNCATE TABLE {table}")
-    events = data.draw(event_lists())
-    batches = data.draw(arrivals(events))
     note(
         repr(
             [
@@ -83,24 +85,31 @@ def test_journeys_and_profiles_equal_their_definitions(clickhouse: ClickHouse, d
             ]
         )
     )
-    engines = PartitionEngines(CONFIG, {}, partitions=1)
+    engines = PartitionEngines(config, {}, partitions=1)
     offset = 0
     for batch in batches:
         out = engines.process(((event, 0, "t") for event in batch), {})
         assert not out.late, "arrivals within the grace period"
         store(clickhouse, batch, out, offset)
         offset += len(batch)
-
     for settle in (False, True):
-        if settle:  # the idle rule: the horizon moves past the newest event
+        if settle:
             settled = engines.idle([0], datetime.now(UTC))
             assert settled is not None
             store(clickhouse, [], settled, offset)
-        horizon, newest = (utc(value) for value in clickhouse.rows(
-            "SELECT max(horizon), max(newest) FROM stream_horizons")[0])  # fmt: skip
+        horizon, newest = clickhouse.rows("SELECT max(horizon), max(newest) FROM stream_horizons")[0]
+        yield utc(horizon), utc(newest)
+
+
+@VIEWS
+@given(data=st.data())
+def test_journeys_and_profiles_equal_their_definitions(clickhouse: ClickHouse, data: st.DataObject) -> None:
+    events = data.draw(event_lists())
+    people: list[Any] = []
+    for horizon, newest in streamed(clickhouse, CONFIG, data.draw(arrivals(events))):
         trips, people = expected(events, horizon, newest)
         assert stored_journeys(clickhouse) == trips
         assert stored_profiles(clickhouse) == people
-        if settle:  # a journey ending within the gap of the newest event may still grow
-            assert all(person[-1] for person in people)
+    # Settled: a journey ending within the gap of the newest event may still grow, a profile not.
+    assert all(person[-1] for person in people)
     assert math.isfinite(sum(person[9] for person in people))

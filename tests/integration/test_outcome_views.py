@@ -9,17 +9,15 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.touchpoint import Channel, TouchpointEvent
 from sinks.clickhouse import ClickHouse
 from streams.metrics import MetricsConfig
 from streams.metrics.reference import churn_rates, churns, outcome_touchpoints, tickets
-from streams.partitions import PartitionEngines
 from tests.factories import event
-from tests.integration.test_behaviour_views import TABLES, utc
-from tests.integration.test_metric_sinks import store
+from tests.integration.test_behaviour_views import streamed, utc
 from tests.unit.test_metrics_core import GRACE, arrivals
 
 CONFIG = MetricsConfig(
@@ -123,34 +121,8 @@ OUTCOME_COLUMNS = [
 def test_tickets_churns_and_attribution_equal_their_definitions(
     clickhouse: ClickHouse, data: st.DataObject
 ) -> None:
-    clickhouse.migrate(CONFIG)  # the views with this test's thresholds and SLAs
-    for table in TABLES:
-        clickhouse.command(f"TRUNCATE TABLE {table}")
     events = data.draw(histories())
-    batches = data.draw(arrivals(events))
-    note(
-        repr(
-            [
-                [(e.event_id, e.customer_id, e.kind.value, e.occurred_at.isoformat()) for e in b]
-                for b in batches
-            ]
-        )
-    )
-    engines = PartitionEngines(CONFIG, {}, partitions=1)
-    offset = 0
-    for batch in batches:
-        out = engines.process(((e, 0, "t") for e in batch), {})
-        assert not out.late, "arrivals within the grace period"
-        store(clickhouse, batch, out, offset)
-        offset += len(batch)
-
-    for settle in (False, True):
-        if settle:  # the idle rule: the horizon moves past the newest event
-            settled = engines.idle([0], datetime.now(UTC))
-            assert settled is not None
-            store(clickhouse, [], settled, offset)
-        horizon, newest = (utc(value) for value in clickhouse.rows(
-            "SELECT max(horizon), max(newest) FROM stream_horizons")[0])  # fmt: skip
+    for horizon, newest in streamed(clickhouse, CONFIG, data.draw(arrivals(events))):
         assert stored(clickhouse, "tickets", TICKET_COLUMNS) == wanted(
             tickets(events, CONFIG, horizon, newest), TICKET_COLUMNS
         )
