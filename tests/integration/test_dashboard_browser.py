@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -111,6 +112,23 @@ def needs_chromium() -> None:
         pytest.fail(f"this test needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
 
 
+@contextmanager
+def browser_page(width: int, height: int) -> Iterator[tuple[Any, list[str]]]:
+    """A page of Debian's chromium (Playwright), and the JavaScript errors it raises."""
+    needs_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            yield page, errors
+        finally:
+            browser.close()
+
+
 def seconds_from_now() -> Callable[[float], str]:
     """ISO times relative to now (whole seconds), for events of a live test."""
     now = datetime.now(UTC).replace(microsecond=0)
@@ -119,8 +137,6 @@ def seconds_from_now() -> Callable[[float], str]:
 
 def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: Stack) -> None:
     needs_chromium()
-    from playwright.sync_api import sync_playwright
-
     at = seconds_from_now()
     agent = AGENT
     buy = {"kind": "purchase", "direction": "none", "channel": "web", "conversation_id": None}
@@ -135,85 +151,74 @@ def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: Stack) -> Non
         event(event_id="d6", customer_id="dee", occurred_at=at(-30), conversation_id="c-dee"),
     )  # fmt: skip
     figures: dict[str, float] = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1366, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            began = time.monotonic()
-            page.goto(stack.dashboard)
-            page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
-            figures["page_load_to_first_tables_ms"] = round((time.monotonic() - began) * 1000)
-            page.evaluate("window.__sameDocument = true")
+    with browser_page(1366, 900) as (page, errors):
+        began = time.monotonic()
+        page.goto(stack.dashboard)
+        page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
+        figures["page_load_to_first_tables_ms"] = round((time.monotonic() - began) * 1000)
+        page.evaluate("window.__sameDocument = true")
 
-            waiting = page.locator("#waiting tbody tr")
-            page.wait_for_function(
-                "document.querySelectorAll('#waiting tbody tr[data-customer]').length === 2", timeout=30_000
-            )
-            assert waiting.nth(0).get_attribute("data-customer") == "ann", "oldest first"
-            assert "over-sla" in (waiting.nth(0).get_attribute("class") or ""), "ann waits 10 min, SLA 2 min"
-            assert "over-sla" not in (waiting.nth(1).get_attribute("class") or "")
-            assert page.locator("#responses tbody tr", has_text="chat").count() == 1
-            assert (
-                page.locator("#experience tbody tr", has_text="chat").inner_text().split("\t")[1] == "100.0"
-            )
-            assert (
-                page.locator("#changes tbody tr[data-customer='cid']").count() >= 1
-            )  # a purchase: dormant->medium
-            page.locator(
-                "#waiting th button", has_text="Customer"
-            ).click()  # sort by customer, descending next
-            page.locator("#waiting th button", has_text="Customer").click()
-            assert waiting.nth(0).get_attribute("data-customer") == "dee"
+        waiting = page.locator("#waiting tbody tr")
+        page.wait_for_function(
+            "document.querySelectorAll('#waiting tbody tr[data-customer]').length === 2", timeout=30_000
+        )
+        assert waiting.nth(0).get_attribute("data-customer") == "ann", "oldest first"
+        assert "over-sla" in (waiting.nth(0).get_attribute("class") or ""), "ann waits 10 min, SLA 2 min"
+        assert "over-sla" not in (waiting.nth(1).get_attribute("class") or "")
+        assert page.locator("#responses tbody tr", has_text="chat").count() == 1
+        assert page.locator("#experience tbody tr", has_text="chat").inner_text().split("\t")[1] == "100.0"
+        assert (
+            page.locator("#changes tbody tr[data-customer='cid']").count() >= 1
+        )  # a purchase: dormant->medium
+        page.locator("#waiting th button", has_text="Customer").click()  # sort by customer, descending next
+        page.locator("#waiting th button", has_text="Customer").click()
+        assert waiting.nth(0).get_attribute("data-customer") == "dee"
 
-            # Live: a new customer's message, POSTed now, is in the queue within seconds and
-            # provisional (within the grace period); the agent's reply takes it out again.
-            asked = post(
-                stack.collector,
-                stack.key,
-                event(
-                    event_id="d7",
-                    customer_id="eve",
-                    occurred_at=datetime.now(UTC).isoformat(),
-                    conversation_id="c-eve",
-                ),
-            )
-            page.wait_for_selector("#waiting tbody tr[data-customer='eve']", timeout=3_000)
-            figures["message_posted_to_waiting_row_ms"] = round((time.monotonic() - asked) * 1000)
-            assert "provisional" in (
-                page.locator("#waiting tbody tr[data-customer='eve']").get_attribute("class") or ""
-            )
-            reply = event(event_id="d7r", customer_id="eve", occurred_at=datetime.now(UTC).isoformat(),
-                          conversation_id="c-eve", **agent)  # fmt: skip
-            answered = post(stack.collector, stack.key, reply)
-            page.wait_for_selector("#waiting tbody tr[data-customer='eve']", state="detached", timeout=3_000)
-            figures["reply_posted_to_waiting_row_gone_ms"] = round((time.monotonic() - answered) * 1000)
+        # Live: a new customer's message, POSTed now, is in the queue within seconds and
+        # provisional (within the grace period); the agent's reply takes it out again.
+        asked = post(
+            stack.collector,
+            stack.key,
+            event(
+                event_id="d7",
+                customer_id="eve",
+                occurred_at=datetime.now(UTC).isoformat(),
+                conversation_id="c-eve",
+            ),
+        )
+        page.wait_for_selector("#waiting tbody tr[data-customer='eve']", timeout=3_000)
+        figures["message_posted_to_waiting_row_ms"] = round((time.monotonic() - asked) * 1000)
+        assert "provisional" in (
+            page.locator("#waiting tbody tr[data-customer='eve']").get_attribute("class") or ""
+        )
+        reply = event(event_id="d7r", customer_id="eve", occurred_at=datetime.now(UTC).isoformat(),
+                      conversation_id="c-eve", **agent)  # fmt: skip
+        answered = post(stack.collector, stack.key, reply)
+        page.wait_for_selector("#waiting tbody tr[data-customer='eve']", state="detached", timeout=3_000)
+        figures["reply_posted_to_waiting_row_gone_ms"] = round((time.monotonic() - answered) * 1000)
 
-            # ann is answered, and cid's purchases raise a level.
-            send(
-                stack.bootstrap,
-                event(event_id="d8", customer_id="ann", occurred_at=at(20), conversation_id="c-ann", **agent),
-                *[event(event_id=f"d9-{n}", customer_id="cid", occurred_at=at(30 + n), **buy)
-                  for n in range(3)],
-            )  # fmt: skip
-            page.wait_for_selector("#waiting tbody tr[data-customer='ann']", state="detached", timeout=30_000)
-            page.wait_for_function(
-                "document.querySelectorAll('#changes tbody tr[data-customer=\"cid\"] td.rising').length >= 2",
-                timeout=30_000,
-            )
-            assert page.evaluate("window.__sameDocument === true"), "updated without a reload"
-            assert page.locator("#levels tbody tr", has_text="high").inner_text().split("\t")[1] == "1"
-            page.wait_for_selector("#journey_paths tbody tr:has-text('purchase')", timeout=30_000)
-            assert page.locator("#preferred_channels tbody tr").count() >= 1
-            assert page.locator("#active_hours td.heat").count() == 7 * 24
-            health = page.locator("#health tbody").inner_text()
-            assert "dead letters\t0" in health and "last sink flush\t20" in health, health
-            assert not errors, errors
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-        finally:
-            browser.close()
+        # ann is answered, and cid's purchases raise a level.
+        send(
+            stack.bootstrap,
+            event(event_id="d8", customer_id="ann", occurred_at=at(20), conversation_id="c-ann", **agent),
+            *[event(event_id=f"d9-{n}", customer_id="cid", occurred_at=at(30 + n), **buy)
+              for n in range(3)],
+        )  # fmt: skip
+        page.wait_for_selector("#waiting tbody tr[data-customer='ann']", state="detached", timeout=30_000)
+        page.wait_for_function(
+            "document.querySelectorAll('#changes tbody tr[data-customer=\"cid\"] td.rising').length >= 2",
+            timeout=30_000,
+        )
+        assert page.evaluate("window.__sameDocument === true"), "updated without a reload"
+        assert page.locator("#levels tbody tr", has_text="high").inner_text().split("\t")[1] == "1"
+        page.wait_for_selector("#journey_paths tbody tr:has-text('purchase')", timeout=30_000)
+        assert page.locator("#preferred_channels tbody tr").count() >= 1
+        assert page.locator("#active_hours td.heat").count() == 7 * 24
+        health = page.locator("#health tbody").inner_text()
+        assert "dead letters\t0" in health and "last sink flush\t20" in health, health
+        assert not errors, errors
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     (ARTIFACTS / "dashboard-timings.json").write_text(json.dumps(figures, indent=2) + "\n")
     print("dashboard timings:", figures)
 
@@ -222,8 +227,6 @@ def test_customer_360_from_search_and_links_updates_live_in_a_real_browser(stack
     """Search a customer, open another from a table link, see the timeline's lanes and the
     profile, and a newly POSTed event appear on the page without a reload."""
     needs_chromium()
-    from playwright.sync_api import sync_playwright
-
     at = seconds_from_now()
     agent = AGENT
     web_visit = {"channel": "web", "kind": "page_view", "conversation_id": None}
@@ -240,53 +243,42 @@ def test_customer_360_from_search_and_links_updates_live_in_a_real_browser(stack
               conversation_id="c-ann", survey={"type": "nps", "score": 9}),
         event(event_id="j7", customer_id="bob", occurred_at=at(-60), conversation_id="c-bob"),
     )  # fmt: skip
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1366, "height": 1000})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(stack.dashboard)
-            page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
+    with browser_page(1366, 1000) as (page, errors):
+        page.goto(stack.dashboard)
+        page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
 
-            # A customer id in a table is a link to the customer's page.
-            page.wait_for_selector("#waiting a.customer-link", timeout=30_000)
-            page.locator("#waiting a.customer-link", has_text="bob").click()
-            page.wait_for_url("**/customers/bob")
-            page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
-            assert "waiting" in page.locator("#timeline").inner_text()
+        # A customer id in a table is a link to the customer's page.
+        page.wait_for_selector("#waiting a.customer-link", timeout=30_000)
+        page.locator("#waiting a.customer-link", has_text="bob").click()
+        page.wait_for_url("**/customers/bob")
+        page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
+        assert "waiting" in page.locator("#timeline").inner_text()
 
-            # The search box opens another.
-            page.fill("#search-input", "ann")
-            page.press("#search-input", "Enter")
-            page.wait_for_url("**/customers/ann")
-            page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
-            lanes = page.locator("#timeline .vis-label").all_inner_texts()
-            assert {"chat", "email", "web", "levels & surveys"} <= {lane.strip() for lane in lanes}, lanes
-            profile = page.locator("#profile").inner_text()
-            assert "preferred channel" in profile and "purchases\t1" in profile, profile
-            assert page.locator("#timeline .vis-item.reply").count() >= 1
-            assert "reply 1m 40s" in page.locator("#timeline").inner_text(), (
-                "the reply, with its response time"
-            )
-            assert "NPS 9" in page.locator("#timeline").inner_text()
-            journeys = page.locator("#journeys tbody").inner_text()
-            assert "web > chat > email > web > chat" in journeys and "purchase" in journeys, journeys
-            page.evaluate("window.__sameDocument = true")
+        # The search box opens another.
+        page.fill("#search-input", "ann")
+        page.press("#search-input", "Enter")
+        page.wait_for_url("**/customers/ann")
+        page.wait_for_function("Number(document.body.dataset.updates || 0) >= 1", timeout=30_000)
+        lanes = page.locator("#timeline .vis-label").all_inner_texts()
+        assert {"chat", "email", "web", "levels & surveys"} <= {lane.strip() for lane in lanes}, lanes
+        profile = page.locator("#profile").inner_text()
+        assert "preferred channel" in profile and "purchases\t1" in profile, profile
+        assert page.locator("#timeline .vis-item.reply").count() >= 1
+        assert "reply 1m 40s" in page.locator("#timeline").inner_text(), "the reply, with its response time"
+        assert "NPS 9" in page.locator("#timeline").inner_text()
+        journeys = page.locator("#journeys tbody").inner_text()
+        assert "web > chat > email > web > chat" in journeys and "purchase" in journeys, journeys
+        page.evaluate("window.__sameDocument = true")
 
-            # A new touchpoint on another channel shows up, lane and row, without a reload.
-            posted = post(stack.collector, stack.key, event(
-                event_id="j8", customer_id="ann", occurred_at=datetime.now(UTC).isoformat(), channel="social",
-                conversation_id="s-ann"))  # fmt: skip
-            page.wait_for_selector("#events tbody tr:has-text('social')", timeout=10_000)
-            seen = round((time.monotonic() - posted) * 1000)
-            assert "social" in {
-                lane.strip() for lane in page.locator("#timeline .vis-label").all_inner_texts()
-            }
-            assert page.evaluate("window.__sameDocument === true"), "updated without a reload"
-            assert not errors, errors
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "customer.png"), full_page=True)
-            print("customer page: a posted event on the page after", seen, "ms")
-        finally:
-            browser.close()
+        # A new touchpoint on another channel shows up, lane and row, without a reload.
+        posted = post(stack.collector, stack.key, event(
+            event_id="j8", customer_id="ann", occurred_at=datetime.now(UTC).isoformat(), channel="social",
+            conversation_id="s-ann"))  # fmt: skip
+        page.wait_for_selector("#events tbody tr:has-text('social')", timeout=10_000)
+        seen = round((time.monotonic() - posted) * 1000)
+        assert "social" in {lane.strip() for lane in page.locator("#timeline .vis-label").all_inner_texts()}
+        assert page.evaluate("window.__sameDocument === true"), "updated without a reload"
+        assert not errors, errors
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "customer.png"), full_page=True)
+        print("customer page: a posted event on the page after", seen, "ms")

@@ -15,12 +15,11 @@ from tests.factories import event
 from tests.integration.test_dashboard_browser import (
     ARTIFACTS,
     Stack,
-    needs_chromium,
+    browser_page,
     seconds_from_now,
     send,
     stack,
 )
-from tests.integration.test_web_snippet import BROWSER_ARGS, CHROMIUM
 from touchstream.process import wait_until
 
 __all__ = ["stack"]  # the fixture
@@ -64,9 +63,6 @@ def ready(panels: dict[str, Any]) -> bool:
 
 
 def test_experience_view_shows_the_slow_agent_behind_bad_outcomes(stack: Stack) -> None:
-    needs_chromium()
-    from playwright.sync_api import sync_playwright
-
     at = seconds_from_now()
     # A customer last seen 45 days ago has churned 15 days ago; sent first, so nothing is late.
     send(stack.bootstrap, event(event_id="old", customer_id="gus", occurred_at=at(-45 * DAY), channel="web",
@@ -76,41 +72,34 @@ def test_experience_view_shows_the_slow_agent_behind_bad_outcomes(stack: Stack) 
     # read that began after everything was stored.
     wait_until(lambda: ready(experience(stack)), timeout=150, what="the experience view with every panel")
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(stack.dashboard.rstrip("/") + "/experience")
-            page.wait_for_selector("body[data-updates]", timeout=60_000)
-            page.select_option("#by", "agent")
-            rows = page.locator("#attribution tbody tr")
-            wait_until(lambda: rows.count() >= 2, timeout=10, what="attribution rows by agent")
-            shares = {
-                rows.nth(index).locator("td").nth(0).inner_text(): rows.nth(index)
-                .locator("td")
-                .nth(-1)
-                .inner_text()
-                for index in range(rows.count())
-            }
-            assert shares["slow-sam"] == "100.0" and shares["fast-fay"] == "0.0", shares
-            assert page.locator("#attribution thead").inner_text().count("linear") == 1
-            # One churn (gus) among 73 outcomes with touchpoints: gus's own page view; 36 detractors.
-            overall = page.locator("#overall-bad").inner_text()
-            assert overall == f"{round(100 * (PAIRS + 1) / (2 * PAIRS + 1), 1)}", overall
-            page.select_option("#model", "last")
-            assert "last touch" in page.locator("#attribution thead").inner_text()
-            first = rows.nth(0).locator("td").nth(0).inner_text()
-            assert first in ("slow-sam", "(none)"), first  # sorted by the chosen model's share
-            # Charts drew (uPlot canvases) and the ticket and churn panels filled.
-            for chart in ("churn_chart", "survey_chart", "ticket_chart"):
-                assert page.locator(f"#{chart} canvas").count() >= 1, chart
-            assert "login" in page.locator("#ticket_chart").inner_text()
-            assert page.locator("#tickets tbody").inner_text().startswith("helpdesk")
-            assert "unanswered" in page.locator("#churn_by_signal").inner_text()
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "experience.png"), full_page=True)
-            assert not errors, errors
-        finally:
-            browser.close()
+    with browser_page(1400, 1800) as (page, errors):
+        page.goto(stack.dashboard.rstrip("/") + "/experience")
+        page.wait_for_selector("body[data-updates]", timeout=60_000)
+        page.select_option("#by", "agent")
+        rows = page.locator("#attribution tbody tr")
+        wait_until(lambda: rows.count() >= 2, timeout=10, what="attribution rows by agent")
+        shares = {
+            rows.nth(index).locator("td").nth(0).inner_text(): rows.nth(index)
+            .locator("td")
+            .nth(-1)
+            .inner_text()
+            for index in range(rows.count())
+        }
+        assert shares["slow-sam"] == "100.0" and shares["fast-fay"] == "0.0", shares
+        assert page.locator("#attribution thead").inner_text().count("linear") == 1
+        # One churn (gus) among 73 outcomes with touchpoints: gus's own page view; 36 detractors.
+        overall = page.locator("#overall-bad").inner_text()
+        assert overall == f"{round(100 * (PAIRS + 1) / (2 * PAIRS + 1), 1)}", overall
+        page.select_option("#model", "last")
+        assert "last touch" in page.locator("#attribution thead").inner_text()
+        first = rows.nth(0).locator("td").nth(0).inner_text()
+        assert first in ("slow-sam", "(none)"), first  # sorted by the chosen model's share
+        # Charts drew (uPlot canvases) and the ticket and churn panels filled.
+        for chart in ("churn_chart", "survey_chart", "ticket_chart"):
+            assert page.locator(f"#{chart} canvas").count() >= 1, chart
+        assert "login" in page.locator("#ticket_chart").inner_text()
+        assert page.locator("#tickets tbody").inner_text().startswith("helpdesk")
+        assert "unanswered" in page.locator("#churn_by_signal").inner_text()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "experience.png"), full_page=True)
+        assert not errors, errors
