@@ -202,13 +202,19 @@ _COUNTED = """
 _PARTITIONS = """(
             SELECT partition, max(horizon) AS horizon, max(newest) AS newest
             FROM {db}.stream_horizons GROUP BY partition)"""
-_SURVEY_CLASS = """multiIf(
-            {type} = 'nps' AND {score} >= {promoter}, 'promoter',
-            {type} = 'nps' AND {score} <= {detractor}, 'detractor',
-            {type} = 'nps', 'passive',
-            {score} >= {satisfied}, 'satisfied',
-            {score} <= {dissatisfied}, 'dissatisfied',
+
+
+def _survey_class(survey_type: str, score: str) -> str:
+    """SQL for an answer's class (SPEC §5b), the thresholds left as `{promoter}`... to fill."""
+    return f"""multiIf(
+            {survey_type} = 'nps' AND {score} >= {{promoter}}, 'promoter',
+            {survey_type} = 'nps' AND {score} <= {{detractor}}, 'detractor',
+            {survey_type} = 'nps', 'passive',
+            {score} >= {{satisfied}}, 'satisfied',
+            {score} <= {{dissatisfied}}, 'dissatisfied',
             'neutral')"""
+
+
 #: Journeys (SPEC §5b): a customer's run of counted events with gaps of at most the journey
 #: gap; final once its end plus the gap is before its partition's horizon (no event that
 #: could extend it can still arrive). Computed when queried, from the rows as they are.
@@ -222,13 +228,9 @@ JOURNEYS = f"""
                count() AS touchpoints,
                multiIf(countIf(kind = 'purchase') > 0, 'purchase',
                        countIf(survey_type IS NOT NULL) > 0, {
-    _SURVEY_CLASS.format(
-        type="argMaxIf(survey_type, (occurred_at, event_id), survey_type IS NOT NULL)",
-        score="argMaxIf(survey_score, (occurred_at, event_id), survey_type IS NOT NULL)",
-        promoter="{promoter}",
-        detractor="{detractor}",
-        satisfied="{satisfied}",
-        dissatisfied="{dissatisfied}",
+    _survey_class(
+        "argMaxIf(survey_type, (occurred_at, event_id), survey_type IS NOT NULL)",
+        "argMaxIf(survey_score, (occurred_at, event_id), survey_type IS NOT NULL)",
     )
 },
                        countIf(kind = 'ticket_opened') > 0, 'ticket',
@@ -595,16 +597,7 @@ OUTCOME_TOUCHPOINTS = f"""
                    o.final AS final
             FROM (
                 SELECT event_id AS outcome_id, survey_type AS outcome_type,
-                       {
-    _SURVEY_CLASS.format(
-        type="survey_type",
-        score="survey_score",
-        promoter="{promoter}",
-        detractor="{detractor}",
-        satisfied="{satisfied}",
-        dissatisfied="{dissatisfied}",
-    )
-} AS outcome_class,
+                       {_survey_class("survey_type", "survey_score")} AS outcome_class,
                        occurred_at AS outcome_at, customer_id, 0 AS inclusive,
                        toUInt8(ifNull(occurred_at < partition_horizon, 0)) AS final
                 FROM {{db}}.counted_touchpoints WHERE survey_type IS NOT NULL
