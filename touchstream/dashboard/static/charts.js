@@ -34,6 +34,7 @@ function chart(id, data, options = {}) {
     width,
     height: options.height || 220,
     scales: { x: { time: true } },
+    tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"),  // the page's times are UTC
     series: [
       {},
       ...data.series.map((s, i) => ({
