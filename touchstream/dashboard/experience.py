@@ -16,7 +16,7 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
-from touchstream.dashboard.panels import REFERENCE, Fetch, clean, column, records, table
+from touchstream.dashboard.panels import Fetch, clean, column, records, reference, table
 
 CHURN_RATES = """
 SELECT month, signal, customers, churned, round(100 * churn_rate, 1) AS churn_percent,
@@ -142,7 +142,6 @@ ORDER BY hour"""
 LEAST_OUTCOMES = 30
 MODELS = {"last": "last touch", "first": "first touch", "linear": "linear", "time_decay": "time decay",
           "position": "position based"}  # fmt: skip
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 
 
 def _series(rows: list[tuple[Any, ...]], names: list[str]) -> dict[str, Any]:
@@ -167,23 +166,16 @@ def _pivot(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
 
 
 def _utc_epoch(moment: date | datetime) -> float:
-    """Epoch seconds of a ClickHouse UTC time or date (the driver gives them naive)."""
+    """Epoch seconds of a ClickHouse UTC time or date (the driver gives times naive)."""
     if isinstance(moment, datetime):
-        naive = moment.replace(tzinfo=None) if moment.tzinfo else moment
-    else:
-        naive = datetime(moment.year, moment.month, moment.day, tzinfo=UTC).replace(tzinfo=None)
-    return (naive - EPOCH).total_seconds()
-
-
-def _reference(fetch: Fetch) -> datetime | None:
-    ref = fetch(REFERENCE, {})[0][0]
-    return None if ref is None or (isinstance(ref, datetime) and ref.year < 1971) else ref
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return datetime(moment.year, moment.month, moment.day, tzinfo=UTC).timestamp()
 
 
 def charts(fetch: Fetch) -> dict[str, Any]:
     """The ops page's charts over the 48 h before the newest event: events per channel and
     response-time p50/p90 per hour."""
-    ref = _reference(fetch)
+    ref = reference(fetch)
     if ref is None:
         return {"volume_chart": _pivot([]), "response_chart": _series([], ["p50", "p90"])}
     return {
@@ -196,7 +188,7 @@ def experience(fetch: Fetch) -> dict[str, Any]:
     """Every panel of the experience view as JSON-able data (tables as in `panels`, charts
     as {x, series})."""
     began = time.perf_counter()
-    ref = _reference(fetch)
+    ref = reference(fetch)
     rates = records(["month", "signal", "customers", "churned", "churn_percent", "overall_percent"],
                     fetch(CHURN_RATES, {}))  # fmt: skip
     overall = [row for row in rates if row["signal"] == ""]

@@ -175,6 +175,12 @@ def table(
     }
 
 
+def reference(fetch: Fetch) -> datetime | None:
+    """ "Now" in event time: the newest stored event, or None before the first one."""
+    ref = fetch(REFERENCE, {})[0][0]
+    return None if ref is None or (isinstance(ref, datetime) and ref.year < 1971) else ref
+
+
 def snapshot(
     fetch: Fetch,
     config: MetricsConfig,
@@ -183,9 +189,7 @@ def snapshot(
 ) -> dict[str, Any]:
     """Every panel of the ops view, read now."""
     began = time.perf_counter()
-    ref = fetch(REFERENCE, {})[0][0]
-    if ref is None or (isinstance(ref, datetime) and ref.year < 1971):
-        ref = None
+    ref = reference(fetch)
     panels: dict[str, Any] = {"reference": clean(ref)}
     params = {"ref": ref}
     levels = [name for name, _ in config.levels]
@@ -336,11 +340,11 @@ def behaviour(fetch: Fetch) -> dict[str, Any]:
     """The behaviour-pattern panels (SPEC §5b), from the journeys and profiles views: which
     channels customers prefer, when they act (weekday x UTC hour, 90 days), and the top
     journey paths by how they end. The queries are docs/clickhouse.md's."""
-    ref = fetch(REFERENCE, {})[0][0]
+    ref = reference(fetch)
     preferred = records(["channel", "customers", "percent"], fetch(PREFERRED_CHANNELS, {}))
     cells: dict[int, dict[str, Any]] = {day: {"weekday": WEEKDAYS[day - 1]} for day in range(1, 8)}
     peak = 0
-    if ref is not None and not (isinstance(ref, datetime) and ref.year < 1971):
+    if ref is not None:
         for day, hour, events in fetch(ACTIVE_HOURS, {"ref": ref}):
             cells[day][f"h{hour:02}"] = events
             peak = max(peak, events)
