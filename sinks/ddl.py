@@ -215,6 +215,24 @@ def _survey_class(survey_type: str, score: str) -> str:
             'neutral')"""
 
 
+def _gap_runs(source: str, partition: str, gap_ms: str, column: str) -> str:
+    """`source` with `column`: the number of the run each row is in, per `partition` in
+    (occurred_at, event_id) order, a run ending where the next row is more than `gap_ms`
+    (SQL) milliseconds later: journeys, and the stream's derived conversations."""
+    return f"""
+            SELECT * EXCEPT opens,
+                   sum(opens) OVER (PARTITION BY {partition} ORDER BY occurred_at, event_id
+                                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {column}
+            FROM (
+                SELECT *, toUInt64(row_number() OVER w = 1
+                                   OR dateDiff('millisecond', lagInFrame(occurred_at) OVER w, occurred_at)
+                                      > {gap_ms}) AS opens
+                FROM ({source})
+                WINDOW w AS (PARTITION BY {partition} ORDER BY occurred_at, event_id
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+            )"""
+
+
 #: Journeys (SPEC §5b): a customer's run of counted events with gaps of at most the journey
 #: gap; final once its end plus the gap is before its partition's horizon (no event that
 #: could extend it can still arrive). Computed when queried, from the rows as they are.
@@ -237,18 +255,7 @@ JOURNEYS = f"""
                        'none') AS outcome,
                toUInt8(ifNull(max(occurred_at) + toIntervalMillisecond({{journey_gap_ms}}) < any(horizon), 0))
                    AS final
-        FROM (
-            SELECT *, sum(opens) OVER (PARTITION BY customer_id ORDER BY occurred_at, event_id
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS journey
-            FROM (
-                SELECT *, toUInt64(row_number() OVER w = 1
-                                   OR dateDiff('millisecond', lagInFrame(occurred_at) OVER w, occurred_at)
-                                      > {{journey_gap_ms}}) AS opens
-                FROM ({_COUNTED})
-                WINDOW w AS (PARTITION BY customer_id ORDER BY occurred_at, event_id
-                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-            )
-        ) AS counted
+        FROM ({_gap_runs(_COUNTED, "customer_id", "{journey_gap_ms}", "journey")}) AS counted
         LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition
         GROUP BY customer_id, journey"""
 
@@ -324,27 +331,17 @@ PROFILES = f"""
 #: §5: the conversation_id, else the customer's run on one channel with gaps of at most the
 #: channel's inactivity timeout, named `derived:<channel>:<first event_id>`), and whether each
 #: is a customer message or a reply.
+#: Derived conversations are runs per customer and channel among the events without an id.
+_DERIVED = "customer_id, channel, conversation_id IS NULL"
 _CONVERSATIONS = f"""
-        SELECT * EXCEPT (opens, run),
+        SELECT * EXCEPT run,
                ifNull(conversation_id, concat('derived:', channel, ':', first_value(event_id) OVER (
-                   PARTITION BY customer_id, channel, conversation_id IS NULL, run
+                   PARTITION BY {_DERIVED}, run
                    ORDER BY occurred_at, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)))
                    AS conversation,
                direction = 'inbound' AND kind IN ('message', 'call', 'ticket_opened') AS customer_message,
                {{reply}} AS reply
-        FROM (
-            SELECT *, sum(opens) OVER (PARTITION BY customer_id, channel, conversation_id IS NULL
-                                       ORDER BY occurred_at, event_id
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS run
-            FROM (
-                SELECT *, toUInt64(row_number() OVER w = 1
-                                   OR dateDiff('millisecond', lagInFrame(occurred_at) OVER w, occurred_at)
-                                      > {{inactivity_ms}}) AS opens
-                FROM ({_AT_NEWEST})
-                WINDOW w AS (PARTITION BY customer_id, channel, conversation_id IS NULL
-                             ORDER BY occurred_at, event_id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-            )
-        )"""
+        FROM ({_gap_runs(_AT_NEWEST, _DERIVED, "{inactivity_ms}", "run")})"""
 
 #: Tickets (SPEC §5b): conversations with a `ticket_opened`, from the first one on. A
 #: customer message or `ticket_opened` after a resolution reopens it; the status is the
