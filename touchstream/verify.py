@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -32,15 +32,7 @@ from schemas.partitioning import partition_of
 from schemas.touchpoint import TouchpointEvent
 from streams.metrics import MetricsConfig
 from streams.metrics.records import KEY_COLUMNS, LATEST_STATE_TABLES, ChurnRow, OutcomeTouchpoint, TicketRow
-from streams.metrics.reference import (
-    Tables,
-    churns,
-    journeys,
-    outcome_touchpoints,
-    profiles,
-    recompute,
-    tickets,
-)
+from streams.metrics.reference import Tables, journeys, outcome_tables, profiles, recompute
 
 Fetch = Callable[[str], list[dict[str, Any]]]
 SECONDS_TOLERANCE = 0.002
@@ -61,12 +53,12 @@ STREAM = {
 TICKET_COLUMNS = [field.name for field in fields(TicketRow)]
 CHURN_COLUMNS = [field.name for field in fields(ChurnRow)]
 OUTCOME_COLUMNS = [field.name for field in fields(OutcomeTouchpoint)]
-#: Per outcome-analytics table, how its rows are compared (times as ISO 8601 in UTC, seconds
-#: and weights to 6 decimals) and the definition that gives them.
-OUTCOME_TABLES: dict[str, tuple[list[str], Callable[..., Sequence[Any]]]] = {
-    "tickets": (TICKET_COLUMNS, tickets),
-    "churn_events": (CHURN_COLUMNS, churns),
-    "outcome_touchpoints": (OUTCOME_COLUMNS, outcome_touchpoints),
+#: Per outcome-analytics table (`reference.outcome_tables`), the columns compared (times as
+#: ISO 8601 in UTC, seconds and weights to 6 decimals).
+OUTCOME_TABLES: dict[str, list[str]] = {
+    "tickets": TICKET_COLUMNS,
+    "churn_events": CHURN_COLUMNS,
+    "outcome_touchpoints": OUTCOME_COLUMNS,
 }
 BEHAVIOUR = {
     "journeys": "SELECT journey_id, customer_id, started_at, ended_at, channel_path, touchpoints, outcome, "
@@ -182,10 +174,9 @@ def behaviour_rows(
              p.latest_nps, p.latest_csat, p.consent, p.churned, p.final)
             for p in profiles(mine, config, horizon, newest)
         ]  # fmt: skip
-        for name, (columns, definition) in OUTCOME_TABLES.items():
+        for name, found in outcome_tables(mine, config, horizon, newest).items():
             rows[name] += [
-                tuple(_comparable(getattr(row, column)) for column in columns)
-                for row in definition(mine, config, horizon, newest)
+                tuple(_comparable(getattr(row, column)) for column in OUTCOME_TABLES[name]) for row in found
             ]
     return rows
 
@@ -221,7 +212,7 @@ def _iso(moment: datetime) -> str:
 
 def _stored_behaviour(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
     if name in OUTCOME_TABLES:
-        columns = OUTCOME_TABLES[name][0]
+        columns = OUTCOME_TABLES[name]
         return tuple(_stored_value(column, row[column]) for column in columns)
     if name == "journeys":
         return (row["journey_id"], row["customer_id"], _iso(_time(row["started_at"])),

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
+from typing import Any
 
 from schemas.touchpoint import (
     DETRACTOR_MAX,
@@ -427,13 +428,11 @@ def _customers(
     return found
 
 
-def churns(
-    events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime, newest: datetime
-) -> list[ChurnRow]:
+def _churns(customers: dict[str, _Customer], config: MetricsConfig, horizon: datetime) -> list[ChurnRow]:
     """Every churn up to `newest` (one partition's newest event time) with its reactivation
     and signals; final once the horizon has passed its churn and its return (if any)."""
     rows = []
-    for customer_id, customer in _customers(events, config, newest).items():
+    for customer_id, customer in customers.items():
         for last, churned_at, returned_at in customer.churns:
             levels = [change.level for change in customer.changes if change.changed_at <= churned_at]
             rows.append(ChurnRow(
@@ -465,13 +464,13 @@ def attribution_weights(times: list[datetime], outcome_at: datetime) -> list[Wei
     return weights
 
 
-def outcome_touchpoints(
-    events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime, newest: datetime
+def _outcome_touchpoints(
+    customers: dict[str, _Customer], config: MetricsConfig, horizon: datetime
 ) -> list[OutcomeTouchpoint]:
     """The touchpoints of every outcome (survey answers, and churns up to `newest`) with their
     attribution weights; final once the horizon has passed the outcome (a churn's instant)."""
     rows = []
-    for customer_id, customer in _customers(events, config, newest).items():
+    for customer_id, customer in customers.items():
         outcomes: list[tuple[str, str, str, datetime, bool, bool]] = [
             (e.event_id, e.survey.type, survey_class(e.survey.type, e.survey.score), e.occurred_at, False,
              e.occurred_at < horizon)
@@ -497,13 +496,11 @@ def outcome_touchpoints(
     return rows
 
 
-def tickets(
-    events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime, newest: datetime
-) -> list[TicketRow]:
+def _tickets(customers: dict[str, _Customer], config: MetricsConfig, horizon: datetime) -> list[TicketRow]:
     """Every ticket as its conversation's events give it; final once every event of the
     conversation is before the horizon."""
     rows = []
-    for customer_id, customer in _customers(events, config, newest).items():
+    for customer_id, customer in customers.items():
         first_responses = {r.conversation_id: r for r in customer.responses if r.is_first_response}
         for conversation_id, members in customer.conversations.items():
             openings = [index for index, e in enumerate(members) if e.kind is Kind.TICKET_OPENED]
@@ -536,6 +533,19 @@ def tickets(
                 members[-1].occurred_at < horizon,
             ))  # fmt: skip
     return rows
+
+
+def outcome_tables(
+    events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime, newest: datetime
+) -> dict[str, list[Any]]:
+    """The rows of `tickets`, `churn_events` and `outcome_touchpoints` the events give (one
+    partition's, with its horizon and newest event time); the events are replayed once."""
+    customers = _customers(events, config, newest)
+    return {
+        "tickets": _tickets(customers, config, horizon),
+        "churn_events": _churns(customers, config, horizon),
+        "outcome_touchpoints": _outcome_touchpoints(customers, config, horizon),
+    }
 
 
 def month_start(moment: datetime) -> datetime:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from schemas.touchpoint import Channel, TouchpointEvent
 from sinks.clickhouse import ClickHouse
 from streams.metrics import MetricsConfig
-from streams.metrics.reference import churn_rates, churns, outcome_touchpoints, tickets
+from streams.metrics.reference import churn_rates, outcome_tables
 from tests.factories import event
 from tests.integration.test_behaviour_views import streamed, utc
 from tests.unit.test_metrics_core import GRACE, arrivals
@@ -123,11 +123,10 @@ def test_tickets_churns_and_attribution_equal_their_definitions(
 ) -> None:
     events = data.draw(histories())
     for horizon, newest in streamed(clickhouse, CONFIG, data.draw(arrivals(events))):
-        assert stored(clickhouse, "tickets", TICKET_COLUMNS) == wanted(
-            tickets(events, CONFIG, horizon, newest), TICKET_COLUMNS
-        )
+        defined = outcome_tables(events, CONFIG, horizon, newest)
+        assert stored(clickhouse, "tickets", TICKET_COLUMNS) == wanted(defined["tickets"], TICKET_COLUMNS)
         assert stored(clickhouse, "churn_events", CHURN_COLUMNS) == wanted(
-            churns(events, CONFIG, horizon, newest), CHURN_COLUMNS
+            defined["churn_events"], CHURN_COLUMNS
         )
         rates = clickhouse.rows(
             "SELECT month, signal, customers, churned, churn_rate, final FROM churn_rates"
@@ -143,7 +142,7 @@ def test_tickets_churns_and_attribution_equal_their_definitions(
             rate == (churned / customers if customers else None)
             for _, _, customers, churned, rate, _ in rates
         )
-        attributed = outcome_touchpoints(events, CONFIG, horizon, newest)
+        attributed = defined["outcome_touchpoints"]
         assert stored(clickhouse, "outcome_touchpoints", OUTCOME_COLUMNS) == wanted(
             attributed, OUTCOME_COLUMNS
         )
