@@ -36,7 +36,9 @@ ORDER BY week"""
 #: Per channel, kind and agent (and per agent, channel or kind alone: `grouping`), the
 #: attributed bad share under each model (percent); the overall share of bad outcomes is the
 #: same under every model (weights sum to 1 per outcome).
-ATTRIBUTION = """
+#: Attribution rows need this many outcomes behind them to be shown.
+LEAST_OUTCOMES = 30
+ATTRIBUTION = f"""
 SELECT ['channel, kind and agent', 'channel', 'kind', 'agent'][
            indexOf([0, 3, 5, 6], grouping(channel, kind, agent))] AS grouping,
        channel, kind, agent, uniqExact(outcome_id) AS outcomes, count() AS touchpoints,
@@ -51,7 +53,7 @@ FROM (
     FROM outcome_touchpoints FINAL
 )
 GROUP BY GROUPING SETS ((channel, kind, agent), (agent), (channel), (kind))
-HAVING outcomes >= 30
+HAVING outcomes >= {LEAST_OUTCOMES}
 ORDER BY linear DESC, outcomes DESC"""
 OVERALL_BAD = """
 SELECT round(100 * avg(outcome_class IN ('detractor', 'dissatisfied', 'churned')), 1), count()
@@ -138,8 +140,6 @@ FROM responses FINAL
 WHERE replied_at > (SELECT max(occurred_at) FROM touchpoints) - INTERVAL 48 HOUR
 GROUP BY hour
 ORDER BY hour"""
-#: Attribution rows need this many outcomes behind them to be shown (ATTRIBUTION's HAVING).
-LEAST_OUTCOMES = 30
 MODELS = {"last": "last touch", "first": "first touch", "linear": "linear", "time_decay": "time decay",
           "position": "position based"}  # fmt: skip
 
