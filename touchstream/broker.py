@@ -205,23 +205,31 @@ class EmbeddedBroker:
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise BrokerError(f"the {self.name} broker exited at start: {self._said()}")
-                if self._said(errors_only=True):  # it may say why and go on running without Kafka
-                    raise BrokerError(f"the {self.name} broker failed at start: {self._said()}")
+                if self.process.poll() is not None or self._said(errors_only=True):
+                    raise self._start_failure(f"the {self.name} broker failed at start")
                 if _port_open(self.host, self.port):
                     break
                 time.sleep(0.05)
             try:
                 wait_for_metadata(self.bootstrap, timeout=max(1.0, deadline - time.monotonic()))
             except BrokerError as error:
-                if self.process.poll() is not None:  # it listened, then gave up (a corrupt snapshot)
-                    raise BrokerError(f"the {self.name} broker exited at start: {self._said()}") from None
-                raise BrokerError(f"{error}; the {self.name} broker says: {self._said()}") from None
+                raise self._start_failure(f"{error}; the {self.name} broker says") from None
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_failure(self, running: str) -> BrokerError:
+        """Why the start failed, in the broker's own words. A broker that gives up (a corrupt
+        snapshot, a port in use) may say so, open its port or not, and exit a moment later,
+        so it is given a second to exit: then it "exited at start", whichever check saw it
+        first; if it runs on, `running` says what was seen."""
+        assert self.process is not None
+        try:
+            self.process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return BrokerError(f"{running}: {self._said()}")
+        return BrokerError(f"the {self.name} broker exited at start: {self._said()}")
 
     def _said(self, *, errors_only: bool = False) -> str:
         """What the broker wrote to its log since this start: its error lines, else its last
