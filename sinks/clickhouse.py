@@ -22,7 +22,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from schemas.errors import ClickHouseError, ConfigError
-from sinks.ddl import PARTITIONED_BY, expected_columns, migrations
+from sinks.ddl import PARTITIONED_BY, expected_columns, migrations, views
 from streams.metrics.config import MetricsConfig
 
 #: ClickHouse error codes of conditions that pass: retrying the same call can succeed.
@@ -202,9 +202,17 @@ class ClickHouse:
 
     def migrate(self, config: MetricsConfig | None = None) -> None:
         """Create what is missing; the views take their windows from `config` (defaults)."""
+        from sinks.maintained import MaintainedTables  # it writes through this class
+
         for statement in migrations(self.database, config):
             self.command(statement)
+        maintained = MaintainedTables(self.database, config)
+        made = maintained.migrate(self)
+        for statement in views(self.database, config):
+            self.command(statement)
         self.check_schema()
+        if made:
+            maintained.rebuild(self, made)
 
     def check_schema(self) -> None:
         """Stop with one line when an existing table lacks a column this version writes

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 
 from schemas.touchpoint import DETRACTOR_MAX, DISSATISFIED_MAX, PROMOTER_MIN, SATISFIED_MIN, Channel
@@ -125,6 +126,13 @@ TABLES: dict[str, str] = {
         erased_at {_TS} DEFAULT now64(3)
     ) ENGINE = ReplacingMergeTree(erased_at)
     ORDER BY request_event_id""",
+    # Per maintained table (sinks.maintained), the fingerprint of the definition it was made by.
+    "maintained_definitions": f"""
+        name String,
+        fingerprint String,
+        written_at {_TS} DEFAULT now64(3)
+    ) ENGINE = ReplacingMergeTree(written_at)
+    ORDER BY name""",
     # Per input partition, how far the stream's results are final and the newest event
     # time its live rows are evaluated at (written with each step's rows; `touchstream
     # verify` recomputes both views from them). Neither moves back.
@@ -150,8 +158,8 @@ _ROLLING_PART = """
                toUInt8(min(final)) AS final
         FROM {{db}}.responses FINAL
         ARRAY JOIN [('1h', 3600), ('24h', 86400), ('7d', 604800)] AS w
-        WHERE replied_at > (SELECT max(occurred_at) FROM {{db}}.touchpoints) - toIntervalSecond(w.2)
-          AND replied_at <= (SELECT max(occurred_at) FROM {{db}}.touchpoints)
+        WHERE replied_at > (SELECT max(newest) FROM {{db}}.stream_horizons) - toIntervalSecond(w.2)
+          AND replied_at <= (SELECT max(newest) FROM {{db}}.stream_horizons)
         GROUP BY window{by}"""
 #: Rolling response times (SPEC §5): count, mean, p50, p90 over the last 1 h, 24 h and 7 d
 #: of event time (ending at the newest event), overall, per channel and per customer, from
@@ -196,7 +204,9 @@ _COUNTED = """
                        PARTITION BY customer_id ORDER BY occurred_at, event_id
                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS analytics
             FROM {db}.touchpoints FINAL
-            WHERE (customer_id, event_id) NOT IN (SELECT customer_id, event_id FROM {db}.late_events FINAL)
+            WHERE {scope}
+              AND (customer_id, event_id) NOT IN (
+                  SELECT customer_id, event_id FROM {db}.late_events FINAL WHERE {scope})
         )
         WHERE ifNull(analytics, true) AND kind NOT IN ('consent_updated', 'erasure_requested')"""
 _PARTITIONS = """(
@@ -259,26 +269,31 @@ JOURNEYS = f"""
         LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition
         GROUP BY customer_id, journey"""
 
-#: Customer profiles (SPEC §5b), evaluated at the partition's newest event time: first and
-#: last seen, the channels and the UTC hours and weekdays (Monday first) of the customer's
-#: own (customer-initiated) events over the profile window, the preferred channel (the most
-#: such events; ties: the one used last), purchases, the engagement row's level and score,
-#: the latest NPS and CSAT answers, the consent state, and churned (no customer-initiated
-#: event for `churn_after` before the newest event time). Final once the horizon has passed
-#: the newest event time (the idle rule), since any later event changes the profile.
 #: The counted events with their partition's horizon and newest event time (recorded by the
 #: stream; the newest stored event if that is later, as between a step's two writes), and
-#: whether each is a customer-initiated event within the profile window ending there.
+#: whether each is a customer-initiated event within the profile window ending at the
+#: customer's last counted event.
 _AT_NEWEST = f"""
                 SELECT counted.*, p.horizon AS partition_horizon,
                        greatest(p.newest, max(occurred_at) OVER (PARTITION BY source_partition))
                            AS partition_newest,
                        {{initiated}} AS initiated,
                        initiated
-                           AND occurred_at > partition_newest - toIntervalMillisecond({{profile_window_ms}})
-                           AND occurred_at <= partition_newest AS recent
+                           AND occurred_at > max(occurred_at) OVER (PARTITION BY customer_id)
+                                             - toIntervalMillisecond({{profile_window_ms}}) AS recent
                 FROM ({_COUNTED}) AS counted
                 LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition"""
+#: Customer profiles (SPEC §5b): first and last seen, the channels and the UTC hours and
+#: weekdays (Monday first) of the customer's own (customer-initiated) events over the
+#: profile window ending at their last counted event, the preferred channel (the most such
+#: events; ties: the one used last), purchases, the engagement row's level and score, the
+#: latest NPS and CSAT answers, the consent state, and churned (no customer-initiated event
+#: for `churn_after` before the partition's newest event time). The windows end at the
+#: customer's own last event, so a profile changes only with the customer's events, their
+#: engagement row and their churn instant, never with other customers' traffic: it is
+#: maintained, not recomputed. Final once the horizon has passed the last event, the
+#: engagement row is final, and churned reads the same at the horizon as at the newest
+#: event time.
 PROFILES = f"""
         SELECT c.customer_id AS customer_id, first_seen_at, last_seen_at,
                if(ch.preferred_channel = '', NULL, ch.preferred_channel) AS preferred_channel,
@@ -290,11 +305,11 @@ PROFILES = f"""
                if(e.customer_id = '', 0, e.score) AS score,
                latest_nps, latest_csat,
                ifNull(cs.consent, true) AS consent,
-               toUInt8(last_interaction_at IS NOT NULL
-                       AND last_interaction_at + toIntervalMillisecond({{churn_after_ms}}) < as_of)
-                   AS churned,
-               toUInt8(ifNull(settled_before > as_of, 0)) AS final,
-               as_of
+               last_interaction_at + toIntervalMillisecond({{churn_after_ms}}) AS churns_at,
+               toUInt8(ifNull(churns_at < as_of, 0)) AS churned,
+               toUInt8(ifNull(last_seen_at < settled_before
+                              AND (churns_at IS NULL OR churns_at < settled_before OR churns_at >= as_of)
+                              AND (e.customer_id = '' OR e.final = 1), 0)) AS final
         FROM (
             SELECT customer_id, min(occurred_at) AS first_seen_at, max(occurred_at) AS last_seen_at,
                    countIf(kind = 'purchase') AS purchases,
@@ -319,11 +334,11 @@ PROFILES = f"""
             )
             GROUP BY customer_id
         ) AS ch ON ch.customer_id = c.customer_id
-        LEFT JOIN (SELECT customer_id, level, score FROM {{db}}.engagement FINAL) AS e
+        LEFT JOIN (SELECT customer_id, level, score, final FROM {{db}}.engagement FINAL WHERE {{scope}}) AS e
             ON e.customer_id = c.customer_id
         LEFT JOIN (
             SELECT customer_id, argMax(consent_analytics, (occurred_at, event_id)) AS consent
-            FROM {{db}}.touchpoints FINAL WHERE kind = 'consent_updated' GROUP BY customer_id
+            FROM {{db}}.touchpoints FINAL WHERE {{scope}} AND kind = 'consent_updated' GROUP BY customer_id
         ) AS cs ON cs.customer_id = c.customer_id
         SETTINGS join_use_nulls = 0"""
 
@@ -395,7 +410,7 @@ TICKETS = """
         LEFT JOIN (
             SELECT customer_id, conversation_id, replied_at, agent_id,
                    dateDiff('millisecond', customer_message_at, replied_at) / 1000 AS response_seconds
-            FROM {db}.responses FINAL WHERE is_first_response
+            FROM {db}.responses FINAL WHERE {scope} AND is_first_response
         ) AS r ON r.customer_id = t.customer_id AND r.conversation_id = t.conversation_id
         SETTINGS join_use_nulls = 1"""
 
@@ -418,11 +433,11 @@ TICKET_WEEKS = """
                            any(first_week) AS first, any(last_week) AS last
                     FROM (
                         SELECT category, week, tickets, min(week) OVER () AS first_week,
-                               greatest(max(week) OVER (), toMonday((SELECT max(occurred_at)
-                                                                     FROM {db}.touchpoints))) AS last_week
+                               greatest(max(week) OVER (), toMonday((SELECT max(newest)
+                                                                     FROM {db}.stream_horizons))) AS last_week
                         FROM (
                             SELECT category, toMonday(opened_at) AS week, count() AS tickets
-                            FROM {db}.tickets GROUP BY category, week
+                            FROM {db}.tickets FINAL GROUP BY category, week
                         )
                     )
                     GROUP BY category
@@ -473,7 +488,7 @@ _SIGNALS = """
             INNER JOIN (
                 SELECT customer_id, channel, replied_at,
                        dateDiff('millisecond', customer_message_at, replied_at) / 1000 AS response_seconds
-                FROM {db}.responses FINAL
+                FROM {db}.responses FINAL WHERE {scope}
             ) AS r ON r.customer_id = pt.customer_id
             WHERE r.replied_at >= pt.last_interaction_at - toIntervalMillisecond({lookback_ms})
               AND r.replied_at <= pt.last_interaction_at
@@ -510,7 +525,9 @@ CHURNS = f"""
             SELECT pt.customer_id AS customer_id, pt.churned_at AS churned_at,
                    argMax(c.level, (c.changed_at, indexOf({{levels}}, c.level))) AS level
             FROM ({_CHURN_POINTS}) AS pt
-            INNER JOIN (SELECT customer_id, level, changed_at FROM {{db}}.engagement_changes FINAL) AS c
+            INNER JOIN (
+                SELECT customer_id, level, changed_at FROM {{db}}.engagement_changes FINAL WHERE {{scope}}
+            ) AS c
                 ON c.customer_id = pt.customer_id
             WHERE c.changed_at <= pt.churned_at
             GROUP BY pt.customer_id, pt.churned_at
@@ -531,11 +548,24 @@ _MONTH_POINTS = """
             WHERE at >= occurred_at AND at < occurred_at + toIntervalMillisecond({churn_after_ms})
               AND at <= partition_newest
             GROUP BY customer_id, at"""
+#: Per customer and calendar month (UTC): whether they were active at its start (with the
+#: signals they had at that instant, evaluated like a churn's) and whether they churned in it;
+#: months with neither have no row. `churn_rates` adds them up.
+CUSTOMER_MONTHS = f"""
+        SELECT if(s.customer_id = '', c.customer_id, s.customer_id) AS customer_id,
+               if(s.customer_id = '', c.month, toDate(s.at)) AS month,
+               toUInt8(s.customer_id != '') AS active, toUInt8(c.customer_id != '') AS churned,
+               s.signals AS signals
+        FROM ({_SIGNALS.replace("{points}", _MONTH_POINTS)}) AS s
+        FULL OUTER JOIN (
+            SELECT DISTINCT customer_id, toStartOfMonth(churned_at) AS month FROM ({_CHURN_POINTS})
+        ) AS c ON c.customer_id = s.customer_id AND c.month = toDate(s.at)
+        SETTINGS join_use_nulls = 0"""
 #: Churn rates (SPEC §5b) per calendar month (UTC) from the first counted event's to the newest
 #: event time's: overall (`signal` = ''), customers active at the month's start and customers who
 #: churned in it; per signal, customers active at the start with the signal (evaluated at that
 #: instant) and those of them who churned in the month. Final once the month has ended before
-#: every partition's horizon.
+#: every partition's horizon. An aggregate of `customer_months`: one row per customer and month.
 CHURN_RATES = f"""
         SELECT g.month AS month, g.signal AS signal, n.customers AS customers, n.churned AS churned,
                if(customers = 0, NULL, churned / customers) AS churn_rate,
@@ -546,25 +576,16 @@ CHURN_RATES = f"""
                                       range(toUInt32(dateDiff('month', first, last) + 1)))) AS month,
                    arrayJoin(['', {{signal_names}}]) AS signal
             FROM (
-                SELECT toStartOfMonth(min(occurred_at)) AS first,
-                       toStartOfMonth(max(partition_newest)) AS last
-                FROM {{db}}.counted_touchpoints HAVING count() > 0
+                SELECT toStartOfMonth(min(first_seen_at)) AS first,
+                       toStartOfMonth((SELECT max(newest) FROM {{db}}.stream_horizons)) AS last
+                FROM {{db}}.customer_profiles FINAL HAVING count() > 0
             )
         ) AS g
         LEFT JOIN (
-            -- Per customer and month: active at its start (with which signals), churned in it.
             SELECT month, signal,
                    countIf(active AND (signal = '' OR has(signals, signal))) AS customers,
                    countIf(churned AND (signal = '' OR (active AND has(signals, signal)))) AS churned
-            FROM (
-                SELECT if(s.customer_id = '', c.customer_id, s.customer_id) AS customer_id,
-                       if(s.customer_id = '', c.month, toDate(s.at)) AS month,
-                       s.customer_id != '' AS active, c.customer_id != '' AS churned, s.signals AS signals
-                FROM ({_SIGNALS.replace("{points}", _MONTH_POINTS)}) AS s
-                FULL OUTER JOIN (
-                    SELECT DISTINCT customer_id, toStartOfMonth(churned_at) AS month FROM {{db}}.churn_events
-                ) AS c ON c.customer_id = s.customer_id AND c.month = toDate(s.at)
-            )
+            FROM {{db}}.customer_months FINAL
             ARRAY JOIN ['', {{signal_names}}] AS signal
             GROUP BY month, signal
         ) AS n ON n.month = g.month AND n.signal = g.signal
@@ -614,18 +635,77 @@ OUTCOME_TOUCHPOINTS = f"""
         WINDOW outcome AS (PARTITION BY customer_id, outcome_id)"""
 
 
+#: When a customer's maintained rows change by event time alone (no event of theirs): the
+#: horizon passing one of their events, a journey's end plus the gap or a churn instant (rows
+#: become final), and the partition's newest event time passing a churn instant (a churn
+#: appears, the profile reads churned) or reaching a month start within `churn_after` of a
+#: customer-initiated event (the customer counts as active in that month). `horizon_due` is
+#: the earliest such instant the horizon has not passed yet (it passes when horizon > due),
+#: `newest_due` the same for the newest event time; a customer with neither has no row.
+#: Each step refreshes the customers whose instant its partition passed
+#: (`sinks.maintained`), so a refresh is at most a few instants early, never late.
+ANALYTICS_DUE = f"""
+        SELECT customer_id, any(source_partition) AS source_partition,
+               if(countIf(clock = 'horizon' AND instant_at >= horizon) > 0,
+                  minIf(instant_at, clock = 'horizon' AND instant_at >= horizon), NULL) AS horizon_due,
+               if(countIf(clock = 'newest' AND instant_at >= newest) > 0,
+                  minIf(instant_at, clock = 'newest' AND instant_at >= newest), NULL) AS newest_due
+        FROM (
+            SELECT customer_id, source_partition, horizon, newest, instant.1 AS clock, instant.2 AS instant_at
+            FROM (
+                SELECT customer_id, source_partition, initiated, partition_newest AS newest,
+                       toDateTime64(partition_horizon, 6, 'UTC') AS horizon,
+                       toDateTime64(occurred_at, 6, 'UTC') AS event_at,
+                       event_at + toIntervalMillisecond({{churn_after_ms}}) AS churn,
+                       arrayFilter(m -> m >= event_at AND m < churn, arrayMap(
+                           i -> toDateTime64(addMonths(toStartOfMonth(occurred_at), i), 6, 'UTC'),
+                           range({{churn_months}}))) AS month_starts
+                FROM ({_AT_NEWEST})
+            )
+            ARRAY JOIN arrayConcat(
+                [('horizon', event_at), ('horizon', event_at + toIntervalMillisecond({{journey_gap_ms}}))],
+                arrayFilter(x -> initiated, [('horizon', churn), ('newest', churn)]),
+                arrayFilter(x -> initiated,
+                            arrayMap(m -> ('newest', m - toIntervalMicrosecond(1)), month_starts))
+            ) AS instant
+        )
+        GROUP BY customer_id
+        HAVING horizon_due IS NOT NULL OR newest_due IS NOT NULL"""
+
+
+@dataclass(frozen=True)
+class Maintained:
+    """A table of SPEC §5b kept by `sinks.maintained`: `query` gives the rows of the customers
+    its `{scope}` condition (on `customer_id`) selects, from their stored events and the
+    stream's rows; the table is `ReplacingMergeTree(version, is_deleted)` ordered by `key`,
+    its columns those of the query."""
+
+    query: str
+    key: str
+
+
+#: The maintained tables (SPEC §5b "Maintained, not recomputed"), in refresh order. Every row
+#: is a function of one customer's stored events, their stream rows (`responses`,
+#: `engagement`, `engagement_changes`) and their partition's horizon and newest event time,
+#: so refreshing the customers a step touched, and those whose due instant it passed
+#: (`ANALYTICS_DUE`), keeps each table equal to its query over all customers.
+MAINTAINED: dict[str, Maintained] = {
+    "tickets": Maintained(TICKETS, "customer_id, conversation_id"),
+    "churn_events": Maintained(CHURNS, "customer_id, churned_at"),
+    "outcome_touchpoints": Maintained(OUTCOME_TOUCHPOINTS, "customer_id, outcome_id, event_id"),
+    "journeys": Maintained(JOURNEYS, "customer_id, journey_id"),
+    "customer_profiles": Maintained(PROFILES, "customer_id"),
+    "customer_months": Maintained(CUSTOMER_MONTHS, "customer_id, month"),
+    "analytics_due": Maintained(ANALYTICS_DUE, "customer_id"),
+}
+
 VIEWS: dict[str, str] = {
     **{name: query.replace("{where}", "") for name, query in _HOURLY.items()},
     **{f"{name}_settled": query.replace("{where}", "WHERE final") for name, query in _HOURLY.items()},
     "response_times_rolling": ROLLING,
-    "journeys": JOURNEYS,
-    "customer_profiles": PROFILES,
     # The events the behaviour views count, with whether each is the customer's own action.
     "counted_touchpoints": _CONVERSATIONS,
-    "tickets": TICKETS,
     "ticket_weeks": TICKET_WEEKS,
-    "churn_events": CHURNS,
-    "outcome_touchpoints": OUTCOME_TOUCHPOINTS,
     "churn_rates": CHURN_RATES,
     # Touchpoints are stored as they arrive and never provisional.
     "volumes_hourly": """
@@ -655,13 +735,11 @@ def expected_columns() -> dict[str, list[str]]:
     return found
 
 
-def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
-    """The statements that bring `database` to this version; the views take their windows
-    and thresholds from `config` (the defaults without one)."""
-    config = config or MetricsConfig()
+def _values(database: str, config: MetricsConfig) -> dict[str, object]:
+    """What the view and maintained-table templates take: windows and thresholds of `config`."""
     initiated = "', '".join(sorted(kind.value for kind in CUSTOMER_INITIATED_KINDS))
     replies = "', '".join(sorted(actor.value for actor in config.reply_actors))
-    values = {
+    return {
         "db": database,
         "promoter": PROMOTER_MIN,
         "detractor": DETRACTOR_MAX,
@@ -685,12 +763,46 @@ def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
         "initiated": f"(actor = 'customer' AND kind IN ('{initiated}') "
         "AND (kind NOT IN ('message', 'call') OR direction = 'inbound'))",
     }
+
+
+def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
+    """The statements that bring `database`'s event and stream tables to this version."""
     statements = [f"CREATE DATABASE IF NOT EXISTS {database}"]
     for table, body in TABLES.items():
         statements.append(f"CREATE TABLE IF NOT EXISTS {database}.{table} ({body}\n    {_DEDUP}")
-    for view, query in VIEWS.items():
-        statements.append(f"CREATE OR REPLACE VIEW {database}.{view} AS {query.format(**values)}")
     return statements
+
+
+def views(database: str, config: MetricsConfig | None = None) -> list[str]:
+    """The statements that (re)create the views, with the windows and thresholds of `config`
+    (the defaults without one); run after the maintained tables exist."""
+    values = _values(database, config or MetricsConfig())
+    return [
+        f"CREATE OR REPLACE VIEW {database}.{view} AS {query.format(**values, scope='1')}"
+        for view, query in VIEWS.items()
+    ]
+
+
+def maintained_queries(database: str, config: MetricsConfig | None = None) -> dict[str, str]:
+    """Per maintained table, its query with the windows and thresholds of `config`, and
+    `{scope}` left for the condition on `customer_id` that selects the customers to compute."""
+    values = _values(database, config or MetricsConfig())
+    counted = f"({_CONVERSATIONS})"
+    return {
+        table: maintained.query.replace("{db}.counted_touchpoints", counted).format(**values, scope="{scope}")
+        for table, maintained in MAINTAINED.items()
+    }
+
+
+def create_maintained(database: str, table: str, query: str) -> str:
+    """The statement that creates a maintained table: its columns those of `query`, then the
+    version and deleted flag of an upsert."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {database}.{table} "
+        f"ENGINE = ReplacingMergeTree(version, is_deleted) ORDER BY ({MAINTAINED[table].key}) "
+        f"EMPTY AS SELECT *, toUInt64(0) AS version, toUInt8(0) AS is_deleted "
+        f"FROM ({query.replace('{scope}', '0')})"
+    )
 
 
 def _by_channel(values: Mapping[Channel, float]) -> str:

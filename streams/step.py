@@ -7,13 +7,15 @@
 3. engines: the metric core steps each partition (in memory only);
 4. touchpoints: the accepted events into ClickHouse (minus those an erasure covers);
 5. metric rows: final and live rows, retractions, late events, horizons;
-6. state records: the customers' engine records into the changelog, acknowledged;
-7. acknowledge: only now may the input offsets be committed.
+6. analytics: the maintained tables (SPEC §5b) of the customers the batch touched and of
+   those whose due instant the horizons passed, recomputed in ClickHouse;
+7. state records: the customers' engine records into the changelog, acknowledged;
+8. acknowledge: only now may the input offsets be committed.
 
 A failure in any phase raises before `acknowledge`, and the engines' memory, which ran
 ahead of what was written, is dropped (`PartitionEngines.forget`), so the batch is read
 again from the changelog and the input by whoever owns its partitions next. `idle`
-applies the idle rule (SPEC §5) to quiet partitions through phases 3, 5 and 6.
+applies the idle rule (SPEC §5) to quiet partitions through phases 3, 5, 6 and 7.
 
 The writers are passed in (`Writers`), so the order is testable without Faust, Kafka
 or ClickHouse (tests/unit/test_step.py). Quix Streams' `Checkpoint.commit` is the
@@ -34,7 +36,10 @@ from streams.ingest import DeadLetter, RawRecord, split
 from streams.metrics import Outputs
 from streams.metrics.records import Erasure
 
-PHASES = ("decode", "dead letters", "engines", "touchpoints", "metric rows", "state records", "acknowledge")
+PHASES = (
+    "decode", "dead letters", "engines", "touchpoints", "metric rows", "analytics", "state records",
+    "acknowledge",
+)  # fmt: skip
 
 
 class Engines(Protocol):
@@ -60,6 +65,8 @@ class Writers:
         [list[tuple[TouchpointEvent, Source]], list[Source], list[Erasure]], Awaitable[None]
     ]
     metric_rows: Callable[[Outputs], Awaitable[None]]
+    #: (customers touched, partitions stepped): refresh their maintained tables.
+    analytics: Callable[[set[str], set[int]], Awaitable[None]]
     state_records: Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
     #: Per partition, the input topics with unread records (the horizon waits for them),
     #: given the last offset read per (topic, partition).
@@ -146,6 +153,10 @@ class BatchStep:
         await writers.metric_rows(outputs)
         began = stats.timed("metric rows insert", began)
 
+        touched = outputs.customers() | {event.customer_id for event, _ in batch.accepted}
+        await writers.analytics(touched, set(outputs.horizons))
+        began = stats.timed("analytics", began)
+
         await writers.state_records(self.engines.changed_records())
         stats.timed("state records", began)
 
@@ -172,6 +183,7 @@ class BatchStep:
             if outputs is None:
                 return False
             await self.writers.metric_rows(outputs)
+            await self.writers.analytics(outputs.customers(), set(outputs.horizons))
             await self.writers.state_records(self.engines.changed_records())
         except BaseException:
             self.engines.forget()

@@ -35,6 +35,7 @@ from schemas.topics import Source, dead_letter_topic, input_topic
 from schemas.touchpoint import Channel
 from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
+from sinks.maintained import MaintainedTables
 from sinks.retry import until_written
 from streams import flowcontrol
 from streams.batches import Inbox
@@ -236,6 +237,7 @@ def build(
     )
     config = settings.metrics_config(demo=demo)
     engines = PartitionEngines(config, state, settings.partitions)
+    analytics = MaintainedTables(clickhouse.database, config)
     bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
     changelog = ChangelogWriter(bootstrap)
 
@@ -303,6 +305,7 @@ def build(
             dead_letters=send_dead_letters,
             touchpoints=in_thread("insert of touchpoints", touchpoints.write),
             metric_rows=in_thread("insert of metric rows", metric_rows.write),
+            analytics=in_thread("refresh of the analytics tables", analytics.update),
             state_records=state_records,
             unread_topics=unread_topics,
         ),

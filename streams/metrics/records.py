@@ -317,6 +317,15 @@ class Outputs:
     def erased(self) -> list[Erasure]:
         return [*self.final.erased, *self.live.erased]
 
+    def customers(self) -> set[str]:
+        """The customers with a row, a retraction or an erasure in this step."""
+        found = {key[0] for _, key in self.retracted}  # every key begins with the customer
+        found.update(erasure.customer_id for erasure in self.erased)
+        for rows in (self.final, self.live):
+            for table in rows.tables().values():
+                found.update(row.customer_id for row in table)
+        return found
+
     def extend(self, other: Outputs) -> None:
         self.final.extend(other.final)
         self.live.extend(other.live)

@@ -292,18 +292,20 @@ def journeys(events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: 
 def profiles(
     events: Iterable[TouchpointEvent], config: MetricsConfig, horizon: datetime, newest: datetime
 ) -> list[ProfileRow]:
-    """Every customer's profile at `newest` (one partition's newest event time): windows
-    end there; final once the horizon has passed it."""
+    """Every customer's profile at `newest` (one partition's newest event time): the
+    windows end at the customer's last counted event, churned is evaluated at `newest`;
+    final once the horizon has passed the last event, the engagement row is settled (the
+    same at the horizon as at `newest`), and churned reads the same at both instants."""
     materialized = list(events)
     engagement = recompute(materialized, config, None, newest).engagement
+    settled = recompute(materialized, config, horizon).engagement
     rows = []
     for customer_id, (kept, consent) in _kept(materialized).items():
         if not kept:
             continue
         initiated = [event for event in kept if is_customer_initiated(event)]
-        recent = [
-            event for event in initiated if newest - config.profile_window < event.occurred_at <= newest
-        ]
+        last_seen = kept[-1].occurred_at
+        recent = [event for event in initiated if last_seen - config.profile_window < event.occurred_at]
         counts: dict[str, int] = {}
         latest: dict[str, tuple[datetime, str]] = {}
         hours, weekdays = [0] * 24, [0] * 7
@@ -319,14 +321,16 @@ def profiles(
         nps = [survey.score for survey in surveys if survey.type == "nps"]
         csat = [survey.score for survey in surveys if survey.type == "csat"]
         state = engagement.get(customer_id)
-        last_interaction = initiated[-1].occurred_at if initiated else None
+        churns_at = initiated[-1].occurred_at + config.churn_after if initiated else None
         rows.append(ProfileRow(
             customer_id, kept[0].occurred_at, kept[-1].occurred_at, preferred, tuple(sorted(counts)),
             tuple(hours), tuple(weekdays), sum(1 for event in kept if event.kind is Kind.PURCHASE),
             state.level if state else config.levels[0][0], state.score if state else 0.0,
             nps[-1] if nps else None, csat[-1] if csat else None, consent,
-            last_interaction is not None and last_interaction + config.churn_after < newest,
-            horizon > newest,
+            churns_at is not None and churns_at < newest,
+            last_seen < horizon
+            and (churns_at is None or churns_at < horizon or churns_at >= newest)
+            and settled.get(customer_id) == state,
         ))  # fmt: skip
     return rows
 

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from schemas.touchpoint import TouchpointEvent
 from sinks.clickhouse import ClickHouse
+from sinks.ddl import MAINTAINED
+from sinks.maintained import MaintainedTables
 from streams.metrics import MetricsConfig
 from streams.metrics.reference import journeys, profiles
 from streams.partitions import PartitionEngines
@@ -30,7 +32,7 @@ VIEWS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 TABLES = ("touchpoints", "late_events", "stream_horizons", "engagement", "engagement_changes", "responses",
-          "surveys", "waiting", "erasures")  # fmt: skip
+          "surveys", "waiting", "erasures", *MAINTAINED)  # fmt: skip
 
 
 def utc(moment: datetime) -> datetime:
@@ -38,12 +40,12 @@ def utc(moment: datetime) -> datetime:
 
 
 def stored_journeys(clickhouse: ClickHouse) -> list[tuple[Any, ...]]:
-    rows = clickhouse.rows("SELECT * FROM journeys FINAL")
+    rows = clickhouse.rows("SELECT * EXCEPT (version, is_deleted) FROM journeys FINAL")
     return sorted((r[0], r[1], utc(r[2]), utc(r[3]), tuple(r[4]), r[5], r[6], bool(r[7])) for r in rows)
 
 
 def stored_profiles(clickhouse: ClickHouse) -> list[tuple[Any, ...]]:
-    rows = clickhouse.rows("SELECT * EXCEPT as_of FROM customer_profiles FINAL")
+    rows = clickhouse.rows("SELECT * EXCEPT (churns_at, version, is_deleted) FROM customer_profiles FINAL")
     return sorted(
         (r[0], utc(r[1]), utc(r[2]), r[3], tuple(r[4]), tuple(r[5]), tuple(r[6]), r[7], r[8], round(r[9], 6),
          r[10], r[11], bool(r[12]), bool(r[13]), bool(r[14]))
@@ -86,17 +88,18 @@ def streamed(
         )
     )
     engines = PartitionEngines(config, {}, partitions=1)
+    analytics = MaintainedTables(clickhouse.database, config)
     offset = 0
     for batch in batches:
         out = engines.process(((event, 0, "t") for event in batch), {})
         assert not out.late, "arrivals within the grace period"
-        store(clickhouse, batch, out, offset)
+        store(clickhouse, batch, out, offset, analytics)
         offset += len(batch)
     for settle in (False, True):
         if settle:
             settled = engines.idle([0], datetime.now(UTC))
             assert settled is not None
-            store(clickhouse, [], settled, offset)
+            store(clickhouse, [], settled, offset, analytics)
         horizon, newest = clickhouse.rows("SELECT max(horizon), max(newest) FROM stream_horizons")[0]
         yield utc(horizon), utc(newest)
 

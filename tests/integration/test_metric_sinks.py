@@ -15,6 +15,7 @@ from schemas.topics import Source
 from schemas.touchpoint import TouchpointEvent
 from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
+from sinks.maintained import MaintainedTables
 from streams.metrics import Engine, MetricsConfig, Outputs
 from streams.partitions import PartitionEngines
 from tests.factories import event
@@ -44,13 +45,22 @@ EVENTS = [
 ]  # fmt: skip
 
 
-def store(clickhouse: ClickHouse, events: list[TouchpointEvent], out: Outputs, offset: int = 0) -> None:
-    """One step as the worker writes it: touchpoints (minus what an erasure covers), then rows."""
+def store(
+    clickhouse: ClickHouse,
+    events: list[TouchpointEvent],
+    out: Outputs,
+    offset: int = 0,
+    analytics: MaintainedTables | None = None,
+) -> None:
+    """One step as the worker writes it: touchpoints (minus what an erasure covers), then
+    rows, then (given `analytics`) the maintained tables of the customers it touched."""
     kept = [e for e in events if (e.customer_id, e.event_id) not in out.forgotten]
     sources = [Source("t", 0, offset + n) for n in range(len(events))]
     touchpoints.write(clickhouse, list(zip(kept, sources, strict=False)),
                       sources, out.erased)  # fmt: skip
     metric_rows.write(clickhouse, out)
+    if analytics is not None:
+        analytics.update(clickhouse, out.customers() | {e.customer_id for e in events}, set(out.horizons))
 
 
 def step(engines: PartitionEngines, events: list[TouchpointEvent]) -> Outputs:

@@ -36,6 +36,7 @@ class Recorder:
         self.calls: list[str] = []
         self.failing = failing
         self.metric_outputs: list[Outputs] = []
+        self.refreshed: list[tuple[set[str], set[int]]] = []
 
     def _call(self, phase: str) -> None:
         self.calls.append(phase)
@@ -54,6 +55,10 @@ class Recorder:
         self.metric_outputs.append(outputs)
         self._call("metric rows")
 
+    async def analytics(self, customers: set[str], partitions: set[int]) -> None:
+        self.refreshed.append((customers, partitions))
+        self._call("analytics")
+
     async def state_records(self, records: list[tuple[bytes, bytes]]) -> None:
         self._call("state records")
 
@@ -64,7 +69,12 @@ class Recorder:
 
     def writers(self) -> Writers:
         return Writers(
-            self.dead_letters, self.touchpoints, self.metric_rows, self.state_records, self.unread_topics
+            self.dead_letters,
+            self.touchpoints,
+            self.metric_rows,
+            self.analytics,
+            self.state_records,
+            self.unread_topics,
         )
 
 
@@ -107,17 +117,21 @@ def test_the_phases_run_in_order_and_acknowledge_last() -> None:
         "engines",
         "touchpoints",
         "metric rows",
+        "analytics",
         "state records",
         "acknowledge",
     ]
     assert recorder.calls == [phase for phase in PHASES if phase != "decode"]
+    assert recorder.refreshed == [({"cust-1"}, {0})], "the batch's customer and its stepped partition"
     assert engines.forgotten == 0
     assert [row.conversation_id for row in recorder.metric_outputs[0].live.waiting] == ["conv-1"], (
         "live at once"
     )
 
 
-@pytest.mark.parametrize("phase", ["dead letters", "engines", "touchpoints", "metric rows", "state records"])
+@pytest.mark.parametrize(
+    "phase", ["dead letters", "engines", "touchpoints", "metric rows", "analytics", "state records"]
+)
 def test_a_failure_in_any_phase_acknowledges_nothing(phase: str) -> None:
     recorder = Recorder(failing=phase)
     with pytest.raises(RuntimeError, match=phase):
@@ -141,7 +155,7 @@ def test_idle_partitions_settle_their_rows() -> None:
     step, _ = run_step(recorder)
     recorder.calls.clear()
     assert asyncio.run(step.idle({0}, idle_seconds=0.0))
-    assert recorder.calls == ["metric rows", "state records"]
+    assert recorder.calls == ["metric rows", "analytics", "state records"]
     settled = recorder.metric_outputs[-1]
     assert [row.conversation_id for row in settled.final.waiting] == ["conv-1"]
     assert not asyncio.run(step.idle({0}, idle_seconds=0.0)), "nothing left to settle"
