@@ -263,10 +263,11 @@ JOURNEYS = f"""
 },
                        countIf(kind = 'ticket_opened') > 0, 'ticket',
                        'none') AS outcome,
-               toUInt8(ifNull(max(occurred_at) + toIntervalMillisecond({{journey_gap_ms}}) < any(horizon), 0))
-                   AS final
-        FROM ({_gap_runs(_COUNTED, "customer_id", "{journey_gap_ms}", "journey")}) AS counted
-        LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition
+               toUInt8(ifNull(max(occurred_at) + toIntervalMillisecond({{journey_gap_ms}})
+                              < any(partition_horizon), 0)) AS final
+        FROM ({
+    _gap_runs("SELECT * FROM {db}.counted_touchpoints", "customer_id", "{journey_gap_ms}", "journey")
+})
         GROUP BY customer_id, journey"""
 
 #: The counted events with their partition's horizon and newest event time (recorded by the
@@ -294,18 +295,18 @@ _AT_NEWEST = f"""
 #: maintained, not recomputed. Final once the horizon has passed the last event, the
 #: engagement row is final, and churned reads the same at the horizon as at the newest
 #: event time.
-PROFILES = f"""
+PROFILES = """
         SELECT c.customer_id AS customer_id, first_seen_at, last_seen_at,
                if(ch.preferred_channel = '', NULL, ch.preferred_channel) AS preferred_channel,
                ch.active_channels AS active_channels,
                arrayMap(h -> countEqual(recent_hours, h), range(24)) AS active_hours,
                arrayMap(d -> countEqual(recent_weekdays, d), range(1, 8)) AS active_weekdays,
                purchases,
-               if(e.customer_id = '', '{{lowest_level}}', e.level) AS level,
+               if(e.customer_id = '', '{lowest_level}', e.level) AS level,
                if(e.customer_id = '', 0, e.score) AS score,
                latest_nps, latest_csat,
                ifNull(cs.consent, true) AS consent,
-               last_interaction_at + toIntervalMillisecond({{churn_after_ms}}) AS churns_at,
+               last_interaction_at + toIntervalMillisecond({churn_after_ms}) AS churns_at,
                toUInt8(ifNull(churns_at < as_of, 0)) AS churned,
                toUInt8(ifNull(last_seen_at < settled_before
                               AND (churns_at IS NULL OR churns_at < settled_before OR churns_at >= as_of)
@@ -319,7 +320,7 @@ PROFILES = f"""
                    groupArrayIf(toHour(occurred_at), recent) AS recent_hours,
                    groupArrayIf(toDayOfWeek(occurred_at), recent) AS recent_weekdays,
                    any(partition_horizon) AS settled_before, any(partition_newest) AS as_of
-            FROM ({_AT_NEWEST})
+            FROM {db}.counted_touchpoints
             GROUP BY customer_id
         ) AS c
         LEFT JOIN (
@@ -328,17 +329,17 @@ PROFILES = f"""
             FROM (
                 SELECT customer_id, channel, count() AS events, max((occurred_at, event_id)).1 AS latest_at,
                        max((occurred_at, event_id)).2 AS latest_id
-                FROM ({_AT_NEWEST})
+                FROM {db}.counted_touchpoints
                 WHERE recent
                 GROUP BY customer_id, channel
             )
             GROUP BY customer_id
         ) AS ch ON ch.customer_id = c.customer_id
-        LEFT JOIN (SELECT customer_id, level, score, final FROM {{db}}.engagement FINAL WHERE {{scope}}) AS e
+        LEFT JOIN (SELECT customer_id, level, score, final FROM {db}.engagement FINAL WHERE {scope}) AS e
             ON e.customer_id = c.customer_id
         LEFT JOIN (
             SELECT customer_id, argMax(consent_analytics, (occurred_at, event_id)) AS consent
-            FROM {{db}}.touchpoints FINAL WHERE {{scope}} AND kind = 'consent_updated' GROUP BY customer_id
+            FROM {db}.touchpoints FINAL WHERE {scope} AND kind = 'consent_updated' GROUP BY customer_id
         ) AS cs ON cs.customer_id = c.customer_id
         SETTINGS join_use_nulls = 0"""
 
@@ -577,7 +578,8 @@ CHURN_RATES = f"""
                    arrayJoin(['', {{signal_names}}]) AS signal
             FROM (
                 SELECT toStartOfMonth(min(first_seen_at)) AS first,
-                       toStartOfMonth((SELECT max(newest) FROM {{db}}.stream_horizons)) AS last
+                       toStartOfMonth(greatest(max(last_seen_at),
+                                               (SELECT max(newest) FROM {{db}}.stream_horizons))) AS last
                 FROM {{db}}.customer_profiles FINAL HAVING count() > 0
             )
         ) AS g
@@ -644,7 +646,7 @@ OUTCOME_TOUCHPOINTS = f"""
 #: `newest_due` the same for the newest event time; a customer with neither has no row.
 #: Each step refreshes the customers whose instant its partition passed
 #: (`sinks.maintained`), so a refresh is at most a few instants early, never late.
-ANALYTICS_DUE = f"""
+ANALYTICS_DUE = """
         SELECT customer_id, any(source_partition) AS source_partition,
                if(countIf(clock = 'horizon' AND instant_at >= horizon) > 0,
                   minIf(instant_at, clock = 'horizon' AND instant_at >= horizon), NULL) AS horizon_due,
@@ -656,14 +658,14 @@ ANALYTICS_DUE = f"""
                 SELECT customer_id, source_partition, initiated, partition_newest AS newest,
                        toDateTime64(partition_horizon, 6, 'UTC') AS horizon,
                        toDateTime64(occurred_at, 6, 'UTC') AS event_at,
-                       event_at + toIntervalMillisecond({{churn_after_ms}}) AS churn,
+                       event_at + toIntervalMillisecond({churn_after_ms}) AS churn,
                        arrayFilter(m -> m >= event_at AND m < churn, arrayMap(
                            i -> toDateTime64(addMonths(toStartOfMonth(occurred_at), i), 6, 'UTC'),
-                           range({{churn_months}}))) AS month_starts
-                FROM ({_AT_NEWEST})
+                           range({churn_months}))) AS month_starts
+                FROM {db}.counted_touchpoints
             )
             ARRAY JOIN arrayConcat(
-                [('horizon', event_at), ('horizon', event_at + toIntervalMillisecond({{journey_gap_ms}}))],
+                [('horizon', event_at), ('horizon', event_at + toIntervalMillisecond({journey_gap_ms}))],
                 arrayFilter(x -> initiated, [('horizon', churn), ('newest', churn)]),
                 arrayFilter(x -> initiated,
                             arrayMap(m -> ('newest', m - toIntervalMicrosecond(1)), month_starts))
@@ -777,19 +779,34 @@ def views(database: str, config: MetricsConfig | None = None) -> list[str]:
     """The statements that (re)create the views, with the windows and thresholds of `config`
     (the defaults without one); run after the maintained tables exist."""
     values = _values(database, config or MetricsConfig())
-    return [
+    statements = [
         f"CREATE OR REPLACE VIEW {database}.{view} AS {query.format(**values, scope='1')}"
         for view, query in VIEWS.items()
     ]
+    # One customer's counted events, read by the primary key (the Customer 360):
+    # `SELECT ... FROM customer_counted_touchpoints(customer = 'id')`.
+    one = _CONVERSATIONS.format(**values, scope="customer_id = {customer:String}")
+    statements.append(f"CREATE OR REPLACE VIEW {database}.customer_counted_touchpoints AS {one}")
+    return statements
 
 
-def maintained_queries(database: str, config: MetricsConfig | None = None) -> dict[str, str]:
+def counted_query(database: str, config: MetricsConfig | None = None) -> str:
+    """The counted events with their conversations (the `counted_touchpoints` view), with
+    `{scope}` left for the condition on `customer_id` that selects the customers."""
+    return _CONVERSATIONS.format(**_values(database, config or MetricsConfig()), scope="{scope}")
+
+
+def maintained_queries(
+    database: str, config: MetricsConfig | None = None, counted: str | None = None
+) -> dict[str, str]:
     """Per maintained table, its query with the windows and thresholds of `config`, and
-    `{scope}` left for the condition on `customer_id` that selects the customers to compute."""
+    `{scope}` left for the condition on `customer_id` that selects the customers to compute.
+    The counted events come from the table `counted` (holding those of the customers in
+    scope, see `sinks.maintained`), or are computed inline without one."""
     values = _values(database, config or MetricsConfig())
-    counted = f"({_CONVERSATIONS})"
+    source = f"{database}.{counted}" if counted else f"({_CONVERSATIONS})"
     return {
-        table: maintained.query.replace("{db}.counted_touchpoints", counted).format(**values, scope="{scope}")
+        table: maintained.query.replace("{db}.counted_touchpoints", source).format(**values, scope="{scope}")
         for table, maintained in MAINTAINED.items()
     }
 

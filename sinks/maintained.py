@@ -5,20 +5,24 @@ churn rates are stored `ReplacingMergeTree(version, is_deleted)` tables, so a re
 what it shows: the Customer 360 reads one customer's rows by key, the experience view
 aggregates stored rows instead of window functions over every event.
 
-Each step refreshes the customers it touched (an event of theirs, a row the stream wrote
-for them, an erasure) and the customers whose due instant its partitions' horizon or
-newest event time passed (`sinks.ddl.ANALYTICS_DUE`: rows becoming final, churns
-appearing). A refresh runs each table's query for those customers inside ClickHouse and
-writes, in one insert per table, their rows under a new version and a deletion (one
-version lower) of every row they had, so a row that no longer exists (a journey merged
-with another by a late event, a churn its return undid) goes and the others are
-replaced. The definition lives once, as the query in `sinks/ddl.py`; the brute-force
-reference stays apart (`streams.metrics.reference`), and the property tests compare the
-two.
+Which customers need computing is itself stored, in `analytics_due`: each step marks the
+customers it touched (an event of theirs, a row the stream wrote for them, an erasure) as
+due at once, before the step is acknowledged, and every computation leaves the instant at
+which the customer's rows next change by event time alone (`sinks.ddl.ANALYTICS_DUE`:
+rows becoming final, churns appearing). `catch_up` computes the customers whose instant
+their partition's horizon or newest event time has passed: it copies their counted events
+into a scratch table once (`counted_query`), runs each table's query over it inside
+ClickHouse and writes, in one insert per table, their rows under a new version and a
+deletion (one version lower) of every row they had, so a row that no longer exists (a
+journey merged with another by a late event, a churn its return undid) goes and the
+others are replaced. A crash between the mark and the computation loses nothing: the
+marks are in ClickHouse, and the next worker computes them.
 
-A refresh is idempotent: a step written twice (a retry, a restart before the commit)
-refreshes the same customers again to the same rows. Reading a table while a refresh
-writes it shows each customer's rows either before or after (one insert).
+The definition lives once, as the query in `sinks/ddl.py`; the brute-force reference stays
+apart (`streams.metrics.reference`), and the property tests compare the two. Computing a
+customer is idempotent, so computing one twice (a retried step, a restart) is harmless.
+Reading a table while it is written shows each customer's rows before or after (one
+insert).
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterable
+import uuid
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sinks.ddl import _PARTITIONS, MAINTAINED, create_maintained, maintained_queries
+from sinks.ddl import _PARTITIONS, MAINTAINED, counted_query, create_maintained, maintained_queries
 from streams.metrics.config import MetricsConfig
 
 if TYPE_CHECKING:
@@ -38,23 +43,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Customers per refresh query: the list travels as a query parameter, and ClickHouse reads
-#: their rows by the primary key of `touchpoints` and the stream's tables.
+#: Customers per computation: the list travels as a query parameter, and ClickHouse reads
+#: their rows by the primary key of `touchpoints` and of the stream's tables.
 CHUNK = 2000
 #: Events per slice when every customer is computed (a new or changed definition).
 REBUILD_SLICE_EVENTS = 500_000
 SCOPE = "customer_id IN {customers:Array(String)}"
+#: The due instant of a customer marked by a step: long passed, so due at once.
+AT_ONCE = "1970-01-01 00:00:00"
 
 _DUE = f"""
-    SELECT DISTINCT d.customer_id FROM {{db}}.analytics_due AS d FINAL
+    SELECT d.customer_id FROM {{db}}.analytics_due AS d FINAL
     INNER JOIN {_PARTITIONS} AS p ON p.partition = d.source_partition
     WHERE d.source_partition IN {{{{partitions:Array(UInt32)}}}}
-      AND (d.horizon_due < p.horizon OR d.newest_due < p.newest)"""
+      AND (d.horizon_due < p.horizon OR d.newest_due < p.newest)
+    ORDER BY d.horizon_due
+    LIMIT {{{{limit:UInt32}}}}"""
 
 
 class Versions:
     """Versions that only grow, also across restarts: from the wall clock in microseconds,
-    two apart (a refresh writes its deletions one version below its rows)."""
+    two apart (a computation writes its deletions one version below its rows)."""
 
     def __init__(self) -> None:
         self._last = 0
@@ -71,25 +80,47 @@ class MaintainedTables:
 
     def __init__(self, database: str, config: MetricsConfig | None = None) -> None:
         self.database = database
-        self.queries = maintained_queries(database, config)
+        self.config = config or MetricsConfig()
+        #: This process's scratch table: workers sharing a server do not share one.
+        self.scratch = f"analytics_scratch_{uuid.uuid4().hex[:12]}"
+        self.counted = counted_query(database, self.config)
+        self.queries = maintained_queries(database, self.config, counted=self.scratch)
         self.versions = Versions()
         self._columns: dict[str, str] = {}
+        self._scratch_made = False
 
-    def update(self, clickhouse: ClickHouse, customers: Collection[str], partitions: Collection[int]) -> None:
-        """Refresh `customers` and those due in `partitions` (after the step's horizons are
-        written)."""
-        due = self.due(clickhouse, partitions) if partitions else set()
-        self.refresh(clickhouse, set(customers) | due)
+    def mark(self, clickhouse: ClickHouse, customers: Mapping[str, int]) -> None:
+        """Mark `customers` (with their partitions) as due at once."""
+        if not customers:
+            return
+        version = self.versions.next()
+        rows = [(customer, partition, AT_ONCE, version) for customer, partition in sorted(customers.items())]
+        clickhouse.insert(
+            "analytics_due", rows, ["customer_id", "source_partition", "horizon_due", "version"]
+        )
 
-    def due(self, clickhouse: ClickHouse, partitions: Collection[int]) -> set[str]:
-        """The customers of `partitions` whose due instant the partition's clocks passed."""
-        rows = clickhouse.rows(_DUE.format(db=self.database), {"partitions": sorted(partitions)})
-        return {customer for (customer,) in rows}
+    def catch_up(self, clickhouse: ClickHouse, partitions: Collection[int], limit: int = CHUNK) -> int:
+        """Compute up to `limit` of the due customers of `partitions` (read after the step's
+        horizons are written); return how many were computed (fewer than `limit`: none
+        are left)."""
+        if not partitions:
+            return 0
+        customers = self.due(clickhouse, partitions, limit)
+        self.refresh(clickhouse, customers)
+        return len(customers)
+
+    def due(self, clickhouse: ClickHouse, partitions: Collection[int], limit: int = CHUNK) -> list[str]:
+        """Up to `limit` customers of `partitions` whose due instant their partition passed."""
+        rows = clickhouse.rows(
+            _DUE.format(db=self.database), {"partitions": sorted(partitions), "limit": limit}
+        )
+        return [customer for (customer,) in rows]
 
     def refresh(
         self, clickhouse: ClickHouse, customers: Iterable[str], tables: Iterable[str] = MAINTAINED
     ) -> None:
-        ordered = sorted(customers)
+        """Compute `tables` for `customers`, `CHUNK` customers at a time."""
+        ordered = sorted(set(customers))
         names = list(tables)
         for start in range(0, len(ordered), CHUNK):
             self._apply(clickhouse, names, SCOPE, {"customers": ordered[start : start + CHUNK]})
@@ -100,31 +131,46 @@ class MaintainedTables:
         slices = max(1, -(-events // REBUILD_SLICE_EVENTS))
         began = time.monotonic()
         for index in range(slices):
-            scope = f"cityHash64(customer_id) % {slices} = {index}"
-            self._apply(clickhouse, list(tables), scope, {})
-        if events:
-            log.info(
-                "computed %s for %d stored events in %.1f s",
-                ", ".join(tables),
-                events,
-                time.monotonic() - began,
-            )
+            self._apply(clickhouse, list(tables), f"cityHash64(customer_id) % {slices} = {index}", {})
+        log.info(
+            "computed %s for %d stored events in %.1f s", ", ".join(tables), events, time.monotonic() - began
+        )
 
     def _apply(
         self, clickhouse: ClickHouse, tables: list[str], scope: str, parameters: dict[str, Any]
     ) -> None:
+        db, scratch = self.database, self.scratch
+        counted = self.counted.replace("{scope}", scope)
+        if not self._scratch_made:
+            clickhouse.command(
+                f"CREATE TABLE IF NOT EXISTS {db}.{scratch} ENGINE = Memory "
+                f"EMPTY AS SELECT * FROM ({self.counted.replace('{scope}', '0')})"
+            )
+            self._scratch_made = True
+        clickhouse.command(f"TRUNCATE TABLE {db}.{scratch}")
+        clickhouse.command(
+            f"INSERT INTO {db}.{scratch} SELECT * FROM ({counted})",
+            parameters=parameters or None,
+            doing="copy of the counted events to compute",
+        )
         version = self.versions.next()
         for table in tables:
             columns = self.columns(clickhouse, table)
             query = self.queries[table].replace("{scope}", scope)
             clickhouse.command(
-                f"INSERT INTO {self.database}.{table} ({columns}, version, is_deleted) "
+                f"INSERT INTO {db}.{table} ({columns}, version, is_deleted) "
                 f"SELECT {columns}, {version}, 0 FROM ({query}) "
-                f"UNION ALL SELECT {columns}, {version - 1}, 1 "
-                f"FROM {self.database}.{table} FINAL WHERE {scope}",
+                f"UNION ALL SELECT {columns}, {version - 1}, 1 FROM {db}.{table} FINAL WHERE {scope}",
                 parameters=parameters or None,
-                doing=f"refresh of {self.database}.{table}",
+                doing=f"refresh of {db}.{table}",
             )
+        clickhouse.command(f"TRUNCATE TABLE {db}.{scratch}")
+
+    def close(self, clickhouse: ClickHouse) -> None:
+        """Drop this process's scratch table."""
+        if self._scratch_made:
+            clickhouse.command(f"DROP TABLE IF EXISTS {self.database}.{self.scratch}")
+            self._scratch_made = False
 
     def columns(self, clickhouse: ClickHouse, table: str) -> str:
         if table not in self._columns:
@@ -144,11 +190,15 @@ class MaintainedTables:
         kinds = dict(clickhouse.rows(
             "SELECT name, engine FROM system.tables WHERE database = {db:String}", {"db": db}
         ))  # fmt: skip
+        for name in kinds:  # embedded: one process owns the data, so a scratch table is a stopped one's
+            if clickhouse.embedded and name.startswith("analytics_scratch_"):
+                clickhouse.command(f"DROP TABLE IF EXISTS {db}.{name}")
         known = dict(clickhouse.rows(
             f"SELECT name, argMax(fingerprint, written_at) FROM {db}.maintained_definitions GROUP BY name"
         ))  # fmt: skip
+        inline = maintained_queries(db, self.config)
         made = []
-        for table, query in self.queries.items():
+        for table, query in inline.items():
             statement = create_maintained(db, table, query)
             fingerprint = hashlib.sha256((statement + query).encode()).hexdigest()
             if kinds.get(table) == "View":  # SPEC §5b's tables were views before they were maintained

@@ -6,7 +6,9 @@ upsert: `FROM t FINAL` shows, per key, the row of the highest version unless tha
 is a deletion. A step writes all its rows with one version (`Outputs.version`, higher
 than any the partition wrote before), in this order:
 
-1. erasures: the erased customers' metric rows are deleted (lightweight DELETE);
+1. erasures: the erased customers' metric rows are deleted (lightweight DELETE), those of
+   the maintained tables too (the step's analytics phase writes them again from what the
+   erasure left);
 2. per table, one insert of the step's rows by key: retractions (`is_deleted = 1`),
    then final rows (`final = 1`), then live rows (`final = 0`), a later one replacing
    an earlier one of the same key;
@@ -25,6 +27,7 @@ from dataclasses import fields
 from typing import Any
 
 from sinks.clickhouse import ClickHouse
+from sinks.ddl import MAINTAINED
 from sinks.erasure import erase
 from streams.metrics.records import KEY_COLUMNS, Outputs, RowKey
 
@@ -87,7 +90,7 @@ def late_rows(outputs: Outputs) -> list[tuple[Any, ...]]:
 def write(clickhouse: ClickHouse, outputs: Outputs) -> None:
     """Write one step's metric rows (see the module docstring for the order)."""
     if outputs.erased:
-        erase(clickhouse, outputs.erased, [*COLUMNS, "late_events"])
+        erase(clickhouse, outputs.erased, [*COLUMNS, *MAINTAINED, "late_events"])
     for table, (rows, keys) in upserts(outputs).items():
         if rows:
             clickhouse.insert(table, rows, [*COLUMNS[table], "final", "version"])

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from schemas.topics import Source
 from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
+from sinks.maintained import MaintainedTables
 from streams.metrics import MetricsConfig
 from streams.partitions import PartitionEngines
 from tests.factories import event
@@ -37,8 +38,10 @@ def load(clickhouse: ClickHouse) -> None:
     events = [*EVENTS, *CONSENT]
     sources = [Source("t", 0, n) for n in range(len(events))]
     touchpoints.write(clickhouse, list(zip(events, sources, strict=True)), sources)
-    engines = PartitionEngines(MetricsConfig(grace=timedelta(minutes=10)), {}, partitions=1)
+    config = MetricsConfig(grace=timedelta(minutes=10))
+    engines = PartitionEngines(config, {}, partitions=1)
     metric_rows.write(clickhouse, engines.process(((e, 0, "t") for e in events), {}))
+    MaintainedTables(clickhouse.database, config).refresh(clickhouse, {e.customer_id for e in events})
 
 
 def get(clickhouse: ClickHouse, *paths: str) -> list[tuple[int, Any]]:
@@ -137,8 +140,10 @@ def test_the_record_has_the_customers_tickets_and_churns(clickhouse: ClickHouse)
     ]  # fmt: skip
     sources = [Source("t", 0, n) for n in range(len(history))]
     touchpoints.write(clickhouse, list(zip(history, sources, strict=True)), sources)
-    engines = PartitionEngines(MetricsConfig(grace=timedelta(minutes=10)), {}, partitions=1)
+    config = MetricsConfig(grace=timedelta(minutes=10))
+    engines = PartitionEngines(config, {}, partitions=1)
     metric_rows.write(clickhouse, engines.process(((e, 0, "t") for e in history), {}))
+    MaintainedTables(clickhouse.database, config).refresh(clickhouse, {e.customer_id for e in history})
     (status, desk_record), (_, gone) = get(clickhouse, "/api/customers/cust-9", "/api/customers/cust-8")
     assert status == 200
     [ticket] = desk_record["tickets"]

@@ -15,6 +15,7 @@ from rich.console import Console
 from schemas.topics import Source
 from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
+from sinks.maintained import MaintainedTables
 from streams.metrics import Engine, MetricsConfig
 from tests.factories import event
 from tests.integration.test_metric_sinks import DETRACTOR, EVENTS, at
@@ -39,6 +40,7 @@ def load(clickhouse: ClickHouse) -> None:
     touchpoints.write(clickhouse, list(zip(events, sources, strict=True)), sources)
     engine = Engine(CONFIG)
     metric_rows.write(clickhouse, engine.process(events))
+    MaintainedTables(clickhouse.database, CONFIG).refresh(clickhouse, {e.customer_id for e in events})
 
 
 def read(clickhouse: ClickHouse, settings: Settings) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from schemas.topics import Source
 from schemas.touchpoint import TouchpointEvent
 from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
-from sinks.maintained import MaintainedTables
+from sinks.maintained import CHUNK, MaintainedTables
 from streams.metrics import Engine, MetricsConfig, Outputs
 from streams.partitions import PartitionEngines
 from tests.factories import event
@@ -53,14 +53,17 @@ def store(
     analytics: MaintainedTables | None = None,
 ) -> None:
     """One step as the worker writes it: touchpoints (minus what an erasure covers), then
-    rows, then (given `analytics`) the maintained tables of the customers it touched."""
+    rows, then the maintained tables of the customers it touched (`analytics`: made with
+    the views' config; the defaults without one)."""
     kept = [e for e in events if (e.customer_id, e.event_id) not in out.forgotten]
     sources = [Source("t", 0, offset + n) for n in range(len(events))]
     touchpoints.write(clickhouse, list(zip(kept, sources, strict=False)),
                       sources, out.erased)  # fmt: skip
     metric_rows.write(clickhouse, out)
-    if analytics is not None:
-        analytics.update(clickhouse, out.customers() | {e.customer_id for e in events}, set(out.horizons))
+    analytics = analytics or MaintainedTables(clickhouse.database)
+    analytics.mark(clickhouse, dict.fromkeys(out.customers() | {e.customer_id for e in events}, 0))
+    while analytics.catch_up(clickhouse, {0}) == CHUNK:
+        pass
 
 
 def step(engines: PartitionEngines, events: list[TouchpointEvent]) -> Outputs:
@@ -203,6 +206,7 @@ def test_every_query_in_the_analyst_docs_runs(clickhouse: ClickHouse) -> None:
     touchpoints.write(clickhouse, [(e, Source("t", 0, n)) for n, e in enumerate(events)],
                       [Source("t", 0, n) for n in range(len(events))])  # fmt: skip
     metric_rows.write(clickhouse, engine.process(events))
+    MaintainedTables(clickhouse.database).refresh(clickhouse, {e.customer_id for e in events})
     text = (Path(__file__).parents[2] / "docs" / "clickhouse.md").read_text()
     queries = re.findall(r"```sql\n(.*?)```", text, flags=re.DOTALL)
     assert len(queries) >= 10

@@ -6,8 +6,8 @@ stored touchpoint in event order (paged) with its conversation and journey, the
 journeys, response times, what still waits, level changes, surveys, tickets, churns, and
 the periods in which the customer had withdrawn analytics consent (their events are
 shown, marked as not counted). A counted event's conversation is the stream's (from
-`counted_touchpoints`); one not counted gets the conversation derived the same way over
-all the customer's events.
+`customer_counted_touchpoints`, the counted events of one customer, read by key); one not
+counted gets the conversation derived the same way over all the customer's events.
 
 An erasure removes the customer's events up to the request and keeps only a proof with
 no personal data, so a customer with no stored event is answered as "no record": never
@@ -34,18 +34,19 @@ EVENTS = """
 SELECT t.event_id, t.occurred_at, t.channel, t.kind, t.direction, t.actor, t.conversation_id, t.agent_id,
        t.survey_type, t.survey_score, t.consent_analytics, c.conversation, c.event_id != '' AS counted
 FROM touchpoints AS t FINAL
-LEFT JOIN (SELECT event_id, conversation FROM counted_touchpoints WHERE customer_id = {customer:String}) AS c
+LEFT JOIN (SELECT event_id, conversation FROM customer_counted_touchpoints(customer = {customer:String})) AS c
     ON c.event_id = t.event_id
 WHERE t.customer_id = {customer:String}
 ORDER BY t.occurred_at, t.event_id
 SETTINGS join_use_nulls = 0"""
 PROFILE = """
 SELECT first_seen_at, last_seen_at, preferred_channel, active_channels, active_hours, active_weekdays,
-       purchases, level, score, latest_nps, latest_csat, consent, churned, final, as_of
-FROM customer_profiles WHERE customer_id = {customer:String}"""
+       purchases, level, score, latest_nps, latest_csat, consent, churned, final,
+       (SELECT max(newest) FROM stream_horizons) AS as_of
+FROM customer_profiles FINAL WHERE customer_id = {customer:String}"""
 JOURNEYS = """
 SELECT journey_id, started_at, ended_at, channel_path, touchpoints, outcome, final
-FROM journeys WHERE customer_id = {customer:String} ORDER BY started_at"""
+FROM journeys FINAL WHERE customer_id = {customer:String} ORDER BY started_at"""
 RESPONSES = """
 SELECT reply_event_id, conversation_id, channel, agent_id, response_seconds, is_first_response,
        customer_message_at, replied_at, final
@@ -60,10 +61,10 @@ FROM engagement_changes FINAL WHERE customer_id = {customer:String} ORDER BY cha
 TICKETS = """
 SELECT conversation_id, channel, category, priority, opened_at, first_response_seconds, first_resolved_at,
        resolved_at, reopened, status, resolved_on_first_reply, final
-FROM tickets WHERE customer_id = {customer:String} ORDER BY opened_at"""
+FROM tickets FINAL WHERE customer_id = {customer:String} ORDER BY opened_at"""
 CHURNS = """
 SELECT churned_at, last_interaction_at, returned_at, level_at_churn, signals, final
-FROM churn_events WHERE customer_id = {customer:String} ORDER BY churned_at"""
+FROM churn_events FINAL WHERE customer_id = {customer:String} ORDER BY churned_at"""
 SURVEYS = """
 SELECT event_id, occurred_at, channel, survey_type, score, conversation_id, final
 FROM surveys FINAL WHERE customer_id = {customer:String} ORDER BY occurred_at"""

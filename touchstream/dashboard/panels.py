@@ -314,7 +314,7 @@ def snapshot(
 
 PREFERRED_CHANNELS = """
 SELECT preferred_channel, count() AS customers, round(100 * count() / sum(count()) OVER (), 1) AS percent
-FROM customer_profiles
+FROM customer_profiles FINAL
 WHERE preferred_channel IS NOT NULL
 GROUP BY preferred_channel
 ORDER BY customers DESC, preferred_channel"""
@@ -328,7 +328,7 @@ JOURNEY_PATHS = """
 SELECT multiIf(outcome = 'purchase', 'purchase', outcome IN ('detractor', 'dissatisfied'),
                'detractor or dissatisfied', 'ticket') AS ending,
        arrayStringConcat(channel_path, ' > ') AS path, count() AS journeys
-FROM journeys
+FROM journeys FINAL
 WHERE outcome IN ('purchase', 'detractor', 'dissatisfied', 'ticket')
 GROUP BY ending, path
 ORDER BY ending, journeys DESC, path
