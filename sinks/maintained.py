@@ -61,6 +61,13 @@ _DUE = f"""
     LIMIT {{{{limit:UInt32}}}}"""
 
 
+#: How many customers are due now, in every partition (`touchstream verify` waits for none).
+PENDING = f"""
+    SELECT count() FROM analytics_due AS d FINAL
+    INNER JOIN {_PARTITIONS.format(db="{db}")} AS p ON p.partition = d.source_partition
+    WHERE d.horizon_due < p.horizon OR d.newest_due < p.newest"""
+
+
 class Versions:
     """Versions that only grow, also across restarts: from the wall clock in microseconds,
     two apart (a computation writes its deletions one version below its rows)."""
@@ -108,6 +115,16 @@ class MaintainedTables:
         customers = self.due(clickhouse, partitions, limit)
         self.refresh(clickhouse, customers)
         return len(customers)
+
+    def catch_up_all(self, clickhouse: ClickHouse) -> int:
+        """Compute every due customer of every partition; return how many."""
+        partitions = [
+            p for (p,) in clickhouse.rows(f"SELECT DISTINCT partition FROM {self.database}.stream_horizons")
+        ]
+        computed = 0
+        while (count := self.catch_up(clickhouse, partitions)) > 0:
+            computed += count
+        return computed
 
     def due(self, clickhouse: ClickHouse, partitions: Collection[int], limit: int = CHUNK) -> list[str]:
         """Up to `limit` customers of `partitions` whose due instant their partition passed."""

@@ -191,43 +191,53 @@ def tune_garbage_collector() -> None:
 
 class AnalyticsCatchUp:
     """Computes the maintained tables (SPEC §5b, `sinks.maintained`) of the due customers
-    between batches, within `SHARE` of the worker's time while input flows.
+    between batches, giving the input priority.
 
-    A step only marks its customers (one small insert); the computation runs after it, at
-    most `CHUNK` customers at a time, and then not again before its time is `1 - SHARE` of
-    the time since it began: at 200 events/s a computation of a few dozen customers takes
-    tens of milliseconds, so the tables follow within about a second; during a bulk replay
-    the marks pile up and each customer is computed once for many batches (the worker keeps
-    at least 90 % of its rate), and the rest is caught up once the input is quiet.
+    A step only marks its customers (one small insert); the computation runs after it. While
+    the worker keeps up with its input (the consumer lag is under one batch), it computes a
+    small chunk after every batch, so the tables follow their events within about a second.
+    While a backlog is read (a bulk replay, a restart after downtime) it computes a full
+    chunk only when the time since the last one began is at least `1 / SHARE` times that
+    chunk's: the marks pile up, each customer is computed once for many batches, and the
+    worker keeps at least 90 % of its rate; the rest is caught up once the input is quiet.
     """
 
-    #: The share of the worker's time the computation may take while input flows.
+    #: The share of the worker's time the computation may take while a backlog is read.
     SHARE = 0.1
+    #: Customers per computation while the worker keeps up (a few tenths of a second).
+    LIVE_CHUNK = 500
     #: While the input is quiet, how long one catch-up may compute before looking again.
     IDLE_SLICE_SECONDS = 1.0
 
-    def __init__(self, tables: MaintainedTables, partitions: int) -> None:
+    def __init__(self, tables: MaintainedTables, partitions: int, keeping_up: Callable[[], bool]) -> None:
         self.tables = tables
         self.partitions = partitions
+        self.keeping_up = keeping_up
         self.next_at = 0.0
 
     def mark(self, clickhouse: ClickHouse, customers: set[str], stepped: set[int]) -> None:
         """The step's writer: mark `customers` as due (their partitions from their keys)."""
         self.tables.mark(clickhouse, {c: partition_of(c.encode(), self.partitions) for c in customers})
 
-    def compute(self, clickhouse: ClickHouse, assigned: set[int], seconds: float) -> None:
-        """Compute due customers of `assigned`, a chunk at a time, for about `seconds`."""
+    def compute(self, clickhouse: ClickHouse, assigned: set[int], limit: int, seconds: float) -> None:
+        """Compute due customers of `assigned`, `limit` at a time, for up to `seconds`."""
         began = time.monotonic()
-        while self.tables.catch_up(clickhouse, assigned) == CHUNK and time.monotonic() - began < seconds:
+        while (
+            self.tables.catch_up(clickhouse, assigned, limit) == limit and time.monotonic() - began < seconds
+        ):
             pass
 
     async def run(self, assigned: set[int], compute: Callable[..., Awaitable[None]], *, idle: bool) -> None:
         now = time.monotonic()
-        if not assigned or (not idle and now < self.next_at):
+        if not assigned:
             return
-        await compute(assigned, self.IDLE_SLICE_SECONDS if idle else 0.0)
-        spent = time.monotonic() - now
-        self.next_at = time.monotonic() + spent * (1 - self.SHARE) / self.SHARE
+        if idle:
+            await compute(assigned, CHUNK, self.IDLE_SLICE_SECONDS)
+        elif self.keeping_up():
+            await compute(assigned, self.LIVE_CHUNK, 0.0)
+        elif now >= self.next_at:
+            await compute(assigned, CHUNK, 0.0)
+            self.next_at = now + (time.monotonic() - now) / self.SHARE
 
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -279,7 +289,11 @@ def build(
     )
     config = settings.metrics_config(demo=demo)
     engines = PartitionEngines(config, state, settings.partitions)
-    catch_up = AnalyticsCatchUp(MaintainedTables(clickhouse.database, config), settings.partitions)
+    catch_up = AnalyticsCatchUp(
+        MaintainedTables(clickhouse.database, config),
+        settings.partitions,
+        keeping_up=lambda: (stats.consumer_lag or 0) < settings.sink_batch_size,
+    )
     bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
     changelog = ChangelogWriter(bootstrap)
 
