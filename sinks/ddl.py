@@ -22,7 +22,11 @@ from streams.metrics.config import MetricsConfig
 from streams.metrics.engagement import CUSTOMER_INITIATED_KINDS
 from streams.metrics.records import CHURN_SIGNALS
 
-_DEDUP = "SETTINGS non_replicated_deduplication_window = 1000"
+#: Granules of 256 rows: the stream's steps and the maintained tables' computations read a
+#: few thousand customers scattered over the key space, one granule each at least, so the
+#: rows read are bounded by customers x granule, not by history (8192, the default, made
+#: every computation read all of `touchpoints` at 1M events).
+_SETTINGS = "SETTINGS non_replicated_deduplication_window = 1000, index_granularity = 256"
 _TS = "DateTime64(3, 'UTC')"
 #: The columns and engine of every metric table: upserts by key, live and final rows.
 _UPSERT = """final UInt8,
@@ -638,14 +642,15 @@ OUTCOME_TOUCHPOINTS = f"""
 
 
 #: When a customer's maintained rows change by event time alone (no event of theirs): the
-#: horizon passing one of their events, a journey's end plus the gap or a churn instant (rows
-#: become final), and the partition's newest event time passing a churn instant (a churn
-#: appears, the profile reads churned) or reaching a month start within `churn_after` of a
-#: customer-initiated event (the customer counts as active in that month). `horizon_due` is
-#: the earliest such instant the horizon has not passed yet (it passes when horizon > due),
-#: `newest_due` the same for the newest event time; a customer with neither has no row.
-#: Each step refreshes the customers whose instant its partition passed
-#: (`sinks.maintained`), so a refresh is at most a few instants early, never late.
+#: horizon passing the last event of a conversation (a ticket becomes final), a journey's
+#: end plus the gap, a survey answer (its outcome rows), a churn instant or a return (the
+#: churn, the profile), and the partition's newest event time passing the churn instant of
+#: the last customer-initiated event (a churn appears, the profile reads churned) or
+#: reaching a month start within `churn_after` of it (the customer counts as active in that
+#: month). `horizon_due` is the earliest such instant the horizon has not passed yet (it
+#: passes when horizon > due), `newest_due` the same for the newest event time; a customer
+#: with neither has no row. Each step computes the customers whose instant their partition
+#: passed (`sinks.maintained`).
 ANALYTICS_DUE = """
         SELECT customer_id, any(source_partition) AS source_partition,
                if(countIf(clock = 'horizon' AND instant_at >= horizon) > 0,
@@ -655,21 +660,48 @@ ANALYTICS_DUE = """
         FROM (
             SELECT customer_id, source_partition, horizon, newest, instant.1 AS clock, instant.2 AS instant_at
             FROM (
-                SELECT customer_id, source_partition, initiated, partition_newest AS newest,
+                SELECT customer_id, source_partition, partition_newest AS newest,
                        toDateTime64(partition_horizon, 6, 'UTC') AS horizon,
                        toDateTime64(occurred_at, 6, 'UTC') AS event_at,
-                       event_at + toIntervalMillisecond({churn_after_ms}) AS churn,
-                       arrayFilter(m -> m >= event_at AND m < churn, arrayMap(
-                           i -> toDateTime64(addMonths(toStartOfMonth(occurred_at), i), 6, 'UTC'),
-                           range({churn_months}))) AS month_starts
-                FROM {db}.counted_touchpoints
+                       event_at + toIntervalMillisecond({journey_gap_ms}) AS journey_end,
+                       arrayFilter(x -> x.2 IS NOT NULL, [
+                           ('horizon', if(occurred_at = max(occurred_at) OVER conversation, event_at, NULL)),
+                           ('horizon', if(next_at IS NULL OR next_at > journey_end, journey_end, NULL)),
+                           ('horizon', if(survey_type IS NOT NULL, event_at, NULL))]) AS instants
+                FROM (
+                    SELECT *, leadInFrame(toNullable(toDateTime64(occurred_at, 6, 'UTC'))) OVER (
+                                  PARTITION BY customer_id ORDER BY occurred_at, event_id
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS next_at
+                    FROM {db}.counted_touchpoints
+                )
+                WINDOW conversation AS (PARTITION BY customer_id, conversation)
+                UNION ALL
+                SELECT customer_id, source_partition, partition_newest,
+                       toDateTime64(partition_horizon, 6, 'UTC'), event_at, churn,
+                       arrayConcat(
+                           if(next_at IS NULL OR next_at > churn, [('horizon', churn)], []),
+                           if(previous_at IS NOT NULL AND event_at > previous_churn,
+                              [('horizon', event_at)], []),
+                           if(next_at IS NULL,
+                              arrayConcat([('newest', churn)], arrayMap(
+                                  m -> ('newest', m - toIntervalMicrosecond(1)),
+                                  arrayFilter(m -> m >= event_at AND m < churn, arrayMap(
+                                      i -> toDateTime64(addMonths(toStartOfMonth(occurred_at), i), 6, 'UTC'),
+                                      range({churn_months}))))),
+                              []))
+                FROM (
+                    SELECT *, toDateTime64(occurred_at, 6, 'UTC') AS event_at,
+                           event_at + toIntervalMillisecond({churn_after_ms}) AS churn,
+                           leadInFrame(toNullable(event_at)) OVER initiated_events AS next_at,
+                           lagInFrame(toNullable(event_at)) OVER initiated_events AS previous_at,
+                           previous_at + toIntervalMillisecond({churn_after_ms}) AS previous_churn
+                    FROM {db}.counted_touchpoints
+                    WHERE initiated
+                    WINDOW initiated_events AS (PARTITION BY customer_id ORDER BY occurred_at, event_id
+                                                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+                )
             )
-            ARRAY JOIN arrayConcat(
-                [('horizon', event_at), ('horizon', event_at + toIntervalMillisecond({journey_gap_ms}))],
-                arrayFilter(x -> initiated, [('horizon', churn), ('newest', churn)]),
-                arrayFilter(x -> initiated,
-                            arrayMap(m -> ('newest', m - toIntervalMicrosecond(1)), month_starts))
-            ) AS instant
+            ARRAY JOIN instants AS instant
         )
         GROUP BY customer_id
         HAVING horizon_due IS NOT NULL OR newest_due IS NOT NULL"""
@@ -771,7 +803,7 @@ def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
     """The statements that bring `database`'s event and stream tables to this version."""
     statements = [f"CREATE DATABASE IF NOT EXISTS {database}"]
     for table, body in TABLES.items():
-        statements.append(f"CREATE TABLE IF NOT EXISTS {database}.{table} ({body}\n    {_DEDUP}")
+        statements.append(f"CREATE TABLE IF NOT EXISTS {database}.{table} ({body}\n    {_SETTINGS}")
     return statements
 
 
@@ -817,6 +849,7 @@ def create_maintained(database: str, table: str, query: str) -> str:
     return (
         f"CREATE TABLE IF NOT EXISTS {database}.{table} "
         f"ENGINE = ReplacingMergeTree(version, is_deleted) ORDER BY ({MAINTAINED[table].key}) "
+        f"SETTINGS index_granularity = 256 "
         f"EMPTY AS SELECT *, toUInt64(0) AS version, toUInt8(0) AS is_deleted "
         f"FROM ({query.replace('{scope}', '0')})"
     )
