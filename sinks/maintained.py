@@ -13,7 +13,8 @@ rows becoming final, churns appearing). `catch_up` computes the customers whose 
 their partition's horizon or newest event time has passed: it copies their counted events
 into a scratch table once (`counted_query`), runs each table's query over it inside
 ClickHouse and writes, in one insert per table, their rows under a new version and a
-deletion (one version lower) of every row they had, so a row that no longer exists (a
+deletion (one version lower) of every key they had (read without FINAL: deleting a key
+twice costs less than FINAL), so a row that no longer exists (a
 journey merged with another by a late event, a churn its return undid) goes and the
 others are replaced. A crash between the mark and the computation loses nothing: the
 marks are in ClickHouse, and the next worker computes them.
@@ -177,7 +178,8 @@ class MaintainedTables:
             clickhouse.command(
                 f"INSERT INTO {db}.{table} ({columns}, version, is_deleted) "
                 f"SELECT {columns}, {version}, 0 FROM ({query}) "
-                f"UNION ALL SELECT {columns}, {version - 1}, 1 FROM {db}.{table} FINAL WHERE {scope}",
+                f"UNION ALL SELECT {columns}, {version - 1}, 1 FROM {db}.{table} WHERE {scope} "
+                f"LIMIT 1 BY {MAINTAINED[table].key}",
                 parameters=parameters or None,
                 doing=f"refresh of {db}.{table}",
             )
