@@ -23,7 +23,7 @@ from producers.health import Check, KafkaProbe, problems
 from producers.publisher import Delivery, Publisher, destination
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.errors import BrokerError, ConfigError
-from schemas.topics import all_topics
+from schemas.topics import all_topics, input_topics
 from sinks.clickhouse import ClickHouse, connect
 from streams.fetchpace import pace_empty_fetches
 from touchstream import collector as collecting
@@ -32,6 +32,7 @@ from touchstream.broker import EmbeddedBroker, free_port, port_in_use, wait_for_
 from touchstream.dashboard import web
 from touchstream.datadir import DataDirLock
 from touchstream.kafka import ensure_topics
+from touchstream.retention import InputRetention
 from touchstream.settings import Settings
 from touchstream.worker import PipelineStats, build, faust_app, tune_garbage_collector
 
@@ -212,6 +213,12 @@ def run_worker(
         if collector:
             collecting.check_port(settings)
         bootstrap, forgetful = kafka(settings, stack)
+        if not settings.kafka_bootstrap:  # the embedded broker keeps only what ClickHouse lacks
+            retention = InputRetention(
+                bootstrap, settings.app_id, input_topics(settings.topic_prefix), settings.partitions
+            )
+            retention.start()
+            stack.callback(retention.stop)
         clickhouse = connect(settings)
         stack.callback(clickhouse.close)
         if forgetful:
