@@ -89,29 +89,119 @@ _NO_RESULT = frozenset(
 )
 
 
-class ClickHouse:
-    """A thread-safe handle: one clickhouse-connect client, calls serialized by a lock.
+class Turns:
+    """One call at a time, writes first: a read waits while a write waits.
 
-    chDB is a single in-process engine, so serializing is also what keeps concurrent
-    callers (the sink flushing, an operator's `touchstream sql`) from interleaving.
+    chDB runs one query at a time in the process, so a dashboard read continuously
+    followed by others would otherwise hold back the sink's inserts behind every one of
+    them; with writes first, an insert waits at most for the read already running, which
+    `ClickHouse.read_seconds` bounds.
     """
 
-    def __init__(self, client: Client, *, database: str, embedded: bool) -> None:
+    def __init__(self) -> None:
+        self._state = threading.Condition()
+        self._busy = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def turn(self, *, write: bool) -> Iterator[None]:
+        with self._state:
+            if write:
+                self._writers_waiting += 1
+                try:
+                    self._state.wait_for(lambda: not self._busy)
+                finally:
+                    self._writers_waiting -= 1
+            else:
+                self._state.wait_for(lambda: not self._busy and not self._writers_waiting)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._state:
+                self._busy = False
+                self._state.notify_all()
+
+    def acquire(self, timeout: float) -> bool:
+        """Take a turn as a writer within `timeout` seconds (to close the client)."""
+        with self._state:
+            if not self._state.wait_for(lambda: not self._busy, timeout=timeout):
+                return False
+            self._busy = True
+            return True
+
+    def release(self) -> None:
+        with self._state:
+            self._busy = False
+            self._state.notify_all()
+
+
+#: ClickHouse's codes for a read stopped by its bounds.
+_READ_BOUNDS = {159: "time", 241: "memory"}
+
+
+class ClickHouse:
+    """A thread-safe handle: one clickhouse-connect client, one call at a time, writes first.
+
+    chDB is a single in-process engine, so serializing is also what keeps concurrent
+    callers (the sink flushing, an operator's `touchstream sql`) from interleaving. Reads
+    (`rows(read_only=True)`, `formatted(bounded=True)`: the dashboards, `/sql`) are bounded
+    by `read_seconds` and `read_memory_bytes` in their own SETTINGS clause.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        database: str,
+        embedded: bool,
+        read_seconds: float | None = None,
+        read_memory_bytes: int | None = None,
+    ) -> None:
         self.client = client
         self.database = database
         self.embedded = embedded
-        self._lock = threading.Lock()
+        self.read_seconds = read_seconds
+        self.read_memory_bytes = read_memory_bytes
+        self._lock = Turns()
         #: The server's `max_partitions_per_insert_block` (None: no limit), read at first insert.
         self.partition_limit: int | None = None
         self._limit_read = False
 
     @contextmanager
-    def _call(self, doing: str | None = None) -> Iterator[Client]:
-        with self._lock:
+    def _call(self, doing: str | None = None, *, write: bool = True) -> Iterator[Client]:
+        with self._lock.turn(write=write):
             try:
                 yield self.client
             except DriverError as error:
-                raise wrap(error, doing) from error
+                raise self._explained(wrap(error, doing)) from error
+
+    def _explained(self, error: ClickHouseError) -> ClickHouseError:
+        bound = _READ_BOUNDS.get(error.code or 0)
+        if bound is None or (bound == "time" and self.read_seconds is None):
+            return error
+        limit = (
+            f"{self.read_seconds:g} s" if bound == "time" else f"{(self.read_memory_bytes or 0) >> 20} MiB"
+        )
+        setting = "TOUCHSTREAM_READ_SECONDS" if bound == "time" else "TOUCHSTREAM_READ_MEMORY_MB"
+        return ClickHouseError(
+            f"the read went past its {bound} bound of {limit} ({setting}; reads are bounded so that "
+            f"ingestion goes on): {error}",
+            code=error.code,
+            name=error.name,
+            transient=False,
+        )
+
+    def _bounded(self, sql: str, *, read_only: bool) -> str:
+        """`sql` with the read bounds (and ClickHouse's `readonly = 1`) in its SETTINGS clause."""
+        settings = ["readonly = 1"] if read_only else []
+        if self.read_seconds is not None:
+            settings.append(f"max_execution_time = {self.read_seconds:g}")
+        if self.read_memory_bytes is not None:
+            settings.append(f"max_memory_usage = {self.read_memory_bytes}")
+        if not settings:
+            return sql
+        return f"{sql.rstrip().rstrip(';')}\nSETTINGS {', '.join(settings)}"
 
     def command(
         self,
@@ -133,10 +223,11 @@ class ClickHouse:
 
         The setting goes in the query's own SETTINGS clause: passed as a client setting,
         the chDB driver applies it to the session with SET and cannot SET it back (that is
-        a settings change in read-only mode), so every later insert would be refused."""
+        a settings change in read-only mode), so every later insert would be refused. The
+        read bounds go there too."""
         if read_only:
-            sql = f"{sql}\nSETTINGS readonly = 1"
-        with self._call() as client:
+            sql = self._bounded(sql, read_only=True)
+        with self._call(write=not read_only) as client:
             result = client.query(sql, parameters=parameters)
             return [tuple(row) for row in result.result_rows]
 
@@ -144,14 +235,17 @@ class ClickHouse:
         rows = self.rows(sql, parameters)
         return rows[0][0] if rows else None
 
-    def formatted(self, sql: str, fmt: str) -> bytes:
+    def formatted(self, sql: str, fmt: str, *, bounded: bool = False) -> bytes:
         """Run `sql` and return ClickHouse's own rendering in output format `fmt`; a
-        statement without a result (INSERT, DELETE, OPTIMIZE...) runs and returns nothing."""
+        statement without a result (INSERT, DELETE, OPTIMIZE...) runs and returns nothing.
+        `bounded`: a read as an analyst's, read-only and within the read bounds."""
         words = sql.split(maxsplit=1)
         if words and words[0].upper() in _NO_RESULT:
             self.command(sql)
             return b""
-        with self._call() as client:
+        if bounded:
+            sql = self._bounded(sql, read_only=False)
+        with self._call(write=not bounded) as client:
             return bytes(client.raw_query(sql, fmt=fmt))
 
     def insert(
@@ -271,6 +365,10 @@ class Location(Protocol):
 
     clickhouse_url: Any  # a pydantic SecretStr, or None for chDB
     clickhouse_database: str
+    read_memory_mb: int
+
+    @property
+    def read_bound_seconds(self) -> float | None: ...
 
     @property
     def chdb_path(self) -> Path: ...
@@ -280,16 +378,20 @@ class Location(Protocol):
 
 def connect(settings: Location, *, migrate: bool = True) -> ClickHouse:
     """The ClickHouse in use: chDB under the data dir, or the server at CLICKHOUSE_URL."""
+    bounds: dict[str, Any] = {
+        "read_seconds": settings.read_bound_seconds,
+        "read_memory_bytes": settings.read_memory_mb << 20,
+    }
     try:
         if settings.clickhouse_url is None:
             path: Path = settings.chdb_path
             path.mkdir(parents=True, exist_ok=True)
             client = clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
-            handle = ClickHouse(client, database=settings.clickhouse_database, embedded=True)
+            handle = ClickHouse(client, database=settings.clickhouse_database, embedded=True, **bounds)
         else:
             url = settings.clickhouse_url.get_secret_value()
             database = server_database(url, settings.clickhouse_database)
-            handle = ClickHouse(_server_client(url), database=database, embedded=False)
+            handle = ClickHouse(_server_client(url), database=database, embedded=False, **bounds)
     except DriverError as error:
         raise wrap(error) from error
     except OSError as error:

@@ -215,8 +215,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sql_output(settings: Settings, query: str, fmt: str) -> bytes:
-    """`query`'s output in format `fmt`, from the ClickHouse in use (through its owner if running)."""
+def _sql_output(settings: Settings, query: str, fmt: str, *, bounded: bool = True) -> bytes:
+    """`query`'s output in format `fmt`, from the ClickHouse in use (through its owner if
+    running, which bounds every read; here too unless `bounded` is false)."""
     from touchstream.control import read_info, remote_sql
     from touchstream.datadir import owner
 
@@ -232,7 +233,7 @@ def _sql_output(settings: Settings, query: str, fmt: str) -> bytes:
 
     clickhouse = connect(settings)
     try:
-        return clickhouse.formatted(query, fmt)
+        return clickhouse.formatted(query, fmt, bounded=bounded)
     finally:
         clickhouse.close()
 
@@ -288,7 +289,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     def fetch(query: str) -> list[dict[str, object]]:
-        output = _sql_output(settings, query, "JSONEachRow").decode()
+        output = _sql_output(settings, query, "JSONEachRow", bounded=False).decode()
         return [json.loads(line) for line in output.splitlines() if line.strip()]
 
     config = settings.metrics_config(demo=args.demo)

@@ -18,6 +18,7 @@ reach beyond the database, files, hosts or processes (`sinks.sqlguard`), unless
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import os
@@ -152,7 +153,9 @@ def register(
                     return self.text(
                         f"refused: {why} (TOUCHSTREAM_WORKER_SQL_EXTERNAL=true allows it)\n", status=403
                     )
-                work: asyncio.Future[bytes] = loop.run_in_executor(None, clickhouse.formatted, query, fmt)
+                work: asyncio.Future[bytes] = loop.run_in_executor(
+                    None, functools.partial(clickhouse.formatted, query, fmt, bounded=True)
+                )
                 # A query can outlast the worker's shutdown, which waits for open requests:
                 # the answer then says so, and the query is left to the process's exit.
                 stop: asyncio.Future[Any] = asyncio.ensure_future(shutdown.wait())

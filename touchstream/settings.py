@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         description="http(s)://user:password@host:port[/database]; unset = embedded chDB",
     )
     clickhouse_database: str = Field(default="touchstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    #: Bounds of every read (dashboards, the Customer 360, `touchstream sql`): in embedded
+    #: mode chDB runs one query at a time, so a read holds the sink's next insert back for at
+    #: most this long (default 1.5 s embedded, 60 s against a server); 0 for none.
+    read_seconds: float | None = Field(default=None, ge=0)
+    read_memory_mb: int = Field(default=2048, ge=1)
     data_dir: Path = Path(".touchstream")
     broker: Literal["noida", "tansu"] = "noida"
     partitions: int = Field(default=4, ge=1, le=256)
@@ -248,6 +253,13 @@ class Settings(BaseSettings):
     @property
     def embedded_clickhouse(self) -> bool:
         return self.clickhouse_url is None
+
+    @property
+    def read_bound_seconds(self) -> float | None:
+        """How long a read may run (None: unbounded)."""
+        if self.read_seconds is not None:
+            return self.read_seconds or None
+        return 1.5 if self.embedded_clickhouse else 60.0
 
     @property
     def empty_fetch_wait_seconds(self) -> float:

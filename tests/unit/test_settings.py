@@ -109,3 +109,10 @@ def test_business_hours_by_channel_with_a_default(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("TOUCHSTREAM_BUSINESS_HOURS", '{"chat": {"hours": {"mon": "9-5"}}}')
     with pytest.raises(ValueError, match="chat: bad opening hours"):
         Settings()
+
+
+def test_reads_are_bounded_by_default_in_embedded_mode() -> None:
+    assert Settings().read_bound_seconds == 1.5
+    assert Settings(clickhouse_url="http://u:p@ch:8123/db").read_bound_seconds == 60.0
+    assert Settings(read_seconds=0).read_bound_seconds is None, "0: no bound"
+    assert Settings(read_seconds=3).read_bound_seconds == 3
