@@ -417,6 +417,7 @@ BENCHMARKS = {
     "pipeline": "bench.pipeline",
     "collector": "bench.collector",
     "latency": "bench.latency",
+    "scale": "bench.scale",
 }
 
 

@@ -75,7 +75,11 @@ def streamed(
 ) -> Iterator[tuple[datetime, datetime]]:
     """Stream `batches` through the real engine and sink into emptied tables (the views made
     with `config`); yield the recorded (horizon, newest event time) for the live view, then
-    again once the idle rule has moved the horizon past the newest event."""
+    again once the idle rule has moved the horizon past the newest event.
+
+    The maintained tables are computed as the worker computes them: after some batches and
+    not others (their customers stay marked until then), and by a restarted process (a new
+    `MaintainedTables`) now and then; which ones follows from the batches' sizes."""
     clickhouse.migrate(config)
     for table in TABLES:
         clickhouse.command(f"TRUNCATE TABLE {table}")
@@ -90,10 +94,13 @@ def streamed(
     engines = PartitionEngines(config, {}, partitions=1)
     analytics = MaintainedTables(clickhouse.database, config)
     offset = 0
-    for batch in batches:
+    for number, batch in enumerate(batches, 1):
         out = engines.process(((event, 0, "t") for event in batch), {})
         assert not out.late, "arrivals within the grace period"
-        store(clickhouse, batch, out, offset, analytics)
+        if len(batch) % 3 == 2:
+            analytics = MaintainedTables(clickhouse.database, config)  # a restart
+        last = number == len(batches)
+        store(clickhouse, batch, out, offset, analytics, catch_up=last or len(batch) % 2 == 0)
         offset += len(batch)
     for settle in (False, True):
         if settle:

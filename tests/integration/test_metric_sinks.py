@@ -51,10 +51,13 @@ def store(
     out: Outputs,
     offset: int = 0,
     analytics: MaintainedTables | None = None,
+    *,
+    catch_up: bool = True,
 ) -> None:
     """One step as the worker writes it: touchpoints (minus what an erasure covers), then
     rows, then the maintained tables of the customers it touched (`analytics`: made with
-    the views' config; the defaults without one)."""
+    the views' config; the defaults without one), unless `catch_up` is false: then they
+    stay marked for a later step."""
     kept = [e for e in events if (e.customer_id, e.event_id) not in out.forgotten]
     sources = [Source("t", 0, offset + n) for n in range(len(events))]
     touchpoints.write(clickhouse, list(zip(kept, sources, strict=False)),
@@ -62,7 +65,7 @@ def store(
     metric_rows.write(clickhouse, out)
     analytics = analytics or MaintainedTables(clickhouse.database)
     analytics.mark(clickhouse, dict.fromkeys(out.customers() | {e.customer_id for e in events}, 0))
-    while analytics.catch_up(clickhouse, {0}) == CHUNK:
+    while catch_up and analytics.catch_up(clickhouse, {0}) == CHUNK:
         pass
 
 

@@ -283,10 +283,11 @@ def post_event(up: Up, event_id: str) -> int:
 @pytest.mark.parametrize("sink", ["retrying", "stuck"])
 def test_ctrl_c_stops_up_while_the_sink_cannot_write(tmp_path: Path, stop_all: list[Up], sink: str) -> None:
     """Retrying: ClickHouse refuses every insert with a transient error (TOO_MANY_PARTS, from
-    a table whose limit is one part). Stuck: a query holds chDB for a minute, so the sink's
-    insert waits behind it. Either way Ctrl-C ends `up` promptly, leaving the batch to be read
-    again (before, `up` waited for the batch to be written, for good or for the query)."""
-    up = Up(tmp_path / "d")
+    a table whose limit is one part). Stuck: a query holds chDB for a minute (reads are
+    unbounded here, TOUCHSTREAM_READ_SECONDS=0), so the sink's insert waits behind it. Either
+    way Ctrl-C ends `up` promptly, leaving the batch to be read again (before, `up` waited
+    for the batch to be written, for good or for the query)."""
+    up = Up(tmp_path / "d", env={**cli_env(), "TOUCHSTREAM_READ_SECONDS": "0"})
     stop_all.append(up)
     up.wait_ready()
     assert post_event(up, "first") == 202
