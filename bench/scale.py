@@ -44,8 +44,10 @@ from typing import Any
 
 from producers.publisher import Publisher
 from producers.simulator import Simulator, SimulatorConfig
+from schemas.errors import TouchstreamError
 from schemas.touchpoint import TouchpointEvent
 from sinks.maintained import PENDING
+from touchstream.control import read_info, remote_sql
 
 #: Event time the history spans, and events per customer.
 HISTORY_DAYS = 84
@@ -149,13 +151,14 @@ class Up:
             return dict(json.loads(r.read()))
 
     def sql(self, query: str, fmt: str = "TSV") -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "touchstream.cli", "sql", query, "--format", fmt],
-            env=self.env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        if done.returncode:
-            raise RuntimeError(done.stderr.strip())
-        return done.stdout
+        """`query` through the running worker's `/sql`, as `touchstream sql` sends it."""
+        info = read_info(self.data_dir)
+        if info is None:
+            raise RuntimeError("up is not running")
+        try:
+            return remote_sql(info, query, fmt, timeout=600).decode()
+        except TouchstreamError as error:
+            raise RuntimeError(str(error)) from None
 
     def stop(self) -> float:
         began = time.monotonic()
