@@ -213,7 +213,7 @@ _COUNTED = """
                   SELECT customer_id, event_id FROM {db}.late_events FINAL WHERE {scope})
         )
         WHERE ifNull(analytics, true) AND kind NOT IN ('consent_updated', 'erasure_requested')"""
-_PARTITIONS = """(
+PARTITION_CLOCKS = """(
             SELECT partition, max(horizon) AS horizon, max(newest) AS newest
             FROM {db}.stream_horizons GROUP BY partition)"""
 
@@ -287,7 +287,7 @@ _AT_NEWEST = f"""
                            AND occurred_at > max(occurred_at) OVER (PARTITION BY customer_id)
                                              - toIntervalMillisecond({{profile_window_ms}}) AS recent
                 FROM ({_COUNTED}) AS counted
-                LEFT JOIN {_PARTITIONS} AS p ON p.partition = counted.source_partition"""
+                LEFT JOIN {PARTITION_CLOCKS} AS p ON p.partition = counted.source_partition"""
 #: Customer profiles (SPEC §5b): first and last seen, the channels and the UTC hours and
 #: weekdays (Monday first) of the customer's own (customer-initiated) events over the
 #: profile window ending at their last counted event, the preferred channel (the most such
@@ -575,7 +575,7 @@ CHURN_RATES = f"""
         SELECT g.month AS month, g.signal AS signal, n.customers AS customers, n.churned AS churned,
                if(customers = 0, NULL, churned / customers) AS churn_rate,
                toUInt8(ifNull(toDateTime64(addMonths(g.month, 1), 3, 'UTC')
-                              <= (SELECT min(horizon) FROM {_PARTITIONS}), 0)) AS final
+                              <= (SELECT min(horizon) FROM {PARTITION_CLOCKS}), 0)) AS final
         FROM (
             SELECT arrayJoin(arrayMap(i -> addMonths(first, i),
                                       range(toUInt32(dateDiff('month', first, last) + 1)))) AS month,

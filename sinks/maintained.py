@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sinks.ddl import _PARTITIONS, MAINTAINED, counted_query, create_maintained, maintained_queries
+from sinks.ddl import PARTITION_CLOCKS, MAINTAINED, counted_query, create_maintained, maintained_queries
 from streams.metrics.config import MetricsConfig
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ AT_ONCE = "1970-01-01 00:00:00"
 
 _DUE = f"""
     SELECT d.customer_id FROM {{db}}.analytics_due AS d FINAL
-    INNER JOIN {_PARTITIONS} AS p ON p.partition = d.source_partition
+    INNER JOIN {PARTITION_CLOCKS} AS p ON p.partition = d.source_partition
     WHERE d.source_partition IN {{{{partitions:Array(UInt32)}}}}
       AND (d.horizon_due < p.horizon OR d.newest_due < p.newest)
     ORDER BY d.horizon_due
@@ -65,7 +65,7 @@ _DUE = f"""
 #: How many customers are due now, in every partition (`touchstream verify` waits for none).
 PENDING = f"""
     SELECT count() FROM analytics_due AS d FINAL
-    INNER JOIN {_PARTITIONS.format(db="{db}")} AS p ON p.partition = d.source_partition
+    INNER JOIN {PARTITION_CLOCKS.format(db="{db}")} AS p ON p.partition = d.source_partition
     WHERE d.horizon_due < p.horizon OR d.newest_due < p.newest"""
 
 
