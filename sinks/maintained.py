@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sinks.ddl import PARTITION_CLOCKS, MAINTAINED, counted_query, create_maintained, maintained_queries
+from sinks.ddl import MAINTAINED, PARTITION_CLOCKS, counted_query, create_maintained, maintained_queries
 from streams.metrics.config import MetricsConfig
 
 if TYPE_CHECKING:
