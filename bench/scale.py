@@ -3,7 +3,7 @@
 For each size (default 1,000,000 events; about 10 events per customer over 84 days of
 event time), on a fresh data dir with default settings:
 
-* ingest: the history published to the embedded broker as fast as it takes it, the
+* ingest: the history published to the embedded broker as it is generated, the
   worker's events/s over the run, and worker and broker RSS sampled every 2 s (JSON and a
   chart of rate and RSS against events stored);
 * catch-up: how long after the last event the maintained tables (SPEC §5b) are computed;
@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -167,11 +168,12 @@ class Up:
         return time.monotonic() - began
 
 
-def history(events: int, customers: int) -> list[TouchpointEvent]:
+def history(events: int, customers: int) -> Iterator[TouchpointEvent]:
+    """The seeded history, generated as it is published (10M events would not fit in memory)."""
     start = datetime.now(UTC) - timedelta(days=HISTORY_DAYS + 1)
     rate = events / EVENTS_PER_SESSION / (HISTORY_DAYS * 86400)
     config = SimulatorConfig(seed=11, customers=customers, sessions_per_second=rate, run="scale")
-    return list(Simulator(config, start).events(events))
+    return Simulator(config, start).events(events)
 
 
 def get(url: str, timeout: float = 120) -> float:
@@ -190,8 +192,6 @@ def run(events: int, work: Path, verify: bool) -> Figures:
     customers = max(1, events // EVENTS_PER_CUSTOMER)
     figures = Figures(events=events, customers=customers, cores=os.cpu_count())
     data = work / f"data-{events}"
-    print(f"scale {events:,}: simulating {customers:,} customers ...", file=sys.stderr, flush=True)
-    simulated = history(events, customers)
     up = Up(data, work / f"up-{events}.log")
     up.wait_ready()
     bootstrap = up.address("kafka")
@@ -211,13 +211,13 @@ def run(events: int, work: Path, verify: bool) -> Figures:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    print(f"scale {events:,}: publishing ...", file=sys.stderr, flush=True)
+    print(f"scale {events:,}: publishing {customers:,} customers' history ...", file=sys.stderr, flush=True)
+    simulated = history(events, customers)
     with Publisher(bootstrap) as publisher:
-        for offset in range(0, events, PUBLISH_CHUNK):
-            if not publisher.publish(simulated[offset : offset + PUBLISH_CHUNK]).ok:
+        while chunk := list(itertools.islice(simulated, PUBLISH_CHUNK)):
+            if not publisher.publish(chunk).ok:
                 raise RuntimeError("the broker refused events")
     figures.publish_events_per_s = round(events / (time.monotonic() - began))
-    del simulated
     while int(up.status()["events_written"]) < events:
         time.sleep(1)
     ingested = time.monotonic()
