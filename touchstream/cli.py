@@ -300,11 +300,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(
             f"{diff.table:<20} {diff.view:<8} expected {diff.expected:>8}  stream {diff.actual:>8}  {state}"
         )
-        for label, rows in (("missing", diff.missing), ("unexpected", diff.unexpected)):
+        for label, rows, count in (
+            ("missing", diff.missing, diff.missing_count),
+            ("unexpected", diff.unexpected, diff.unexpected_count),
+        ):
             for row in rows[:5]:
                 print(f"    {label}: {row}")
-            if len(rows) > 5:
-                print(f"    ... {len(rows) - 5} more {label}")
+            if count > 5:
+                print(f"    ... {count - 5} more {label}")
     return 0 if all(diff.ok for diff in diffs) else 1
 
 
