@@ -91,6 +91,8 @@ class PipelineStats:
     last_sink_error: str | None = None
     #: Why the input is paused (the disk is low), or None while it flows.
     paused_by: str | None = None
+    #: Customers whose maintained tables (SPEC §5b) were computed.
+    customers_computed: int = 0
 
     def retried(self, error: ClickHouseError) -> None:
         self.sink_retries += 1
@@ -170,6 +172,7 @@ class PipelineStats:
             "sink_retries": self.sink_retries,
             "sink_stalls": self.sink_stalls,
             "paused_by": self.paused_by,
+            "customers_computed": self.customers_computed,
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }
 
@@ -213,10 +216,13 @@ class AnalyticsCatchUp:
     #: While the input is quiet, how long one catch-up may compute before looking again.
     IDLE_SLICE_SECONDS = 1.0
 
-    def __init__(self, tables: MaintainedTables, partitions: int, keeping_up: Callable[[], bool]) -> None:
+    def __init__(
+        self, tables: MaintainedTables, partitions: int, keeping_up: Callable[[], bool], stats: PipelineStats
+    ) -> None:
         self.tables = tables
         self.partitions = partitions
         self.keeping_up = keeping_up
+        self.stats = stats
         self.next_at = 0.0
 
     def mark(self, clickhouse: ClickHouse, customers: set[str], stepped: set[int]) -> None:
@@ -226,25 +232,25 @@ class AnalyticsCatchUp:
     def compute(self, clickhouse: ClickHouse, assigned: set[int], limit: int, seconds: float) -> None:
         """Compute due customers of `assigned`, `limit` at a time, for up to `seconds`."""
         began = time.monotonic()
-        while (
-            self.tables.catch_up(clickhouse, assigned, limit) == limit and time.monotonic() - began < seconds
-        ):
-            pass
+        while True:
+            computed = self.tables.catch_up(clickhouse, assigned, limit)
+            self.stats.customers_computed += computed
+            if computed < limit or time.monotonic() - began >= seconds:
+                return
 
     async def run(self, assigned: set[int], compute: Callable[..., Awaitable[None]], *, idle: bool) -> None:
-        now = time.monotonic()
-        if not assigned:
+        now, began = time.monotonic(), time.perf_counter()
+        if not assigned or (not idle and now < self.next_at):
             return
         if idle:
             await compute(assigned, CHUNK, self.IDLE_SLICE_SECONDS)
-        elif now < self.next_at:
-            return
         elif self.keeping_up():
             await compute(assigned, self.LIVE_CHUNK, 0.0)
             self.next_at = now + max(self.LIVE_INTERVAL_SECONDS, 2 * (time.monotonic() - now))
         else:
             await compute(assigned, CHUNK, 0.0)
             self.next_at = now + (time.monotonic() - now) / self.SHARE
+        self.stats.timed("analytics catch-up", began)
 
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -300,6 +306,7 @@ def build(
         MaintainedTables(clickhouse.database, config),
         settings.partitions,
         keeping_up=lambda: (stats.consumer_lag or 0) < settings.sink_batch_size,
+        stats=stats,
     )
     bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
     changelog = ChangelogWriter(bootstrap)
