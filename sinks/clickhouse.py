@@ -210,13 +210,21 @@ class ClickHouse:
         parameters: dict[str, Any] | None = None,
         settings: dict[str, Any] | None = None,
         doing: str | None = None,
+        background: bool = False,
     ) -> Any:
-        """Run a statement; `doing` names it in an error ("delete from touchstream.waiting")."""
-        with self._call(doing) as client:
+        """Run a statement; `doing` names it in an error ("delete from touchstream.waiting").
+        A `background` statement (the maintained tables' computation) waits its turn like a
+        read: the sink's writes go first."""
+        with self._call(doing, write=not background) as client:
             return client.command(sql, parameters=parameters, settings=settings)
 
     def rows(
-        self, sql: str, parameters: dict[str, Any] | None = None, *, read_only: bool = False
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        read_only: bool = False,
+        background: bool = False,
     ) -> list[tuple[Any, ...]]:
         """The rows of `sql`; `read_only` runs it with ClickHouse's `readonly = 1`, which
         refuses writes, settings changes and table functions that reach files or hosts.
@@ -224,10 +232,10 @@ class ClickHouse:
         The setting goes in the query's own SETTINGS clause: passed as a client setting,
         the chDB driver applies it to the session with SET and cannot SET it back (that is
         a settings change in read-only mode), so every later insert would be refused. The
-        read bounds go there too."""
+        read bounds go there too. A `background` query waits its turn like a read."""
         if read_only:
             sql = self._bounded(sql, read_only=True)
-        with self._call(write=not read_only) as client:
+        with self._call(write=not (read_only or background)) as client:
             result = client.query(sql, parameters=parameters)
             return [tuple(row) for row in result.result_rows]
 

@@ -130,7 +130,7 @@ class MaintainedTables:
     def due(self, clickhouse: ClickHouse, partitions: Collection[int], limit: int = CHUNK) -> list[str]:
         """Up to `limit` customers of `partitions` whose due instant their partition passed."""
         rows = clickhouse.rows(
-            _DUE.format(db=self.database), {"partitions": sorted(partitions), "limit": limit}
+            _DUE.format(db=self.database), {"partitions": sorted(partitions), "limit": limit}, background=True
         )
         return [customer for (customer,) in rows]
 
@@ -159,19 +159,25 @@ class MaintainedTables:
     ) -> None:
         db, scratch = self.database, self.scratch
         counted = self.counted.replace("{scope}", scope)
+        # The version is taken before the events are read: a step that marks one of these
+        # customers while this runs (its events written after the read) marks them with a
+        # higher version, which outlives this computation's due row, so they are computed
+        # again.
+        version = self.versions.next()
         if not self._scratch_made:
             clickhouse.command(
                 f"CREATE TABLE IF NOT EXISTS {db}.{scratch} ENGINE = Memory "
-                f"EMPTY AS SELECT * FROM ({self.counted.replace('{scope}', '0')})"
+                f"EMPTY AS SELECT * FROM ({self.counted.replace('{scope}', '0')})",
+                background=True,
             )
             self._scratch_made = True
-        clickhouse.command(f"TRUNCATE TABLE {db}.{scratch}")
+        clickhouse.command(f"TRUNCATE TABLE {db}.{scratch}", background=True)
         clickhouse.command(
             f"INSERT INTO {db}.{scratch} SELECT * FROM ({counted})",
             parameters=parameters or None,
             doing="copy of the counted events to compute",
+            background=True,
         )
-        version = self.versions.next()
         for table in tables:
             columns = self.columns(clickhouse, table)
             query = self.queries[table].replace("{scope}", scope)
@@ -182,8 +188,9 @@ class MaintainedTables:
                 f"LIMIT 1 BY {MAINTAINED[table].key}",
                 parameters=parameters or None,
                 doing=f"refresh of {db}.{table}",
+                background=True,
             )
-        clickhouse.command(f"TRUNCATE TABLE {db}.{scratch}")
+        clickhouse.command(f"TRUNCATE TABLE {db}.{scratch}", background=True)
 
     def close(self, clickhouse: ClickHouse) -> None:
         """Drop this process's scratch table."""

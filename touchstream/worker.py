@@ -193,64 +193,70 @@ def tune_garbage_collector() -> None:
 
 
 class AnalyticsCatchUp:
-    """Computes the maintained tables (SPEC §5b, `sinks.maintained`) of the due customers
-    between batches, giving the input priority.
+    """Computes the maintained tables (SPEC §5b, `sinks.maintained`) of the due customers,
+    beside the batches, giving them priority.
 
-    A step only marks its customers (one small insert); the computation runs after it. While
-    the worker keeps up with its input (the consumer lag is under one batch), it computes a
-    small chunk at most every second (and at most half the time), so the tables follow
-    their events within a second or two.
-    While a backlog is read (a bulk replay, a restart after downtime) it computes a full
-    chunk only when the time since the last one began is at least `1 / SHARE` times that
-    chunk's: the marks pile up, each customer is computed once for many batches, and the
-    worker keeps at least 90 % of its rate; the rest is caught up once the input is quiet.
+    A step only marks its customers (one small insert, part of its commit). This task
+    computes the due customers in chunks, its ClickHouse statements waiting their turn like
+    reads (the sink's writes go first), so a batch waits for at most one of its statements.
+    While the worker keeps up with its input (the consumer lag is under one batch), it
+    computes whatever is due and looks again every second, so the tables follow their
+    events within a second or two. While a backlog is read (a bulk replay, a restart after
+    downtime) it takes at most `SHARE` of the time: the marks pile up, each customer is
+    computed once for many batches, and the worker keeps at least 90 % of its rate; the
+    rest is computed once the input is quiet.
     """
 
-    #: The share of the worker's time the computation may take while a backlog is read.
+    #: The share of the time the computation may take while a backlog is read.
     SHARE = 0.1
-    #: Customers per computation while the worker keeps up, and how often it computes then
-    #: (at most half the time: a computation of a few hundred customers took 0.3-0.8 s at
-    #: 1M stored events on 2 cores, most of it ClickHouse's cost per query).
+    #: Customers per computation while the worker keeps up (a few tenths of a second at 1M
+    #: stored events on 2 cores, most of it ClickHouse's cost per query), and how often it
+    #: looks for due customers when none were.
     LIVE_CHUNK = 500
-    LIVE_INTERVAL_SECONDS = 1.0
-    #: While the input is quiet, how long one catch-up may compute before looking again.
-    IDLE_SLICE_SECONDS = 1.0
+    LOOK_SECONDS = 1.0
 
     def __init__(
-        self, tables: MaintainedTables, partitions: int, keeping_up: Callable[[], bool], stats: PipelineStats
+        self,
+        tables: MaintainedTables,
+        clickhouse: ClickHouse,
+        partitions: int,
+        *,
+        keeping_up: Callable[[], bool],
+        stats: PipelineStats,
     ) -> None:
         self.tables = tables
+        self.clickhouse = clickhouse
         self.partitions = partitions
         self.keeping_up = keeping_up
         self.stats = stats
-        self.next_at = 0.0
 
     def mark(self, clickhouse: ClickHouse, customers: set[str], stepped: set[int]) -> None:
         """The step's writer: mark `customers` as due (their partitions from their keys)."""
         self.tables.mark(clickhouse, {c: partition_of(c.encode(), self.partitions) for c in customers})
 
-    def compute(self, clickhouse: ClickHouse, assigned: set[int], limit: int, seconds: float) -> None:
-        """Compute due customers of `assigned`, `limit` at a time, for up to `seconds`."""
-        began = time.monotonic()
+    async def run(self, assigned: Callable[[], set[int]]) -> None:
+        """Forever: compute due customers of the assigned partitions, paced as above."""
+        loop = asyncio.get_running_loop()
         while True:
-            computed = self.tables.catch_up(clickhouse, assigned, limit)
+            partitions = assigned()
+            backlog = not self.keeping_up()
+            limit = CHUNK if backlog else self.LIVE_CHUNK
+            began, timer = time.monotonic(), time.perf_counter()
+            computed = 0
+            if partitions:
+                work = functools.partial(self.tables.catch_up, self.clickhouse, partitions, limit)
+                computed = await until_written(
+                    functools.partial(loop.run_in_executor, None, work),
+                    what="computation of the analytics tables",
+                )
             self.stats.customers_computed += computed
-            if computed < limit or time.monotonic() - began >= seconds:
-                return
-
-    async def run(self, assigned: set[int], compute: Callable[..., Awaitable[None]], *, idle: bool) -> None:
-        now, began = time.monotonic(), time.perf_counter()
-        if not assigned or (not idle and now < self.next_at):
-            return
-        if idle:
-            await compute(assigned, CHUNK, self.IDLE_SLICE_SECONDS)
-        elif self.keeping_up():
-            await compute(assigned, self.LIVE_CHUNK, 0.0)
-            self.next_at = now + max(self.LIVE_INTERVAL_SECONDS, 2 * (time.monotonic() - now))
-        else:
-            await compute(assigned, CHUNK, 0.0)
-            self.next_at = now + (time.monotonic() - now) / self.SHARE
-        self.stats.timed("analytics catch-up", began)
+            spent = time.monotonic() - began
+            if computed:
+                self.stats.timed("analytics catch-up", timer)
+            if computed < (1 if backlog else limit):  # nothing (more) due
+                await asyncio.sleep(self.LOOK_SECONDS)
+            elif backlog:
+                await asyncio.sleep(spent * (1 - self.SHARE) / self.SHARE)
 
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -304,6 +310,7 @@ def build(
     engines = PartitionEngines(config, state, settings.partitions)
     catch_up = AnalyticsCatchUp(
         MaintainedTables(clickhouse.database, config),
+        clickhouse,
         settings.partitions,
         keeping_up=lambda: (stats.consumer_lag or 0) < settings.sink_batch_size,
         stats=stats,
@@ -419,6 +426,17 @@ def build(
         watchers.append(asyncio.ensure_future(watch()))
 
     @app.task
+    async def analytics() -> None:
+        if (task := asyncio.current_task()) is not None:
+            running.append(task)
+        try:
+            await catch_up.run(assigned)
+        except ClickHouseError as error:  # permanent (transient ones are retried): stop
+            stats.stopped_by = error
+            log.error("stopping: %s", error)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    @app.task
     async def sink() -> None:
         if (task := asyncio.current_task()) is not None:
             running.append(task)
@@ -442,9 +460,6 @@ def build(
             )
             if not messages:
                 await step.idle(assigned(), settings.metrics_idle_seconds)
-                await catch_up.run(
-                    assigned(), in_thread("computation of the analytics tables", catch_up.compute), idle=True
-                )
                 continue
             records = [
                 RawRecord(
@@ -454,9 +469,6 @@ def build(
             ]
             try:
                 await step.run(records, acknowledge=functools.partial(inbox.ack, messages))
-                await catch_up.run(
-                    assigned(), in_thread("computation of the analytics tables", catch_up.compute), idle=False
-                )
             except asyncio.CancelledError:  # shutdown: the batch is read again by the next run
                 inbox.abandon(messages)
                 raise
