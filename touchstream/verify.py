@@ -236,7 +236,7 @@ def _stored_behaviour(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 #: Events per slice of customers verify holds in memory at once.
-SLICE_EVENTS = 200_000
+SLICE_EVENTS = 100_000
 #: Mismatched rows kept per table and view (all are counted).
 KEPT_ROWS = 1000
 
