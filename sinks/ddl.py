@@ -314,7 +314,8 @@ PROFILES = """
                toUInt8(ifNull(churns_at < as_of, 0)) AS churned,
                toUInt8(ifNull(last_seen_at < settled_before
                               AND (churns_at IS NULL OR churns_at < settled_before OR churns_at >= as_of)
-                              AND (e.customer_id = '' OR e.final = 1), 0)) AS final
+                              AND (e.customer_id = '' OR e.final = 1), 0)) AS final,
+               recent_slots
         FROM (
             SELECT customer_id, min(occurred_at) AS first_seen_at, max(occurred_at) AS last_seen_at,
                    countIf(kind = 'purchase') AS purchases,
@@ -323,6 +324,8 @@ PROFILES = """
                    if(countIf(initiated) > 0, maxIf(occurred_at, initiated), NULL) AS last_interaction_at,
                    groupArrayIf(toHour(occurred_at), recent) AS recent_hours,
                    groupArrayIf(toDayOfWeek(occurred_at), recent) AS recent_weekdays,
+                   arrayMap(h -> toUInt8(h), groupArrayIf(
+                       (toDayOfWeek(occurred_at) - 1) * 24 + toHour(occurred_at), recent)) AS recent_slots,
                    any(partition_horizon) AS settled_before, any(partition_newest) AS as_of
             FROM {db}.counted_touchpoints
             GROUP BY customer_id

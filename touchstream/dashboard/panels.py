@@ -319,10 +319,10 @@ WHERE preferred_channel IS NOT NULL
 GROUP BY preferred_channel
 ORDER BY customers DESC, preferred_channel"""
 ACTIVE_HOURS = """
-SELECT toDayOfWeek(occurred_at) AS weekday, toHour(occurred_at) AS hour, count() AS events
-FROM counted_touchpoints
-WHERE initiated AND occurred_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 90 DAY
-  AND occurred_at <= {ref:DateTime64(3, 'UTC')}
+SELECT intDiv(slot, 24) + 1 AS weekday, slot % 24 AS hour, count() AS events
+FROM customer_profiles FINAL
+ARRAY JOIN recent_slots AS slot
+WHERE last_seen_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 90 DAY
 GROUP BY weekday, hour"""
 JOURNEY_PATHS = """
 SELECT multiIf(outcome = 'purchase', 'purchase', outcome IN ('detractor', 'dissatisfied'),
