@@ -710,6 +710,28 @@ ANALYTICS_DUE = """
         HAVING horizon_due IS NOT NULL OR newest_due IS NOT NULL"""
 
 
+#: Social conversations with a customer message (the experience view's panel per network):
+#: per conversation, its network (`attributes['network']` of its first event), customer
+#: messages, and its first response record's seconds if answered.
+SOCIAL_CONVERSATIONS = """
+        SELECT c.customer_id AS customer_id, c.conversation AS conversation_id, network, messages,
+               r.response_seconds AS first_response_seconds, r.customer_id != '' AS answered
+        FROM (
+            SELECT customer_id, conversation, countIf(customer_message) AS messages,
+                   argMin(if(attributes['network'] = '', 'unknown', attributes['network']), occurred_at)
+                       AS network
+            FROM {db}.counted_touchpoints
+            WHERE channel = 'social'
+            GROUP BY customer_id, conversation
+            HAVING messages > 0
+        ) AS c
+        LEFT JOIN (
+            SELECT customer_id, conversation_id, response_seconds
+            FROM {db}.responses FINAL WHERE {scope} AND is_first_response AND channel = 'social'
+        ) AS r ON r.customer_id = c.customer_id AND r.conversation_id = c.conversation
+        SETTINGS join_use_nulls = 0"""
+
+
 @dataclass(frozen=True)
 class Maintained:
     """A table of SPEC §5b kept by `sinks.maintained`: `query` gives the rows of the customers
@@ -733,6 +755,7 @@ MAINTAINED: dict[str, Maintained] = {
     "journeys": Maintained(JOURNEYS, "customer_id, journey_id"),
     "customer_profiles": Maintained(PROFILES, "customer_id"),
     "customer_months": Maintained(CUSTOMER_MONTHS, "customer_id, month"),
+    "social_conversations": Maintained(SOCIAL_CONVERSATIONS, "customer_id, conversation_id"),
     "analytics_due": Maintained(ANALYTICS_DUE, "customer_id"),
 }
 

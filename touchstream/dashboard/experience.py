@@ -112,21 +112,9 @@ SOCIAL = """
 SELECT network, count() AS conversations, sum(messages) AS messages,
        round(100 * countIf(answered) / conversations, 1) AS response_percent,
        quantileExactIf(0.5)(first_response_seconds, answered) AS median_first_response_seconds
-FROM (
-    SELECT customer_id, conversation, countIf(customer_message) AS messages,
-           argMin(if(attributes['network'] = '', 'unknown', attributes['network']), occurred_at) AS network
-    FROM counted_touchpoints
-    WHERE channel = 'social'
-    GROUP BY customer_id, conversation
-    HAVING messages > 0
-) AS c
-LEFT JOIN (
-    SELECT customer_id, conversation_id, response_seconds AS first_response_seconds, 1 AS answered
-    FROM responses FINAL WHERE is_first_response AND channel = 'social'
-) AS r ON r.customer_id = c.customer_id AND r.conversation_id = c.conversation
+FROM social_conversations FINAL
 GROUP BY network
-ORDER BY conversations DESC
-SETTINGS join_use_nulls = 0"""
+ORDER BY conversations DESC"""
 VOLUME_BY_HOUR = """
 SELECT hour, channel, sum(events) AS events
 FROM volumes_hourly
