@@ -387,11 +387,12 @@ def chart(all_figures: list[Figures], path: Path) -> None:
         samples = figures.samples
         label = f"{figures.events:,} events"
         stored = [s.events for s in samples]
+        # Over 5 samples (10 s): a batch of 20,000 events can take longer than one sample.
         rates = [
             (b.events - a.events) / (b.seconds - a.seconds) if b.seconds > a.seconds else 0.0
-            for a, b in itertools.pairwise(samples)
+            for a, b in zip(samples, samples[5:], strict=False)
         ]
-        rate_ax.plot(stored[1:], rates, label=label)
+        rate_ax.plot(stored[5:], rates, label=label)
         rss_ax.plot(stored, [s.worker_rss_mb for s in samples], label=f"worker, {label}")
         rss_ax.plot(stored, [s.broker_rss_mb for s in samples], linestyle="--", label=f"broker, {label}")
     rate_ax.set_ylabel("events/s stored")
