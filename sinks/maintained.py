@@ -192,12 +192,6 @@ class MaintainedTables:
             )
         clickhouse.command(f"TRUNCATE TABLE {db}.{scratch}", background=True)
 
-    def close(self, clickhouse: ClickHouse) -> None:
-        """Drop this process's scratch table."""
-        if self._scratch_made:
-            clickhouse.command(f"DROP TABLE IF EXISTS {self.database}.{self.scratch}")
-            self._scratch_made = False
-
     def columns(self, clickhouse: ClickHouse, table: str) -> str:
         if table not in self._columns:
             names = clickhouse.rows(

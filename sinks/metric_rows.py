@@ -7,8 +7,8 @@ is a deletion. A step writes all its rows with one version (`Outputs.version`, h
 than any the partition wrote before), in this order:
 
 1. erasures: the erased customers' metric rows are deleted (lightweight DELETE), those of
-   the maintained tables too (the step's analytics phase writes them again from what the
-   erasure left);
+   the maintained tables too (the step marks the customers, and the worker computes their
+   rows again from what the erasure left);
 2. per table, one insert of the step's rows by key: retractions (`is_deleted = 1`),
    then final rows (`final = 1`), then live rows (`final = 0`), a later one replacing
    an earlier one of the same key;

@@ -7,8 +7,8 @@
 3. engines: the metric core steps each partition (in memory only);
 4. touchpoints: the accepted events into ClickHouse (minus those an erasure covers);
 5. metric rows: final and live rows, retractions, late events, horizons;
-6. analytics: the maintained tables (SPEC §5b) of the customers the batch touched and of
-   those whose due instant the horizons passed, recomputed in ClickHouse;
+6. analytics: the customers the batch touched are marked due for the maintained tables
+   (SPEC §5b), which the worker computes beside the batches;
 7. state records: the customers' engine records into the changelog, acknowledged;
 8. acknowledge: only now may the input offsets be committed.
 
@@ -65,8 +65,8 @@ class Writers:
         [list[tuple[TouchpointEvent, Source]], list[Source], list[Erasure]], Awaitable[None]
     ]
     metric_rows: Callable[[Outputs], Awaitable[None]]
-    #: (customers touched, partitions stepped): refresh their maintained tables.
-    analytics: Callable[[set[str], set[int]], Awaitable[None]]
+    #: The customers touched: mark them due for the maintained tables.
+    analytics: Callable[[set[str]], Awaitable[None]]
     state_records: Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
     #: Per partition, the input topics with unread records (the horizon waits for them),
     #: given the last offset read per (topic, partition).
@@ -154,7 +154,7 @@ class BatchStep:
         began = stats.timed("metric rows insert", began)
 
         touched = outputs.customers() | {event.customer_id for event, _ in batch.accepted}
-        await writers.analytics(touched, set(outputs.horizons))
+        await writers.analytics(touched)
         began = stats.timed("analytics", began)
 
         await writers.state_records(self.engines.changed_records())
@@ -183,7 +183,7 @@ class BatchStep:
             if outputs is None:
                 return False
             await self.writers.metric_rows(outputs)
-            await self.writers.analytics(outputs.customers(), set(outputs.horizons))
+            await self.writers.analytics(outputs.customers())
             await self.writers.state_records(self.engines.changed_records())
         except BaseException:
             self.engines.forget()

@@ -230,7 +230,7 @@ class AnalyticsCatchUp:
         self.keeping_up = keeping_up
         self.stats = stats
 
-    def mark(self, clickhouse: ClickHouse, customers: set[str], stepped: set[int]) -> None:
+    def mark(self, clickhouse: ClickHouse, customers: set[str]) -> None:
         """The step's writer: mark `customers` as due (their partitions from their keys)."""
         self.tables.mark(clickhouse, {c: partition_of(c.encode(), self.partitions) for c in customers})
 

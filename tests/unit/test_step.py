@@ -36,7 +36,7 @@ class Recorder:
         self.calls: list[str] = []
         self.failing = failing
         self.metric_outputs: list[Outputs] = []
-        self.refreshed: list[tuple[set[str], set[int]]] = []
+        self.marked: list[set[str]] = []
 
     def _call(self, phase: str) -> None:
         self.calls.append(phase)
@@ -55,8 +55,8 @@ class Recorder:
         self.metric_outputs.append(outputs)
         self._call("metric rows")
 
-    async def analytics(self, customers: set[str], partitions: set[int]) -> None:
-        self.refreshed.append((customers, partitions))
+    async def analytics(self, customers: set[str]) -> None:
+        self.marked.append(customers)
         self._call("analytics")
 
     async def state_records(self, records: list[tuple[bytes, bytes]]) -> None:
@@ -122,7 +122,7 @@ def test_the_phases_run_in_order_and_acknowledge_last() -> None:
         "acknowledge",
     ]
     assert recorder.calls == [phase for phase in PHASES if phase != "decode"]
-    assert recorder.refreshed == [({"cust-1"}, {0})], "the batch's customer and its stepped partition"
+    assert recorder.marked == [{"cust-1"}], "the batch's customer"
     assert engines.forgotten == 0
     assert [row.conversation_id for row in recorder.metric_outputs[0].live.waiting] == ["conv-1"], (
         "live at once"
