@@ -10,19 +10,30 @@ Touchstream producer, so customer X's record lives in the changelog partition of
 input partition and is recovered by whichever worker owns that partition. The table
 is declared partitioned by key (`use_partitioner=True`) to match.
 
-After a rebalance the engines are dropped and rebuilt lazily from the recovered table.
+The table lives in RocksDB (Faust's `rocksdb://` store with the `rocksdict` driver), one
+database per partition on the worker's disk: `RocksState` reads and writes it directly.
+Faust recovers it from the changelog from the offset last written to it, so a restart
+reads only what changed since, not the changelog's whole history. An engine keeps in
+memory only the customers with buffered events and the most recently used
+(`Engine.evict`, `state_cache` customers per worker); the others are read back from
+the database when an event, a decay crossing or a live view needs them.
+
+After a rebalance the engines are dropped and rebuilt lazily from the recovered table:
+each notes every customer's next decay crossing from the head of its record
+(`Engine.index`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from faust.types import TP
+from rocksdict import WriteBatch
 
 from producers.publisher import Delivery, Publisher
 from schemas.errors import BrokerError
@@ -43,32 +54,107 @@ def partition_key(partition: int, partitions: int) -> bytes:
     raise AssertionError("no key hashes to this partition")
 
 
+class State(Protocol):
+    """Where the customers' records are kept between steps (`RocksState`)."""
+
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
+
+    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+class RocksState:
+    """The `customer-state` table's RocksDB databases (one per partition), read and written
+    directly.
+
+    Faust's own `Table.__setitem__` needs a current event to pick the partition, and its
+    reads search every partition's database for a key; here the partition is the key's
+    murmur2 partition, as in the changelog. `write` applies a step's acknowledged
+    records with the newest changelog offset in one write batch per partition, as
+    Faust's recovery (`apply_changelog_batch`) does, so the database never holds a
+    record the changelog does not, and recovery resumes after that offset.
+    """
+
+    def __init__(self, topic: str, partitions: int, db: Callable[[int], Any], offset_key: bytes) -> None:
+        #: The changelog topic.
+        self.topic = topic
+        self.partitions = partitions
+        self._db = db
+        self.offset_key = offset_key
+
+    @classmethod
+    def of(cls, table: Any, partitions: int) -> RocksState:
+        """The databases of a Faust table with the `rocksdb://` store."""
+        store = table.data
+        return cls(
+            table.changelog_topic.get_topic_name(), partitions, store._db_for_partition, store.offset_key
+        )
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        value = self._db(partition).get(key)
+        return None if value is None else bytes(value)
+
+    def items(self, partition: int, after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """The partition's records in key order (those after `after`)."""
+        for key, value in self._db(partition).items(from_key=after):
+            if key != self.offset_key and key != after:
+                yield key, value
+
+    def newest_offset(self, partition: int) -> int | None:
+        """The changelog offset of the newest record written here."""
+        offset = self._db(partition).get(self.offset_key)
+        return None if offset is None else int(offset)
+
+    def count(self, partition: int) -> int:
+        """How many records the partition holds (RocksDB's own estimate counts overwrites)."""
+        return sum(1 for key in self._db(partition).keys() if key != self.offset_key)  # noqa: SIM118 (raw mode has no __iter__)
+
+    def write(self, records: list[tuple[bytes, bytes]], newest: Mapping[int, int]) -> None:
+        batches: dict[int, Any] = {}
+        for key, value in records:
+            partition = partition_of(key, self.partitions)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = WriteBatch(raw_mode=True)
+            batch.put(key, value)
+        for partition, batch in batches.items():
+            if partition in newest:
+                batch.put(self.offset_key, str(newest[partition]).encode())
+            self._db(partition).write(batch)
+
+
 class PartitionEngines:
+    """`state` None: engines hold every customer in memory and start empty (tests of the
+    core on ClickHouse); otherwise they read customers back from it and keep at most
+    `cache` customers without buffered events in memory."""
+
     def __init__(
-        self, config: MetricsConfig, table: MutableMapping[bytes, bytes | None], partitions: int
+        self, config: MetricsConfig, state: State | None, partitions: int, cache: int = 20_000
     ) -> None:
         self.config = config
-        self.table = table
+        self.state = state
         self.partitions = partitions
+        self.cache = cache
         self.engines: dict[int, Engine] = {}
         self._stepped: list[int] = []
 
     def engine(self, partition: int) -> Engine:
         if partition not in self.engines:
-            engine = Engine(self.config)
-            engine.restore(self._records(partition))
-            own = self.table.get(partition_key(partition, self.partitions))
-            if own is not None:
-                engine.restore_partition(json.loads(own))
+            state = self.state
+            if state is None:
+                engine = Engine(self.config)
+            else:
+                engine = Engine(self.config, load=lambda customer: state.get(partition, customer.encode()))
+                engine.index(self._records(state, partition))
+                own = state.get(partition, partition_key(partition, self.partitions))
+                if own is not None:
+                    engine.restore_partition(json.loads(own))
             self.engines[partition] = engine
         return self.engines[partition]
 
-    def _records(self, partition: int) -> Iterable[dict[str, Any]]:
-        for key, value in list(self.table.items()):
-            if value is None or key.startswith(_PARTITION_PREFIX.encode()):
-                continue
-            if partition_of(key, self.partitions) == partition:
-                yield json.loads(value)
+    def _records(self, state: State, partition: int) -> Iterator[tuple[str, bytes]]:
+        for key, value in state.items(partition):
+            if not key.startswith(_PARTITION_PREFIX.encode()):
+                yield key.decode(), value
 
     def process(
         self, events: Iterable[tuple[TouchpointEvent, int, str]], lagging: Mapping[int, set[str]]
@@ -126,6 +212,7 @@ class PartitionEngines:
             engine.touched = set()
             own = json.dumps(engine.export_partition()).encode()
             records.append((partition_key(partition, self.partitions), own))
+            engine.evict(self.cache // max(len(self.engines), 1))
         self._stepped = []
         return records
 
@@ -142,16 +229,18 @@ class ChangelogWriter:
     250 µs per record here, which made the state writes the slowest step of a batch.
     librdkafka takes a record in a few microseconds. The records go through the
     project's `Publisher`, whose producer hashes keys with murmur2 like the table's
-    partitioner, so each lands in the changelog partition of its key; the local store
-    is set beside it, and `write` returns once Kafka acknowledged them all; then it
-    records the newest changelog offsets in the store as the table's own send callback
-    does (a RocksDB store resumes recovery from there). The worker commits the batch's
-    offsets only after this returns. Faust's recovery reads the changelog whoever wrote it.
+    partitioner, so each lands in the changelog partition of its key; once Kafka
+    acknowledged them all, they go into the local databases with the newest changelog
+    offsets (`RocksState.write`), where recovery resumes. The worker commits the batch's
+    offsets only after `write` returns. Faust's recovery reads the changelog whoever wrote it.
     """
 
     def __init__(self, bootstrap: str, timeout: float = 60.0) -> None:
         self.timeout = timeout
         self.publisher = Publisher(bootstrap)
+        #: Held while records are written, so a compaction's copies (`republish`) never
+        #: interleave with a step's writes.
+        self.lock = asyncio.Lock()
 
     def produce(self, topic: str, records: list[tuple[bytes, bytes]]) -> dict[int, int]:
         """Blocking: send `records`, wait for every acknowledgement; the newest offset per partition."""
@@ -163,10 +252,24 @@ class ChangelogWriter:
             raise BrokerError(f"changelog write failed: {delivery.errors[0]}")
         return {partition: offset for (_, partition), offset in delivery.newest.items()}
 
-    async def write(self, table: Any, records: list[tuple[bytes, bytes]]) -> None:
-        topic = table.changelog_topic.get_topic_name()
-        for key, value in records:
-            table.data[key] = value
-        newest = await asyncio.get_running_loop().run_in_executor(None, self.produce, topic, records)
-        for partition, offset in newest.items():
-            table.data.set_persisted_offset(TP(topic, partition), offset)
+    async def write(self, state: RocksState, records: list[tuple[bytes, bytes]]) -> None:
+        def written() -> None:
+            state.write(records, self.produce(state.topic, records))
+
+        async with self.lock:
+            await asyncio.get_running_loop().run_in_executor(None, written)
+
+    async def republish(
+        self, state: RocksState, partition: int, after: bytes | None, limit: int
+    ) -> tuple[bytes, int] | None:
+        """Write the partition's current records after key `after` (at most `limit`) to the
+        changelog again; the last key written and how many, or None when there were none."""
+
+        def copied() -> tuple[bytes, int] | None:
+            records = list(itertools.islice(state.items(partition, after), limit))
+            if records:
+                state.write(records, self.produce(state.topic, records))
+            return (records[-1][0], len(records)) if records else None
+
+        async with self.lock:
+            return await asyncio.get_running_loop().run_in_executor(None, copied)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -223,6 +224,7 @@ def run_worker(
         stack.callback(clickhouse.close)
         if forgetful:
             refuse_stale_results(settings, clickhouse)
+            shutil.rmtree(settings.state_dir, ignore_errors=True)  # mirrors a changelog now gone
         where = "chDB at " + str(settings.chdb_path) if clickhouse.embedded else "ClickHouse server"
         print(f"clickhouse {where}, database {clickhouse.database}")
         if not settings.worker_port:

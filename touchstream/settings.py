@@ -128,6 +128,9 @@ class Settings(BaseSettings):
     min_free_disk_mb: int = Field(default=100, ge=0)
 
     sink_batch_size: int = Field(default=20_000, ge=1)
+    #: Customers without buffered events a worker keeps in memory (the most recently
+    #: used); the rest of the metric state stays in RocksDB under the data dir.
+    state_cache: int = Field(default=20_000, ge=0)
     sink_flush_seconds: float = Field(default=1.0, gt=0)
     #: A batch is also written once the input has been quiet this long (light traffic).
     sink_quiet_seconds: float = Field(default=0.05, gt=0)

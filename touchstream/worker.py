@@ -40,8 +40,9 @@ from sinks.maintained import CHUNK, MaintainedTables
 from sinks.retry import until_written
 from streams import flowcontrol
 from streams.batches import Inbox
+from streams.compaction import ChangelogCompaction
 from streams.ingest import DeadLetter, RawRecord
-from streams.partitions import STATE_TABLE, ChangelogWriter, PartitionEngines
+from streams.partitions import STATE_TABLE, ChangelogWriter, PartitionEngines, RocksState
 from streams.step import BatchStep, Writers
 from touchstream.settings import Settings
 
@@ -263,7 +264,7 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
-        store="memory://",
+        store="rocksdb://",
         datadir=str(settings.state_dir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -305,9 +306,11 @@ def build(
         value_type=bytes,
         partitions=settings.partitions,
         use_partitioner=True,
+        options={"driver": "rocksdict"},
     )
     config = settings.metrics_config(demo=demo)
-    engines = PartitionEngines(config, state, settings.partitions)
+    rocks = RocksState.of(state, settings.partitions)
+    engines = PartitionEngines(config, rocks, settings.partitions, cache=settings.state_cache)
     catch_up = AnalyticsCatchUp(
         MaintainedTables(clickhouse.database, config),
         clickhouse,
@@ -317,6 +320,8 @@ def build(
     )
     bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
     changelog = ChangelogWriter(bootstrap)
+    # A Kafka of one's own compacts the changelog itself; the embedded broker cannot.
+    compaction = ChangelogCompaction(bootstrap, changelog, rocks) if settings.embedded_kafka else None
 
     prefix = settings.topic_prefix
     expected_channel = {input_topic(channel, prefix): channel.value for channel in Channel}
@@ -374,7 +379,7 @@ def build(
         return written
 
     async def state_records(records: list[tuple[bytes, bytes]]) -> None:
-        await changelog.write(state, records)
+        await changelog.write(rocks, records)
 
     step = BatchStep(
         engines=engines,
@@ -435,6 +440,12 @@ def build(
             stats.stopped_by = error
             log.error("stopping: %s", error)
             os.kill(os.getpid(), signal.SIGTERM)
+
+    if compaction is not None:
+
+        @app.task
+        async def compact_changelog() -> None:
+            await compaction.run(assigned)
 
     @app.task
     async def sink() -> None:

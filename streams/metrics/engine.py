@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import heapq
 import json
-from collections.abc import Collection, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,7 +37,7 @@ from schemas.touchpoint import Kind, TouchpointEvent
 from streams.metrics.config import MetricsConfig
 from streams.metrics.customer import CustomerState
 from streams.metrics.records import LATEST_STATE_TABLES, LateEvent, Outputs, RowKey, Rows, order_key
-from streams.metrics.state import pending_json, record_from_dict, record_json
+from streams.metrics.state import pending_json, record_from_dict, record_head, record_json
 
 #: The idle rule moves a quiet partition's horizon just past its newest event.
 _JUST_AFTER = timedelta(microseconds=1)
@@ -95,8 +96,19 @@ class LiveView:
 
 
 class Engine:
-    def __init__(self, config: MetricsConfig | None = None) -> None:
+    """`load`, when given, reads a customer's record from where the caller keeps them
+    (`export_json` made it): customers are then resident only while they have buffered
+    events or were used recently (`evict`), and the rest are read back when an event,
+    a decay crossing or a live view needs them. Without it every customer stays in memory.
+    """
+
+    def __init__(
+        self, config: MetricsConfig | None = None, load: Callable[[str], bytes | None] | None = None
+    ) -> None:
         self.config = config or MetricsConfig()
+        self._load = load
+        #: Customers whose record is in memory (or known to have none), least recently used first.
+        self._resident: OrderedDict[str, None] = OrderedDict()
         self.customers: dict[str, CustomerState] = {}
         self.pending: dict[str, list[TouchpointEvent]] = {}
         #: customer -> event_id -> the pending event's JSON, made once for every record it is in.
@@ -117,6 +129,8 @@ class Engine:
         #: the customers due before the horizon. Entries go stale when a customer's score
         #: changes; each change pushes the fresh one and stale ones are skipped.
         self._crossings: list[tuple[float, str]] = []
+        #: Per customer, its current entry in `_crossings`: stale heap entries are skipped.
+        self._drop_at: dict[str, float] = {}
         #: Per customer, the keys of the provisional rows last written for it (and markers of
         #: erasures already carried out while buffered).
         self.provisional: dict[str, set[RowKey]] = {}
@@ -165,7 +179,7 @@ class Engine:
         for event, source in events:
             self.touched.add(event.customer_id)
             read.append(event)
-            seen = self.seen.setdefault(event.customer_id, {})
+            seen = self._seen(event.customer_id)
             if event.event_id in seen:
                 out.duplicates += 1
                 continue
@@ -231,6 +245,7 @@ class Engine:
             when, customer_id = heapq.heappop(self._live_crossings)
             if self._live_next.get(customer_id) == when:
                 due.add(customer_id)
+                self._resident_now(customer_id)
         changed = arrived.keys() | released | due | self._unsettled
         self._unsettled = set()
         settled: dict[str, dict[RowKey, Any]] = {}
@@ -430,17 +445,17 @@ class Engine:
         due: set[str] = set()
         while self._crossings and self._crossings[0][0] < until:
             when, customer_id = heapq.heappop(self._crossings)
-            current = self._next_crossing(customer_id)
-            if current is not None and current.timestamp() == when:
+            if self._drop_at.get(customer_id) == when:
                 due.add(customer_id)
         for customer_id in sorted(due):
+            self._resident_now(customer_id)
             state = self.customers[customer_id]
             before = state.mark()
             state.advance(horizon, self.config, out)
             if _engagement_row(state, before, out):
                 released.add(customer_id)
+            self.touched.add(customer_id)  # its record holds the advanced state
             self._schedule(customer_id)
-        self._forget(horizon)
         return released
 
     def _next_crossing(self, customer_id: str) -> datetime | None:
@@ -451,21 +466,63 @@ class Engine:
 
     def _schedule(self, customer_id: str) -> None:
         when = self._next_crossing(customer_id)
-        if when is not None:
-            heapq.heappush(self._crossings, (when.timestamp(), customer_id))
+        self._schedule_at(customer_id, when.timestamp() if when is not None else None)
 
-    def _forget(self, horizon: datetime) -> None:
-        oldest = horizon - self.config.dedup_window
-        for customer_id, seen in self.seen.items():
-            if len(seen) > 64:
-                kept = {key: at for key, at in seen.items() if at >= oldest}
-                if len(kept) != len(seen):
-                    self.seen[customer_id] = kept
-                    self.touched.add(customer_id)
+    def _schedule_at(self, customer_id: str, when: float | None) -> None:
+        if when is None:
+            self._drop_at.pop(customer_id, None)
+        elif self._drop_at.get(customer_id) != when:
+            self._drop_at[customer_id] = when
+            heapq.heappush(self._crossings, (when, customer_id))
+
+    def _seen(self, customer_id: str) -> dict[str, datetime]:
+        """The customer's remembered event ids, those older than the dedup window before
+        the horizon forgotten first (once it remembers more than 64)."""
+        self._resident_now(customer_id)
+        seen = self.seen.setdefault(customer_id, {})
+        if len(seen) > 64 and self._horizon is not None:
+            oldest = self._horizon - self.config.dedup_window
+            kept = {key: at for key, at in seen.items() if at >= oldest}
+            if len(kept) != len(seen):
+                self.seen[customer_id] = seen = kept
+        return seen
+
+    def _resident_now(self, customer_id: str) -> None:
+        """Read the customer's record back if it is not in memory; mark it recently used."""
+        if self._load is None:
+            return
+        if customer_id in self._resident:
+            self._resident.move_to_end(customer_id)
+            return
+        self._resident[customer_id] = None
+        value = self._load(customer_id)
+        if value is not None:
+            self._restore_one(json.loads(value), schedule=False)
+
+    def evict(self, keep: int) -> int:
+        """Drop from memory the least recently used customers beyond `keep` that have no
+        buffered event (their records are written: call after `export_json` of the
+        touched ones). Their crossing times stay, so decay still reaches them.
+        Returns how many are resident."""
+        if self._load is None:
+            return len(self.customers)
+        excess = len(self._resident) - keep
+        for customer_id in list(self._resident):
+            if excess <= 0:
+                break
+            if customer_id in self.pending or customer_id in self.touched or customer_id in self._unsettled:
+                continue
+            del self._resident[customer_id]
+            for held in (self.customers, self.seen, self.provisional, self.erasures, self._views):
+                held.pop(customer_id, None)
+            excess -= 1
+        return len(self._resident)
 
     def export_json(self, customer_id: str) -> bytes:
         """The customer's whole record as JSON, for a changelog-backed table."""
+        crossing = self._next_crossing(customer_id)
         return record_json(
+            crossing.timestamp() if crossing is not None else None,
             self.customers.get(customer_id),
             self._pending_json.get(customer_id, {}).values(),
             self.seen.get(customer_id, {}),
@@ -480,23 +537,45 @@ class Engine:
     def restore(self, records: Iterable[dict[str, Any]]) -> None:
         """Load customers' records (a partition's table contents) after a restart."""
         for record in records:
-            customer_id = record["customer_id"]
-            state, pending, seen, provisional = record_from_dict(record)
-            if provisional:
-                self.provisional[customer_id] = provisional
-            erasures = [order_key(e) for e in pending if e.kind is Kind.ERASURE_REQUESTED]
-            if state is not None and state.erased_before is not None:
-                erasures.append(state.erased_before)
-            if erasures:
-                self.erasures[customer_id] = max(erasures)
-            if state is not None:
-                self.customers[customer_id] = state
+            self._restore_one(record, schedule=True)
+
+    def index(self, records: Iterable[tuple[str, bytes]]) -> None:
+        """After a restart, with `load` given: note every customer's next decay crossing
+        from the head of its record (`record_head`) and load only those with buffered
+        events; the rest are read back when needed."""
+        for customer_id, value in records:
+            head = record_head(value)
+            if head is None:  # a record written before it had a head
+                self._restore_one(json.loads(value), schedule=True)
+                continue
+            crossing, buffered = head
+            if buffered:
+                self._restore_one(json.loads(value), schedule=True)
+                self._resident[customer_id] = None
+            elif crossing is not None:
+                self._schedule_at(customer_id, crossing)
+                self._live_next[customer_id] = crossing
+                heapq.heappush(self._live_crossings, (crossing, customer_id))
+
+    def _restore_one(self, record: dict[str, Any], *, schedule: bool) -> None:
+        customer_id = record["customer_id"]
+        state, pending, seen, provisional = record_from_dict(record)
+        if provisional:
+            self.provisional[customer_id] = provisional
+        erasures = [order_key(e) for e in pending if e.kind is Kind.ERASURE_REQUESTED]
+        if state is not None and state.erased_before is not None:
+            erasures.append(state.erased_before)
+        if erasures:
+            self.erasures[customer_id] = max(erasures)
+        if state is not None:
+            self.customers[customer_id] = state
+            if schedule:
                 self._schedule(customer_id)
                 self._schedule_live(customer_id, state)
-            if pending:
-                self.pending[customer_id] = pending
-                self._pending_json[customer_id] = {event.event_id: pending_json(event) for event in pending}
-                for event in pending:
-                    heapq.heappush(self._pending_times, (event.occurred_at.timestamp(), customer_id))
-                self._unsettled.add(customer_id)
-            self.seen[customer_id] = seen
+        if pending:
+            self.pending[customer_id] = pending
+            self._pending_json[customer_id] = {event.event_id: pending_json(event) for event in pending}
+            for event in pending:
+                heapq.heappush(self._pending_times, (event.occurred_at.timestamp(), customer_id))
+            self._unsettled.add(customer_id)
+        self.seen[customer_id] = seen

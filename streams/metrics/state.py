@@ -14,6 +14,7 @@ and spliced in as it is (`pending_json`) however many records carry it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
@@ -90,21 +91,41 @@ def pending_json(event: TouchpointEvent) -> str:
 
 
 def record_json(
+    crossing: float | None,
     state: CustomerState | None,
     pending: Iterable[str],
     seen: dict[str, datetime],
     customer_id: str,
     provisional: Iterable[RowKey] = (),
 ) -> bytes:
-    """The customer's record; `pending` holds the buffered events' `pending_json`,
-    `provisional` the keys of its provisional rows in the tables."""
+    """The customer's record; `crossing` is its folded state's next decay crossing (POSIX
+    seconds), `pending` holds the buffered events' `pending_json`, `provisional` the keys
+    of its provisional rows in the tables. The record opens with the crossing and the
+    number of buffered events (`record_head`), so a restart reads those without parsing
+    the rest."""
+    pending = list(pending)
     head = to_json({
+        "next": crossing,
+        "buffered": len(pending),
         "customer_id": customer_id,
         "state": customer_to_dict(state) if state is not None else None,
         "seen": seen,
         "provisional": sorted([table, list(key)] for table, key in provisional),
     })  # fmt: skip
     return b"".join((head[:-1], b',"pending":[', ",".join(pending).encode(), b"]}"))
+
+
+_HEAD = re.compile(rb'\{"next":(null|[-+.eE0-9]+),"buffered":([0-9]+),')
+
+
+def record_head(value: bytes) -> tuple[float | None, int] | None:
+    """A record's next decay crossing and number of buffered events, read from its opening
+    bytes; None for a record without them."""
+    found = _HEAD.match(value)
+    if found is None:
+        return None
+    crossing, buffered = found.groups()
+    return (None if crossing == b"null" else float(crossing)), int(buffered)
 
 
 def _row_key(table: str, key: list[Any]) -> RowKey:

@@ -91,7 +91,7 @@ def streamed(
             ]
         )
     )
-    engines = PartitionEngines(config, {}, partitions=1)
+    engines = PartitionEngines(config, None, partitions=1)
     analytics = MaintainedTables(clickhouse.database, config)
     offset = 0
     for number, batch in enumerate(batches, 1):

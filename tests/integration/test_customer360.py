@@ -39,7 +39,7 @@ def load(clickhouse: ClickHouse) -> None:
     sources = [Source("t", 0, n) for n in range(len(events))]
     touchpoints.write(clickhouse, list(zip(events, sources, strict=True)), sources)
     config = MetricsConfig(grace=timedelta(minutes=10))
-    engines = PartitionEngines(config, {}, partitions=1)
+    engines = PartitionEngines(config, None, partitions=1)
     metric_rows.write(clickhouse, engines.process(((e, 0, "t") for e in events), {}))
     MaintainedTables(clickhouse.database, config).refresh(clickhouse, {e.customer_id for e in events})
 
@@ -141,7 +141,7 @@ def test_the_record_has_the_customers_tickets_and_churns(clickhouse: ClickHouse)
     sources = [Source("t", 0, n) for n in range(len(history))]
     touchpoints.write(clickhouse, list(zip(history, sources, strict=True)), sources)
     config = MetricsConfig(grace=timedelta(minutes=10))
-    engines = PartitionEngines(config, {}, partitions=1)
+    engines = PartitionEngines(config, None, partitions=1)
     metric_rows.write(clickhouse, engines.process(((e, 0, "t") for e in history), {}))
     MaintainedTables(clickhouse.database, config).refresh(clickhouse, {e.customer_id for e in history})
     (status, desk_record), (_, gone) = get(clickhouse, "/api/customers/cust-9", "/api/customers/cust-8")

@@ -74,7 +74,7 @@ def step(engines: PartitionEngines, events: list[TouchpointEvent]) -> Outputs:
 
 
 def engines_for(config: MetricsConfig) -> PartitionEngines:
-    return PartitionEngines(config, {}, partitions=1)
+    return PartitionEngines(config, None, partitions=1)
 
 
 def test_live_rows_become_final_and_retried_steps_collapse(clickhouse: ClickHouse) -> None:

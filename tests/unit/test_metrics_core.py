@@ -398,6 +398,45 @@ def test_a_restored_engine_carries_on_exactly(data: st.DataObject) -> None:
         assert restored_rows.rows == rows.rows
 
 
+@PROPERTY
+@given(data=st.data())
+def test_an_engine_reading_customers_back_from_its_store_gives_the_same_rows(data: st.DataObject) -> None:
+    """Customers evicted after every batch (`keep` of 0 or 1) and read back from their
+    records when an event, a decay crossing or a live view needs them, and a restart at
+    any batch that notes crossings from the records' heads (`Engine.index`): the rows,
+    batch by batch, are those of an engine that keeps everyone in memory."""
+    config = CONFIGS["fast decay, business hours"]
+    batches = data.draw(arrivals(data.draw(journeys())))
+    keep = data.draw(st.integers(0, 1))
+    restart = data.draw(st.integers(0, len(batches)))
+    records: dict[str, bytes] = {}
+
+    def on_disk() -> Engine:
+        return Engine(config, load=records.get)
+
+    memory, stored = Engine(config), on_disk()
+    expected, actual = Table(), Table()
+    for number, batch in enumerate(batches):
+        if number == restart:
+            partition = json.loads(json.dumps(stored.export_partition()))
+            stored = on_disk()
+            stored.index(records.items())
+            stored.restore_partition(partition)
+        expected.apply(memory.process(batch))
+        actual.apply(stored.process(batch))
+        records |= {customer: stored.export_json(customer) for customer in stored.touched}
+        stored.touched = set()
+        stored.evict(keep)
+        assert actual.rows == expected.rows
+    assert len(stored.customers) <= keep + len(stored.pending)
+    later = memory.newest + config.grace + timedelta(seconds=1) if memory.newest else None
+    if later is not None:
+        for engine, table in ((memory, expected), (stored, actual)):
+            if (out := engine.idle(later)) is not None:
+                table.apply(out)
+        assert actual.rows == expected.rows
+
+
 def test_the_horizon_waits_for_sources_with_unread_records() -> None:
     engine = Engine(MetricsConfig(grace=GRACE))
     hour = lambda h: (T0 + timedelta(hours=h)).isoformat()  # noqa: E731

@@ -80,7 +80,7 @@ class Recorder:
 
 class Engines(PartitionEngines):
     def __init__(self, recorder: Recorder) -> None:
-        super().__init__(MetricsConfig(grace=timedelta(minutes=10)), {}, partitions=1)
+        super().__init__(MetricsConfig(grace=timedelta(minutes=10)), None, partitions=1)
         self.recorder = recorder
         self.forgotten = 0
 
