@@ -83,6 +83,17 @@ def _after(rows: Rows, horizon: datetime) -> Rows:
     )
 
 
+def _pruned(heap: list[tuple[float, str]], current: dict[str, float]) -> list[tuple[float, str]]:
+    """The heap, rebuilt from the current entries once stale ones (superseded times, which
+    a busy customer leaves one of per step) outnumber them: so it is bounded by customers,
+    not by the steps until those times pass."""
+    if len(heap) <= 2 * len(current) + 1024:
+        return heap
+    fresh = [(when, customer_id) for customer_id, when in current.items()]
+    heapq.heapify(fresh)
+    return fresh
+
+
 @dataclass
 class LiveView:
     """A customer's folded state with its buffered events applied, decayed to the
@@ -332,6 +343,7 @@ class Engine:
             if crossing is not None:
                 self._live_next[customer_id] = crossing.timestamp()
                 heapq.heappush(self._live_crossings, (crossing.timestamp(), customer_id))
+                self._live_crossings = _pruned(self._live_crossings, self._live_next)
 
     def _live(self, customer_id: str, newest: datetime, out: Outputs, settled: set[RowKey]) -> None:
         """The customer's provisional rows at `newest`, recomputed from its folded state
@@ -474,6 +486,7 @@ class Engine:
         elif self._drop_at.get(customer_id) != when:
             self._drop_at[customer_id] = when
             heapq.heappush(self._crossings, (when, customer_id))
+            self._crossings = _pruned(self._crossings, self._drop_at)
 
     def _seen(self, customer_id: str) -> dict[str, datetime]:
         """The customer's remembered event ids, those older than the dedup window before
