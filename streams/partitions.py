@@ -3,12 +3,13 @@
 Each customer's engine record (`Engine.export`) is stored under the customer's key in
 the table `customer-state`, written once per batch for the customers the batch
 touched; each partition's own record (horizon, per-topic watermarks) under a key that
-hashes to it. The records are written by `ChangelogWriter` (outside per-event iteration,
+hashes to it. The records are written by `StateWriter` (outside per-event iteration,
 where Faust's own table writes have no "current event" to pick the changelog partition)
 to the changelog partition their key hashes to with murmur2, the hash of every
 Touchstream producer, so customer X's record lives in the changelog partition of X's
 input partition and is recovered by whichever worker owns that partition. The table
-is declared partitioned by key (`use_partitioner=True`) to match.
+is declared partitioned by key (`use_partitioner=True`) to match. On the embedded
+broker there is no changelog (`StateWriter`).
 
 The table lives in RocksDB (Faust's `rocksdb://` store with the `rocksdict` driver), one
 database per partition on the worker's disk: `RocksState` reads and writes it directly.
@@ -26,7 +27,6 @@ each notes every customer's next decay crossing from the head of its record
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -93,20 +93,10 @@ class RocksState:
         value = self._db(partition).get(key)
         return None if value is None else bytes(value)
 
-    def items(self, partition: int, after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
-        """The partition's records in key order (those after `after`)."""
-        for key, value in self._db(partition).items(from_key=after):
-            if key != self.offset_key and key != after:
+    def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self._db(partition).items():
+            if key != self.offset_key:
                 yield key, value
-
-    def newest_offset(self, partition: int) -> int | None:
-        """The changelog offset of the newest record written here."""
-        offset = self._db(partition).get(self.offset_key)
-        return None if offset is None else int(offset)
-
-    def count(self, partition: int) -> int:
-        """How many records the partition holds (RocksDB's own estimate counts overwrites)."""
-        return sum(1 for key in self._db(partition).keys() if key != self.offset_key)  # noqa: SIM118 (raw mode has no __iter__)
 
     def write(self, records: list[tuple[bytes, bytes]], newest: Mapping[int, int]) -> None:
         batches: dict[int, Any] = {}
@@ -221,29 +211,35 @@ class PartitionEngines:
         self.engines.clear()
 
 
-class ChangelogWriter:
-    """Writes `customer-state` records to the table's changelog topic with confluent-kafka.
+class StateWriter:
+    """Writes a step's `customer-state` records: to the table's changelog topic with
+    confluent-kafka, then, once Kafka acknowledged them all, into the local databases
+    with the newest changelog offsets (`RocksState.write`), where recovery resumes. The
+    worker commits the batch's offsets only after `write` returns.
 
     Faust's own path (`Table.__setitem__`, `send_changelog`) queues each message in its
     producer buffer and hands them to aiokafka one event-loop pass at a time, about
-    250 µs per record here, which made the state writes the slowest step of a batch.
-    librdkafka takes a record in a few microseconds. The records go through the
-    project's `Publisher`, whose producer hashes keys with murmur2 like the table's
-    partitioner, so each lands in the changelog partition of its key; once Kafka
-    acknowledged them all, they go into the local databases with the newest changelog
-    offsets (`RocksState.write`), where recovery resumes. The worker commits the batch's
-    offsets only after `write` returns. Faust's recovery reads the changelog whoever wrote it.
+    250 µs per record here; librdkafka takes a record in a few microseconds. The
+    project's `Publisher` hashes keys with murmur2 like the table's partitioner, so each
+    record lands in the changelog partition of its key. Faust's recovery reads the
+    changelog whoever wrote it.
+
+    Without a bootstrap (the embedded broker) the records go to the local databases
+    only. The embedded broker serves one worker, on the machine that holds the
+    databases, so a changelog would add no copy that outlives them; and noida, which
+    cannot compact, snapshots every record it holds as JSON (1.7 GB of snapshot for the
+    changelog of 1M events, longer to rewrite than a stop allows). A batch whose
+    records were not written is read again from the input, as with a changelog.
     """
 
-    def __init__(self, bootstrap: str, timeout: float = 60.0) -> None:
+    def __init__(self, bootstrap: str | None, timeout: float = 60.0) -> None:
         self.timeout = timeout
-        self.publisher = Publisher(bootstrap)
-        #: Held while records are written, so a compaction's copies (`republish`) never
-        #: interleave with a step's writes.
-        self.lock = asyncio.Lock()
+        self.publisher = Publisher(bootstrap) if bootstrap is not None else None
 
     def produce(self, topic: str, records: list[tuple[bytes, bytes]]) -> dict[int, int]:
         """Blocking: send `records`, wait for every acknowledgement; the newest offset per partition."""
+        if self.publisher is None:
+            return {}
         delivery = Delivery()
         for key, value in records:
             self.publisher.send_raw(topic, key, value, delivery)
@@ -256,20 +252,4 @@ class ChangelogWriter:
         def written() -> None:
             state.write(records, self.produce(state.topic, records))
 
-        async with self.lock:
-            await asyncio.get_running_loop().run_in_executor(None, written)
-
-    async def republish(
-        self, state: RocksState, partition: int, after: bytes | None, limit: int
-    ) -> tuple[bytes, int] | None:
-        """Write the partition's current records after key `after` (at most `limit`) to the
-        changelog again; the last key written and how many, or None when there were none."""
-
-        def copied() -> tuple[bytes, int] | None:
-            records = list(itertools.islice(state.items(partition, after), limit))
-            if records:
-                state.write(records, self.produce(state.topic, records))
-            return (records[-1][0], len(records)) if records else None
-
-        async with self.lock:
-            return await asyncio.get_running_loop().run_in_executor(None, copied)
+        await asyncio.get_running_loop().run_in_executor(None, written)

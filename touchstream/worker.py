@@ -40,9 +40,8 @@ from sinks.maintained import CHUNK, MaintainedTables
 from sinks.retry import until_written
 from streams import flowcontrol
 from streams.batches import Inbox
-from streams.compaction import ChangelogCompaction
 from streams.ingest import DeadLetter, RawRecord
-from streams.partitions import STATE_TABLE, ChangelogWriter, PartitionEngines, RocksState
+from streams.partitions import STATE_TABLE, PartitionEngines, RocksState, StateWriter
 from streams.step import BatchStep, Writers
 from touchstream.settings import Settings
 
@@ -319,9 +318,8 @@ def build(
         stats=stats,
     )
     bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
-    changelog = ChangelogWriter(bootstrap)
-    # A Kafka of one's own compacts the changelog itself; the embedded broker cannot.
-    compaction = ChangelogCompaction(bootstrap, changelog, rocks) if settings.embedded_kafka else None
+    # The changelog on a Kafka of one's own only: see StateWriter.
+    state_writer = StateWriter(None if settings.embedded_kafka else bootstrap)
 
     prefix = settings.topic_prefix
     expected_channel = {input_topic(channel, prefix): channel.value for channel in Channel}
@@ -379,7 +377,7 @@ def build(
         return written
 
     async def state_records(records: list[tuple[bytes, bytes]]) -> None:
-        await changelog.write(rocks, records)
+        await state_writer.write(rocks, records)
 
     step = BatchStep(
         engines=engines,
@@ -440,12 +438,6 @@ def build(
             stats.stopped_by = error
             log.error("stopping: %s", error)
             os.kill(os.getpid(), signal.SIGTERM)
-
-    if compaction is not None:
-
-        @app.task
-        async def compact_changelog() -> None:
-            await compaction.run(assigned)
 
     @app.task
     async def sink() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from schemas.partitioning import partition_of
-from streams.partitions import ChangelogWriter
+from streams.partitions import StateWriter
 from tests.integration.conftest import read_topic
 from touchstream.broker import EmbeddedBroker
 from touchstream.kafka import ensure_topics
@@ -15,7 +15,7 @@ from touchstream.kafka import ensure_topics
 def test_records_land_in_their_key_partition_and_are_acknowledged(broker: EmbeddedBroker) -> None:
     topic = f"changelog-test-{time.time_ns()}"
     ensure_topics(broker.bootstrap, [topic], partitions=4)
-    writer = ChangelogWriter(broker.bootstrap)
+    writer = StateWriter(broker.bootstrap)
     records = [(f"cust-{n:04}".encode(), f'{{"n": {n}}}'.encode()) for n in range(500)]
     newest = writer.produce(topic, records)
     expected = {p: sum(1 for key, _ in records if partition_of(key, 4) == p) - 1 for p in range(4)}
