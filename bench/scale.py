@@ -80,6 +80,7 @@ class Figures:
     broker_peak_rss_mb: float = 0.0
     broker_disk_mb: float = 0.0
     chdb_disk_mb: float = 0.0
+    state_disk_mb: float = 0.0
     api_seconds: dict[str, float] = field(default_factory=dict)
     query_seconds: dict[str, float] = field(default_factory=dict)
     live_p50_seconds: float | None = None
@@ -237,6 +238,7 @@ def run(events: int, work: Path, verify: bool) -> Figures:
     figures.worker_peak_rss_mb = max((s.worker_rss_mb for s in samples), default=0.0)
     figures.broker_peak_rss_mb = max((s.broker_rss_mb for s in samples), default=0.0)
     figures.broker_disk_mb = round(disk_mb(data / "kafka-noida"))
+    figures.state_disk_mb = round(disk_mb(data / "faust"))
     figures.chdb_disk_mb = round(disk_mb(data / "clickhouse"))
 
     time.sleep(35)  # past every cached snapshot: the reads below are first reads
@@ -348,7 +350,8 @@ def report(all_figures: list[Figures], out: Path) -> None:
         ("maintained tables caught up, s after the last event", [f.catch_up_seconds for f in all_figures]),
         ("worker / broker peak RSS, MB",
          [f"{f.worker_peak_rss_mb:.0f} / {f.broker_peak_rss_mb:.0f}" for f in all_figures]),
-        ("broker / chDB disk, MB", [f"{f.broker_disk_mb:.0f} / {f.chdb_disk_mb:.0f}" for f in all_figures]),
+        ("broker / chDB / worker state disk, MB",
+         [f"{f.broker_disk_mb:.0f} / {f.chdb_disk_mb:.0f} / {f.state_disk_mb:.0f}" for f in all_figures]),
         ("live: post to stored while pages are read, p50 / p99 s",
          [f"{f.live_p50_seconds} / {f.live_p99_seconds}" for f in all_figures]),
         ("Ctrl-C to stopped, s", [f.stop_seconds for f in all_figures]),
@@ -415,12 +418,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="touchstream-scale-"))
     work.mkdir(parents=True, exist_ok=True)
+    all_figures: list[Figures] = []
     try:
-        all_figures = [run(int(size), work, not args.no_verify) for size in args.events.split(",")]
+        for size in args.events.split(","):
+            all_figures.append(run(int(size), work, not args.no_verify))
+            report(all_figures, args.out)  # each size's figures kept as soon as they are measured
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    report(all_figures, args.out)
     print((args.out / "scale.md").read_text())
     return 0
 

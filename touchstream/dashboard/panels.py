@@ -70,9 +70,12 @@ GROUP BY channel, hours_ago"""
 
 LEVELS = "SELECT level, count() FROM engagement FINAL GROUP BY level"
 
+#: The latest changes of the last 30 days: the window keeps the read to the month
+#: partitions it covers, whatever the history.
 CHANGES = """
 SELECT customer_id, previous_level, level, changed_at, NOT final AS provisional
 FROM engagement_changes FINAL
+WHERE changed_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 30 DAY
 ORDER BY changed_at DESC, customer_id
 LIMIT 20"""
 
@@ -248,7 +251,7 @@ def snapshot(
         {"customer_id": customer, "previous_level": before, "level": after, "changed_at": at,
          "direction": "rising" if rank.get(after, 0) > rank.get(before, 0) else "falling",
          "provisional": bool(provisional)}
-        for customer, before, after, at, provisional in fetch(CHANGES, {})
+        for customer, before, after, at, provisional in (fetch(CHANGES, params) if ref is not None else [])
     ]  # fmt: skip
     panels["changes"] = table(
         [column("changed_at", "When", "time"), column("customer_id", "Customer"),
