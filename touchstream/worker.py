@@ -259,6 +259,16 @@ class AnalyticsCatchUp:
                 await asyncio.sleep(spent * (1 - self.SHARE) / self.SHARE)
 
 
+#: RocksDB per partition of the state table: Faust's defaults (three 64 MB write buffers
+#: and a 2 GB block cache per partition) let the worker's RSS grow by gigabytes with
+#: the customers written; reads of evicted customers fall back on the OS page cache.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * 1024**2,
+    "max_write_buffer_number": 2,
+    "block_cache_size": 16 * 1024**2,
+}
+
+
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -305,7 +315,7 @@ def build(
         value_type=bytes,
         partitions=settings.partitions,
         use_partitioner=True,
-        options={"driver": "rocksdict"},
+        options={"driver": "rocksdict", **ROCKSDB_OPTIONS},
     )
     config = settings.metrics_config(demo=demo)
     rocks = RocksState.of(state, settings.partitions)
