@@ -4,8 +4,9 @@ For each size (default 1,000,000 events; about 10 events per customer over 84 da
 event time), on a fresh data dir with default settings:
 
 * ingest: the history published to the embedded broker as it is generated (at most
-  `BACKLOG` events ahead of the worker), the worker's events/s over the run, and worker and broker RSS sampled every 2 s (JSON and a
-  chart of rate and RSS against events stored);
+  `BACKLOG` events ahead of the worker), the worker's events/s over the run, and worker
+  and broker RSS sampled every 2 s (JSON and a chart of rate and RSS against events
+  stored);
 * catch-up: how long after the last event the maintained tables (SPEC §5b) are computed;
 * disk: the broker's and chDB's directories;
 * reads: every dashboard API (first read, uncached) and the Customer 360 of a few
