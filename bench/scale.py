@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -185,9 +186,14 @@ def history(events: int, customers: int) -> Iterator[TouchpointEvent]:
 
 
 def get(url: str, timeout: float = 120) -> float:
+    """Seconds to answer; -1 for an answer other than 200 (a read past its bound)."""
     began = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        response.read()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError as error:
+        print(f"{url}: {error.code} {error.read()[:300]!r}", file=sys.stderr, flush=True)
+        return -1.0
     return time.perf_counter() - began
 
 
