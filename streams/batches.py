@@ -27,13 +27,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from time import monotonic
-from typing import Any, cast
+from typing import Any
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
 from mode.utils.queues import FlowControlQueue
+
+from streams import faustcompat
 
 
 class Inbox:
@@ -123,8 +125,7 @@ class Inbox:
             self._carried = []
             return []
         generation = app.consumer_generation_id
-        consumer = cast(Any, app.consumer)
-        pending = consumer._unacked_messages
+        pending = faustcompat.unacked(app.consumer)
         kept = []
         for message in records:
             if message.generation_id == generation:
@@ -141,7 +142,7 @@ class Inbox:
         """The records will not be written here: stop tracking them, unacknowledged, so a
         shutdown does not wait for them (Faust's `wait_empty`) and their offsets are not
         committed; the next owner of their partitions reads them again."""
-        pending = cast(Any, self.app.consumer)._unacked_messages
+        pending = faustcompat.unacked(self.app.consumer)
         for message in records:
             pending.discard(message)
 
@@ -153,16 +154,17 @@ class Inbox:
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, delivering the inbox's topics a fetch at a time."""
+    """Faust's aiokafka consumer, delivering the inbox's topics a fetch at a time (its
+    private members through `streams.faustcompat`, which checks them at start)."""
 
     transport: Transport
 
     async def _drain_messages(self, fetcher: Any) -> None:  # the loop of Faust's own, batched
         inbox = self.transport.inbox
         callback = self.callback
-        consumer_should_stop = self._stopped.is_set
-        fetcher_should_stop = fetcher._stopped.is_set
-        read_offset = self._read_offset
+        consumer_should_stop = faustcompat.stopped(self)
+        fetcher_should_stop = faustcompat.stopped(fetcher)
+        read_offset = faustcompat.read_offsets(self)
         acks_enabled_for = self.app.topics.acks_enabled_for
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -177,7 +179,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         if last is not None and offset < last:
                             continue  # read before a seek back: Faust drops these too
                         if last and offset - last > 1 and acks_enabled_for(message.topic):
-                            await self._add_gap(tp, last + 1, offset)
+                            await faustcompat.add_gap(self, tp, last + 1, offset)
                         if message.topic in inbox.topics:
                             batch.append(message)
                         else:

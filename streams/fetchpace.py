@@ -8,35 +8,28 @@ after a fetch that brought no records before asking that broker again, which is 
 wait the broker should have done itself; a fetch that brings records is followed
 by the next one at once, so throughput under load is unchanged.
 
-It wraps one private aiokafka method, so it checks that the method still exists
-and refuses to start on an aiokafka it was not written for.
+It wraps one private aiokafka method, through `streams.faustcompat`, which checks at
+start that the method is there with the parameters it was written for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 from typing import Any
 
 from aiokafka.consumer.fetcher import Fetcher
 
-from schemas.errors import ConfigError
+from streams import faustcompat
 
-_ORIGINAL = getattr(Fetcher, "_proc_fetch_request", None)
 _PACED = "_touchstream_paced"
 
 
 def pace_empty_fetches(seconds: float) -> None:
     if seconds <= 0 or getattr(Fetcher, _PACED, False):
         return
-    if _ORIGINAL is None or list(inspect.signature(_ORIGINAL).parameters) != [
-        "self", "assignment", "node_id", "request",
-    ]:  # fmt: skip
-        raise ConfigError(
-            "this aiokafka version cannot pace empty fetches; set TOUCHSTREAM_EMPTY_FETCH_WAIT_MS=0"
-        )
-    original = _ORIGINAL
+    faustcompat.check()
+    original = faustcompat.fetch_request()
 
     @functools.wraps(original)
     async def paced(self: Fetcher, assignment: Any, node_id: int, request: Any) -> bool:
@@ -48,5 +41,5 @@ def pace_empty_fetches(seconds: float) -> None:
                 return False  # closing or reassigned: the result is of no interest, as upstream
         return got_records
 
-    Fetcher._proc_fetch_request = paced
+    faustcompat.replace_fetch_request(paced)
     setattr(Fetcher, _PACED, True)

@@ -38,7 +38,7 @@ from sinks import metric_rows, touchpoints
 from sinks.clickhouse import ClickHouse
 from sinks.maintained import CHUNK, MaintainedTables
 from sinks.retry import until_written
-from streams import flowcontrol
+from streams import faustcompat, flowcontrol
 from streams.batches import Inbox
 from streams.ingest import DeadLetter, RawRecord
 from streams.partitions import STATE_TABLE, PartitionEngines, RocksState, StateWriter
@@ -270,6 +270,7 @@ ROCKSDB_OPTIONS = {
 
 
 def faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    faustcompat.check()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",

@@ -22,7 +22,6 @@ def test_sleeps_after_empty_fetches_only(monkeypatch: pytest.MonkeyPatch) -> Non
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    monkeypatch.setattr(fetchpace, "_ORIGINAL", handler)
     monkeypatch.setattr(Fetcher, "_proc_fetch_request", handler)
     monkeypatch.delattr(Fetcher, fetchpace._PACED, raising=False)
     monkeypatch.setattr(fetchpace.asyncio, "sleep", sleep)
