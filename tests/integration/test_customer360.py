@@ -101,9 +101,31 @@ def test_periods_without_consent_are_marked_and_no_record_is_a_404(clickhouse: C
     ]
     counted = {p["event_id"]: p["counted"] for p in record["touchpoints"]}
     assert counted == {"w1": True, "off": False, "w2": False, "on": False, "w3": True}
+    reasons = {p["event_id"]: p["not_counted"] for p in record["touchpoints"]}
+    assert reasons == {"w1": None, "off": "consent change", "w2": "no consent", "on": "consent change",
+                       "w3": None}  # fmt: skip
     assert record["profile"]["consent"] is True
     assert missing == 404 and "no record of customer 'nobody'" in answer["error"]
     assert "erased" in answer["error"]
+
+
+def test_a_late_event_is_said_to_be_late(clickhouse: ClickHouse) -> None:
+    """A customer whose only event came after the horizon had passed it: stored, not
+    counted, and the record says it was late (not that consent was withdrawn)."""
+    load(clickhouse)
+    late = event(event_id="tardy", customer_id="cust-late", occurred_at=at(-60), channel="web",
+                 kind="page_view", conversation_id=None)  # fmt: skip
+    engines = PartitionEngines(MetricsConfig(grace=timedelta(minutes=10)), None, partitions=1)
+    engines.process(((e, 0, "t") for e in [*EVENTS, *CONSENT]), {})
+    out = engines.process([(late, 0, "t")], {})
+    assert [e.event_id for e in out.late] == ["tardy"]
+    touchpoints.write(clickhouse, [(late, Source("t", 0, 100))], [Source("t", 0, 100)])
+    metric_rows.write(clickhouse, out)
+    MaintainedTables(clickhouse.database).refresh(clickhouse, {"cust-late"})
+    [(status, record)] = get(clickhouse, "/api/customers/cust-late")
+    assert status == 200 and record["profile"] is None
+    assert [(p["counted"], p["not_counted"]) for p in record["touchpoints"]] == [(False, "late")]
+    assert record["not_counted"] == "1 late"
 
 
 def test_the_terminal_view_shows_profile_journeys_and_timeline(clickhouse: ClickHouse) -> None:
@@ -122,6 +144,7 @@ def test_the_terminal_view_shows_profile_journeys_and_timeline(clickhouse: Click
     assert "first reply after 4m 00s" in text, "the response time on the reply's line"
     assert "NPS 10" in text and "waiting since" in text
     assert "no consent" in text and "2026-03-02 09:02:00 to 2026-03-02 09:04:00" in text
+    assert "not counted: consent change" in text
     assert "touchpoints 1-3 of 5" in text and "more: --after '2026-03-02T09:03:00.000Z|w2'" in text
 
 

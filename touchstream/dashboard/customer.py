@@ -55,6 +55,7 @@ WAITING = """
 SELECT conversation_id, channel, waiting_since, final
 FROM waiting FINAL WHERE customer_id = {customer:String} AND NOT answered AND waiting_since IS NOT NULL
 ORDER BY waiting_since"""
+LATE = "SELECT event_id FROM late_events FINAL WHERE customer_id = {customer:String}"
 LEVEL_CHANGES = """
 SELECT changed_at, previous_level, level, score, final
 FROM engagement_changes FINAL WHERE customer_id = {customer:String} ORDER BY changed_at"""
@@ -110,6 +111,7 @@ def record(fetch: Fetch, customer_id: str, config: MetricsConfig, page: Page = P
         raise NoRecord(customer_id)
     events = [_event(customer_id, row) for row in rows]
     counted = [bool(row[-1]) for row in rows]
+    late = {event_id for (event_id,) in fetch(LATE, params)}
     # A counted event's conversation is the stream's (over the counted events, consent
     # respected); one not counted gets the one derived over all the customer's events.
     everything = dict(zip((e.event_id for e in events), conversation_ids(events, config), strict=True))
@@ -140,6 +142,7 @@ def record(fetch: Fetch, customer_id: str, config: MetricsConfig, page: Page = P
             "agent_id": event.agent_id, "conversation_id": derived[event.event_id], "journey_id": journey,
             "survey": event.survey.model_dump() if event.survey else None,
             "consent": event.consent.analytics if event.consent else None, "counted": is_counted,
+            "not_counted": None if is_counted else _why_not_counted(event, late),
         })  # fmt: skip
     start = 0
     if page.after is not None:
@@ -186,6 +189,7 @@ def record(fetch: Fetch, customer_id: str, config: MetricsConfig, page: Page = P
     return {
         "customer_id": customer_id,
         "profile": _profile(profile[0]) if profile else None,
+        "not_counted": None if profile else not_counted_summary(touchpoints),
         "journeys": journeys,
         "conversations": _conversations(touchpoints),
         "touchpoints": shown,
@@ -203,6 +207,25 @@ def record(fetch: Fetch, customer_id: str, config: MetricsConfig, page: Page = P
         "churns": churns,
         "consent_withdrawn": _withdrawn(events),
     }
+
+
+#: Why a stored event is not counted (SPEC §5): it arrived after the horizon had passed it,
+#: it is a consent change or an erasure request (not an interaction), or the customer had
+#: withdrawn analytics consent. (A duplicate is stored once; an erased event not at all.)
+NOT_COUNTED = {"late": "late", Kind.CONSENT_UPDATED: "consent change",
+               Kind.ERASURE_REQUESTED: "erasure request", "consent": "no consent"}  # fmt: skip
+
+
+def _why_not_counted(event: TouchpointEvent, late: set[str]) -> str:
+    if event.event_id in late:
+        return NOT_COUNTED["late"]
+    return NOT_COUNTED.get(event.kind, NOT_COUNTED["consent"])
+
+
+def not_counted_summary(touchpoints: list[dict[str, Any]]) -> str:
+    """Why none of a customer's events is counted, e.g. `1 late, 1 consent change`."""
+    reasons = [point["not_counted"] for point in touchpoints if point["not_counted"]]
+    return ", ".join(f"{reasons.count(reason)} {reason}" for reason in dict.fromkeys(reasons))
 
 
 def _event(customer_id: str, row: tuple[Any, ...]) -> TouchpointEvent:

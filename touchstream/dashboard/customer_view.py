@@ -4,7 +4,8 @@ The same record as `GET /api/customers/<id>`: the profile beside the channels an
 the customer is active in, the journeys with their paths and outcomes, then the
 timeline, one line per touchpoint in event order with its conversation, and what was
 measured on it (response times, waits, level changes, surveys). Provisional rows are
-marked `live`; touchpoints outside analytics consent are marked `no consent`.
+marked `live`; a touchpoint not counted says why (`late`, `no consent`, `consent change`,
+`erasure request`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def _profile(record: dict[str, Any]) -> RenderableType:
     table.add_column("field", style="bold")
     table.add_column("value")
     if profile is None:
-        table.add_row("profile", "none: no counted event (analytics consent withdrawn)")
+        table.add_row("profile", f"none: no counted event ({record.get('not_counted') or 'none stored'})")
         return table
     hours = profile["active_hours"]
     busiest = sorted(range(24), key=lambda hour: -hours[hour])[:3] if any(hours) else []
@@ -126,7 +127,7 @@ def _timeline(record: dict[str, Any]) -> RenderableType:
             answer = surveys[point["event_id"]]
             measured.append(f"{answer['survey_type'].upper()} {answer['score']}")
         if not point["counted"]:
-            measured.append("no consent" if point["kind"] != "consent_updated" else "consent change")
+            measured.append(f"not counted: {point['not_counted']}")
         conversation = point["conversation_id"]
         if conversation in waiting and waiting[conversation]["waiting_since"] == point["occurred_at"]:
             measured.append("waiting since")

@@ -44,14 +44,14 @@ function fill(tableId, header, rows) {
       if (value instanceof Node) td.appendChild(value); else td.textContent = value ?? "–";
     }
     if (row.provisional) tr.classList.add("provisional");
-    if (row.muted) tr.classList.add("no-consent");
+    if (row.muted) tr.classList.add("not-counted");
   }
 }
 
 function showProfile(record) {
   const p = record.profile;
   if (!p) {
-    fill("profile", null, [{ cells: ["profile", "no counted event (analytics consent withdrawn)"] }]);
+    fill("profile", null, [{ cells: ["profile", `no counted event (${record.not_counted || "none stored"})`] }]);
     return;
   }
   const busiest = p.active_hours.map((n, h) => [n, h]).filter(([n]) => n > 0).sort((a, b) => b[0] - a[0]).slice(0, 3);
@@ -91,7 +91,7 @@ function showTimeline(record) {
     const reply = replies.get(t.event_id);
     const label = reply ? `reply ${duration(reply.response_seconds)}` : t.kind.replace("_", " ");
     next.push({ id: `event:${t.event_id}`, group: t.channel, start: t.occurred_at, type: "point",
-                className: [t.direction, t.counted ? "" : "no-consent", reply ? "reply" : ""].join(" "),
+                className: [t.direction, t.counted ? "" : "not-counted", reply ? "reply" : ""].join(" "),
                 content: label, title: `${when(t.occurred_at)} ${t.kind} ${t.direction} (${t.actor}) · ${t.conversation_id}` });
   }
   for (const change of record.level_changes) {
@@ -136,7 +136,7 @@ function showTables(record) {
   fill("events", ["when", "channel", "kind", "direction", "actor", "conversation", "measured"], record.touchpoints.map((t) => {
     const reply = replies.get(t.event_id);
     const measured = [reply ? `${reply.is_first_response ? "first reply" : "reply"} after ${duration(reply.response_seconds)}` : "",
-                      t.survey ? `${t.survey.type.toUpperCase()} ${t.survey.score}` : "", t.counted ? "" : "no consent"].filter(Boolean).join("; ");
+                      t.survey ? `${t.survey.type.toUpperCase()} ${t.survey.score}` : "", t.counted ? "" : `not counted: ${t.not_counted}`].filter(Boolean).join("; ");
     return { cells: [when(t.occurred_at), t.channel, t.kind, t.direction, t.actor, t.conversation_id, measured], muted: !t.counted };
   }));
   const page = record.page;
