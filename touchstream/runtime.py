@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -362,6 +363,12 @@ class _Worker(Worker):
         self._stop_sink = stop_sink
         self._data_dir = data_dir
         self._began = started
+
+    def install_signal_handlers(self) -> None:
+        super().install_signal_handlers()
+        # Closing the terminal (SIGHUP to the process group) stops `up` like SIGTERM does:
+        # the batch in hand finished or left unacknowledged, the control file removed.
+        self.loop.add_signal_handler(signal.SIGHUP, os.kill, os.getpid(), signal.SIGTERM)
 
     async def on_stop(self) -> None:
         # A stop that cannot finish (Kafka gone: Faust's consumer retries its last commit

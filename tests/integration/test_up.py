@@ -48,8 +48,11 @@ def touchstream(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
 class Up:
     """A `touchstream up` process, as started from a terminal."""
 
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        """`up` in the data dir's parent; a dir named `.touchstream` is the default, so not passed."""
+    def __init__(
+        self, data_dir: Path, *args: str, env: dict[str, str] | None = None, session: bool = False
+    ) -> None:
+        """`up` in the data dir's parent; a dir named `.touchstream` is the default, so not passed.
+        `session`: in a process group of its own, as a terminal starts it."""
         self.data_dir = data_dir
         self.log = data_dir.parent / f"up-{data_dir.name}-{next(_runs)}.log"
         where = [] if data_dir.name == ".touchstream" else ["--data-dir", data_dir.name]
@@ -57,7 +60,7 @@ class Up:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "touchstream.cli", "up", *where, *args],
                 env=env or cli_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=data_dir.parent,
+                cwd=data_dir.parent, start_new_session=session,
             )  # fmt: skip
 
     def output(self) -> str:
@@ -103,6 +106,24 @@ def stop_all() -> Iterator[list[Up]]:
         if up.process.poll() is None:
             up.process.kill()
             up.process.wait()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGHUP, signal.SIGTERM], ids=["terminal closed", "SIGTERM"])
+def test_a_signal_to_the_process_group_stops_up_cleanly(
+    tmp_path: Path, stop_all: list[Up], stop: signal.Signals
+) -> None:
+    """Closing the terminal sends SIGHUP to `up`'s process group, a service manager SIGTERM:
+    either stops `up` as Ctrl-C does, the broker with it, and leaves no control file."""
+    data = tmp_path / "d"
+    up = Up(data, session=True)
+    stop_all.append(up)
+    up.wait_ready()
+    broker = up.broker_pid()
+    assert (data / "control.json").exists()
+    os.killpg(up.process.pid, stop)
+    assert up.process.wait(timeout=60) == 0, up.output()
+    assert not alive(broker)
+    assert not (data / "control.json").exists()
 
 
 def test_up_demo_runs_stops_on_ctrl_c_and_continues_with_its_data(tmp_path: Path, stop_all: list[Up]) -> None:
