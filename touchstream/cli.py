@@ -33,6 +33,26 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+def _reading_settings(args: argparse.Namespace) -> Settings:
+    """Settings of a verb that reads what `up` stored (`top`, `sql`, `customer`, `verify`,
+    `dashboard`): with no data dir given and none here, the running `up`'s; it never
+    creates one, and says where it looked when there is no data."""
+    from touchstream import control
+
+    settings = _settings(args)
+    if not settings.embedded_clickhouse:
+        return settings
+    given = getattr(args, "data_dir", None) or "data_dir" in settings.model_fields_set
+    if not given and not settings.data_dir.exists() and (running := control.running_data_dir()) is not None:
+        settings = settings.model_copy(update={"data_dir": running})
+    if not settings.chdb_path.exists():
+        raise TouchstreamError(
+            f"no Touchstream data in {settings.data_dir.absolute()} and no running `touchstream up`: "
+            "start one, or pass --data-dir (or set TOUCHSTREAM_DATA_DIR)"
+        )
+    return settings
+
+
 def _bootstrap(settings: Settings) -> str:
     """Kafka to publish to: KAFKA_BOOTSTRAP, or the embedded broker of a running `up`."""
     if settings.kafka_bootstrap:
@@ -113,7 +133,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from sinks.clickhouse import connect
     from touchstream.dashboard import web
 
-    settings = _settings(args)
+    settings = _reading_settings(args)
     running = _running_dashboard(settings)
     if running is not None:
         raise TouchstreamError(f"the running touchstream already serves the dashboard at {running}")
@@ -131,7 +151,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
     from touchstream.dashboard import top
 
-    settings = _settings(args)
+    settings = _reading_settings(args)
     running = _running_dashboard(settings)
     if running is not None:
         token = settings.dashboard_token
@@ -168,7 +188,7 @@ def cmd_customer(args: argparse.Namespace) -> int:
 
     from touchstream.dashboard import customer, customer_view
 
-    settings = _settings(args)
+    settings = _reading_settings(args)
     try:
         page = customer.Page.parse(args.after, args.limit)
     except ValueError as error:
@@ -241,7 +261,7 @@ def _sql_output(settings: Settings, query: str, fmt: str, *, bounded: bool = Tru
 def cmd_sql(args: argparse.Namespace) -> int:
     from touchstream.control import check_format
 
-    settings = _settings(args)
+    settings = _reading_settings(args)
     fmt = check_format(args.format or ("PrettyCompact" if sys.stdout.isatty() else "TSV"))
     sys.stdout.buffer.write(_sql_output(settings, args.query, fmt))
     sys.stdout.flush()
@@ -286,7 +306,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from touchstream.verify import verify
 
-    settings = _settings(args)
+    settings = _reading_settings(args)
 
     def fetch(query: str) -> list[dict[str, object]]:
         output = _sql_output(settings, query, "JSONEachRow", bounded=False).decode()

@@ -18,6 +18,7 @@ reach beyond the database, files, hosts or processes (`sinks.sqlguard`), unless
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import json
@@ -210,6 +211,40 @@ def read_info(data_dir: Path) -> ControlInfo | None:
     except PermissionError:
         pass
     return info
+
+
+def _running_file() -> Path:
+    """Where the last `up` started by this user notes its data dir: the user's runtime dir
+    (`XDG_RUNTIME_DIR`), else `~/.cache`."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or str(Path.home() / ".cache")
+    return Path(base) / "touchstream" / "running.json"
+
+
+def note_running(data_dir: Path, pid: int) -> None:
+    """Note that `pid` serves `data_dir`, so reading verbs run elsewhere find it."""
+    path = _running_file()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"data_dir": str(data_dir.absolute()), "pid": pid}))
+
+
+def forget_running(data_dir: Path) -> None:
+    """Remove the note if it is still this data dir's."""
+    path = _running_file()
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        if json.loads(path.read_text())["data_dir"] == str(data_dir.absolute()):
+            path.unlink()
+
+
+def running_data_dir() -> Path | None:
+    """The data dir of the running `up` this user started last, if it still runs."""
+    try:
+        raw = json.loads(_running_file().read_text())
+        data_dir, pid = Path(raw["data_dir"]), int(raw["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    info = read_info(data_dir)
+    return data_dir if info is not None and info.pid == pid else None
 
 
 def remote_sql(

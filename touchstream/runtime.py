@@ -295,6 +295,7 @@ def run_worker(
         if owner:
             info = control.ControlInfo(url=url, pid=os.getpid(), bootstrap=bootstrap, dashboard=dashboard_url)
             stack.callback((settings.data_dir / control.CONTROL_FILE).unlink, missing_ok=True)
+            stack.callback(control.forget_running, settings.data_dir)
         worker = _Worker(
             app,
             *services,
@@ -397,4 +398,5 @@ class _Worker(Worker):
         await super().on_startup_finished()
         if self._control_info is not None:
             control.write_info(self._data_dir, self._control_info)
+            control.note_running(self._data_dir, self._control_info.pid)
         print(f"ready in {time.monotonic() - self._began:.1f}s; Ctrl-C stops everything", flush=True)

@@ -38,10 +38,12 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def touchstream(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def touchstream(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "touchstream.cli", *args],
-        env=env or cli_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env=env or cli_env(), capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, cwd=cwd,
     )  # fmt: skip
 
 
@@ -124,6 +126,34 @@ def test_a_signal_to_the_process_group_stops_up_cleanly(
     assert up.process.wait(timeout=60) == 0, up.output()
     assert not alive(broker)
     assert not (data / "control.json").exists()
+
+
+def test_reading_verbs_find_the_running_up_and_never_make_a_data_dir(
+    tmp_path: Path, stop_all: list[Up]
+) -> None:
+    """Run from another directory, `sql` and `customer` read the running `up`'s data (noted
+    in the user's runtime dir); with no `up` running they say in one line where they
+    looked, and no verb leaves a `.touchstream` behind."""
+    env = {**cli_env(), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for verb in (["sql", COUNT], ["top"], ["customer", "c-1"], ["verify"]):
+        done = touchstream(*verb, env=env, cwd=elsewhere)
+        assert done.returncode == 1, (verb, done.stdout, done.stderr)
+        assert done.stderr.strip().splitlines() == [
+            f"touchstream: no Touchstream data in {elsewhere / '.touchstream'} and no running "
+            "`touchstream up`: start one, or pass --data-dir (or set TOUCHSTREAM_DATA_DIR)"
+        ], verb
+    assert not (elsewhere / ".touchstream").exists()
+
+    up = Up(tmp_path / "d", env=env)
+    stop_all.append(up)
+    up.wait_ready()
+    done = touchstream("sql", COUNT, env=env, cwd=elsewhere)
+    assert done.returncode == 0 and done.stdout.strip().isdigit(), done.stderr
+    assert not (elsewhere / ".touchstream").exists()
+    assert up.interrupt() == 0
+    assert not (tmp_path / "run" / "touchstream" / "running.json").exists(), "the note goes with `up`"
 
 
 def test_up_demo_runs_stops_on_ctrl_c_and_continues_with_its_data(tmp_path: Path, stop_all: list[Up]) -> None:
