@@ -138,6 +138,7 @@ class Turns:
 
 #: ClickHouse's codes for a read stopped by its bounds.
 _READ_BOUNDS = {159: "time", 241: "memory"}
+READ_BOUND_CODES = frozenset(_READ_BOUNDS)
 
 
 class ClickHouse:

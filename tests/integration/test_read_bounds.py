@@ -7,12 +7,16 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from schemas.errors import TouchstreamError
 from schemas.touchpoint import TouchpointEvent
+from sinks.clickhouse import ClickHouse
 from tests.factories import event
 from tests.integration.conftest import StartWorker
 from tests.integration.test_metrics_pipeline import send
 from touchstream.broker import EmbeddedBroker
+from touchstream.dashboard import experience, web
 
 #: An analyst's query that would run for minutes.
 LONG = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 0"
@@ -68,3 +72,17 @@ def test_a_long_analyst_query_is_stopped_and_does_not_hold_back_an_event(
     assert errors, "the long query was stopped"
     assert all("time bound of 1 s (TOUCHSTREAM_READ_SECONDS" in error for error in errors), errors[:1]
     assert worker.sql("SELECT customer_id FROM waiting FINAL WHERE customer_id = 'c-1'") == [["c-1"]]
+
+
+def test_an_experience_panel_past_its_bound_is_left_empty_with_the_reason(
+    clickhouse: ClickHouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One panel's read stopped by real chDB at its time bound: the experience view still
+    answers, that panel empty and the reason in `errors`; the others are read."""
+    monkeypatch.setattr(experience, "ATTRIBUTION", LONG)
+    clickhouse.read_seconds = 0.5
+    panels = experience.experience(web.read_only(clickhouse))
+    assert panels["attribution"]["rows"] == []
+    assert len(panels["errors"]) == 1
+    assert "TOUCHSTREAM_READ_SECONDS" in panels["errors"][0]
+    assert "churn_chart" in panels and "tickets" in panels

@@ -29,7 +29,8 @@ function show(panels) {
   chart("survey_chart", panels.survey_chart, { label: "NPS / CSAT %" });
   chart("ticket_chart", panels.ticket_chart, { label: "tickets" });
   document.getElementById("reference").textContent = panels.reference ? timeOf(panels.reference) : "none yet";
-  document.getElementById("status").textContent = `read in ${Math.round(panels.read_seconds * 1000)} ms`;
+  document.getElementById("status").textContent = `read in ${Math.round(panels.read_seconds * 1000)} ms` +
+    (panels.errors && panels.errors.length ? `; ${panels.errors.length} panel(s) left empty: ${panels.errors[0]}` : "");
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
