@@ -12,11 +12,12 @@ import pytest
 from schemas.errors import TouchstreamError
 from schemas.touchpoint import TouchpointEvent
 from sinks.clickhouse import ClickHouse
+from streams.metrics import MetricsConfig
 from tests.factories import event
 from tests.integration.conftest import StartWorker
 from tests.integration.test_metrics_pipeline import send
 from touchstream.broker import EmbeddedBroker
-from touchstream.dashboard import experience, web
+from touchstream.dashboard import experience, panels, web
 
 #: An analyst's query that would run for minutes.
 LONG = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 0"
@@ -86,3 +87,14 @@ def test_an_experience_panel_past_its_bound_is_left_empty_with_the_reason(
     assert len(panels["errors"]) == 1
     assert "TOUCHSTREAM_READ_SECONDS" in panels["errors"][0]
     assert "churn_chart" in panels and "tickets" in panels
+
+
+def test_an_ops_panel_past_its_bound_is_left_empty_with_the_reason(
+    clickhouse: ClickHouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(panels, "LEVELS", LONG)
+    clickhouse.read_seconds = 0.5
+    view = panels.snapshot(web.read_only(clickhouse), MetricsConfig(), lambda channel: None)
+    assert len(view["errors"]) == 1 and "TOUCHSTREAM_READ_SECONDS" in view["errors"][0]
+    assert view["levels"]["rows"] and all(row["customers"] == 0 for row in view["levels"]["rows"])
+    assert "waiting" in view and "top" in view

@@ -13,13 +13,10 @@ here is in docs/clickhouse.md, word for word (a test checks it).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from schemas.errors import ClickHouseError
-from sinks.clickhouse import READ_BOUND_CODES
-from touchstream.dashboard.panels import Fetch, clean, column, records, reference, table
+from touchstream.dashboard.panels import Fetch, clean, column, records, reference, table, within_bounds
 
 CHURN_RATES = """
 SELECT month, signal, customers, churned, round(100 * churn_rate, 1) AS churn_percent,
@@ -175,29 +172,13 @@ def charts(fetch: Fetch) -> dict[str, Any]:
     }
 
 
-def _within_bounds(fetch: Fetch, errors: list[str]) -> Fetch:
-    """`fetch`, except that a read stopped by its time or memory bound (TOUCHSTREAM_READ_*)
-    gives no rows and its reason in `errors`: the other panels are still shown."""
-
-    def bounded(sql: str, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        try:
-            return fetch(sql, parameters)
-        except ClickHouseError as error:
-            if error.code not in READ_BOUND_CODES:
-                raise
-            errors.append(str(error))
-            return []
-
-    return bounded
-
-
 def experience(fetch: Fetch) -> dict[str, Any]:
     """Every panel of the experience view as JSON-able data (tables as in `panels`, charts
     as {x, series}); `errors` holds the reasons of panels left empty because their read
     went past its bound."""
     began = time.perf_counter()
     errors: list[str] = []
-    fetch = _within_bounds(fetch, errors)
+    fetch = within_bounds(fetch, errors)
     ref = reference(fetch)
     rates = records(["month", "signal", "customers", "churned", "churn_percent", "overall_percent"],
                     fetch(CHURN_RATES, {}))  # fmt: skip

@@ -20,7 +20,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+from schemas.errors import ClickHouseError
 from schemas.touchpoint import DETRACTOR_MAX, PROMOTER_MIN, SATISFIED_MIN
+from sinks.clickhouse import READ_BOUND_CODES
 from streams.metrics.config import MetricsConfig
 
 #: Runs a parameterized query ({name:Type} placeholders) and returns its rows.
@@ -178,9 +180,25 @@ def table(
     }
 
 
+def within_bounds(fetch: Fetch, errors: list[str]) -> Fetch:
+    """`fetch`, except that a read stopped by its time or memory bound (TOUCHSTREAM_READ_*)
+    gives no rows and its reason in `errors`: the other panels are still shown."""
+
+    def bounded(sql: str, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        try:
+            return fetch(sql, parameters)
+        except ClickHouseError as error:
+            if error.code not in READ_BOUND_CODES:
+                raise
+            errors.append(str(error))
+            return []
+
+    return bounded
+
+
 def reference(fetch: Fetch) -> datetime | None:
     """ "Now" in event time: the newest stored event, or None before the first one."""
-    ref = fetch(REFERENCE, {})[0][0]
+    ref = (fetch(REFERENCE, {}) or [(None,)])[0][0]
     return None if ref is None or (isinstance(ref, datetime) and ref.year < 1971) else ref
 
 
@@ -190,10 +208,13 @@ def snapshot(
     sla: Callable[[str], float | None],
     health: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Every panel of the ops view, read now."""
+    """Every panel of the ops view, read now; `errors` holds the reasons of panels left
+    empty because their read went past its bound."""
     began = time.perf_counter()
+    errors: list[str] = []
+    fetch = within_bounds(fetch, errors)
     ref = reference(fetch)
-    panels: dict[str, Any] = {"reference": clean(ref)}
+    panels: dict[str, Any] = {"reference": clean(ref), "errors": errors}
     params = {"ref": ref}
     levels = [name for name, _ in config.levels]
 
@@ -211,7 +232,7 @@ def snapshot(
          column("waiting_seconds", "Waiting", "seconds"), column("waiting_since", "Since", "time"),
          column("conversation_id", "Conversation")],
         waiting_rows,
-        fetch(WAITING_COUNT, {})[0][0],
+        (fetch(WAITING_COUNT, {}) or [(0,)])[0][0],
     )  # fmt: skip
 
     response_rows = []
@@ -342,7 +363,10 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 def behaviour(fetch: Fetch) -> dict[str, Any]:
     """The behaviour-pattern panels (SPEC §5b), from the journeys and profiles views: which
     channels customers prefer, when they act (weekday x UTC hour, 90 days), and the top
-    journey paths by how they end. The queries are docs/clickhouse.md's."""
+    journey paths by how they end. The queries are docs/clickhouse.md's. A panel past its
+    read bound is left empty, its reason in `behaviour_errors`."""
+    errors: list[str] = []
+    fetch = within_bounds(fetch, errors)
     ref = reference(fetch)
     preferred = records(["channel", "customers", "percent"], fetch(PREFERRED_CHANNELS, {}))
     cells: dict[int, dict[str, Any]] = {day: {"weekday": WEEKDAYS[day - 1]} for day in range(1, 8)}
@@ -358,6 +382,7 @@ def behaviour(fetch: Fetch) -> dict[str, Any]:
     heat["max"] = peak
     paths = records(["ending", "path", "journeys"], fetch(JOURNEY_PATHS, {}))
     return {
+        "behaviour_errors": errors,
         "preferred_channels": table(
             [
                 column("channel", "Preferred channel"),
@@ -380,7 +405,7 @@ def behaviour(fetch: Fetch) -> dict[str, Any]:
 
 def stored_health(fetch: Fetch) -> dict[str, Any]:
     """Health as far as ClickHouse tells it (a dashboard apart from the worker)."""
-    per_second, last_write, late = fetch(STORED_HEALTH, {})[0]
+    per_second, last_write, late = (fetch(STORED_HEALTH, {}) or [(0.0, None, 0)])[0]
     return {
         "events/s in (last minute)": round(float(per_second), 1),
         "late events": late,

@@ -11,7 +11,9 @@ function show(snapshot) {
   chart("response_chart", snapshot.response_chart, { label: "seconds", seconds: true });
   document.getElementById("reference").textContent = snapshot.reference ? timeOf(snapshot.reference) : "none yet";
   const status = document.getElementById("status");
-  status.textContent = `live · read in ${Math.round(snapshot.read_seconds * 1000)} ms`;
+  const errors = [...(snapshot.errors || []), ...(snapshot.behaviour_errors || [])];
+  status.textContent = `live · read in ${Math.round(snapshot.read_seconds * 1000)} ms` +
+    (errors.length ? `; ${errors.length} panel(s) left empty: ${errors[0]}` : "");
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 
