@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from sinks.clickhouse import connect
 from touchstream.broker import PID_FILE
 from touchstream.process import wait_until
+from touchstream.settings import Settings
 
 COUNT = "SELECT count() FROM touchpoints"
 _runs = itertools.count()
@@ -202,6 +204,7 @@ def test_up_demo_runs_stops_on_ctrl_c_and_continues_with_its_data(tmp_path: Path
 
 
 def test_sql_errors_are_one_line(tmp_path: Path) -> None:
+    connect(Settings(data_dir=tmp_path / "d")).close()  # a data dir, as a stopped `up` leaves it
     done = touchstream("sql", "SELECT nonsense FROM nowhere", "--data-dir", str(tmp_path / "d"))
     assert done.returncode == 1
     assert done.stderr.startswith("touchstream: ClickHouse:") and len(done.stderr.strip().splitlines()) == 1
