@@ -472,6 +472,7 @@ def test_a_low_disk_stops_acknowledging_and_loses_nothing(tmp_path: Path, stop_a
 
 
 def test_a_customer_without_a_record_is_one_line(tmp_path: Path) -> None:
+    connect(Settings(data_dir=tmp_path / "d")).close()  # a data dir, as a stopped `up` leaves it
     done = touchstream("customer", "nobody", "--data-dir", str(tmp_path / "d"))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
