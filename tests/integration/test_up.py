@@ -17,10 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sinks.clickhouse import connect
 from touchstream.broker import PID_FILE
 from touchstream.process import wait_until
-from touchstream.settings import Settings
 
 COUNT = "SELECT count() FROM touchpoints"
 _runs = itertools.count()
@@ -203,8 +201,18 @@ def test_up_demo_runs_stops_on_ctrl_c_and_continues_with_its_data(tmp_path: Path
     assert touchstream("sql", runs, "--data-dir", str(data)).stdout.strip() == "2"
 
 
+def stored_data_dir(path: Path) -> None:
+    """A data dir with its chDB tables, as a stopped `up` leaves it (made in a process of its
+    own: this one's chDB is open elsewhere)."""
+    code = (
+        "import sys; from pathlib import Path; from sinks.clickhouse import connect; "
+        "from touchstream.settings import Settings; connect(Settings(data_dir=Path(sys.argv[1]))).close()"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], env=cli_env(), check=True, timeout=120)
+
+
 def test_sql_errors_are_one_line(tmp_path: Path) -> None:
-    connect(Settings(data_dir=tmp_path / "d")).close()  # a data dir, as a stopped `up` leaves it
+    stored_data_dir(tmp_path / "d")
     done = touchstream("sql", "SELECT nonsense FROM nowhere", "--data-dir", str(tmp_path / "d"))
     assert done.returncode == 1
     assert done.stderr.startswith("touchstream: ClickHouse:") and len(done.stderr.strip().splitlines()) == 1
@@ -472,7 +480,7 @@ def test_a_low_disk_stops_acknowledging_and_loses_nothing(tmp_path: Path, stop_a
 
 
 def test_a_customer_without_a_record_is_one_line(tmp_path: Path) -> None:
-    connect(Settings(data_dir=tmp_path / "d")).close()  # a data dir, as a stopped `up` leaves it
+    stored_data_dir(tmp_path / "d")
     done = touchstream("customer", "nobody", "--data-dir", str(tmp_path / "d"))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
