@@ -27,6 +27,7 @@ each notes every customer's next decay crossing from the head of its record
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -39,6 +40,7 @@ from producers.publisher import Delivery, Publisher
 from schemas.errors import BrokerError
 from schemas.partitioning import partition_of
 from schemas.touchpoint import TouchpointEvent
+from streams import faustcompat
 from streams.metrics import Engine, MetricsConfig, Outputs
 
 STATE_TABLE = "customer-state"
@@ -84,10 +86,9 @@ class RocksState:
     @classmethod
     def of(cls, table: Any, partitions: int) -> RocksState:
         """The databases of a Faust table with the `rocksdb://` store."""
-        store = table.data
-        return cls(
-            table.changelog_topic.get_topic_name(), partitions, store._db_for_partition, store.offset_key
-        )
+        topic = table.changelog_topic.get_topic_name()
+        databases = functools.partial(faustcompat.partition_db, table)
+        return cls(topic, partitions, databases, faustcompat.offset_key(table))
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         value = self._db(partition).get(key)

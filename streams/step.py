@@ -9,7 +9,8 @@
 5. metric rows: final and live rows, retractions, late events, horizons;
 6. analytics: the customers the batch touched are marked due for the maintained tables
    (SPEC §5b), which the worker computes beside the batches;
-7. state records: the customers' engine records into the changelog, acknowledged;
+7. state records: the customers' engine records into the local RocksDB (after the
+   changelog has acknowledged them, on a Kafka of one's own);
 8. acknowledge: only now may the input offsets be committed.
 
 A failure in any phase raises before `acknowledge`, and the engines' memory, which ran

@@ -341,9 +341,12 @@ class Engine:
             assert state.engagement is not None
             crossing = state.engagement.next_crossing(self.config)
             if crossing is not None:
-                self._live_next[customer_id] = crossing.timestamp()
-                heapq.heappush(self._live_crossings, (crossing.timestamp(), customer_id))
-                self._live_crossings = _pruned(self._live_crossings, self._live_next)
+                self._schedule_live_at(customer_id, crossing.timestamp())
+
+    def _schedule_live_at(self, customer_id: str, when: float) -> None:
+        self._live_next[customer_id] = when
+        heapq.heappush(self._live_crossings, (when, customer_id))
+        self._live_crossings = _pruned(self._live_crossings, self._live_next)
 
     def _live(self, customer_id: str, newest: datetime, out: Outputs, settled: set[RowKey]) -> None:
         """The customer's provisional rows at `newest`, recomputed from its folded state
@@ -512,13 +515,12 @@ class Engine:
         if value is not None:
             self._restore_one(json.loads(value), schedule=False)
 
-    def evict(self, keep: int) -> int:
+    def evict(self, keep: int) -> None:
         """Drop from memory the least recently used customers beyond `keep` that have no
         buffered event (their records are written: call after `export_json` of the
-        touched ones). Their crossing times stay, so decay still reaches them.
-        Returns how many are resident."""
+        touched ones). Their crossing times stay, so decay still reaches them."""
         if self._load is None:
-            return len(self.customers)
+            return
         excess = len(self._resident) - keep
         for customer_id in list(self._resident):
             if excess <= 0:
@@ -529,13 +531,11 @@ class Engine:
             for held in (self.customers, self.seen, self.provisional, self.erasures, self._views):
                 held.pop(customer_id, None)
             excess -= 1
-        return len(self._resident)
 
     def export_json(self, customer_id: str) -> bytes:
         """The customer's whole record as JSON, for a changelog-backed table."""
-        crossing = self._next_crossing(customer_id)
         return record_json(
-            crossing.timestamp() if crossing is not None else None,
+            self._drop_at.get(customer_id),
             self.customers.get(customer_id),
             self._pending_json.get(customer_id, {}).values(),
             self.seen.get(customer_id, {}),
@@ -567,8 +567,7 @@ class Engine:
                 self._resident[customer_id] = None
             elif crossing is not None:
                 self._schedule_at(customer_id, crossing)
-                self._live_next[customer_id] = crossing
-                heapq.heappush(self._live_crossings, (crossing, customer_id))
+                self._schedule_live_at(customer_id, crossing)
 
     def _restore_one(self, record: dict[str, Any], *, schedule: bool) -> None:
         customer_id = record["customer_id"]
