@@ -209,17 +209,17 @@ def record(fetch: Fetch, customer_id: str, config: MetricsConfig, page: Page = P
     }
 
 
-#: Why a stored event is not counted (SPEC §5): it arrived after the horizon had passed it,
-#: it is a consent change or an erasure request (not an interaction), or the customer had
-#: withdrawn analytics consent. (A duplicate is stored once; an erased event not at all.)
-NOT_COUNTED = {"late": "late", Kind.CONSENT_UPDATED: "consent change",
-               Kind.ERASURE_REQUESTED: "erasure request", "consent": "no consent"}  # fmt: skip
-
-
 def _why_not_counted(event: TouchpointEvent, late: set[str]) -> str:
+    """Why a stored event is not counted (SPEC §5): it arrived after the horizon had passed
+    it, it is a consent change or an erasure request (not an interaction), or the customer
+    had withdrawn analytics consent. (A duplicate is stored once; an erased event not at all.)"""
     if event.event_id in late:
-        return NOT_COUNTED["late"]
-    return NOT_COUNTED.get(event.kind, NOT_COUNTED["consent"])
+        return "late"
+    if event.kind is Kind.CONSENT_UPDATED:
+        return "consent change"
+    if event.kind is Kind.ERASURE_REQUESTED:
+        return "erasure request"
+    return "no consent"
 
 
 def not_counted_summary(touchpoints: list[dict[str, Any]]) -> str:
