@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     options: dict[str, Any] = {
         "broker": "kafka://{bootstrap}",
         "store": "memory://",
+        "datadir": tempfile.mkdtemp(prefix="touchstream-faust-"),  # not the working directory
         "topic_partitions": args.partitions,
         "consumer_auto_offset_reset": "earliest",
         "web_enabled": False,

@@ -34,6 +34,7 @@ def main() -> None:
         args.group,
         broker=f"kafka://{args.bootstrap}",
         store="memory://",
+        datadir=str(args.out.parent / "faust"),  # not the working directory
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=6.0,
         broker_heartbeat_interval=2.0,
