@@ -7,6 +7,7 @@ HTTP to `CLICKHOUSE_URL`. Both go through clickhouse-connect, with the same DDL.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from clickhouse_connect.driver.exceptions import OperationalError
 
 from schemas.errors import ClickHouseError, ConfigError
-from sinks.ddl import PARTITIONED_BY, expected_columns, migrations, views
+from sinks.ddl import MIRRORS, PARTITIONED_BY, expected_columns, migrations, mirror_statements, views
 from streams.metrics.config import MetricsConfig
 
 #: ClickHouse error codes of conditions that pass: retrying the same call can succeed.
@@ -309,6 +310,7 @@ class ClickHouse:
 
         for statement in migrations(self.database, config):
             self.command(statement)
+        self._migrate_mirrors()
         maintained = MaintainedTables(self.database, config)
         made = maintained.migrate(self)
         for statement in views(self.database, config):
@@ -316,6 +318,29 @@ class ClickHouse:
         self.check_schema()
         if made:
             maintained.rebuild(self, made)
+
+    def _migrate_mirrors(self) -> None:
+        """Make each mirror (`sinks.ddl.MIRRORS`) whose definition changed anew, filled with
+        its source's rows; its fingerprint is written once it is filled."""
+        db = self.database
+        known = dict(self.rows(
+            f"SELECT name, argMax(fingerprint, written_at) FROM {db}.maintained_definitions GROUP BY name"
+        ))  # fmt: skip
+        for name, mirror in MIRRORS.items():
+            statements = mirror_statements(db, name)
+            fingerprint = hashlib.sha256("\n".join(statements).encode()).hexdigest()
+            if known.get(name) == fingerprint:
+                continue
+            self.command(f"DROP VIEW IF EXISTS {db}.{name}_feed")
+            self.command(f"DROP TABLE IF EXISTS {db}.{name}")
+            for statement in statements:
+                self.command(statement)
+            # Rows the feed copied meanwhile are there twice, with one version: FINAL keeps one.
+            self.command(
+                f"INSERT INTO {db}.{name} SELECT {mirror.columns} FROM {db}.{mirror.source}",
+                doing=f"first fill of {db}.{name}",
+            )
+            self.insert("maintained_definitions", [(name, fingerprint)], ["name", "fingerprint"])
 
     def check_schema(self) -> None:
         """Stop with one line when an existing table lacks a column this version writes

@@ -160,7 +160,7 @@ _ROLLING_PART = """
                quantileExact(0.5)(response_seconds) AS p50_seconds,
                quantileExact(0.9)(response_seconds) AS p90_seconds,
                toUInt8(min(final)) AS final
-        FROM {{db}}.responses FINAL
+        FROM {{db}}.responses_by_hour FINAL
         ARRAY JOIN [('1h', 3600), ('24h', 86400), ('7d', 604800)] AS w
         WHERE replied_at > (SELECT max(newest) FROM {{db}}.stream_horizons) - toIntervalSecond(w.2)
           AND replied_at <= (SELECT max(newest) FROM {{db}}.stream_horizons)
@@ -184,7 +184,7 @@ _HOURLY: dict[str, str] = {
                countIf(is_first_response) AS first_responses,
                avgIf(response_seconds, is_first_response) AS first_response_mean_seconds,
                toUInt8(min(final)) AS final
-        FROM (SELECT * FROM {db}.responses FINAL {where})
+        FROM (SELECT * FROM {db}.responses_by_hour FINAL {where})
         GROUP BY channel, hour""",
     "experience_hourly": """
         SELECT channel, toStartOfHour(occurred_at) AS hour, survey_type,
@@ -603,7 +603,9 @@ CHURN_RATES = f"""
 #: Outcome touchpoints (SPEC §5b): the counted events in the lookback before each survey
 #: answer (not the answer itself) and up to each churn's last interaction (inclusive), in
 #: (occurred_at, event_id) order, with their weight under each model. Final once the horizon
-#: has passed the answer / the churn.
+#: has passed the answer / the churn. `first_in_<group>` marks the outcome's first touchpoint
+#: in its channel, kind and agent (`group`) or in each alone: summing it counts the outcomes
+#: a group was part of (`attribution_totals`).
 OUTCOME_TOUCHPOINTS = f"""
         SELECT outcome_id, outcome_type, outcome_class, outcome_at, customer_id, event_id, channel, kind,
                agent_id, position, n,
@@ -612,7 +614,15 @@ OUTCOME_TOUCHPOINTS = f"""
                1 / n AS weight_linear,
                decay / sum(decay) OVER outcome AS weight_time_decay,
                multiIf(n <= 2, 1 / n, position IN (1, n), 0.4, 0.2 / (n - 2)) AS weight_position,
-               final
+               final,
+               toUInt8(row_number() OVER (PARTITION BY customer_id, outcome_id, channel, kind, agent_id
+                                          ORDER BY position) = 1) AS first_in_group,
+               toUInt8(row_number() OVER (PARTITION BY customer_id, outcome_id, channel
+                                          ORDER BY position) = 1) AS first_in_channel,
+               toUInt8(row_number() OVER (PARTITION BY customer_id, outcome_id, kind
+                                          ORDER BY position) = 1) AS first_in_kind,
+               toUInt8(row_number() OVER (PARTITION BY customer_id, outcome_id, agent_id
+                                          ORDER BY position) = 1) AS first_in_agent
         FROM (
             SELECT o.outcome_id AS outcome_id, o.outcome_type AS outcome_type,
                    o.outcome_class AS outcome_class,
@@ -643,6 +653,64 @@ OUTCOME_TOUCHPOINTS = f"""
         )
         WINDOW outcome AS (PARTITION BY customer_id, outcome_id)"""
 
+
+#: Outcome classes that count as bad in the attribution view (SPEC §5b).
+BAD_OUTCOMES = ("detractor", "dissatisfied", "churned")
+ATTRIBUTION_MODELS = ("last", "first", "linear", "time_decay", "position")
+#: Weights are summed as integers in these units, so that a row added and later taken
+#: away again cancels exactly.
+WEIGHT_UNITS = 1_000_000_000
+#: The groupings of the attribution view: per grouping, its channel, kind and agent (blank
+#: where it does not group by them) and the flag that counts an outcome once per group;
+#: `all` is every outcome.
+ATTRIBUTION_GROUPINGS = {
+    "channel, kind and agent": ("channel", "kind", "agent", "first_in_group"),
+    "channel": ("channel", "''", "''", "first_in_channel"),
+    "kind": ("''", "kind", "''", "first_in_kind"),
+    "agent": ("''", "''", "agent", "first_in_agent"),
+    "all": ("''", "''", "''", "toUInt8(position = 1)"),
+}
+_GROUPINGS = ", ".join(f"('{name}', {', '.join(g)})" for name, g in ATTRIBUTION_GROUPINGS.items())
+_WEIGHTS = "".join(
+    f""",
+               sign * toInt64(round(weight_{model} * {WEIGHT_UNITS})) AS {model}_weight,
+               sign * bad * toInt64(round(weight_{model} * {WEIGHT_UNITS})) AS {model}_bad_weight"""
+    for model in ATTRIBUTION_MODELS
+)
+#: The attribution view's sums per grouping (SPEC §5b), kept as running totals: a
+#: materialized view on `outcome_touchpoints` adds every row written there and takes away
+#: every deletion (`is_deleted`), so the totals equal the sums over its live rows, read in
+#: milliseconds whatever the history. That holds because every deletion written to
+#: `outcome_touchpoints` carries the values of a live row, once: the maintained tables read
+#: the rows they replace with `FINAL` (`Maintained.feeds`), and an erasure writes the
+#: deletions before its DELETE (`sinks.erasure`). `{source}` is the table (or its `FINAL`
+#: for a first fill), with `sign` the row's sign.
+ATTRIBUTION_FEED = f"""
+        SELECT g.1 AS grouping, g.2 AS channel, g.3 AS kind, g.4 AS agent,
+               sign * g.5 AS outcomes, sign * g.5 * bad AS bad_outcomes, sign AS touchpoints{_WEIGHTS}
+        FROM (
+            SELECT weight_last, weight_first, weight_linear, weight_time_decay, weight_position,
+                   toInt64(if(is_deleted, -1, 1)) AS sign, toInt64(outcome_class IN {BAD_OUTCOMES}) AS bad,
+                   [{_GROUPINGS}] AS groupings
+            FROM (SELECT *, ifNull(agent_id, '(none)') AS agent FROM {{source}})
+        )
+        ARRAY JOIN groupings AS g"""
+_WEIGHT_COLUMNS = "".join(
+    f",\n        {model}_weight Int64,\n        {model}_bad_weight Int64" for model in ATTRIBUTION_MODELS
+)
+ATTRIBUTION_TOTALS = f"""CREATE TABLE IF NOT EXISTS {{db}}.attribution_totals (
+        grouping LowCardinality(String),
+        channel LowCardinality(String),
+        kind LowCardinality(String),
+        agent String,
+        outcomes Int64,
+        bad_outcomes Int64,
+        touchpoints Int64{_WEIGHT_COLUMNS}
+    ) ENGINE = SummingMergeTree ORDER BY (grouping, channel, kind, agent)"""
+ATTRIBUTION_TOTALS_FEED = (
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.attribution_totals_feed TO {db}.attribution_totals AS"
+    + ATTRIBUTION_FEED.replace("{source}", "{db}.outcome_touchpoints")
+)
 
 #: When a customer's maintained rows change by event time alone (no event of theirs): the
 #: horizon passing the last event of a conversation (a ticket becomes final), a journey's
@@ -741,6 +809,9 @@ class Maintained:
 
     query: str
     key: str
+    #: The running totals a materialized view keeps from this table's inserts (their
+    #: deletions must then carry the values of live rows, read with `FINAL`).
+    feeds: str | None = None
 
 
 #: The maintained tables (SPEC §5b "Maintained, not recomputed"), in refresh order. Every row
@@ -751,7 +822,9 @@ class Maintained:
 MAINTAINED: dict[str, Maintained] = {
     "tickets": Maintained(TICKETS, "customer_id, conversation_id"),
     "churn_events": Maintained(CHURNS, "customer_id, churned_at"),
-    "outcome_touchpoints": Maintained(OUTCOME_TOUCHPOINTS, "customer_id, outcome_id, event_id"),
+    "outcome_touchpoints": Maintained(
+        OUTCOME_TOUCHPOINTS, "customer_id, outcome_id, event_id", feeds="attribution_totals"
+    ),
     "journeys": Maintained(JOURNEYS, "customer_id, journey_id"),
     "customer_profiles": Maintained(PROFILES, "customer_id"),
     "customer_months": Maintained(CUSTOMER_MONTHS, "customer_id, month"),
@@ -771,9 +844,65 @@ VIEWS: dict[str, str] = {
     "volumes_hourly": """
         SELECT channel, toStartOfHour(occurred_at) AS hour, kind, direction, count() AS events,
                uniqExact(customer_id) AS customers
-        FROM {db}.touchpoints FINAL
+        FROM {db}.touchpoints_by_hour FINAL
         GROUP BY channel, hour, kind, direction""",
 }
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A copy of `source` ordered by the hour of `time` first (see `MIRRORS`)."""
+
+    source: str
+    time: str
+    columns: str
+    engine: str
+    key: str
+
+
+#: Copies of the tables read by event-time windows (the dashboards' last hour, 24 h, 48 h,
+#: 7 d, the per-hour views), ordered by the hour first: a window reads the rows of that
+#: window, where the source, ordered by customer, is read a whole month partition at a time.
+#: Each has the source's rows and versions, kept by a materialized view on every insert
+#: into the source (`{mirror}_feed`), and the source's key after the hour; the hour is that
+#: of a column no key changes, so `FINAL` collapses the copy's rows as it does the source's.
+#: An erasure deletes from both (`sinks.erasure`).
+MIRRORS: dict[str, Mirror] = {
+    "touchpoints_by_hour": Mirror(
+        "touchpoints",
+        "occurred_at",
+        "event_id, customer_id, channel, kind, direction, actor, agent_id, occurred_at, ingested_at",
+        "ReplacingMergeTree(ingested_at)",
+        "customer_id, event_id",
+    ),
+    "responses_by_hour": Mirror(
+        "responses",
+        "replied_at",
+        "*",
+        "ReplacingMergeTree(version, is_deleted)",
+        "customer_id, reply_event_id",
+    ),
+    "engagement_changes_by_hour": Mirror(
+        "engagement_changes",
+        "changed_at",
+        "*",
+        "ReplacingMergeTree(version, is_deleted)",
+        "customer_id, changed_at, previous_level, level",
+    ),
+}
+
+
+def mirror_statements(database: str, name: str) -> list[str]:
+    """The statements that create mirror `name` and the view that feeds it."""
+    mirror = MIRRORS[name]
+    source = f"{database}.{mirror.source}"
+    return [
+        f"CREATE TABLE IF NOT EXISTS {database}.{name} ENGINE = {mirror.engine} "
+        f"PARTITION BY toYYYYMM({mirror.time}) ORDER BY (toStartOfHour({mirror.time}), {mirror.key}) "
+        f"SETTINGS index_granularity = 256 EMPTY AS SELECT {mirror.columns} FROM {source}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{name}_feed TO {database}.{name} "
+        f"AS SELECT {mirror.columns} FROM {source}",
+    ]
 
 
 #: The column whose month partitions each partitioned table (`PARTITION BY toYYYYMM(column)`).

@@ -4,15 +4,19 @@ Metric rows are derived from the customer's history, so all of them go (the stre
 writes again what the events after the request make). `touchpoints` and `late_events`
 lose the events ordered at or before the request (the request included); what came
 after it stays. Lightweight DELETEs, idempotent: a retried batch runs them again
-harmlessly.
+harmlessly. A table's time-ordered copy (`sinks.ddl.MIRRORS`) loses the same rows; a table
+feeding running totals (`outcome_touchpoints`) first has its live rows deleted as the
+maintained tables delete them, so that the totals take them away.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sinks.clickhouse import ClickHouse
+from sinks.ddl import MAINTAINED, MIRRORS
 from streams.metrics.records import Erasure
 
 #: Tables of events: only what came before the request is deleted.
@@ -23,23 +27,34 @@ def erase(clickhouse: ClickHouse, erasures: Sequence[Erasure], tables: Sequence[
     """Delete the erased customers' rows: all of them from metric tables, those ordered at
     or before the request from `touchpoints` and `late_events` (what came after stays)."""
     db = clickhouse.database
+    customers = sorted({erasure.customer_id for erasure in erasures})
     for table in tables:
+        copies = [name for name, mirror in MIRRORS.items() if mirror.source == table]
         if table not in EVENT_TABLES:
-            customers = sorted({erasure.customer_id for erasure in erasures})
-            clickhouse.command(
-                f"DELETE FROM {db}.{table} WHERE has({{customers:Array(String)}}, customer_id)",
-                parameters={"customers": customers},
-                doing=f"erasure delete from {db}.{table}",
-            )
+            whose = "has({customers:Array(String)}, customer_id)"
+            if table in MAINTAINED and MAINTAINED[table].feeds:
+                clickhouse.command(
+                    f"INSERT INTO {db}.{table} SELECT * REPLACE ({time.time_ns() // 1000} AS version, "
+                    f"1 AS is_deleted) FROM {db}.{table} FINAL WHERE {whose}",
+                    parameters={"customers": customers},
+                    doing=f"erasure of {db}.{table}'s live rows",
+                )
+            for target in (table, *copies):
+                clickhouse.command(
+                    f"DELETE FROM {db}.{target} WHERE {whose}",
+                    parameters={"customers": customers},
+                    doing=f"erasure delete from {db}.{target}",
+                )
             continue
         for erasure in latest(erasures):
             at, event_id = erasure.before
-            clickhouse.command(
-                f"DELETE FROM {db}.{table} WHERE customer_id = {{customer:String}} AND "
-                f"(occurred_at, event_id) <= ({{at:DateTime64(3, 'UTC')}}, {{event_id:String}})",
-                parameters={"customer": erasure.customer_id, "at": _millis(at), "event_id": event_id},
-                doing=f"erasure delete from {db}.{table}",
-            )
+            for target in (table, *copies):
+                clickhouse.command(
+                    f"DELETE FROM {db}.{target} WHERE customer_id = {{customer:String}} AND "
+                    f"(occurred_at, event_id) <= ({{at:DateTime64(3, 'UTC')}}, {{event_id:String}})",
+                    parameters={"customer": erasure.customer_id, "at": _millis(at), "event_id": event_id},
+                    doing=f"erasure delete from {db}.{target}",
+                )
 
 
 def latest(erasures: Sequence[Erasure]) -> list[Erasure]:

@@ -14,10 +14,12 @@ their partition's horizon or newest event time has passed: it copies their count
 into a scratch table once (`counted_query`), runs each table's query over it inside
 ClickHouse and writes, in one insert per table, their rows under a new version and a
 deletion (one version lower) of every key they had (read without FINAL: deleting a key
-twice costs less than FINAL), so a row that no longer exists (a
-journey merged with another by a late event, a churn its return undid) goes and the
-others are replaced. A crash between the mark and the computation loses nothing: the
-marks are in ClickHouse, and the next worker computes them.
+twice costs less than FINAL), so a row that no longer exists (a journey merged with another
+by a late event, a churn its return undid) goes and the others are replaced. A table that
+feeds running totals (`outcome_touchpoints` feeds `attribution_totals`) deletes exactly its
+live rows instead, read with FINAL, so that the totals take each away once. A crash between
+the mark and the computation loses nothing: the marks are in ClickHouse, and the next
+worker computes them.
 
 The definition lives once, as the query in `sinks/ddl.py`; the brute-force reference stays
 apart (`streams.metrics.reference`), and the property tests compare the two. Computing a
@@ -36,7 +38,16 @@ import uuid
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sinks.ddl import MAINTAINED, PARTITION_CLOCKS, counted_query, create_maintained, maintained_queries
+from sinks.ddl import (
+    ATTRIBUTION_FEED,
+    ATTRIBUTION_TOTALS,
+    ATTRIBUTION_TOTALS_FEED,
+    MAINTAINED,
+    PARTITION_CLOCKS,
+    counted_query,
+    create_maintained,
+    maintained_queries,
+)
 from streams.metrics.config import MetricsConfig
 
 if TYPE_CHECKING:
@@ -181,11 +192,16 @@ class MaintainedTables:
         for table in tables:
             columns = self.columns(clickhouse, table)
             query = self.queries[table].replace("{scope}", scope)
+            # A table feeding running totals deletes its live rows, once each (FINAL).
+            replaced = (
+                f"{db}.{table} FINAL WHERE {scope}"
+                if MAINTAINED[table].feeds
+                else f"{db}.{table} WHERE {scope} LIMIT 1 BY {MAINTAINED[table].key}"
+            )
             clickhouse.command(
                 f"INSERT INTO {db}.{table} ({columns}, version, is_deleted) "
                 f"SELECT {columns}, {version}, 0 FROM ({query}) "
-                f"UNION ALL SELECT {columns}, {version - 1}, 1 FROM {db}.{table} WHERE {scope} "
-                f"LIMIT 1 BY {MAINTAINED[table].key}",
+                f"UNION ALL SELECT {columns}, {version - 1}, 1 FROM {replaced}",
                 parameters=parameters or None,
                 doing=f"refresh of {db}.{table}",
                 background=True,
@@ -230,4 +246,26 @@ class MaintainedTables:
             clickhouse.insert("maintained_definitions", [(table, fingerprint)], ["name", "fingerprint"])
             self._columns.pop(table, None)
             made.append(table)
+        self._migrate_totals(clickhouse, known, made)
         return made if made and int(clickhouse.scalar(f"SELECT count() FROM {db}.touchpoints")) else []
+
+    def _migrate_totals(self, clickhouse: ClickHouse, known: Mapping[str, str], made: list[str]) -> None:
+        """Make the running totals anew when their definition or their source changed,
+        filled from the source's live rows (a source made now fills them as it is computed)."""
+        db = self.database
+        statements = [ATTRIBUTION_TOTALS.format(db=db), ATTRIBUTION_TOTALS_FEED.format(db=db)]
+        fingerprint = hashlib.sha256("\n".join(statements).encode()).hexdigest()
+        if "outcome_touchpoints" not in made and known.get("attribution_totals") == fingerprint:
+            return
+        clickhouse.command(f"DROP VIEW IF EXISTS {db}.attribution_totals_feed")
+        clickhouse.command(f"DROP TABLE IF EXISTS {db}.attribution_totals")
+        for statement in statements:
+            clickhouse.command(statement)
+        if "outcome_touchpoints" not in made:
+            source = f"(SELECT * FROM {db}.outcome_touchpoints FINAL)"
+            clickhouse.command(
+                f"INSERT INTO {db}.attribution_totals {ATTRIBUTION_FEED.replace('{source}', source)}"
+            )
+        clickhouse.insert(
+            "maintained_definitions", [("attribution_totals", fingerprint)], ["name", "fingerprint"]
+        )

@@ -32,9 +32,10 @@ from typing import Any
 
 from schemas.partitioning import partition_of
 from schemas.touchpoint import TouchpointEvent
+from sinks.ddl import ATTRIBUTION_MODELS, WEIGHT_UNITS
 from streams.metrics import MetricsConfig
 from streams.metrics.records import KEY_COLUMNS, LATEST_STATE_TABLES, ChurnRow, OutcomeTouchpoint, TicketRow
-from streams.metrics.reference import Tables, journeys, outcome_tables, profiles, recompute
+from streams.metrics.reference import Tables, attribution, journeys, outcome_tables, profiles, recompute
 
 Fetch = Callable[[str], list[dict[str, Any]]]
 SECONDS_TOLERANCE = 0.002
@@ -161,11 +162,13 @@ def behaviour_rows(
     config: MetricsConfig,
     partitions: int,
     horizons: dict[int, tuple[datetime, datetime]],
+    sums: Sums | None = None,
 ) -> dict[str, list[tuple[Any, ...]]]:
     """The journeys and profiles the definitions give, per partition with its recorded
-    (horizon, newest event time), as comparable rows (the final flag last). A profile's
-    score is the engagement row's, which verify compares by level (the stored event times
-    are rounded to the millisecond, the score's last digits with them)."""
+    (horizon, newest event time), as comparable rows (the final flag last); the outcome
+    touchpoints' attribution sums are added to `sums`. A profile's score is the engagement
+    row's, which verify compares by level (the stored event times are rounded to the
+    millisecond, the score's last digits with them)."""
     kept = [event for event in events if event.event_id not in late]
     rows: dict[str, list[tuple[Any, ...]]] = {name: [] for name in BEHAVIOUR}
     for partition in range(partitions):
@@ -185,6 +188,11 @@ def behaviour_rows(
             for p in profiles(mine, config, horizon, newest)
         ]  # fmt: skip
         for name, found in outcome_tables(mine, config, horizon, newest).items():
+            if name == "outcome_touchpoints" and sums is not None:
+                for key, values in attribution(found).items():
+                    group = sums.setdefault(key, {})
+                    for column, value in values.items():
+                        group[column] = group.get(column, 0.0) + value
             rows[name] += [
                 tuple(_comparable(getattr(row, column)) for column in OUTCOME_TABLES[name]) for row in found
             ]
@@ -235,6 +243,52 @@ def _stored_behaviour(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
             bool(row["final"]))  # fmt: skip
 
 
+#: The attribution view's sums per (grouping, channel, kind, agent) (`reference.attribution`).
+Sums = dict[tuple[str, str, str, str], dict[str, float]]
+TOTALS = f"""
+    SELECT grouping, channel, kind, agent, sum(outcomes) AS outcomes, sum(bad_outcomes) AS bad_outcomes,
+           sum(touchpoints) AS touchpoints,
+           {
+    ", ".join(
+        f"sum({model}_weight) / {WEIGHT_UNITS} AS {model}_weight, "
+        f"sum({model}_bad_weight) / {WEIGHT_UNITS} AS {model}_bad_weight"
+        for model in ATTRIBUTION_MODELS
+    )
+}
+    FROM attribution_totals
+    GROUP BY grouping, channel, kind, agent
+    HAVING touchpoints != 0"""
+
+
+def totals_diff(wanted: Sums, rows: list[dict[str, Any]]) -> TableDiff:
+    """`attribution_totals` against the sums the definitions give: counts exactly, weights
+    within a billionth per touchpoint (they are summed in billionths)."""
+    found: Sums = {
+        (row["grouping"], row["channel"], row["kind"], row["agent"]): {
+            name: float(value)
+            for name, value in row.items()
+            if name not in ("grouping", "channel", "kind", "agent")
+        }
+        for row in rows
+    }
+
+    def agree(mine: dict[str, float], theirs: dict[str, float]) -> bool:
+        slack = 1e-6 + mine.get("touchpoints", 0) * 1e-9
+        return mine.keys() == theirs.keys() and all(
+            abs(value - theirs[name]) <= slack for name, value in mine.items()
+        )
+
+    missing = [
+        f"{key}: {values}" for key, values in sorted(wanted.items()) if not agree(values, found.get(key, {}))
+    ]
+    unexpected = [
+        f"{key}: {values}" for key, values in sorted(found.items()) if not agree(values, wanted.get(key, {}))
+    ]
+    diff = TableDiff("attribution_totals", "live", len(wanted), len(found), missing, unexpected)
+    diff.missing_count, diff.unexpected_count = len(missing), len(unexpected)
+    return diff
+
+
 #: Events per slice of customers verify holds in memory at once.
 SLICE_EVENTS = 100_000
 #: Mismatched rows kept per table and view (all are counted).
@@ -261,9 +315,10 @@ def verify(
     events = int(fetch("SELECT count() AS n FROM touchpoints")[0]["n"])
     slices = max(1, -(-events // slice_events))
     totals: dict[tuple[str, str], TableDiff] = {}
+    sums: Sums = {}
     for index in range(slices):
         scope = f"cityHash64(customer_id) % {slices} = {index}"
-        for diff in _verify_slice(fetch, config, partitions, horizons, recorded, scope):
+        for diff in _verify_slice(fetch, config, partitions, horizons, recorded, scope, sums):
             total = totals.setdefault((diff.table, diff.view), TableDiff(diff.table, diff.view, 0, 0))
             total.expected += diff.expected
             total.actual += diff.actual
@@ -271,7 +326,7 @@ def verify(
             total.unexpected_count += len(diff.unexpected)
             total.missing += diff.missing[: KEPT_ROWS - len(total.missing)]
             total.unexpected += diff.unexpected[: KEPT_ROWS - len(total.unexpected)]
-    return list(totals.values())
+    return [*totals.values(), totals_diff(sums, fetch(TOTALS))]
 
 
 def _verify_slice(
@@ -281,6 +336,7 @@ def _verify_slice(
     horizons: dict[int, tuple[datetime, datetime]],
     recorded: dict[int, tuple[datetime, datetime]],
     scope: str,
+    sums: Sums,
 ) -> list[TableDiff]:
     def scoped(query: str) -> list[dict[str, Any]]:
         return fetch(f"{query} WHERE {scope}")
@@ -302,7 +358,7 @@ def _verify_slice(
                 {row: n for row, n in wanted.items() if tuple(json.loads(row)[:width]) not in replaced}
             )
         diffs.append(_diff(name, "settled", wanted, found))
-    wanted_behaviour = behaviour_rows(events, late, config, partitions, recorded)
+    wanted_behaviour = behaviour_rows(events, late, config, partitions, recorded, sums)
     for name, query in BEHAVIOUR.items():
         found_rows = [_stored_behaviour(name, row) for row in scoped(query)]
         for view, keep in (("live", lambda row: True), ("settled", lambda row: bool(row[-1]))):

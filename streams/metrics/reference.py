@@ -598,3 +598,38 @@ def churn_rates(
             rows.append((month, signal, len(flagged), len(flagged & churned), final))
         month = following
     return rows
+
+
+#: Attribution (SPEC §5b): outcome classes counted as bad, and the models' weights.
+BAD_CLASSES = frozenset({"detractor", "dissatisfied", "churned"})
+MODELS = ("last", "first", "linear", "time_decay", "position")
+
+
+def attribution(rows: Iterable[OutcomeTouchpoint]) -> dict[tuple[str, str, str, str], dict[str, float]]:
+    """The attribution view's sums, per (grouping, channel, kind, agent): the outcomes
+    with a touchpoint in the group, the bad ones among them, the touchpoints, and per model
+    the summed weight and the summed weight of bad outcomes. A grouping leaves blank what it
+    does not group by; `all` is every outcome; a touchpoint without an agent has `(none)`."""
+    outcomes: dict[tuple[str, str, str, str], set[tuple[str, bool]]] = {}
+    sums: dict[tuple[str, str, str, str], dict[str, float]] = {}
+    for row in rows:
+        agent = row.agent_id if row.agent_id is not None else "(none)"
+        bad = row.outcome_class in BAD_CLASSES
+        for key in (
+            ("channel, kind and agent", row.channel, row.kind, agent),
+            ("channel", row.channel, "", ""),
+            ("kind", "", row.kind, ""),
+            ("agent", "", "", agent),
+            ("all", "", "", ""),
+        ):
+            outcomes.setdefault(key, set()).add((row.outcome_id, bad))
+            group = sums.setdefault(key, {"touchpoints": 0.0})
+            group["touchpoints"] += 1
+            for model in MODELS:
+                weight = getattr(row, f"weight_{model}")
+                group[f"{model}_weight"] = group.get(f"{model}_weight", 0.0) + weight
+                group[f"{model}_bad_weight"] = group.get(f"{model}_bad_weight", 0.0) + weight * bad
+    for key, members in outcomes.items():
+        sums[key]["outcomes"] = len(members)
+        sums[key]["bad_outcomes"] = sum(bad for _, bad in members)
+    return sums

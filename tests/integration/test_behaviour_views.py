@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from schemas.touchpoint import TouchpointEvent
 from sinks.clickhouse import ClickHouse
-from sinks.ddl import MAINTAINED
+from sinks.ddl import MAINTAINED, MIRRORS
 from sinks.maintained import MaintainedTables
 from streams.metrics import MetricsConfig
 from streams.metrics.reference import journeys, profiles
@@ -32,7 +32,7 @@ VIEWS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 TABLES = ("touchpoints", "late_events", "stream_horizons", "engagement", "engagement_changes", "responses",
-          "surveys", "waiting", "erasures", *MAINTAINED)  # fmt: skip
+          "surveys", "waiting", "erasures", *MAINTAINED, *MIRRORS, "attribution_totals")  # fmt: skip
 
 
 def utc(moment: datetime) -> datetime:

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from schemas.touchpoint import Channel, TouchpointEvent
 from sinks.clickhouse import ClickHouse
+from sinks.ddl import WEIGHT_UNITS
 from streams.metrics import MetricsConfig
-from streams.metrics.reference import churn_rates, outcome_tables
+from streams.metrics.reference import attribution, churn_rates, outcome_tables
 from tests.factories import event
 from tests.integration.test_behaviour_views import streamed, utc
 from tests.unit.test_metrics_core import GRACE, arrivals
@@ -50,9 +51,10 @@ SHAPES: dict[str, dict[str, Any]] = {
     "csat": {"channel": "chat", "kind": "survey_response", **_CUSTOMER},
     "opt_out": {"channel": "web", "kind": "consent_updated", **_CUSTOMER, "consent": {"analytics": False}},
     "opt_in": {"channel": "web", "kind": "consent_updated", **_CUSTOMER, "consent": {"analytics": True}},
+    "erase": {"channel": "web", "kind": "erasure_requested", **_CUSTOMER},
 }  # fmt: skip
 COMMON = ["open", "resolve", "desk_reply", "desk_message", "chat", "chat_reply", "page_view", "nps", "csat"]
-RARE = ["bot", "purchase", "opt_out", "opt_in"]
+RARE = ["bot", "purchase", "opt_out", "opt_in", "erase"]
 
 
 @st.composite
@@ -116,6 +118,26 @@ OUTCOME_COLUMNS = [
 ]  # fmt: skip
 
 
+def attribution_totals(clickhouse: ClickHouse) -> dict[tuple[str, str, str, str], dict[str, float]]:
+    """The running totals per group, weights back in units of one outcome (groups whose
+    rows have all been taken away again are left out)."""
+    names = [name for (name,) in clickhouse.rows(
+        "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'attribution_totals' "
+        "AND name NOT IN ('grouping', 'channel', 'kind', 'agent') ORDER BY position"
+    )]  # fmt: skip
+    rows = clickhouse.rows(
+        f"SELECT grouping, channel, kind, agent, {', '.join(f'sum({name})' for name in names)} "
+        "FROM attribution_totals GROUP BY grouping, channel, kind, agent HAVING sum(touchpoints) != 0"
+    )
+    return {
+        tuple(row[:4]): {
+            name: value if name.endswith("outcomes") or name == "touchpoints" else value / WEIGHT_UNITS
+            for name, value in zip(names, row[4:], strict=True)
+        }
+        for row in rows
+    }
+
+
 @VIEWS
 @given(data=st.data())
 def test_tickets_churns_and_attribution_equal_their_definitions(
@@ -146,6 +168,12 @@ def test_tickets_churns_and_attribution_equal_their_definitions(
         assert stored(clickhouse, "outcome_touchpoints", OUTCOME_COLUMNS) == wanted(
             attributed, OUTCOME_COLUMNS
         )
+        totals, expected = attribution_totals(clickhouse), attribution(attributed)
+        assert totals.keys() == expected.keys()
+        for key, sums in expected.items():
+            assert totals[key].keys() == sums.keys(), key
+            close = [math.isclose(totals[key][name], value, abs_tol=1e-6) for name, value in sums.items()]
+            assert all(close), (key, totals[key], sums)
         for model in ("last", "first", "linear", "time_decay", "position"):
             totals: dict[str, float] = {}
             for row in attributed:

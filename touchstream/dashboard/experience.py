@@ -16,6 +16,7 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
+from sinks.ddl import ATTRIBUTION_MODELS
 from touchstream.dashboard.panels import Fetch, clean, column, records, reference, table, within_bounds
 
 CHURN_RATES = """
@@ -35,29 +36,26 @@ GROUP BY week
 ORDER BY week"""
 #: Per channel, kind and agent (and per agent, channel or kind alone: `grouping`), the
 #: attributed bad share under each model (percent); the overall share of bad outcomes is the
-#: same under every model (weights sum to 1 per outcome).
+#: same under every model (weights sum to 1 per outcome). Read from the running totals of
+#: `outcome_touchpoints` (`sinks.ddl.ATTRIBUTION_TOTALS`): a few rows per group.
 #: Attribution rows need this many outcomes behind them to be shown.
 LEAST_OUTCOMES = 30
-ATTRIBUTION = f"""
-SELECT ['channel, kind and agent', 'channel', 'kind', 'agent'][
-           indexOf([0, 3, 5, 6], grouping(channel, kind, agent))] AS grouping,
-       channel, kind, agent, uniqExact(outcome_id) AS outcomes, count() AS touchpoints,
-       round(100 * sum(weight_last * bad) / nullIf(sum(weight_last), 0), 1) AS last,
-       round(100 * sum(weight_first * bad) / nullIf(sum(weight_first), 0), 1) AS first,
-       round(100 * sum(weight_linear * bad) / sum(weight_linear), 1) AS linear,
-       round(100 * sum(weight_time_decay * bad) / sum(weight_time_decay), 1) AS time_decay,
-       round(100 * sum(weight_position * bad) / sum(weight_position), 1) AS position
-FROM (
-    SELECT *, ifNull(agent_id, '(none)') AS agent,
-           outcome_class IN ('detractor', 'dissatisfied', 'churned') AS bad
-    FROM outcome_touchpoints FINAL
+_SHARES = ",\n".join(
+    f"       round(100 * sum({model}_bad_weight) / nullIf(sum({model}_weight), 0), 1) AS {model}"
+    for model in ATTRIBUTION_MODELS
 )
-GROUP BY GROUPING SETS ((channel, kind, agent), (agent), (channel), (kind))
+ATTRIBUTION = f"""
+SELECT grouping, channel, kind, agent, sum(outcomes) AS outcomes, sum(touchpoints) AS touchpoints,
+{_SHARES}
+FROM attribution_totals
+WHERE grouping != 'all'
+GROUP BY grouping, channel, kind, agent
 HAVING outcomes >= {LEAST_OUTCOMES}
 ORDER BY linear DESC, outcomes DESC"""
 OVERALL_BAD = """
-SELECT round(100 * avg(outcome_class IN ('detractor', 'dissatisfied', 'churned')), 1), count()
-FROM (SELECT DISTINCT outcome_id, outcome_class FROM outcome_touchpoints FINAL)"""
+SELECT round(100 * sum(bad_outcomes) / nullIf(sum(outcomes), 0), 1), sum(outcomes)
+FROM attribution_totals
+WHERE grouping = 'all'"""
 TICKET_TREND = """
 SELECT week, category, tickets, previous_mean, recurring
 FROM ticket_weeks
@@ -124,7 +122,7 @@ ORDER BY hour, channel"""
 RESPONSE_TIMES_BY_HOUR = """
 SELECT toStartOfHour(replied_at) AS hour, quantileExact(0.5)(response_seconds) AS p50,
        quantileExact(0.9)(response_seconds) AS p90
-FROM responses FINAL
+FROM responses_by_hour FINAL
 WHERE replied_at > (SELECT max(occurred_at) FROM touchpoints) - INTERVAL 48 HOUR
 GROUP BY hour
 ORDER BY hour"""

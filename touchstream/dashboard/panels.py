@@ -57,7 +57,7 @@ SELECT channel,
        quantileExact(0.5)(response_seconds) AS p50_24h,
        quantileExact(0.9)(response_seconds) AS p90_24h,
        countIf(NOT final) > 0 AS provisional
-FROM responses FINAL
+FROM responses_by_hour FINAL
 WHERE replied_at > ref - INTERVAL 24 HOUR AND replied_at <= ref
 GROUP BY channel
 ORDER BY channel"""
@@ -66,7 +66,7 @@ HOURLY_P90 = """
 WITH {ref:DateTime64(3, 'UTC')} AS ref
 SELECT channel, dateDiff('hour', toStartOfHour(replied_at), toStartOfHour(ref)) AS hours_ago,
        quantileExact(0.9)(response_seconds)
-FROM responses FINAL
+FROM responses_by_hour FINAL
 WHERE replied_at > ref - INTERVAL 24 HOUR AND replied_at <= ref
 GROUP BY channel, hours_ago"""
 
@@ -76,7 +76,7 @@ LEVELS = "SELECT level, count() FROM engagement FINAL GROUP BY level"
 #: partitions it covers, whatever the history.
 CHANGES = """
 SELECT customer_id, previous_level, level, changed_at, NOT final AS provisional
-FROM engagement_changes FINAL
+FROM engagement_changes_by_hour FINAL
 WHERE changed_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 30 DAY
 ORDER BY changed_at DESC, customer_id
 LIMIT 20"""
@@ -100,11 +100,16 @@ SELECT held.customer_id, levels[held.peak] AS peak_level, now_level.level AS lev
 FROM (
     SELECT customer_id, max(greatest(indexOf(levels, level), indexOf(levels, previous_level))) AS peak,
            max(changed_at) AS last_change
-    FROM engagement_changes FINAL
+    FROM engagement_changes_by_hour FINAL
     WHERE changed_at > ref - INTERVAL 7 DAY AND changed_at <= ref
     GROUP BY customer_id
 ) AS held
-JOIN (SELECT customer_id, level FROM engagement FINAL) AS now_level USING (customer_id)
+JOIN (
+    SELECT customer_id, level FROM engagement FINAL
+    WHERE customer_id IN (
+        SELECT customer_id FROM engagement_changes_by_hour FINAL
+        WHERE changed_at > ref - INTERVAL 7 DAY AND changed_at <= ref)
+) AS now_level USING (customer_id)
 WHERE indexOf(levels, now_level.level) <= held.peak - 2
 ORDER BY moved, held.last_change DESC, held.customer_id
 LIMIT 50"""
