@@ -30,15 +30,15 @@ Fetch = Callable[[str, Mapping[str, Any]], list[tuple[Any, ...]]]
 
 REFERENCE = "SELECT max(occurred_at) FROM touchpoints"
 
+#: The 200 longest waiting, and how many wait (one read of the queue).
 WAITING = """
 SELECT customer_id, conversation_id, channel, waiting_since,
        dateDiff('millisecond', waiting_since, {ref:DateTime64(3, 'UTC')}) / 1000 AS waiting_seconds,
-       NOT final AS provisional
+       NOT final AS provisional, count() OVER () AS waiting
 FROM waiting FINAL
-WHERE NOT answered AND waiting_since IS NOT NULL
-ORDER BY waiting_since, customer_id
+WHERE NOT answered
+ORDER BY waiting_since NULLS LAST, customer_id
 LIMIT 200"""
-WAITING_COUNT = "SELECT count() FROM waiting FINAL WHERE NOT answered"
 
 RESPONSE_TIMES = """
 WITH {ref:DateTime64(3, 'UTC')} AS ref,
@@ -72,14 +72,16 @@ GROUP BY channel, hours_ago"""
 
 LEVELS = "SELECT level, count() FROM engagement FINAL GROUP BY level"
 
-#: The latest changes of the last 30 days: the window keeps the read to the month
-#: partitions it covers, whatever the history.
+#: The latest changes within `days` of "now" (the snapshot reads the last day first, and
+#: the last 30 days only when the day had fewer changes than the panel shows): the window
+#: keeps the read to that window's rows, whatever the history.
 CHANGES = """
 SELECT customer_id, previous_level, level, changed_at, NOT final AS provisional
 FROM engagement_changes_by_hour FINAL
-WHERE changed_at > {ref:DateTime64(3, 'UTC')} - INTERVAL 30 DAY
+WHERE changed_at > {ref:DateTime64(3, 'UTC')} - toIntervalDay({days:UInt32})
 ORDER BY changed_at DESC, customer_id
 LIMIT 20"""
+CHANGES_SHOWN = 20
 
 TOP = """
 WITH {ref:DateTime64(3, 'UTC')} AS ref
@@ -92,26 +94,22 @@ ORDER BY score_now DESC, customer_id
 LIMIT 10"""
 
 #: At risk: now at least two levels below the highest level held in the last 7 days (every
-#: level held in the window is the previous or new level of one of its changes).
+#: level held in the window is the previous or new level of one of its changes, and the
+#: level now is the new level of the latest: at one instant, changes are rises).
 AT_RISK = """
 WITH {ref:DateTime64(3, 'UTC')} AS ref, {levels:Array(String)} AS levels
-SELECT held.customer_id, levels[held.peak] AS peak_level, now_level.level AS level_now,
-       indexOf(levels, now_level.level) - held.peak AS moved, held.last_change
+SELECT customer_id, levels[peak] AS peak_level, levels[now_index] AS level_now, now_index - peak AS moved,
+       last_change
 FROM (
     SELECT customer_id, max(greatest(indexOf(levels, level), indexOf(levels, previous_level))) AS peak,
+           argMax(indexOf(levels, level), (changed_at, indexOf(levels, level))) AS now_index,
            max(changed_at) AS last_change
     FROM engagement_changes_by_hour FINAL
     WHERE changed_at > ref - INTERVAL 7 DAY AND changed_at <= ref
     GROUP BY customer_id
-) AS held
-JOIN (
-    SELECT customer_id, level FROM engagement FINAL
-    WHERE customer_id IN (
-        SELECT customer_id FROM engagement_changes_by_hour FINAL
-        WHERE changed_at > ref - INTERVAL 7 DAY AND changed_at <= ref)
-) AS now_level USING (customer_id)
-WHERE indexOf(levels, now_level.level) <= held.peak - 2
-ORDER BY moved, held.last_change DESC, held.customer_id
+)
+WHERE now_index <= peak - 2
+ORDER BY moved, last_change DESC, customer_id
 LIMIT 50"""
 
 EXPERIENCE = f"""
@@ -224,8 +222,11 @@ def snapshot(
     levels = [name for name, _ in config.levels]
 
     waiting_rows = []
+    waiting = 0
     if ref is not None:
-        for customer, conversation, channel, since, seconds, provisional in fetch(WAITING, params):
+        for customer, conversation, channel, since, seconds, provisional, waiting in fetch(WAITING, params):
+            if since is None:
+                continue
             limit = sla(channel)
             waiting_rows.append({
                 "customer_id": customer, "conversation_id": conversation, "channel": channel,
@@ -237,7 +238,7 @@ def snapshot(
          column("waiting_seconds", "Waiting", "seconds"), column("waiting_since", "Since", "time"),
          column("conversation_id", "Conversation")],
         waiting_rows,
-        (fetch(WAITING_COUNT, {}) or [(0,)])[0][0],
+        waiting,
     )  # fmt: skip
 
     response_rows = []
@@ -277,7 +278,7 @@ def snapshot(
         {"customer_id": customer, "previous_level": before, "level": after, "changed_at": at,
          "direction": "rising" if rank.get(after, 0) > rank.get(before, 0) else "falling",
          "provisional": bool(provisional)}
-        for customer, before, after, at, provisional in (fetch(CHANGES, params) if ref is not None else [])
+        for customer, before, after, at, provisional in _latest_changes(fetch, params)
     ]  # fmt: skip
     panels["changes"] = table(
         [column("changed_at", "When", "time"), column("customer_id", "Customer"),
@@ -339,6 +340,13 @@ def snapshot(
     )
     panels["read_seconds"] = round(time.perf_counter() - began, 3)
     return panels
+
+
+def _latest_changes(fetch: Fetch, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    if params["ref"] is None:
+        return []
+    rows = fetch(CHANGES, {**params, "days": 1})
+    return rows if len(rows) >= CHANGES_SHOWN else fetch(CHANGES, {**params, "days": 30})
 
 
 PREFERRED_CHANNELS = """
