@@ -222,11 +222,9 @@ def snapshot(
     levels = [name for name, _ in config.levels]
 
     waiting_rows = []
-    waiting = 0
-    if ref is not None:
-        for customer, conversation, channel, since, seconds, provisional, waiting in fetch(WAITING, params):
-            if since is None:
-                continue
+    queue = fetch(WAITING, params) if ref is not None else []
+    for customer, conversation, channel, since, seconds, provisional, _ in queue:
+        if since is not None:
             limit = sla(channel)
             waiting_rows.append({
                 "customer_id": customer, "conversation_id": conversation, "channel": channel,
@@ -238,7 +236,7 @@ def snapshot(
          column("waiting_seconds", "Waiting", "seconds"), column("waiting_since", "Since", "time"),
          column("conversation_id", "Conversation")],
         waiting_rows,
-        waiting,
+        queue[0][-1] if queue else 0,  # the queue's length, counted in the same read
     )  # fmt: skip
 
     response_rows = []
