@@ -9,7 +9,8 @@ question on the customer's preferred contact channel, an email follow-up, often 
 purchase, then a survey. Each customer has traits of their own, drawn from the seed:
 the channel they browse on, the one they prefer to talk on, and a daily rhythm (the UTC
 hour they are most active around), so the profiles and the active-hours heatmap show
-real patterns. `events()` yields the touchpoints in `occurred_at` order. The same seed
+real patterns; with `rhythm`, the number of sessions follows the hour and the weekday
+too. `events()` yields the touchpoints in `occurred_at` order. The same seed
 and start time give the same events, with the same ids.
 """
 
@@ -47,6 +48,15 @@ CONTACT_PREFERENCES: dict[Channel, float] = {
 #: A session is kept for a customer with weight exp(-(hours from their peak)^2 / 2 sigma^2)
 #: (a few tries to find a customer awake now), so each customer acts around their own hour.
 RHYTHM_SIGMA_HOURS = 3.0
+#: With `SimulatorConfig.rhythm`, how busy each UTC hour of a weekday is (relative), and how
+#: busy a Saturday and a Sunday are beside a weekday: quiet nights, a working-day peak and
+#: a lighter evening, quieter weekends. Scaled so that a week averages `sessions_per_second`.
+HOURLY_SHAPE = (
+    0.15, 0.1, 0.1, 0.1, 0.15, 0.3, 0.6, 1.0, 1.4, 1.7, 1.8, 1.8,
+    1.7, 1.7, 1.8, 1.8, 1.7, 1.5, 1.3, 1.2, 1.1, 0.9, 0.6, 0.3,
+)  # fmt: skip
+WEEKEND_SHARE = (0.7, 0.55)
+_WEEK_MEAN = sum(HOURLY_SHAPE) * (5 + sum(WEEKEND_SHARE)) / (7 * 24)
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,16 @@ class SimulatorConfig:
     #: An incident (say, a broken login) from this instant: a surge of tickets in one category.
     incident_at: datetime | None = None
     incident_days: float = 4.0
+    #: Sessions follow the hour of the day and the day of the week (`HOURLY_SHAPE`) instead
+    #: of arriving at one rate around the clock.
+    rhythm: bool = False
+
+
+def busyness(moment: datetime) -> float:
+    """How busy `moment` is beside the week's mean (1.0), with `SimulatorConfig.rhythm`."""
+    day = moment.weekday()
+    weekday = 1.0 if day < 5 else WEEKEND_SHARE[day - 5]
+    return HOURLY_SHAPE[moment.hour] * weekday / _WEEK_MEAN
 
 
 class Simulator:
@@ -144,7 +164,7 @@ class Simulator:
         while limit is None or emitted < limit:
             while not self._queue or self._next_session_at <= self._queue[0][0]:
                 self._start_session(self._next_session_at)
-                self._next_session_at += self._random.expovariate(self.config.sessions_per_second)
+                self._next_session_at = self._after(self._next_session_at)
             at, _, fields = heapq.heappop(self._queue)
             yield self._event(at, fields)
             emitted += 1
@@ -158,6 +178,18 @@ class Simulator:
             yield event, value
 
     # -- sessions -------------------------------------------------------------------
+
+    def _after(self, at: float) -> float:
+        """The next session start after `at`: a Poisson process, with `rhythm` thinned to
+        the hour's and the weekday's share of the busiest rate."""
+        rate = self.config.sessions_per_second
+        if not self.config.rhythm:
+            return at + self._random.expovariate(rate)
+        peak = max(HOURLY_SHAPE) / _WEEK_MEAN
+        while True:
+            at += self._random.expovariate(rate * peak)
+            if self._random.random() * peak < busyness(self.start + timedelta(seconds=at)):
+                return at
 
     def _customer(self) -> str:
         # A few customers are far more active than most (Pareto-like).

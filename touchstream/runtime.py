@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import shutil
@@ -10,7 +11,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from producers.publisher import Delivery, Publisher, destination
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.errors import BrokerError, ConfigError
 from schemas.topics import all_topics, input_topics
+from schemas.touchpoint import TouchpointEvent
 from sinks.clickhouse import ClickHouse, connect
 from streams.fetchpace import pace_empty_fetches
 from touchstream import collector as collecting
@@ -93,20 +95,28 @@ def refuse_stale_results(settings: Settings, clickhouse: ClickHouse) -> None:
         )
 
 
-#: The demo's history: this many sessions per simulated day among this many customers; a
-#: history session averages about 7.7 events (its conversations run to their end), so 90
-#: days are about 130,000 events: a customer acts every few days, and those who stop churn.
-HISTORY_SESSIONS_PER_DAY = 190
-HISTORY_EVENTS_PER_SESSION = 7.7
-HISTORY_CUSTOMERS = 3_000
+#: The demo's business: this many sessions per day on average among this many customers,
+#: busier in working hours and on weekdays (`SimulatorConfig.rhythm`); a session averages
+#: about 7.7 events (its conversations run to their end), so 90 days of history are about
+#: 130,000 events: a customer acts every few days, and those who stop churn. Live traffic
+#: goes on with the same customers at the same pace, so the history's panels stay true.
+BUSINESS_SESSIONS_PER_DAY = 190
+BUSINESS_EVENTS_PER_SESSION = 7.7
+BUSINESS_CUSTOMERS = 3_000
+#: Share of the demo's records broken on purpose (the dead letters the dashboard counts).
+DEMO_INVALID_SHARE = 0.002
 #: The history's incident (a surge of login tickets) begins this long before now.
 HISTORY_INCIDENT_AGO = timedelta(days=24)
 
+Records = Iterator[tuple[TouchpointEvent, bytes]]
+
 
 class DemoTraffic(threading.Thread):
-    """Publishes simulated journeys until stopped: first, on an empty database, the history
+    """Publishes simulated journeys until stopped: the demo's business (`BUSINESS_*`) in
+    real time (occurred_at = now), and first, on an empty database, its history
     (`demo_history_days` of event time ending now, as fast as the worker takes it, with a
-    progress bar), then in real time (occurred_at = now)."""
+    progress bar), which the live traffic continues. `TOUCHSTREAM_DEMO_RATE` replaces the
+    live pace with that many events/s among 50,000 customers (for load, not for a story)."""
 
     def __init__(
         self, settings: Settings, bootstrap: str, *, processed: Callable[[], int] | None = None
@@ -117,21 +127,43 @@ class DemoTraffic(threading.Thread):
         self.publisher = Publisher(bootstrap, prefix=settings.topic_prefix)
         self.prefix = settings.topic_prefix
         self.delivery = Delivery()
-        #: Events the worker has written so far; None: no history to wait for.
+        #: Records the worker has taken so far (written or dead-lettered); None: no history.
         self.processed = processed
         self._stop_event = threading.Event()
 
-    def run(self) -> None:
-        if self.processed is not None and self.settings.demo_history_days > 0:
-            self._history(self.processed)
-        config = SimulatorConfig(
-            seed=self.settings.demo_seed,
-            customers=50_000,  # sparse enough that journeys are a few sessions, as in life
-            sessions_per_second=self.settings.demo_rate / EVENTS_PER_SESSION,
-            invalid_share=0.002,
+    def business(self) -> SimulatorConfig:
+        return SimulatorConfig(
+            seed=self.settings.demo_seed + 1,  # ids of their own: sim-<seed+1>-<run>-<n>
+            customers=BUSINESS_CUSTOMERS,
+            sessions_per_second=BUSINESS_SESSIONS_PER_DAY / 86_400,
+            invalid_share=DEMO_INVALID_SHARE,
             run=self.run_label,
+            incident_at=(
+                datetime.now(UTC) - min(HISTORY_INCIDENT_AGO, timedelta(days=self._days() / 2))
+                if self._days() > 0
+                else None
+            ),
+            rhythm=True,
         )
-        for event, value in Simulator(config, start=datetime.now(UTC)).records():
+
+    def _days(self) -> float:
+        return self.settings.demo_history_days if self.processed is not None else 0.0
+
+    def run(self) -> None:
+        now = datetime.now(UTC)
+        live: Records = Simulator(self.business(), start=now - timedelta(days=self._days())).records()
+        if self._days() > 0 and self.processed is not None:
+            live = self._history(live, now, self.processed)
+        if self.settings.demo_rate is not None:
+            config = SimulatorConfig(
+                seed=self.settings.demo_seed,
+                customers=50_000,  # sparse enough that journeys are a few sessions, as in life
+                sessions_per_second=self.settings.demo_rate / EVENTS_PER_SESSION,
+                invalid_share=DEMO_INVALID_SHARE,
+                run=self.run_label,
+            )
+            live = Simulator(config, start=datetime.now(UTC)).records()
+        for event, value in live:
             wait = (event.occurred_at - datetime.now(UTC)).total_seconds()
             if wait > 0 and self._stop_event.wait(wait):
                 break
@@ -140,42 +172,31 @@ class DemoTraffic(threading.Thread):
             self.publisher.send_raw(*destination(event, self.prefix), value, self.delivery)
         self.publisher.close()
 
-    def _history(self, processed: Callable[[], int]) -> None:
-        """Publish the history, then show the worker's progress through it until it is written."""
-        days = self.settings.demo_history_days
-        now = datetime.now(UTC)
-        config = SimulatorConfig(
-            seed=self.settings.demo_seed + 1,  # ids of their own: sim-<seed+1>-<run>-<n>
-            customers=HISTORY_CUSTOMERS,
-            sessions_per_second=HISTORY_SESSIONS_PER_DAY / 86_400,
-            run=self.run_label,
-            incident_at=now - min(HISTORY_INCIDENT_AGO, timedelta(days=days / 2)),
-        )
+    def _history(self, records: Records, now: datetime, processed: Callable[[], int]) -> Records:
+        """Publish `records` up to `now`, then show the worker's progress through them until
+        it has taken them all; return the records from `now` on."""
         started, before = time.monotonic(), processed()
         published = 0
+        rest: Records = iter(())
+        for event, value in records:
+            if event.occurred_at >= now or self._stop_event.is_set():
+                rest = itertools.chain([(event, value)], records)
+                break
+            self.publisher.send_raw(*destination(event, self.prefix), value, self.delivery)
+            published += 1
+        try:
+            self.publisher.wait(self.delivery, published, timeout=60)
+        except BrokerError as error:
+            print(f"demo       history not published: {error}", flush=True)
+            return rest
         with Progress(
-            TextColumn("demo       history of {task.fields[days]:g} days"),
+            TextColumn(f"demo       history of {self._days():g} days"),
             BarColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f} events"),
             TimeElapsedColumn(),
             transient=False,
         ) as bar:
-            task = bar.add_task(
-                "history",
-                total=round(days * HISTORY_SESSIONS_PER_DAY * HISTORY_EVENTS_PER_SESSION),
-                days=days,
-            )
-            for event, value in Simulator(config, start=now - timedelta(days=days)).records():
-                if event.occurred_at >= now or self._stop_event.is_set():
-                    break
-                self.publisher.send_raw(*destination(event, self.prefix), value, self.delivery)
-                published += 1
-            try:
-                self.publisher.wait(self.delivery, published, timeout=60)
-            except BrokerError as error:
-                print(f"demo       history not published: {error}", flush=True)
-                return
-            bar.update(task, total=published)
+            task = bar.add_task("history", total=published)  # counted before it is shown: it stays
             while not self._stop_event.is_set():
                 done = min(processed() - before, published)
                 bar.update(task, completed=done)
@@ -184,6 +205,7 @@ class DemoTraffic(threading.Thread):
                 self._stop_event.wait(0.2)
         if not self._stop_event.is_set():
             print(f"demo       history written in {time.monotonic() - started:.1f} s; now live", flush=True)
+        return rest
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -255,7 +277,7 @@ def run_worker(
         if dashboard:
             web.check_binding(settings)
             port = settings.dashboard_port or free_port(settings.dashboard_host)
-            read = web.reader(settings, clickhouse, health=worker_health(stats, readiness))
+            read = web.reader(settings, clickhouse, health=worker_health(stats, readiness, demo=demo))
             services.append(
                 web.DashboardService(
                     settings,
@@ -282,15 +304,21 @@ def run_worker(
             print(f"collector  {collecting.describe(settings, port)}")
         if demo:
             empty = clickhouse.scalar("SELECT count() FROM touchpoints") == 0
-            traffic = DemoTraffic(
-                settings, bootstrap, processed=(lambda: stats.events_written) if empty else None
-            )
+            taken = lambda: stats.events_written + stats.dead_letters  # noqa: E731
+            traffic = DemoTraffic(settings, bootstrap, processed=taken if empty else None)
             traffic.start()
             stack.callback(traffic.stop)
-            print(
-                f"demo       simulated journeys, ramping up to ~{settings.demo_rate:.0f} events/s "
-                "as conversations get under way"
-            )
+            if settings.demo_rate is None:
+                print(
+                    f"demo       a business of {BUSINESS_CUSTOMERS:,} customers, about "
+                    f"{BUSINESS_SESSIONS_PER_DAY * BUSINESS_EVENTS_PER_SESSION:,.0f} events a day, busiest "
+                    f"in working hours; {DEMO_INVALID_SHARE:.1%} of records broken on purpose (dead letters)"
+                )
+            else:
+                print(
+                    f"demo       simulated journeys, ramping up to ~{settings.demo_rate:.0f} events/s "
+                    "as conversations get under way"
+                )
         info = None
         if owner:
             info = control.ControlInfo(url=url, pid=os.getpid(), bootstrap=bootstrap, dashboard=dashboard_url)
@@ -318,8 +346,12 @@ def run_worker(
             raise stats.stopped_by  # one line from the CLI: the table, ClickHouse's code and name
 
 
-def worker_health(stats: PipelineStats, readiness: Sequence[Check] = ()) -> Callable[[], dict[str, Any]]:
-    """The dashboard's pipeline-health figures, from the worker's own counters and checks."""
+def worker_health(
+    stats: PipelineStats, readiness: Sequence[Check] = (), *, demo: bool = False
+) -> Callable[[], dict[str, Any]]:
+    """The dashboard's pipeline-health figures, from the worker's own counters and checks;
+    with `demo`, the dead letters say that the demo breaks some records on purpose."""
+    dead = f"dead letters (the demo breaks {DEMO_INVALID_SHARE:.1%} on purpose)" if demo else "dead letters"
     previous: list[tuple[float, int]] = []
 
     def health() -> dict[str, Any]:
@@ -334,7 +366,7 @@ def worker_health(stats: PipelineStats, readiness: Sequence[Check] = ()) -> Call
             "status": "; ".join(problems(readiness)) or "ok",
             "events/s in": round(rate, 1),
             "events in (since start)": stats.events_in,
-            "dead letters": stats.dead_letters,
+            dead: stats.dead_letters,
             "late events": stats.late_events,
             "consumer lag": stats.consumer_lag,
             "last sink flush": datetime.fromtimestamp(flushed, UTC) if flushed else None,

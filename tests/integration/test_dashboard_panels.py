@@ -107,6 +107,8 @@ def test_web_app_serves_the_page_and_wants_its_token(clickhouse: ClickHouse) -> 
             js = await client.get("/static/dashboard.js", headers={"Authorization": "Bearer s3cret"})
             assert js.status == 200 and js.content_type == "text/javascript"
             assert (await client.get("/static/../web.py?token=s3cret")).status == 404
+            icon = await client.get("/favicon.ico?token=s3cret")
+            assert icon.status == 200 and icon.content_type == "image/svg+xml"
             data = await (await client.get("/api/snapshot?token=s3cret")).json()
             assert data["waiting"]["count"] == 1
             stream = await client.get("/api/stream?token=s3cret")

@@ -168,12 +168,12 @@ def test_tickets_churns_and_attribution_equal_their_definitions(
         assert stored(clickhouse, "outcome_touchpoints", OUTCOME_COLUMNS) == wanted(
             attributed, OUTCOME_COLUMNS
         )
-        totals, expected = attribution_totals(clickhouse), attribution(attributed)
-        assert totals.keys() == expected.keys()
+        running, expected = attribution_totals(clickhouse), attribution(attributed)
+        assert running.keys() == expected.keys()
         for key, sums in expected.items():
-            assert totals[key].keys() == sums.keys(), key
-            close = [math.isclose(totals[key][name], value, abs_tol=1e-6) for name, value in sums.items()]
-            assert all(close), (key, totals[key], sums)
+            assert running[key].keys() == sums.keys(), key
+            close = [math.isclose(running[key][name], value, abs_tol=1e-6) for name, value in sums.items()]
+            assert all(close), (key, running[key], sums)
         for model in ("last", "first", "linear", "time_decay", "position"):
             totals: dict[str, float] = {}
             for row in attributed:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from datetime import timedelta
 
 from producers.simulator import Simulator, SimulatorConfig
 from schemas.codec import Rejected, decode
@@ -46,3 +47,37 @@ def test_runs_with_different_labels_share_no_event_or_conversation_id() -> None:
     assert first == again, "the same run label gives the same ids"
     assert first[0].isdisjoint(other[0]) and first[1].isdisjoint(other[1])
     assert all(event_id.startswith("sim-7-20261123T010000-") for event_id in first[0])
+
+
+def test_with_rhythm_sessions_follow_the_hour_and_the_weekday() -> None:
+    """Working hours are busier than nights, weekdays than weekends, and a week averages the
+    configured rate; without rhythm every hour is alike."""
+    rate = 400 / 86_400
+    weeks = 4
+
+    def by_slot(rhythm: bool) -> tuple[Counter[tuple[bool, int]], int]:
+        config = SimulatorConfig(seed=5, customers=3000, sessions_per_second=rate, rhythm=rhythm)
+        simulator = Simulator(config, BASE_TIME)
+        end = BASE_TIME + timedelta(weeks=weeks)
+        starts: Counter[tuple[bool, int]] = Counter()
+        at = 0.0
+        while (moment := BASE_TIME + timedelta(seconds=at)) < end:
+            starts[moment.weekday() >= 5, moment.hour] += 1
+            at = simulator._after(at)
+        return starts, sum(starts.values())
+
+    steady, steady_total = by_slot(rhythm=False)
+    shaped, shaped_total = by_slot(rhythm=True)
+    expected = rate * weeks * 7 * 86_400
+    assert abs(shaped_total - expected) < 0.05 * expected
+    assert abs(steady_total - expected) < 0.05 * expected
+
+    def mean(counts: Counter[tuple[bool, int]], weekend: bool, hours: range) -> float:
+        """Session starts per hour of `hours` on one day (weekend days or weekdays)."""
+        days = weeks * (2 if weekend else 5)
+        return sum(counts[weekend, hour] for hour in hours) / len(hours) / days
+
+    day, night = range(9, 17), range(0, 5)
+    assert mean(shaped, False, day) > 5 * mean(shaped, False, night)
+    assert mean(shaped, False, day) > 1.4 * mean(shaped, True, day)
+    assert mean(steady, False, day) < 1.3 * mean(steady, False, night)

@@ -46,7 +46,7 @@ BEHAVIOUR_SECONDS = 15.0
 #: How often the experience view is read again (its views read every stored event).
 EXPERIENCE_SECONDS = 30.0
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain",
-         ".md": "text/plain"}  # fmt: skip
+         ".md": "text/plain", ".svg": "image/svg+xml"}  # fmt: skip
 #: The files the page may load: its own, and the vendored timeline library with its licence.
 VENDORED = {
     "vis-timeline": ("vis-timeline-graph2d.min.js", "vis-timeline-graph2d.min.css", "LICENSE.md",
@@ -55,6 +55,7 @@ VENDORED = {
 }  # fmt: skip
 ASSETS = frozenset({
     "dashboard.js", "dashboard.css", "customer.js", "search.js", "tables.js", "charts.js", "experience.js",
+    "favicon.svg",
     *(f"vendor/{library}/{name}" for library, names in VENDORED.items() for name in names),
 })  # fmt: skip
 
@@ -173,10 +174,14 @@ def application(
             return web.json_response({"error": str(error)}, status=404)
         return web.json_response(found)
 
+    async def favicon(request: web.Request) -> web.StreamResponse:
+        return static_file("favicon.svg")  # browsers ask for it whatever the page links
+
     app = web.Application(middlewares=[guard])
     app.router.add_get("/", page)
     app.router.add_get("/api/customers/{customer_id}", customer_record)
     app.router.add_get("/static/{name:.+}", asset)  # only the ASSETS, whatever the path says
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/customers/{customer_id}", customer_page)
     app.router.add_get("/api/snapshot", current)
     app.router.add_get("/experience", experience_page)
