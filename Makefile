@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint unit integration bench clean
+.PHONY: demo test lint unit integration bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline --json bench/results.json
+
+## The pages' screenshots in docs/, from a fresh demo (needs Debian's chromium).
+screenshots: $(STAMP)
+	$(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) .touchstream .pytest_cache .mypy_cache .ruff_cache *.egg-info

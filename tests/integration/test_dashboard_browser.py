@@ -129,6 +129,32 @@ def browser_page(width: int, height: int) -> Iterator[tuple[Any, list[str]]]:
             browser.close()
 
 
+#: Tables wider than what holds them, and column headers cut, on the page as laid out now.
+OVERFLOWS = """() => {
+  const problems = [];
+  for (const table of document.querySelectorAll("main table")) {
+    if (!table.offsetParent) continue;
+    const holder = table.closest(".scroll") || table.closest(".panel");
+    if (table.scrollWidth > holder.clientWidth + 1) {
+      problems.push(`${table.id}: ${table.scrollWidth} px wide in ${holder.clientWidth} px`);
+    }
+    for (const th of table.querySelectorAll("thead th")) {
+      if (th.scrollWidth > th.clientWidth + 1) problems.push(`${table.id}: header "${th.textContent}" cut`);
+    }
+  }
+  return problems;
+}"""
+LAYOUT_WIDTHS = (1280, 1440)
+
+
+def assert_fits(page: Any) -> None:
+    """At 1280 and 1440 px wide, no table overflows its panel and every header shows whole."""
+    for width in LAYOUT_WIDTHS:
+        page.set_viewport_size({"width": width, "height": 1200})
+        page.wait_for_timeout(300)  # the grid and the charts settle to the new width
+        assert page.evaluate(OVERFLOWS) == [], f"at {width} px"
+
+
 def seconds_from_now() -> Callable[[float], str]:
     """ISO times relative to now (whole seconds), for events of a live test."""
     now = datetime.now(UTC).replace(microsecond=0)
@@ -216,6 +242,7 @@ def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: Stack) -> Non
         assert page.locator("#active_hours td.heat").count() == 7 * 24
         health = page.locator("#health tbody").inner_text()
         assert "dead letters\t0" in health and "last sink flush\t20" in health, health
+        assert_fits(page)
         assert not errors, errors
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
@@ -278,6 +305,7 @@ def test_customer_360_from_search_and_links_updates_live_in_a_real_browser(stack
         seen = round((time.monotonic() - posted) * 1000)
         assert "social" in {lane.strip() for lane in page.locator("#timeline .vis-label").all_inner_texts()}
         assert page.evaluate("window.__sameDocument === true"), "updated without a reload"
+        assert_fits(page)
         assert not errors, errors
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "customer.png"), full_page=True)

@@ -15,6 +15,7 @@ from tests.factories import event
 from tests.integration.test_dashboard_browser import (
     ARTIFACTS,
     Stack,
+    assert_fits,
     browser_page,
     seconds_from_now,
     send,
@@ -100,6 +101,9 @@ def test_experience_view_shows_the_slow_agent_behind_bad_outcomes(stack: Stack) 
         assert "login" in page.locator("#ticket_chart").inner_text()
         assert page.locator("#tickets tbody").inner_text().startswith("helpdesk")
         assert "unanswered" in page.locator("#churn_by_signal").inner_text()
+        for by in ("channel, kind and agent", "agent"):
+            page.select_option("#by", by)
+            assert_fits(page)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "experience.png"), full_page=True)
         assert not errors, errors

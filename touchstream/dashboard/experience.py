@@ -91,7 +91,8 @@ SLA_BY_AGENT = """
 SELECT first_response_agent_id AS agent, channel, count() AS first_responses,
        round(100 * avg(within_sla), 1) AS within_sla_percent
 FROM tickets FINAL
-WHERE within_sla IS NOT NULL AND opened_at > (SELECT max(occurred_at) FROM touchpoints) - INTERVAL 28 DAY
+WHERE within_sla IS NOT NULL AND first_response_agent_id IS NOT NULL
+  AND opened_at > (SELECT max(occurred_at) FROM touchpoints) - INTERVAL 28 DAY
 GROUP BY agent, channel
 ORDER BY within_sla_percent, first_responses DESC
 LIMIT 15"""
@@ -158,6 +159,19 @@ def _utc_epoch(moment: date | datetime) -> float:
     return datetime(moment.year, moment.month, moment.day, tzinfo=UTC).timestamp()
 
 
+def _churn_points(overall: list[dict[str, Any]], ref: datetime | None) -> list[tuple[Any, ...]]:
+    """(month, churn %, churn % of the month still under way): the month of "now" is a
+    series of its own, so the chart marks it as partial."""
+    points = []
+    for row in overall:
+        month = row["month"]
+        current = ref is not None and (month.year, month.month) == (ref.year, ref.month)
+        points.append(
+            (month, None if current else row["churn_percent"], row["churn_percent"] if current else None)
+        )
+    return points
+
+
 def charts(fetch: Fetch) -> dict[str, Any]:
     """The ops page's charts over the 48 h before the newest event: events per channel and
     response-time p50/p90 per hour."""
@@ -188,7 +202,7 @@ def experience(fetch: Fetch) -> dict[str, Any]:
     trend = fetch(TICKET_TREND, {}) if ref else []
     percent = "number"
     panels: dict[str, Any] = {
-        "churn_chart": _series([(row["month"], row["churn_percent"]) for row in overall], ["churn %"]),
+        "churn_chart": _series(_churn_points(overall, ref), ["churn %", "this month so far"]),
         "churn_by_signal": table(
             [column("month", "Month"), column("signal", "Signal"),
              column("customers", "Active with it", "int"), column("churned", "Churned", "int"),

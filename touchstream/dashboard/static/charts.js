@@ -4,6 +4,8 @@
 "use strict";
 
 const charts = {};  // element id -> {plot, labels}
+// Ticks of a duration axis on a log scale: 1 s, 10 s, 1 min, 10 min, 1 h, 6 h, 1 d, 7 d.
+const DURATION_TICKS = [1, 10, 60, 600, 3600, 21600, 86400, 604800];
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d",
                  "#475569", "#ea580c"];
 
@@ -13,7 +15,9 @@ function chart(id, data, options = {}) {
   // A series without a single value (no CSAT answers yet, say) is left out.
   data = { x: data.x, series: data.series.filter((s) => s.values.some((v) => v !== null)) };
   const labels = data.series.map((s) => s.label).join("\u0000");
-  const rows = [data.x, ...data.series.map((s) => s.values)];
+  // Durations span seconds to days: a log scale, where under a second shows as one second.
+  const shown = options.seconds ? (v) => (v === null ? null : Math.max(v, 1)) : (v) => v;
+  const rows = [data.x, ...data.series.map((s) => s.values.map(shown))];
   const width = Math.max(element.clientWidth, 280);
   element.dataset.points = String(data.x.length);
   element.setAttribute("aria-label", `${element.dataset.title || id}: ${data.series.map((s) => s.label).join(", ")}`);
@@ -33,7 +37,7 @@ function chart(id, data, options = {}) {
   const plot = new uPlot({
     width,
     height: options.height || 220,
-    scales: { x: { time: true } },
+    scales: { x: { time: true }, ...(options.seconds ? { y: { distr: 3, log: 10 } } : {}) },
     tzDate: (seconds) => uPlot.tzDate(new Date(seconds * 1000), "Etc/UTC"),  // the page's times are UTC
     series: [
       {},
@@ -42,8 +46,10 @@ function chart(id, data, options = {}) {
         points: { show: data.x.length < 40 },
       })),
     ],
-    axes: [{}, { label: options.label, values: options.seconds ? (u, ticks) => ticks.map((t) => duration(t)) : undefined,
-                 size: 60 }],
+    axes: [{}, options.seconds
+      ? { label: options.label, size: 60, values: (u, ticks) => ticks.map((t) => duration(t)),
+          splits: (u, axis, min, max) => DURATION_TICKS.filter((t) => t >= min && t <= max) }
+      : { label: options.label, size: 60 }],
   }, rows, element);
   charts[id] = { plot, labels };
 }

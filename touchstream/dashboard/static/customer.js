@@ -14,7 +14,9 @@ document.title = `Touchstream: ${customerId}`;
 const groups = new vis.DataSet();
 const items = new vis.DataSet();
 const timeline = new vis.Timeline(document.getElementById("timeline"), items, groups, {
-  stack: true, zoomKey: "ctrlKey", orientation: "top", maxHeight: 520, margin: { item: 4 },
+  // Unstacked: each lane stays one row however many events it holds (a stacked lane of a
+  // busy channel grew into a column of labels that pushed the other lanes out of view).
+  stack: false, zoomKey: "ctrlKey", orientation: "top", maxHeight: 520, margin: { item: 4 },
   tooltip: { followMouse: true },
 });
 let fitted = false;

@@ -8,7 +8,7 @@ const PANELS = ["waiting", "responses", "levels", "changes", "top", "at_risk", "
 function show(snapshot) {
   for (const id of PANELS) render(id, snapshot[id]);
   chart("volume_chart", snapshot.volume_chart, { label: "events per hour" });
-  chart("response_chart", snapshot.response_chart, { label: "seconds", seconds: true });
+  chart("response_chart", snapshot.response_chart, { label: "response time (log scale)", seconds: true });
   document.getElementById("reference").textContent = snapshot.reference ? timeOf(snapshot.reference) : "none yet";
   const status = document.getElementById("status");
   const errors = [...(snapshot.errors || []), ...(snapshot.behaviour_errors || [])];
