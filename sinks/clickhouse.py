@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -304,22 +304,23 @@ class ClickHouse:
             self._limit_read = True
         return self.partition_limit
 
-    def migrate(self, config: MetricsConfig | None = None) -> None:
-        """Create what is missing; the views take their windows from `config` (defaults)."""
+    def migrate(self, config: MetricsConfig | None = None, say: Callable[[str], None] | None = None) -> None:
+        """Create what is missing; the views take their windows from `config` (defaults).
+        `say` hears the long steps (a first fill, a table computed for every customer)."""
         from sinks.maintained import MaintainedTables  # it writes through this class
 
         for statement in migrations(self.database, config):
             self.command(statement)
-        self._migrate_mirrors()
+        self._migrate_mirrors(say)
         maintained = MaintainedTables(self.database, config)
         made = maintained.migrate(self)
         for statement in views(self.database, config):
             self.command(statement)
         self.check_schema()
         if made:
-            maintained.rebuild(self, made)
+            maintained.rebuild(self, made, say)
 
-    def _migrate_mirrors(self) -> None:
+    def _migrate_mirrors(self, say: Callable[[str], None] | None = None) -> None:
         """Make each mirror (`sinks.ddl.MIRRORS`) whose definition changed anew, filled with
         its source's rows; its fingerprint is written once it is filled."""
         db = self.database
@@ -336,6 +337,8 @@ class ClickHouse:
             for statement in statements:
                 self.command(statement)
             # Rows the feed copied meanwhile are there twice, with one version: FINAL keeps one.
+            if say is not None:
+                say(f"copying {mirror.source} into {name}, ordered by hour (once)")
             self.command(
                 f"INSERT INTO {db}.{name} SELECT {mirror.columns} FROM {db}.{mirror.source}",
                 doing=f"first fill of {db}.{name}",
@@ -410,7 +413,9 @@ class Location(Protocol):
     def metrics_config(self) -> MetricsConfig: ...
 
 
-def connect(settings: Location, *, migrate: bool = True) -> ClickHouse:
+def connect(
+    settings: Location, *, migrate: bool = True, say: Callable[[str], None] | None = None
+) -> ClickHouse:
     """The ClickHouse in use: chDB under the data dir, or the server at CLICKHOUSE_URL."""
     bounds: dict[str, Any] = {
         "read_seconds": settings.read_bound_seconds,
@@ -431,7 +436,7 @@ def connect(settings: Location, *, migrate: bool = True) -> ClickHouse:
     except OSError as error:
         raise ClickHouseError(f"cannot open ClickHouse: {error}") from error
     if migrate:
-        handle.migrate(settings.metrics_config())
+        handle.migrate(settings.metrics_config(), say)
     # Unqualified table names in operators' queries resolve to Touchstream's database.
     handle.client.database = handle.database
     return handle

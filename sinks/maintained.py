@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sinks.ddl import (
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Hears what a long step is doing, one line at a time (`up` prints it).
+Say = Callable[[str], None]
 #: Customers per computation: the list travels as a query parameter, and ClickHouse reads
 #: their rows by the primary key of `touchpoints` and of the stream's tables.
 CHUNK = 2000
@@ -154,12 +156,15 @@ class MaintainedTables:
         for start in range(0, len(ordered), CHUNK):
             self._apply(clickhouse, names, SCOPE, {"customers": ordered[start : start + CHUNK]})
 
-    def rebuild(self, clickhouse: ClickHouse, tables: Collection[str]) -> None:
-        """Compute `tables` for every customer, a hash slice of the customers at a time."""
+    def rebuild(self, clickhouse: ClickHouse, tables: Collection[str], say: Say | None = None) -> None:
+        """Compute `tables` for every customer, a hash slice of the customers at a time;
+        `say` hears how far it is (one line per slice)."""
         events = int(clickhouse.scalar(f"SELECT count() FROM {self.database}.touchpoints"))
         slices = max(1, -(-events // REBUILD_SLICE_EVENTS))
         began = time.monotonic()
         for index in range(slices):
+            if say is not None:
+                say(f"computing {', '.join(tables)} for {events:,} stored events: {index + 1}/{slices}")
             self._apply(clickhouse, list(tables), f"cityHash64(customer_id) % {slices} = {index}", {})
         log.info(
             "computed %s for %d stored events in %.1f s", ", ".join(tables), events, time.monotonic() - began

@@ -243,7 +243,7 @@ def run_worker(
             )
             retention.start()
             stack.callback(retention.stop)
-        clickhouse = connect(settings)
+        clickhouse = connect(settings, say=lambda line: print(f"clickhouse {line}", flush=True))
         stack.callback(clickhouse.close)
         if forgetful:
             refuse_stale_results(settings, clickhouse)

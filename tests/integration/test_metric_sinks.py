@@ -245,6 +245,36 @@ def test_every_query_in_the_analyst_docs_runs(clickhouse: ClickHouse) -> None:
     )
 
 
+def test_a_changed_definition_is_computed_again_for_every_customer_and_says_so(
+    clickhouse: ClickHouse,
+) -> None:
+    """Definitions unknown (as after an upgrade): the copies are filled again and the
+    maintained tables computed for every customer, each long step said; the results and
+    the attribution totals are those of the events."""
+    engine = Engine(MetricsConfig(grace=timedelta(minutes=10)))
+    events = [*EVENTS, DETRACTOR]
+    sources = [Source("t", 0, n) for n in range(len(events))]
+    touchpoints.write(clickhouse, list(zip(events, sources, strict=True)), sources)
+    metric_rows.write(clickhouse, engine.process(events))
+    MaintainedTables(clickhouse.database).refresh(clickhouse, {e.customer_id for e in events})
+    before = {table: clickhouse.rows(f"SELECT * EXCEPT version FROM {table} FINAL ORDER BY ALL")
+              for table in ("outcome_touchpoints", "touchpoints_by_hour", "customer_profiles")}  # fmt: skip
+    totals = "SELECT grouping, channel, kind, agent, sum(outcomes), sum(touchpoints) FROM attribution_totals "
+    totals += "GROUP BY ALL HAVING sum(touchpoints) != 0 ORDER BY ALL"
+    counted = clickhouse.rows(totals)
+    assert counted, "the detractor's answer has touchpoints"
+
+    clickhouse.command(f"TRUNCATE TABLE {clickhouse.database}.maintained_definitions")
+    said: list[str] = []
+    clickhouse.migrate(MetricsConfig(grace=timedelta(minutes=10)), said.append)
+    assert "copying touchpoints into touchpoints_by_hour, ordered by hour (once)" in said, said
+    assert any(line.startswith("computing tickets, churn_events, outcome_touchpoints") for line in said), said
+    assert any(line.endswith(f"for {len(events)} stored events: 1/1") for line in said), said
+    for table, rows in before.items():
+        assert clickhouse.rows(f"SELECT * EXCEPT version FROM {table} FINAL ORDER BY ALL") == rows, table
+    assert clickhouse.rows(totals) == counted
+
+
 def test_a_table_of_an_earlier_version_stops_the_start(clickhouse: ClickHouse) -> None:
     db = clickhouse.database
     clickhouse.command(f"DROP TABLE {db}.waiting")
