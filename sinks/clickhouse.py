@@ -7,10 +7,9 @@ HTTP to `CLICKHOUSE_URL`. Both go through clickhouse-connect, with the same DDL.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -311,25 +310,26 @@ class ClickHouse:
 
         for statement in migrations(self.database, config):
             self.command(statement)
-        self._migrate_mirrors(say)
         maintained = MaintainedTables(self.database, config)
-        made = maintained.migrate(self)
+        known = maintained.definitions(self)
+        self._migrate_mirrors(known, say)
+        made = maintained.migrate(self, known)
         for statement in views(self.database, config):
             self.command(statement)
         self.check_schema()
         if made:
             maintained.rebuild(self, made, say)
 
-    def _migrate_mirrors(self, say: Callable[[str], None] | None = None) -> None:
-        """Make each mirror (`sinks.ddl.MIRRORS`) whose definition changed anew, filled with
-        its source's rows; its fingerprint is written once it is filled."""
+    def _migrate_mirrors(self, known: Mapping[str, str], say: Callable[[str], None] | None = None) -> None:
+        """Make each mirror (`sinks.ddl.MIRRORS`) whose definition changed (`known`: the
+        fingerprints made by) anew, filled with its source's rows; its fingerprint is
+        written once it is filled."""
+        from sinks.maintained import fingerprint_of
+
         db = self.database
-        known = dict(self.rows(
-            f"SELECT name, argMax(fingerprint, written_at) FROM {db}.maintained_definitions GROUP BY name"
-        ))  # fmt: skip
         for name, mirror in MIRRORS.items():
             statements = mirror_statements(db, name)
-            fingerprint = hashlib.sha256("\n".join(statements).encode()).hexdigest()
+            fingerprint = fingerprint_of("\n".join(statements))
             if known.get(name) == fingerprint:
                 continue
             self.command(f"DROP VIEW IF EXISTS {db}.{name}_feed")

@@ -82,6 +82,11 @@ PENDING = f"""
     WHERE d.horizon_due < p.horizon OR d.newest_due < p.newest"""
 
 
+def fingerprint_of(definition: str) -> str:
+    """What `maintained_definitions` keeps of a definition: a table made by another is made anew."""
+    return hashlib.sha256(definition.encode()).hexdigest()
+
+
 class Versions:
     """Versions that only grow, also across restarts: from the wall clock in microseconds,
     two apart (a computation writes its deletions one version below its rows)."""
@@ -223,7 +228,15 @@ class MaintainedTables:
             self._columns[table] = ", ".join(f"`{name}`" for (name,) in names)
         return self._columns[table]
 
-    def migrate(self, clickhouse: ClickHouse) -> list[str]:
+    def definitions(self, clickhouse: ClickHouse) -> dict[str, str]:
+        """Per table made from a definition (maintained tables, copies, totals), the
+        fingerprint of the definition it was made by."""
+        return dict(clickhouse.rows(
+            f"SELECT name, argMax(fingerprint, written_at) FROM {self.database}.maintained_definitions "
+            "GROUP BY name"
+        ))  # fmt: skip
+
+    def migrate(self, clickhouse: ClickHouse, known: Mapping[str, str]) -> list[str]:
         """Create the maintained tables; one whose definition changed (a new version, other
         windows or thresholds) is made anew. Return the tables to compute for every customer
         (`rebuild`): those made now, while events are stored."""
@@ -234,14 +247,11 @@ class MaintainedTables:
         for name in kinds:  # embedded: one process owns the data, so a scratch table is a stopped one's
             if clickhouse.embedded and name.startswith("analytics_scratch_"):
                 clickhouse.command(f"DROP TABLE IF EXISTS {db}.{name}")
-        known = dict(clickhouse.rows(
-            f"SELECT name, argMax(fingerprint, written_at) FROM {db}.maintained_definitions GROUP BY name"
-        ))  # fmt: skip
         inline = maintained_queries(db, self.config)
         made = []
         for table, query in inline.items():
             statement = create_maintained(db, table, query)
-            fingerprint = hashlib.sha256((statement + query).encode()).hexdigest()
+            fingerprint = fingerprint_of(statement + query)
             if kinds.get(table) == "View":  # SPEC §5b's tables were views before they were maintained
                 clickhouse.command(f"DROP VIEW {db}.{table}")
             elif table in kinds and known.get(table) == fingerprint:
@@ -259,7 +269,7 @@ class MaintainedTables:
         filled from the source's live rows (a source made now fills them as it is computed)."""
         db = self.database
         statements = [ATTRIBUTION_TOTALS.format(db=db), ATTRIBUTION_TOTALS_FEED.format(db=db)]
-        fingerprint = hashlib.sha256("\n".join(statements).encode()).hexdigest()
+        fingerprint = fingerprint_of("\n".join(statements))
         if "outcome_touchpoints" not in made and known.get("attribution_totals") == fingerprint:
             return
         clickhouse.command(f"DROP VIEW IF EXISTS {db}.attribution_totals_feed")
