@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# dbt, an analyst's client the tests run against the ClickHouse HTTP endpoint, apart.
+DBT_REQUIREMENTS := tests/fixtures/dbt/requirements.txt
+DBT_STAMP := $(VENV)/dbt/.installed-$(shell cksum < $(DBT_REQUIREMENTS) | cut -d' ' -f1)
 
 .PHONY: demo test lint unit integration bench screenshots clean
 
@@ -12,12 +15,18 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+$(DBT_STAMP): $(DBT_REQUIREMENTS) $(STAMP)
+	$(PYTHON) -m venv $(VENV)/dbt
+	$(VENV)/dbt/bin/python -m pip install --quiet -r $(DBT_REQUIREMENTS)
+	rm -f $(VENV)/dbt/.installed-*
+	touch $@
+
 ## Start the embedded stack (broker, worker, sink) with simulated traffic; Ctrl-C stops it.
 demo: $(STAMP)
 	$(BIN)/touchstream up --demo
 
 ## Lint, type-check, then every test (unit + integration on the embedded services).
-test: $(STAMP) lint
+test: $(STAMP) $(DBT_STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -29,7 +38,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) $(DBT_STAMP)
 	$(BIN)/python -m pytest tests/integration
 
 bench: $(STAMP)

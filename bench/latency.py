@@ -212,6 +212,7 @@ def run_rate(rate: int, seconds: float, work: Path) -> RateFigures:
             TOUCHSTREAM_APP_ID=f"latency-{rate}",
             TOUCHSTREAM_PARTITIONS=str(PARTITIONS),
             TOUCHSTREAM_WORKER_PORT="0",
+            TOUCHSTREAM_CLICKHOUSE_HTTP_PORT="0",
         )
         worker = WorkerProcess(env, data, work / f"worker-{rate}.log").start()
         with Publisher(broker.bootstrap, prefix="lat") as publisher:

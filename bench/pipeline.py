@@ -103,6 +103,7 @@ def worker_env(bootstrap: str, prefix: str, data_dir: Path, fetch_wait_ms: int) 
         TOUCHSTREAM_APP_ID=f"bench-{prefix}",
         TOUCHSTREAM_PARTITIONS=str(PARTITIONS),
         TOUCHSTREAM_WORKER_PORT="0",
+        TOUCHSTREAM_CLICKHOUSE_HTTP_PORT="0",
         TOUCHSTREAM_SESSION_TIMEOUT_MS="6000",
         TOUCHSTREAM_EMPTY_FETCH_WAIT_MS=str(fetch_wait_ms),
     )

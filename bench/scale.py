@@ -122,6 +122,7 @@ class Up:
         env.update(
             TOUCHSTREAM_DATA_DIR=str(data_dir),
             TOUCHSTREAM_WORKER_PORT="0",
+            TOUCHSTREAM_CLICKHOUSE_HTTP_PORT="0",
             TOUCHSTREAM_COLLECTOR_PORT="0",
             TOUCHSTREAM_DASHBOARD_PORT="0",
         )

@@ -29,7 +29,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="touchstream-screenshots-") as work:
         env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP", "CLICKHOUSE_URL")}
         env.update(TOUCHSTREAM_DATA_DIR=f"{work}/data", TOUCHSTREAM_WORKER_PORT="0",
-                   TOUCHSTREAM_COLLECTOR_PORT="0", TOUCHSTREAM_DASHBOARD_PORT="0")  # fmt: skip
+                   TOUCHSTREAM_COLLECTOR_PORT="0", TOUCHSTREAM_DASHBOARD_PORT="0",
+                   TOUCHSTREAM_CLICKHOUSE_HTTP_PORT="0")  # fmt: skip
         log = Path(work) / "up.log"
         with log.open("wb") as out:
             up = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "up", "--demo"], env=env,

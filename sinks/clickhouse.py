@@ -141,6 +141,13 @@ _READ_BOUNDS = {159: "time", 241: "memory"}
 READ_BOUND_CODES = frozenset(_READ_BOUNDS)
 
 
+def _quoted(value: str) -> str:
+    """A setting's value as a literal: a number as it is, anything else as a string."""
+    if re.fullmatch(r"-?\d+(\.\d+)?", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class ClickHouse:
     """A thread-safe handle: one clickhouse-connect client, one call at a time, writes first.
 
@@ -193,16 +200,19 @@ class ClickHouse:
             transient=False,
         )
 
-    def _bounded(self, sql: str, *, read_only: bool) -> str:
-        """`sql` with the read bounds (and ClickHouse's `readonly = 1`) in its SETTINGS clause."""
-        settings = ["readonly = 1"] if read_only else []
+    def _bounded(self, sql: str, *, read_only: bool, settings: Mapping[str, str] | None = None) -> str:
+        """`sql` with the read bounds (and ClickHouse's `readonly = 1`) in its SETTINGS clause,
+        after `settings` (which cannot loosen them: one clause applies its last value)."""
+        clause = [f"{name} = {_quoted(value)}" for name, value in (settings or {}).items()]
+        if read_only:
+            clause.append("readonly = 1")
         if self.read_seconds is not None:
-            settings.append(f"max_execution_time = {self.read_seconds:g}")
+            clause.append(f"max_execution_time = {self.read_seconds:g}")
         if self.read_memory_bytes is not None:
-            settings.append(f"max_memory_usage = {self.read_memory_bytes}")
-        if not settings:
+            clause.append(f"max_memory_usage = {self.read_memory_bytes}")
+        if not clause:
             return sql
-        return f"{sql.rstrip().rstrip(';')}\nSETTINGS {', '.join(settings)}"
+        return f"{sql.rstrip().rstrip(';')}\nSETTINGS {', '.join(clause)}"
 
     def command(
         self,
@@ -244,16 +254,19 @@ class ClickHouse:
         rows = self.rows(sql, parameters)
         return rows[0][0] if rows else None
 
-    def formatted(self, sql: str, fmt: str, *, bounded: bool = False) -> bytes:
+    def formatted(
+        self, sql: str, fmt: str, *, bounded: bool = False, settings: Mapping[str, str] | None = None
+    ) -> bytes:
         """Run `sql` and return ClickHouse's own rendering in output format `fmt`; a
         statement without a result (INSERT, DELETE, OPTIMIZE...) runs and returns nothing.
-        `bounded`: a read as an analyst's, read-only and within the read bounds."""
+        `bounded`: a read as an analyst's, within the read bounds (`settings` go in the same
+        SETTINGS clause, before the bounds, which they cannot loosen)."""
         words = sql.split(maxsplit=1)
         if words and words[0].upper() in _NO_RESULT:
             self.command(sql)
             return b""
         if bounded:
-            sql = self._bounded(sql, read_only=False)
+            sql = self._bounded(sql, read_only=False, settings=settings)
         with self._call(write=not bounded) as client:
             return bytes(client.raw_query(sql, fmt=fmt))
 

@@ -67,8 +67,13 @@ class SqlGuard:
             )
         return self._outside
 
-    def refusal(self, query: str) -> str | None:
-        tree = str(self.clickhouse.command(f"EXPLAIN AST {query}")).splitlines()
+    def parse(self, query: str) -> list[str]:
+        """ClickHouse's parse of `query` (`EXPLAIN AST`), a line per node."""
+        return str(self.clickhouse.command(f"EXPLAIN AST {query}")).splitlines()
+
+    def refusal(self, query: str, tree: list[str] | None = None) -> str | None:
+        """Why `query` (whose parse `tree` may be given) reaches beyond the database, or None."""
+        tree = self.parse(query) if tree is None else tree
         if not tree:
             return None
         root = tree[0].split()[0] if tree[0].split() else ""

@@ -8,7 +8,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +21,9 @@ from schemas.errors import ClickHouseError, InputError, TouchstreamError
 from touchstream.settings import Settings
 
 if TYPE_CHECKING:
+    from sinks.clickhouse import ClickHouse
     from streams.metrics import MetricsConfig
+    from touchstream.control import ControlInfo
 
 #: How long `touchstream verify` waits for a running worker to compute its due customers.
 VERIFY_WAIT_SECONDS = 120.0
@@ -235,20 +238,31 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sql_output(settings: Settings, query: str, fmt: str, *, bounded: bool = True) -> bytes:
-    """`query`'s output in format `fmt`, from the ClickHouse in use (through its owner if
-    running, which bounds every read; here too unless `bounded` is false)."""
-    from touchstream.control import read_info, remote_sql
+def _owner_info(settings: Settings) -> ControlInfo | None:
+    """The running owner of an embedded data dir, to ask instead of opening chDB here; None
+    when there is none (or ClickHouse is a server)."""
+    from touchstream.control import read_info
     from touchstream.datadir import owner
 
-    info = read_info(settings.data_dir) if settings.embedded_clickhouse else None
-    if info is not None:
-        configured = settings.worker_token.get_secret_value() if settings.worker_token else None
-        return remote_sql(info, query, fmt, token=configured)
-    if settings.embedded_clickhouse and (pid := owner(settings.data_dir)) is not None:
+    if not settings.embedded_clickhouse:
+        return None
+    info = read_info(settings.data_dir)
+    if info is None and (pid := owner(settings.data_dir)) is not None:
         raise TouchstreamError(
             f"touchstream (pid {pid}) owns {settings.data_dir} and is still starting; try again shortly"
         )
+    return info
+
+
+def _sql_output(settings: Settings, query: str, fmt: str, *, bounded: bool = True) -> bytes:
+    """`query`'s output in format `fmt`, from the ClickHouse in use (through its owner if
+    running, which bounds every read; here too unless `bounded` is false)."""
+    from touchstream.control import remote_sql
+
+    info = _owner_info(settings)
+    if info is not None:
+        configured = settings.worker_token.get_secret_value() if settings.worker_token else None
+        return remote_sql(info, query, fmt, token=configured)
     from sinks.clickhouse import connect
 
     clickhouse = connect(settings)
@@ -268,21 +282,51 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
+Fetch = Callable[[str], list[dict[str, object]]]
+
+
+@contextmanager
+def _fetching(settings: Settings) -> Iterator[tuple[Fetch, ClickHouse | None]]:
+    """A query's rows from the ClickHouse in use, and the connection when this process holds
+    one: through the running owner of an embedded data dir, or else one connection for the
+    whole run (chDB opened and closed per query grows the process by tens of MB a time)."""
+    info = _owner_info(settings)
+    if info is None:
+        from sinks.clickhouse import connect
+
+        clickhouse = connect(settings)
+        try:
+            yield lambda query: _rows(clickhouse.formatted(query, "JSONEachRow")), clickhouse
+        finally:
+            clickhouse.close()
+        return
+
+    def fetch(query: str) -> list[dict[str, object]]:
+        return _rows(_sql_output(settings, query, "JSONEachRow", bounded=False))
+
+    yield fetch, None
+
+
+def _rows(output: bytes) -> list[dict[str, object]]:
+    import json
+
+    return [json.loads(line) for line in output.decode().splitlines() if line.strip()]
+
+
 def _catch_up_analytics(
-    settings: Settings, config: MetricsConfig, fetch: Callable[[str], list[dict[str, object]]]
+    settings: Settings, config: MetricsConfig, fetch: Fetch, clickhouse: ClickHouse | None
 ) -> None:
     """Bring the maintained tables (SPEC §5b) up to date before comparing: a running worker
-    computes its due customers once its input is quiet (wait for it); with none running,
-    compute here what the last one left due."""
+    (`clickhouse` None) computes its due customers once its input is quiet (wait for it);
+    with none running, compute here what the last one left due."""
     from sinks.maintained import PENDING, MaintainedTables
-    from touchstream.control import read_info
 
     def pending() -> int:
         return int(str(fetch(PENDING.format(db=settings.clickhouse_database))[0]["count()"]))
 
     if not pending():
         return
-    if settings.embedded_clickhouse and read_info(settings.data_dir) is not None:
+    if clickhouse is None:
         deadline = time.monotonic() + VERIFY_WAIT_SECONDS
         while (left := pending()) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -291,30 +335,18 @@ def _catch_up_analytics(
                 f"the worker still has {left} customers' analytics to compute; try again later"
             )
         return
-    from sinks.clickhouse import connect
-
-    clickhouse = connect(settings)
-    try:
-        computed = MaintainedTables(clickhouse.database, config).catch_up_all(clickhouse)
-        print(f"computed the analytics of {computed} customers the worker left due", file=sys.stderr)
-    finally:
-        clickhouse.close()
+    computed = MaintainedTables(clickhouse.database, config).catch_up_all(clickhouse)
+    print(f"computed the analytics of {computed} customers the worker left due", file=sys.stderr)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    import json
-
     from touchstream.verify import verify
 
     settings = _reading_settings(args)
-
-    def fetch(query: str) -> list[dict[str, object]]:
-        output = _sql_output(settings, query, "JSONEachRow", bounded=False).decode()
-        return [json.loads(line) for line in output.splitlines() if line.strip()]
-
     config = settings.metrics_config(demo=args.demo)
-    _catch_up_analytics(settings, config, fetch)
-    diffs = verify(fetch, config, settings.partitions)
+    with _fetching(settings) as (fetch, clickhouse):
+        _catch_up_analytics(settings, config, fetch, clickhouse)
+        diffs = verify(fetch, config, settings.partitions)
     for diff in diffs:
         state = "ok" if diff.ok else "MISMATCH"
         print(

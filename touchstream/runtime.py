@@ -30,8 +30,8 @@ from schemas.topics import all_topics, input_topics
 from schemas.touchpoint import TouchpointEvent
 from sinks.clickhouse import ClickHouse, connect
 from streams.fetchpace import pace_empty_fetches
+from touchstream import clickhouse_http, control
 from touchstream import collector as collecting
-from touchstream import control
 from touchstream.broker import EmbeddedBroker, free_port, port_in_use, wait_for_metadata
 from touchstream.dashboard import web
 from touchstream.datadir import DataDirLock
@@ -236,6 +236,9 @@ def run_worker(
             )
         if collector:
             collecting.check_port(settings)
+        serve_clickhouse = owner and settings.clickhouse_http and not settings.clickhouse_url
+        if serve_clickhouse:
+            clickhouse_http.check_port(settings)
         bootstrap, forgetful = kafka(settings, stack)
         if not settings.kafka_bootstrap:  # the embedded broker keeps only what ClickHouse lacks
             retention = InputRetention(
@@ -302,6 +305,10 @@ def run_worker(
                 )
             )
             print(f"collector  {collecting.describe(settings, port)}")
+        if serve_clickhouse:
+            endpoint = clickhouse_http.ClickHouseHttpService.configured(settings, clickhouse)
+            services.append(endpoint)
+            print(f"clickhouse  {endpoint.describe()}")
         if demo:
             empty = clickhouse.scalar("SELECT count() FROM touchpoints") == 0
             taken = lambda: stats.events_written + stats.dead_letters  # noqa: E731

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     #: Let `POST /sql` run statements that reach files, hosts or processes (file(), url(),
     #: INTO OUTFILE, ...): off, they are refused (`sinks.sqlguard`).
     worker_sql_external: bool = False
+    #: ClickHouse's HTTP interface on the embedded chDB, for analysts' tools (Grafana, dbt,
+    #: DBeaver...): read-only, served by the process that owns the data dir, on loopback by
+    #: default. User and password: these, or those kept in `<data dir>/clickhouse.credentials`.
+    clickhouse_http: bool = True
+    clickhouse_http_host: str = "127.0.0.1"
+    clickhouse_http_port: int = Field(default=8123, ge=0, le=65535)
+    clickhouse_http_user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.@-]+$")
+    clickhouse_http_password: SecretStr | None = None
     collector_host: str = "127.0.0.1"
     collector_port: int = Field(default=8080, ge=0, le=65535)
     #: API keys accepted on `POST /v1/events`, comma-separated. Unset: the collector

@@ -61,6 +61,7 @@ def pipeline_env(broker: EmbeddedBroker, tmp_path: Path) -> dict[str, str]:
         "TOUCHSTREAM_APP_ID": f"{run}-worker",
         "TOUCHSTREAM_PARTITIONS": str(PARTITIONS),
         "TOUCHSTREAM_WORKER_PORT": "0",
+        "TOUCHSTREAM_CLICKHOUSE_HTTP_PORT": "0",
         "TOUCHSTREAM_SESSION_TIMEOUT_MS": "6000",
         "TOUCHSTREAM_REBALANCE_TIMEOUT_MS": "8000",
         "TOUCHSTREAM_SINK_FLUSH_SECONDS": "0.3",

@@ -52,6 +52,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     env.update(
         TOUCHSTREAM_DATA_DIR=str(tmp_path / "data"),
         TOUCHSTREAM_WORKER_PORT="0",
+        TOUCHSTREAM_CLICKHOUSE_HTTP_PORT="0",
         TOUCHSTREAM_COLLECTOR_PORT=str(collector_port),
         TOUCHSTREAM_DASHBOARD_PORT="0",
         TOUCHSTREAM_DASHBOARD_SLA_SECONDS='{"*": 120}',

@@ -29,6 +29,7 @@ def cli_env() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in unset}
     env.update(
         TOUCHSTREAM_WORKER_PORT="0",
+        TOUCHSTREAM_CLICKHOUSE_HTTP_PORT="0",
         TOUCHSTREAM_COLLECTOR_PORT="0",
         TOUCHSTREAM_SESSION_TIMEOUT_MS="6000",
         TOUCHSTREAM_SINK_FLUSH_SECONDS="0.3",

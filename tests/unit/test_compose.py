@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,31 @@ def test_collector_has_no_default_key_and_is_published(compose: dict[str, Any]) 
     assert any(volume.endswith(":" + collector["TOUCHSTREAM_DATA_DIR"]) for volume in volumes), (
         "the generated key lives in a volume"
     )
+
+
+def test_grafana_provisions_the_touchstream_data_source_against_the_compose_clickhouse(
+    compose: dict[str, Any],
+) -> None:
+    grafana, clickhouse = compose["services"]["grafana"], service_env(compose, "clickhouse")
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", grafana["image"])
+    env = service_env(compose, "grafana")
+    assert re.fullmatch(r"grafana-clickhouse-datasource@\d+\.\d+\.\d+", env["GF_PLUGINS_PREINSTALL_SYNC"])
+    mounts = dict(volume.rsplit(":", 2)[:2] for volume in grafana["volumes"] if volume.startswith("./"))
+    assert mounts == {
+        "./deploy/grafana/provisioning": "/etc/grafana/provisioning",
+        "./deploy/grafana/dashboards": "/var/lib/grafana/dashboards",
+    }
+    for local in mounts:
+        assert (COMPOSE.parent / local).is_dir()
+    source_file = COMPOSE.parent / "deploy/grafana/provisioning/datasources/touchstream.yaml"
+    source = yaml.safe_load(source_file.read_text())["datasources"][0]
+    assert source["type"] == "grafana-clickhouse-datasource" and source["jsonData"]["protocol"] == "http"
+    # Grafana replaces ${NAME} in provisioning files from its environment.
+    filled = json.loads(re.sub(r"\$\{(\w+)\}", lambda match: env[match[1]], json.dumps(source)))
+    assert (filled["jsonData"]["host"], int(filled["jsonData"]["port"])) == ("clickhouse", 8123)
+    assert filled["jsonData"]["username"] == clickhouse["CLICKHOUSE_USER"]
+    assert filled["secureJsonData"]["password"] == clickhouse["CLICKHOUSE_PASSWORD"]
+    assert filled["jsonData"]["defaultDatabase"] == clickhouse["CLICKHOUSE_DB"]
+    provider_file = COMPOSE.parent / "deploy/grafana/provisioning/dashboards/touchstream.yaml"
+    provider = yaml.safe_load(provider_file.read_text())["providers"][0]
+    assert provider["options"]["path"] == mounts["./deploy/grafana/dashboards"]
