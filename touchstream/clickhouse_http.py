@@ -49,12 +49,12 @@ from pathlib import Path
 
 import lz4.frame
 from aiohttp import web
-from mode import Service
 
 from schemas.errors import ClickHouseError, ConfigError
 from sinks.clickhouse import ClickHouse
 from sinks.sqlguard import SqlGuard
 from touchstream.broker import free_port, port_in_use
+from touchstream.listeners import Bounds, Listener
 from touchstream.settings import Settings
 
 try:  # Python 3.14's compression.zstd, or its backport (a clickhouse-connect dependency)
@@ -399,26 +399,32 @@ def application(endpoint: Endpoint) -> web.Application:
     return app
 
 
-class ClickHouseHttpService(Service):
+class ClickHouseHttpService(Listener):
     """The endpoint as a service of the process that owns chDB (`up`, `worker`)."""
 
     def __init__(
-        self, clickhouse: ClickHouse, admitted: Credentials, host: str, port: int, kept: Path | None = None
+        self,
+        clickhouse: ClickHouse,
+        admitted: Credentials,
+        host: str,
+        port: int,
+        *,
+        bounds: Bounds,
+        kept: Path | None = None,
     ) -> None:
-        super().__init__()
         self.endpoint = Endpoint(clickhouse, admitted)
-        self.host = host
-        self.port = port
+        super().__init__(lambda: application(self.endpoint), host, port, bounds=bounds)
         self.kept = kept
-        self._runner: web.AppRunner | None = None
 
     @classmethod
-    def configured(cls, settings: Settings, clickhouse: ClickHouse) -> ClickHouseHttpService:
+    def configured(
+        cls, settings: Settings, clickhouse: ClickHouse, *, bounds: Bounds
+    ) -> ClickHouseHttpService:
         secret = settings.clickhouse_http_password
         password = secret.get_secret_value() if secret else None
         admitted, kept = credentials(settings.data_dir, settings.clickhouse_http_user, password)
         port = settings.clickhouse_http_port or free_port(settings.clickhouse_http_host)
-        return cls(clickhouse, admitted, settings.clickhouse_http_host, port, kept)
+        return cls(clickhouse, admitted, settings.clickhouse_http_host, port, bounds=bounds, kept=kept)
 
     def describe(self) -> str:
         where = "TOUCHSTREAM_CLICKHOUSE_HTTP_USER/_PASSWORD"
@@ -428,10 +434,4 @@ class ClickHouseHttpService(Service):
 
     async def on_start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.endpoint.describe_server)
-        self._runner = web.AppRunner(application(self.endpoint), access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-
-    async def on_stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().on_start()

@@ -9,13 +9,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
-from mode import Service
 
 from producers.collector import Collector, CollectorConfig
 from producers.health import Check, KafkaProbe
 from producers.publisher import AsyncPublisher
 from schemas.errors import ConfigError
 from touchstream.broker import port_in_use
+from touchstream.listeners import Bounds, Listener, bounded_body, raise_descriptor_limit
 from touchstream.settings import Settings
 
 
@@ -98,7 +98,7 @@ def describe(settings: Settings, port: int) -> str:
     return f"http://{settings.collector_host}:{port}/v1/events  ({where})"
 
 
-class CollectorService(Service):
+class CollectorService(Listener):
     """The collector as a service of the worker started by `touchstream up`."""
 
     def __init__(
@@ -107,21 +107,20 @@ class CollectorService(Service):
         bootstrap: str,
         port: int,
         *,
+        bounds: Bounds,
         kafka_probe: Check | None = None,
         readiness: Sequence[Check] = (),
         more_metrics: Callable[[], str] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(self._application, settings.collector_host, port, bounds=bounds)
         self.settings = settings
         self.bootstrap = bootstrap
-        self.port = port
         self.kafka_probe = kafka_probe
         self.readiness = readiness
         self.more_metrics = more_metrics
-        self._runner: web.AppRunner | None = None
         self._publisher: AsyncPublisher | None = None
 
-    async def on_start(self) -> None:
+    def _application(self) -> web.Application:
         app, self._publisher = build(
             self.settings,
             self.bootstrap,
@@ -129,13 +128,10 @@ class CollectorService(Service):
             readiness=self.readiness,
             more_metrics=self.more_metrics,
         )
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.settings.collector_host, self.port).start()
+        return app
 
     async def on_stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super().on_stop()
         if self._publisher is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._publisher.close)
 
@@ -150,4 +146,9 @@ def serve(settings: Settings, bootstrap: str) -> None:
 
     app.on_cleanup.append(close_publisher)
     print(f"collector  {describe(settings, settings.collector_port)}  -> Kafka {bootstrap}", flush=True)
-    web.run_app(app, host=settings.collector_host, port=settings.collector_port, print=None, access_log=None)
+    raise_descriptor_limit()
+    app.middlewares.append(bounded_body)
+    web.run_app(
+        app, host=settings.collector_host, port=settings.collector_port, print=None, access_log=None,
+        keepalive_timeout=settings.listener_idle_seconds,
+    )  # fmt: skip

@@ -27,13 +27,12 @@ import re
 import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faust
-from faust.web import Request, Response, View
+from aiohttp import web
 
 from producers.health import Check, problems
 from schemas.errors import ClickHouseError, ConfigError, TouchstreamError
@@ -44,6 +43,7 @@ from touchstream.settings import Settings
 from touchstream.worker import PipelineStats
 
 CONTROL_FILE = "control.json"
+FOREIGN_HOST = "the Host header must name this worker on loopback"
 TOKEN_FILE = "control.token"
 #: ClickHouse output format names are identifiers; anything else is refused before the query.
 _FORMAT = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
@@ -83,76 +83,88 @@ def refusal(headers: Mapping[str, str], token: str, port: int) -> tuple[int, str
         return 401, "a bearer token is required (the data dir's control.token, or TOUCHSTREAM_WORKER_TOKEN)"
     if headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
         return 415, "the body must be application/json"
-    host, _, host_port = headers.get("Host", "").rpartition(":")
-    if not is_loopback(host.strip("[]")) or host_port != str(port):
-        return 403, "the Host header must name this worker on loopback"
+    if foreign_host(headers, port):
+        return 403, FOREIGN_HOST
     return None
 
 
-def register(
-    app: faust.App,
+def foreign_host(headers: Mapping[str, str], port: int) -> bool:
+    """Whether `Host` names anything but this port on loopback (DNS rebinding)."""
+    host, _, host_port = headers.get("Host", "").rpartition(":")
+    return not is_loopback(host.strip("[]")) or host_port != str(port)
+
+
+def application(
     clickhouse: ClickHouse,
     stats: PipelineStats,
     *,
+    port: int,
+    loopback: bool = True,
     token: str | None = None,
-    port: int = 0,
     external: bool = False,
     stopping: asyncio.Event | None = None,
     readiness: Sequence[Check] = (),
-) -> None:
-    """Add `/status` to the worker's web server, and `/sql` when it owns an embedded chDB
-    (`token` and `port` given: see the module docstring; `external` allows statements that
-    reach files, hosts or processes; `stopping` is set when the worker begins to stop), and
-    `/healthz` (503 with the reasons while a `readiness` check fails) and `/metrics`
-    (Prometheus) always.
+) -> web.Application:
+    """The worker's control port: `/status`, `/healthz` (503 with the reasons while a
+    `readiness` check fails) and `/metrics` (Prometheus) always, and `/sql` when the
+    process owns an embedded chDB (`token` given: see the module docstring; `external`
+    allows statements that reach files, hosts or processes; `stopping` is set when the
+    worker begins to stop). On loopback (`loopback`), every route wants this port's own
+    loopback address in `Host`, so a page in a browser cannot read it through DNS rebinding.
 
     `/sql` exists only for the embedded case, where the worker is the one process able to
     open chDB; against a ClickHouse server, `touchstream sql` connects to that server
     with its own credentials.
     """
+    routes = web.RouteTableDef()
 
-    @app.page("/status")
-    class Status(View):
-        async def get(self, request: Request) -> Response:
-            return self.json({"pid": os.getpid(), **stats.as_dict()})
+    @web.middleware
+    async def own_host(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if loopback and foreign_host(request.headers, port):
+            return web.Response(
+                status=403, text="refused: the Host header must name this worker on loopback\n"
+            )
+        return await handler(request)
 
-    @app.page("/healthz")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            failing = await app.loop.run_in_executor(None, problems, readiness)
-            if failing:
-                return self.json({"status": "not ready", "reasons": failing}, status=503)
-            return self.json({"status": "ok"})
+    @routes.get("/status")
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response({"pid": os.getpid(), **stats.as_dict()})
 
-    @app.page("/metrics")
-    class Metrics(View):
-        async def get(self, request: Request) -> Response:
-            return self.text(stats.prometheus(), content_type="text/plain; version=0.0.4")
+    @routes.get("/healthz")
+    async def health(request: web.Request) -> web.Response:
+        failing = await asyncio.get_running_loop().run_in_executor(None, problems, readiness)
+        if failing:
+            return web.json_response({"status": "not ready", "reasons": failing}, status=503)
+        return web.json_response({"status": "ok"})
 
-    if not clickhouse.embedded or token is None:
-        return
-    required: str = token
-    guard = None if external else SqlGuard(clickhouse)
-    shutdown: asyncio.Event = stopping or asyncio.Event()
+    @routes.get("/metrics")
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=stats.prometheus(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
-    @app.page("/sql")
-    class Sql(View):
-        async def post(self, request: Request) -> Response:
+    if clickhouse.embedded and token is not None:
+        required: str = token
+        guard = None if external else SqlGuard(clickhouse)
+        shutdown: asyncio.Event = stopping or asyncio.Event()
+
+        @routes.post("/sql")
+        async def sql(request: web.Request) -> web.Response:
             refused = refusal(request.headers, required, port)
             if refused is not None:
                 status, reason = refused
-                return self.text(f"refused: {reason}\n", status=status)
+                return web.Response(status=status, text=f"refused: {reason}\n")
             try:
                 body = json.loads(await request.read())
                 query, fmt = str(body["query"]), check_format(str(body.get("format", "TSV")))
             except (ValueError, KeyError, TypeError, TouchstreamError) as error:
-                return self.text(f"bad request: {error}\n", status=400)
-            loop = app.loop
+                return web.Response(status=400, text=f"bad request: {error}\n")
+            loop = asyncio.get_running_loop()
             try:
                 why = None if guard is None else await loop.run_in_executor(None, guard.refusal, query)
                 if why is not None:
-                    return self.text(
-                        f"refused: {why} (TOUCHSTREAM_WORKER_SQL_EXTERNAL=true allows it)\n", status=403
+                    return web.Response(
+                        status=403, text=f"refused: {why} (TOUCHSTREAM_WORKER_SQL_EXTERNAL=true allows it)\n"
                     )
                 work: asyncio.Future[bytes] = loop.run_in_executor(
                     None, functools.partial(clickhouse.formatted, query, fmt, bounded=True)
@@ -163,11 +175,15 @@ def register(
                 await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
                 if not work.done():
-                    return self.text("the worker is stopping; the query did not finish\n", status=503)
+                    return web.Response(status=503, text="the worker is stopping; the query did not finish\n")
                 output = work.result()
             except ClickHouseError as error:
-                return self.text(f"{error}\n", status=400)
-            return self.bytes(output, content_type="application/octet-stream")
+                return web.Response(status=400, text=f"{error}\n")
+            return web.Response(body=output, content_type="application/octet-stream")
+
+    app = web.Application(middlewares=[own_host])
+    app.add_routes(routes)
+    return app
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from schemas.topics import all_topics, input_topics
 from schemas.touchpoint import TouchpointEvent
 from sinks.clickhouse import ClickHouse, connect
 from streams.fetchpace import pace_empty_fetches
-from touchstream import clickhouse_http, control
+from touchstream import clickhouse_http, control, listeners
 from touchstream import collector as collecting
-from touchstream.broker import EmbeddedBroker, free_port, port_in_use, wait_for_metadata
+from touchstream.broker import EmbeddedBroker, free_port, is_loopback, port_in_use, wait_for_metadata
 from touchstream.dashboard import web
 from touchstream.datadir import DataDirLock
 from touchstream.kafka import ensure_topics
@@ -263,19 +263,27 @@ def run_worker(
         readiness: list[Check] = [kafka_probe, *disk, stats.sink_problem]
         token = control.control_token(settings) if owner and clickhouse.embedded else None
         stopping = asyncio.Event()  # set when the worker begins to stop
-        control.register(
-            app,
-            clickhouse,
-            stats,
-            token=token,
-            port=settings.worker_port,
-            external=settings.worker_sql_external,
-            stopping=stopping,
-            readiness=readiness,
-        )
+        ports = 1 + dashboard + collector + serve_clickhouse
+        bounds = listeners.Bounds.of(settings, ports)
+        services: list[ServiceT] = [
+            listeners.Listener(
+                lambda: control.application(
+                    clickhouse,
+                    stats,
+                    port=settings.worker_port,
+                    loopback=is_loopback(settings.worker_host),
+                    token=token,
+                    external=settings.worker_sql_external,
+                    stopping=stopping,
+                    readiness=readiness,
+                ),
+                settings.worker_host,
+                settings.worker_port,
+                bounds=bounds,
+            )
+        ]
         url = f"http://{settings.worker_host}:{settings.worker_port}"
         print(f"worker     {url}/status  (group {settings.app_id}, {settings.partitions} partitions)")
-        services: list[ServiceT] = []
         dashboard_url = None
         if dashboard:
             web.check_binding(settings)
@@ -288,6 +296,7 @@ def run_worker(
                     port,
                     web.customer_reader(settings, clickhouse),
                     web.experience_reader(clickhouse),
+                    bounds=bounds,
                 )
             )
             dashboard_url = f"http://{settings.dashboard_host}:{port}/"
@@ -299,6 +308,7 @@ def run_worker(
                     settings,
                     bootstrap,
                     port,
+                    bounds=bounds,
                     kafka_probe=kafka_probe,
                     readiness=[stats.sink_problem],
                     more_metrics=stats.prometheus,
@@ -306,7 +316,7 @@ def run_worker(
             )
             print(f"collector  {collecting.describe(settings, port)}")
         if serve_clickhouse:
-            endpoint = clickhouse_http.ClickHouseHttpService.configured(settings, clickhouse)
+            endpoint = clickhouse_http.ClickHouseHttpService.configured(settings, clickhouse, bounds=bounds)
             services.append(endpoint)
             print(f"clickhouse  {endpoint.describe()}")
         if demo:

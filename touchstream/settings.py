@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     clickhouse_http_port: int = Field(default=8123, ge=0, le=65535)
     clickhouse_http_user: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.@-]+$")
     clickhouse_http_password: SecretStr | None = None
+    #: Connections each HTTP port of a process takes at once (collector, dashboard, worker
+    #: control, ClickHouse endpoint), at most; fewer when the process's descriptor limit
+    #: is low (`touchstream.listeners`).
+    listener_max_connections: int = Field(default=1024, ge=1)
+    #: A connection that sends no complete request for this long is closed.
+    listener_idle_seconds: float = Field(default=15.0, gt=0)
     collector_host: str = "127.0.0.1"
     collector_port: int = Field(default=8080, ge=0, le=65535)
     #: API keys accepted on `POST /v1/events`, comma-separated. Unset: the collector

@@ -284,11 +284,7 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_rebalance_timeout=settings.rebalance_timeout_ms / 1000,
         consumer_group_instance_id=settings.group_instance_id,
         producer_acks=-1,
-        web_enabled=True,
-        web_bind=settings.worker_host,
-        web_port=settings.worker_port,
-        web_host=settings.worker_host,
-        web_in_thread=False,
+        web_enabled=False,  # the control port is the project's own (touchstream.control)
         loghandlers=[],
     )
     flowcontrol.install(app)

@@ -6,6 +6,7 @@ import functools
 import itertools
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -52,10 +53,21 @@ class Up:
     """A `touchstream up` process, as started from a terminal."""
 
     def __init__(
-        self, data_dir: Path, *args: str, env: dict[str, str] | None = None, session: bool = False
+        self,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        session: bool = False,
+        descriptors: int | None = None,
     ) -> None:
         """`up` in the data dir's parent; a dir named `.touchstream` is the default, so not passed.
-        `session`: in a process group of its own, as a terminal starts it."""
+        `session`: in a process group of its own, as a terminal starts it; `descriptors`: its
+        soft and hard limit on open descriptors."""
+
+        def limit() -> None:
+            if descriptors is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+
         self.data_dir = data_dir
         self.log = data_dir.parent / f"up-{data_dir.name}-{next(_runs)}.log"
         where = [] if data_dir.name == ".touchstream" else ["--data-dir", data_dir.name]
@@ -63,7 +75,7 @@ class Up:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "touchstream.cli", "up", *where, *args],
                 env=env or cli_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=data_dir.parent, start_new_session=session,
+                cwd=data_dir.parent, start_new_session=session, preexec_fn=limit,
             )  # fmt: skip
 
     def output(self) -> str:

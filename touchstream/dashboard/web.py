@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from mode import Service
 
 from schemas.errors import ConfigError
 from sinks.clickhouse import ClickHouse
@@ -38,6 +37,7 @@ from touchstream.broker import is_loopback, port_in_use
 from touchstream.dashboard import customer
 from touchstream.dashboard.experience import charts, experience
 from touchstream.dashboard.panels import behaviour, snapshot
+from touchstream.listeners import Bounds, Listener, raise_descriptor_limit
 from touchstream.settings import Settings
 
 STATIC = Path(__file__).parent / "static"
@@ -237,7 +237,7 @@ def customer_reader(settings: Settings, clickhouse: ClickHouse) -> Lookup:
     return lookup
 
 
-class DashboardService(Service):
+class DashboardService(Listener):
     """The dashboard inside the process that runs the worker (`touchstream up`)."""
 
     def __init__(
@@ -247,25 +247,18 @@ class DashboardService(Service):
         port: int,
         lookup: Lookup | None = None,
         experience_view: Snapshots | None = None,
+        *,
+        bounds: Bounds,
     ) -> None:
-        super().__init__()
+        super().__init__(self._application, settings.dashboard_host, port, bounds=bounds)
         self.settings = settings
         self.read = read
-        self.port = port
         self.lookup = lookup
         self.experience_view = experience_view
-        self._runner: web.AppRunner | None = None
 
-    async def on_start(self) -> None:
+    def _application(self) -> web.Application:
         snapshots = Snapshots(self.read, self.settings.dashboard_refresh_seconds)
-        app = application(self.settings, snapshots, self.lookup, self.experience_view)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.settings.dashboard_host, self.port).start()
-
-    async def on_stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        return application(self.settings, snapshots, self.lookup, self.experience_view)
 
 
 def url(settings: Settings, port: int) -> str:
@@ -283,7 +276,8 @@ def serve(settings: Settings, clickhouse: ClickHouse) -> None:
         experience_reader(clickhouse),
     )
     print(f"dashboard  {url(settings, settings.dashboard_port)}", flush=True)
+    raise_descriptor_limit()
     web.run_app(
         app, host=settings.dashboard_host, port=settings.dashboard_port, print=None, access_log=None,
-        shutdown_timeout=1.0,
+        shutdown_timeout=1.0, keepalive_timeout=settings.listener_idle_seconds,
     )  # fmt: skip
