@@ -328,7 +328,7 @@ class Endpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         query_id = request.query.get("query_id") or str(uuid.uuid4())
-        if request.path in ("/ping", "/") and "query" not in request.query and not request.can_read_body:
+        if request.path in ("/ping", "/") and "query" not in request.query and not request.body_exists:
             return web.Response(text="Ok.\n")
         if request.path != "/":
             return self._error(1002, f"There is no handle {request.path}", query_id)

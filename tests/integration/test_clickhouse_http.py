@@ -27,6 +27,7 @@ from sinks.clickhouse import ClickHouse
 from tests.factories import event
 from touchstream.broker import free_port
 from touchstream.clickhouse_http import Credentials, Endpoint, application
+from touchstream.listeners import bounded_body
 
 USER, PASSWORD = "analyst", "correct horse"
 EVENTS = 5
@@ -49,7 +50,9 @@ def served(serving: Endpoint) -> Iterator[int]:
     """`serving` on a free loopback port, in a thread of its own; yields the port."""
     port = free_port()
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(application(serving), access_log=None)
+    app = application(serving)
+    app.middlewares.append(bounded_body)  # as every listener of the process has it
+    runner = web.AppRunner(app, access_log=None)
 
     async def start() -> None:
         await runner.setup()
