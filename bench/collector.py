@@ -27,12 +27,12 @@ from typing import Any
 import aiohttp
 
 from bench.pipeline import START, publish
-from producers.simulator import Simulator, SimulatorConfig
-from schemas.topics import all_topics, input_topic
 from tests.webhooks import fixture, signed_json
 from touchstream.broker import EmbeddedBroker, free_port
 from touchstream.kafka import ensure_topics
 from touchstream.process import wait_until
+from touchstream.producers.simulator import Simulator, SimulatorConfig
+from touchstream.schemas.topics import all_topics, input_topic
 
 KEY = "bench-key"
 SECRET = "bench-webhook-secret"

@@ -31,13 +31,13 @@ from typing import Any
 import faust
 from faust import Worker
 
-from schemas.topics import input_topics
-from schemas.touchpoint import Direction, TouchpointEvent
-from streams import flowcontrol
-from streams.batches import Inbox
-from streams.fetchpace import pace_empty_fetches
-from streams.metrics.config import DEFAULT_WEIGHTS
-from streams.metrics.responses import is_customer_message
+from touchstream.schemas.topics import input_topics
+from touchstream.schemas.touchpoint import Direction, TouchpointEvent
+from touchstream.streams import flowcontrol
+from touchstream.streams.batches import Inbox
+from touchstream.streams.fetchpace import pace_empty_fetches
+from touchstream.streams.metrics.config import DEFAULT_WEIGHTS
+from touchstream.streams.metrics.responses import is_customer_message
 
 HALF_LIFE_SECONDS = 7 * 86400.0
 

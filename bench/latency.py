@@ -34,12 +34,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from producers.publisher import Delivery, Publisher
-from schemas.topics import all_topics, input_topic
-from schemas.touchpoint import Channel
 from touchstream.broker import EmbeddedBroker
 from touchstream.kafka import ensure_topics
 from touchstream.process import WorkerProcess, wait_until
+from touchstream.producers.publisher import Delivery, Publisher
+from touchstream.schemas.topics import all_topics, input_topic
+from touchstream.schemas.touchpoint import Channel
 
 PARTITIONS = 4
 POLL_SECONDS = 0.1

@@ -32,12 +32,12 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from producers.publisher import Delivery, Publisher
-from producers.simulator import Simulator, SimulatorConfig
-from schemas.topics import all_topics, input_topic, input_topics
 from touchstream.broker import EmbeddedBroker
 from touchstream.kafka import ensure_topics
 from touchstream.process import WorkerProcess, wait_until
+from touchstream.producers.publisher import Delivery, Publisher
+from touchstream.producers.simulator import Simulator, SimulatorConfig
+from touchstream.schemas.topics import all_topics, input_topic, input_topics
 from touchstream.settings import Settings
 
 PARTITIONS = 4

@@ -45,12 +45,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from producers.publisher import Publisher
-from producers.simulator import Simulator, SimulatorConfig
-from schemas.errors import TouchstreamError
-from schemas.touchpoint import TouchpointEvent
-from sinks.maintained import PENDING
 from touchstream.control import read_info, remote_sql
+from touchstream.producers.publisher import Publisher
+from touchstream.producers.simulator import Simulator, SimulatorConfig
+from touchstream.schemas.errors import TouchstreamError
+from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.sinks.maintained import PENDING
 
 #: Event time the history spans, and events per customer.
 HISTORY_DAYS = 84

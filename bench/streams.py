@@ -43,12 +43,12 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bench.pipeline import PARTITIONS, START, cpu_seconds, publish, worker_env
-from producers.simulator import Simulator, SimulatorConfig
-from schemas.topics import all_topics, input_topic, input_topics
-from schemas.touchpoint import TouchpointEvent
 from touchstream.broker import EmbeddedBroker
 from touchstream.kafka import ensure_topics
 from touchstream.process import WorkerProcess, wait_until
+from touchstream.producers.simulator import Simulator, SimulatorConfig
+from touchstream.schemas.topics import all_topics, input_topic, input_topics
+from touchstream.schemas.touchpoint import TouchpointEvent
 
 PREFIX = "streams"
 

@@ -35,13 +35,13 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from producers.health import Check, problems
-from producers.mapping import Mapped, MappingContext, PayloadError, Threads
-from producers.metrics import CollectorMetrics
-from producers.providers import PROVIDERS
-from producers.webhook import SignatureError, WebhookRequest
-from schemas.errors import BrokerError
-from schemas.touchpoint import MAX_CLOCK_SKEW, Channel, Kind, TouchpointEvent
+from touchstream.producers.health import Check, problems
+from touchstream.producers.mapping import Mapped, MappingContext, PayloadError, Threads
+from touchstream.producers.metrics import CollectorMetrics
+from touchstream.producers.providers import PROVIDERS
+from touchstream.producers.webhook import SignatureError, WebhookRequest
+from touchstream.schemas.errors import BrokerError
+from touchstream.schemas.touchpoint import MAX_CLOCK_SKEW, Channel, Kind, TouchpointEvent
 
 API_KEY_HEADER = "X-API-Key"
 #: The one webhook route that answers GET: Meta's subscription check.
@@ -132,7 +132,7 @@ class Collector:
         self.guards = tuple(guards)
         self.readiness = tuple(readiness)
         self.more_metrics = more_metrics
-        self._snippet = resources.files("producers.web").joinpath("touchstream.js").read_bytes()
+        self._snippet = resources.files("touchstream.producers.web").joinpath("touchstream.js").read_bytes()
 
     def application(self) -> web.Application:
         limit = max(self.config.max_body_bytes, self.config.webhook_max_body_bytes)

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from producers.mapping import Mapped, MappingContext, PayloadError
-from producers.webhook import WebhookRequest
+from touchstream.producers.mapping import Mapped, MappingContext, PayloadError
+from touchstream.producers.webhook import WebhookRequest
 
 
 def items(request: WebhookRequest, plural: str) -> list[Any]:

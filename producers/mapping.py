@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas.codec import describe
-from schemas.errors import TouchstreamError
-from schemas.touchpoint import MAX_CLOCK_SKEW, MAX_SKEW, TouchpointEvent
+from touchstream.schemas.codec import describe
+from touchstream.schemas.errors import TouchstreamError
+from touchstream.schemas.touchpoint import MAX_CLOCK_SKEW, MAX_SKEW, TouchpointEvent
 
 MAX_EVENT_ID_CHARS = 128
 

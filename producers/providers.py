@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from producers import helpdesk, surveys, zendesk
-from producers.chat import generic as chat_generic
-from producers.chat import intercom, messenger
-from producers.email import mailgun, sendgrid
-from producers.webhook import Provider
+from touchstream.producers import helpdesk, surveys, zendesk
+from touchstream.producers.chat import generic as chat_generic
+from touchstream.producers.chat import intercom, messenger
+from touchstream.producers.email import mailgun, sendgrid
+from touchstream.producers.webhook import Provider
 
 PROVIDERS: dict[str, Provider] = {
     provider.route: provider

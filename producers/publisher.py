@@ -2,7 +2,7 @@
 
 The Python producer API for systems that publish directly:
 
-    from producers import publish
+    from touchstream.producers import publish
     publish(events, bootstrap="kafka:9092")    # returns once Kafka has acknowledged all
 
 `Publisher` (blocking, batches, replay and ingest) and `AsyncPublisher` (the collector)
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from schemas.codec import encode
-from schemas.errors import BrokerError
-from schemas.topics import DEFAULT_PREFIX, input_topic
-from schemas.touchpoint import TouchpointEvent
+from touchstream.schemas.codec import encode
+from touchstream.schemas.errors import BrokerError
+from touchstream.schemas.topics import DEFAULT_PREFIX, input_topic
+from touchstream.schemas.touchpoint import TouchpointEvent
 
 
 def producer_config(bootstrap: str, **overrides: object) -> dict[str, object]:

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from producers.health import Check
-from producers.publisher import Delivery, Publisher, destination
-from schemas.codec import Rejected, decode
-from schemas.errors import InputError
-from schemas.topics import dead_letter_headers, dead_letter_topic
-from schemas.touchpoint import MAX_CLOCK_SKEW
+from touchstream.producers.health import Check
+from touchstream.producers.publisher import Delivery, Publisher, destination
+from touchstream.schemas.codec import Rejected, decode
+from touchstream.schemas.errors import InputError
+from touchstream.schemas.topics import dead_letter_headers, dead_letter_topic
+from touchstream.schemas.touchpoint import MAX_CLOCK_SKEW
 
 #: CSV columns that hold JSON (objects) rather than plain strings.
 _CSV_JSON_COLUMNS = {"survey", "consent", "attributes"}

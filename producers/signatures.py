@@ -20,7 +20,7 @@ import binascii
 import hashlib
 import hmac
 
-from producers.webhook import SignatureError, Verify, WebhookRequest
+from touchstream.producers.webhook import SignatureError, Verify, WebhookRequest
 
 SIGNATURE_HEADER = "Touchstream-Signature"
 

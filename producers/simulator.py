@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.touchpoint import Actor, Channel, Direction, Kind, TouchpointEvent
+from touchstream.schemas.touchpoint import Actor, Channel, Direction, Kind, TouchpointEvent
 
 #: Relative share of sessions per journey type.
 JOURNEYS: dict[str, float] = {

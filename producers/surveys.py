@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from producers.generic import map_items, optional_attributes
-from producers.mapping import Mapped, MappingContext, stable_id, text
-from producers.signatures import verify_touchstream
-from producers.webhook import Provider, WebhookRequest
+from touchstream.producers.generic import map_items, optional_attributes
+from touchstream.producers.mapping import Mapped, MappingContext, stable_id, text
+from touchstream.producers.signatures import verify_touchstream
+from touchstream.producers.webhook import Provider, WebhookRequest
 
 
 def response_fields(item: dict[str, Any]) -> dict[str, Any]:

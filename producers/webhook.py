@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from producers.mapping import Mapped, MappingContext, PayloadError
+from touchstream.producers.mapping import Mapped, MappingContext, PayloadError
 
 Kind = Literal["chat", "email", "survey", "helpdesk"]
 

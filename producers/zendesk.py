@@ -34,8 +34,8 @@ import re
 from datetime import datetime
 from typing import Any
 
-from producers.mapping import Mapped, MappingContext, PayloadError, obj, stable_id, text
-from producers.webhook import Provider, SignatureError, WebhookRequest
+from touchstream.producers.mapping import Mapped, MappingContext, PayloadError, obj, stable_id, text
+from touchstream.producers.webhook import Provider, SignatureError, WebhookRequest
 
 SIGNATURE = "x-zendesk-webhook-signature"
 TIMESTAMP = "x-zendesk-webhook-signature-timestamp"

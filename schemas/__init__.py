@@ -1,7 +1,7 @@
 """The contract: the touchpoint event model and the Kafka topic names."""
 
-from schemas.topics import all_topics, dead_letter_topic, input_topic, input_topics
-from schemas.touchpoint import (
+from touchstream.schemas.topics import all_topics, dead_letter_topic, input_topic, input_topics
+from touchstream.schemas.touchpoint import (
     SCHEMA_VERSION,
     Actor,
     Channel,

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from schemas.touchpoint import MAX_CLOCK_SKEW, MAX_SKEW, TouchpointEvent
+from touchstream.schemas.touchpoint import MAX_CLOCK_SKEW, MAX_SKEW, TouchpointEvent
 
 MAX_REASON_CHARS = 1000
 

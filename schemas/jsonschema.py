@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.touchpoint import TouchpointEvent
+from touchstream.schemas.touchpoint import TouchpointEvent
 
 SCHEMA_FILE = Path("docs") / "touchpoint-event.schema.json"
 

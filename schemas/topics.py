@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from schemas.touchpoint import Channel
+from touchstream.schemas.touchpoint import Channel
 
 DEFAULT_PREFIX = "touchpoints"
 

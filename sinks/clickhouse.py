@@ -21,9 +21,16 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError as DriverError
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from schemas.errors import ClickHouseError, ConfigError
-from sinks.ddl import MIRRORS, PARTITIONED_BY, expected_columns, migrations, mirror_statements, views
-from streams.metrics.config import MetricsConfig
+from touchstream.schemas.errors import ClickHouseError, ConfigError
+from touchstream.sinks.ddl import (
+    MIRRORS,
+    PARTITIONED_BY,
+    expected_columns,
+    migrations,
+    mirror_statements,
+    views,
+)
+from touchstream.streams.metrics.config import MetricsConfig
 
 #: ClickHouse error codes of conditions that pass: retrying the same call can succeed.
 TRANSIENT_CODES = frozenset({
@@ -319,7 +326,7 @@ class ClickHouse:
     def migrate(self, config: MetricsConfig | None = None, say: Callable[[str], None] | None = None) -> None:
         """Create what is missing; the views take their windows from `config` (defaults).
         `say` hears the long steps (a first fill, a table computed for every customer)."""
-        from sinks.maintained import MaintainedTables  # it writes through this class
+        from touchstream.sinks.maintained import MaintainedTables  # it writes through this class
 
         for statement in migrations(self.database, config):
             self.command(statement)
@@ -337,7 +344,7 @@ class ClickHouse:
         """Make each mirror (`sinks.ddl.MIRRORS`) whose definition changed (`known`: the
         fingerprints made by) anew, filled with its source's rows; its fingerprint is
         written once it is filled."""
-        from sinks.maintained import fingerprint_of
+        from touchstream.sinks.maintained import fingerprint_of
 
         db = self.database
         for name, mirror in MIRRORS.items():

@@ -17,10 +17,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from schemas.touchpoint import DETRACTOR_MAX, DISSATISFIED_MAX, PROMOTER_MIN, SATISFIED_MIN, Channel
-from streams.metrics.config import MetricsConfig
-from streams.metrics.engagement import CUSTOMER_INITIATED_KINDS
-from streams.metrics.records import CHURN_SIGNALS
+from touchstream.schemas.touchpoint import (
+    DETRACTOR_MAX,
+    DISSATISFIED_MAX,
+    PROMOTER_MIN,
+    SATISFIED_MIN,
+    Channel,
+)
+from touchstream.streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.engagement import CUSTOMER_INITIATED_KINDS
+from touchstream.streams.metrics.records import CHURN_SIGNALS
 
 #: Granules of 256 rows: the stream's steps and the maintained tables' computations read a
 #: few thousand customers scattered over the key space, one granule each at least, so the

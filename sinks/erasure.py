@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sinks.clickhouse import ClickHouse
-from sinks.ddl import MAINTAINED, MIRRORS
-from streams.metrics.records import Erasure
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.ddl import MAINTAINED, MIRRORS
+from touchstream.streams.metrics.records import Erasure
 
 #: Tables of events: only what came before the request is deleted.
 EVENT_TABLES = frozenset({"touchpoints", "late_events"})

@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from sinks.ddl import (
+from touchstream.sinks.ddl import (
     ATTRIBUTION_FEED,
     ATTRIBUTION_TOTALS,
     ATTRIBUTION_TOTALS_FEED,
@@ -48,10 +48,10 @@ from sinks.ddl import (
     create_maintained,
     maintained_queries,
 )
-from streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.config import MetricsConfig
 
 if TYPE_CHECKING:
-    from sinks.clickhouse import ClickHouse
+    from touchstream.sinks.clickhouse import ClickHouse
 
 log = logging.getLogger(__name__)
 

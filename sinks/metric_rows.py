@@ -26,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-from sinks.clickhouse import ClickHouse
-from sinks.ddl import MAINTAINED
-from sinks.erasure import erase
-from streams.metrics.records import KEY_COLUMNS, Outputs, RowKey
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.ddl import MAINTAINED
+from touchstream.sinks.erasure import erase
+from touchstream.streams.metrics.records import KEY_COLUMNS, Outputs, RowKey
 
 COLUMNS: dict[str, list[str]] = {
     "responses": [

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from schemas.errors import ClickHouseError
+from touchstream.schemas.errors import ClickHouseError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from sinks.clickhouse import ClickHouse
+from touchstream.sinks.clickhouse import ClickHouse
 
 #: Table functions that read only what ClickHouse generates or already holds.
 SAFE_TABLE_FUNCTIONS = frozenset({

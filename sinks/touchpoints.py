@@ -6,11 +6,11 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from schemas.topics import Source
-from schemas.touchpoint import TouchpointEvent
-from sinks.clickhouse import ClickHouse
-from sinks.erasure import erase
-from streams.metrics.records import Erasure
+from touchstream.schemas.topics import Source
+from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.erasure import erase
+from touchstream.streams.metrics.records import Erasure
 
 TABLE = "touchpoints"
 COLUMNS = [

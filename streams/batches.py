@@ -35,7 +35,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
 from mode.utils.queues import FlowControlQueue
 
-from streams import faustcompat
+from touchstream.streams import faustcompat
 
 
 class Inbox:

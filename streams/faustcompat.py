@@ -26,7 +26,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from schemas.errors import ConfigError
+from touchstream.schemas.errors import ConfigError
 
 #: The versions the accessors and overrides were written and tested against.
 VERSIONS = {

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiokafka.consumer.fetcher import Fetcher
 
-from streams import faustcompat
+from touchstream.streams import faustcompat
 
 _PACED = "_touchstream_paced"
 

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from schemas.codec import Rejected, decode
-from schemas.topics import Source, dead_letter_headers
-from schemas.touchpoint import MAX_CLOCK_SKEW, TouchpointEvent
+from touchstream.schemas.codec import Rejected, decode
+from touchstream.schemas.topics import Source, dead_letter_headers
+from touchstream.schemas.touchpoint import MAX_CLOCK_SKEW, TouchpointEvent
 
 
 @dataclass(frozen=True, slots=True)

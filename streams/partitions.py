@@ -36,12 +36,12 @@ from typing import Any, Protocol
 
 from rocksdict import WriteBatch
 
-from producers.publisher import Delivery, Publisher
-from schemas.errors import BrokerError
-from schemas.partitioning import partition_of
-from schemas.touchpoint import TouchpointEvent
-from streams import faustcompat
-from streams.metrics import Engine, MetricsConfig, Outputs
+from touchstream.producers.publisher import Delivery, Publisher
+from touchstream.schemas.errors import BrokerError
+from touchstream.schemas.partitioning import partition_of
+from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.streams import faustcompat
+from touchstream.streams.metrics import Engine, MetricsConfig, Outputs
 
 STATE_TABLE = "customer-state"
 _PARTITION_PREFIX = "\x00touchstream.partition:"

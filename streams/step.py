@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from schemas.topics import Source
-from schemas.touchpoint import MAX_CLOCK_SKEW, TouchpointEvent
-from streams.ingest import DeadLetter, RawRecord, split
-from streams.metrics import Outputs
-from streams.metrics.records import Erasure
+from touchstream.schemas.topics import Source
+from touchstream.schemas.touchpoint import MAX_CLOCK_SKEW, TouchpointEvent
+from touchstream.streams.ingest import DeadLetter, RawRecord, split
+from touchstream.streams.metrics import Outputs
+from touchstream.streams.metrics.records import Erasure
 
 PHASES = (
     "decode", "dead letters", "engines", "touchpoints", "metric rows", "analytics", "state records",

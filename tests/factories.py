@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.touchpoint import TouchpointEvent
+from touchstream.schemas.touchpoint import TouchpointEvent
 
 BASE_TIME = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -29,7 +29,7 @@ from typing import Literal
 
 from confluent_kafka.admin import AdminClient
 
-from schemas.errors import BrokerError
+from touchstream.schemas.errors import BrokerError
 
 BrokerName = Literal["noida", "tansu"]
 PID_FILE = "broker.pid"

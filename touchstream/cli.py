@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from schemas.errors import ClickHouseError, InputError, TouchstreamError
+from touchstream.schemas.errors import ClickHouseError, InputError, TouchstreamError
 from touchstream.settings import Settings
 
 if TYPE_CHECKING:
-    from sinks.clickhouse import ClickHouse
-    from streams.metrics import MetricsConfig
     from touchstream.control import ControlInfo
+    from touchstream.sinks.clickhouse import ClickHouse
+    from touchstream.streams.metrics import MetricsConfig
 
 #: How long `touchstream verify` waits for a running worker to compute its due customers.
 VERIFY_WAIT_SECONDS = 120.0
@@ -133,8 +133,8 @@ def _running_dashboard(settings: Settings) -> str | None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from sinks.clickhouse import connect
     from touchstream.dashboard import web
+    from touchstream.sinks.clickhouse import connect
 
     settings = _reading_settings(args)
     running = _running_dashboard(settings)
@@ -171,8 +171,8 @@ def cmd_top(args: argparse.Namespace) -> int:
 
         top.run(read, settings.dashboard_refresh_seconds)
         return 0
-    from sinks.clickhouse import connect
     from touchstream.dashboard import web
+    from touchstream.sinks.clickhouse import connect
 
     clickhouse = connect(settings)
     try:
@@ -214,8 +214,8 @@ def cmd_customer(args: argparse.Namespace) -> int:
         except OSError as error:
             raise TouchstreamError(f"the dashboard at {running} did not answer: {error}") from None
     else:
-        from sinks.clickhouse import connect
         from touchstream.dashboard import web
+        from touchstream.sinks.clickhouse import connect
 
         clickhouse = connect(settings)
         try:
@@ -263,7 +263,7 @@ def _sql_output(settings: Settings, query: str, fmt: str, *, bounded: bool = Tru
     if info is not None:
         configured = settings.worker_token.get_secret_value() if settings.worker_token else None
         return remote_sql(info, query, fmt, token=configured)
-    from sinks.clickhouse import connect
+    from touchstream.sinks.clickhouse import connect
 
     clickhouse = connect(settings)
     try:
@@ -292,7 +292,7 @@ def _fetching(settings: Settings) -> Iterator[tuple[Fetch, ClickHouse | None]]:
     whole run (chDB opened and closed per query grows the process by tens of MB a time)."""
     info = _owner_info(settings)
     if info is None:
-        from sinks.clickhouse import connect
+        from touchstream.sinks.clickhouse import connect
 
         clickhouse = connect(settings)
         try:
@@ -319,7 +319,7 @@ def _catch_up_analytics(
     """Bring the maintained tables (SPEC §5b) up to date before comparing: a running worker
     (`clickhouse` None) computes its due customers once its input is quiet (wait for it);
     with none running, compute here what the last one left due."""
-    from sinks.maintained import PENDING, MaintainedTables
+    from touchstream.sinks.maintained import PENDING, MaintainedTables
 
     def pending() -> int:
         return int(str(fetch(PENDING.format(db=settings.clickhouse_database))[0]["count()"]))
@@ -364,9 +364,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from producers.publisher import Publisher
-    from producers.replay import count_records, replay
-    from schemas.topics import dead_letter_topic
+    from touchstream.producers.publisher import Publisher
+    from touchstream.producers.replay import count_records, replay
+    from touchstream.schemas.topics import dead_letter_topic
 
     settings = _settings(args)
     path = Path(args.file)
@@ -391,9 +391,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest_email(args: argparse.Namespace) -> int:
-    from producers.email.files import ingest
-    from producers.mapping import MappingContext
-    from producers.publisher import Publisher
+    from touchstream.producers.email.files import ingest
+    from touchstream.producers.mapping import MappingContext
+    from touchstream.producers.publisher import Publisher
 
     settings = _settings(args)
     domains = [domain.lower().lstrip("@") for domain in args.brand_domain] or settings.email_brand_domains
@@ -432,8 +432,8 @@ def cmd_ingest_email(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from producers.publisher import Publisher
-    from producers.simulator import Simulator, SimulatorConfig
+    from touchstream.producers.publisher import Publisher
+    from touchstream.producers.simulator import Simulator, SimulatorConfig
 
     settings = _settings(args)
     start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC)
@@ -458,7 +458,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from schemas import jsonschema
+    from touchstream.schemas import jsonschema
 
     if args.out == "-":
         sys.stdout.write(jsonschema.render())
@@ -569,7 +569,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.handler(args))
     except ValidationError as error:
-        from schemas.codec import describe
+        from touchstream.schemas.codec import describe
 
         print(f"touchstream: invalid settings: {describe(error)}", file=sys.stderr)
     except ClickHouseError as error:

@@ -50,12 +50,12 @@ from pathlib import Path
 import lz4.frame
 from aiohttp import web
 
-from schemas.errors import ClickHouseError, ConfigError
-from sinks.clickhouse import ClickHouse
-from sinks.sqlguard import SqlGuard
 from touchstream.broker import free_port, port_in_use
 from touchstream.listeners import Bounds, Listener
+from touchstream.schemas.errors import ClickHouseError, ConfigError
 from touchstream.settings import Settings
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.sqlguard import SqlGuard
 
 try:  # Python 3.14's compression.zstd, or its backport (a clickhouse-connect dependency)
     from compression import zstd  # type: ignore[import-not-found]

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from producers.collector import Collector, CollectorConfig
-from producers.health import Check, KafkaProbe
-from producers.publisher import AsyncPublisher
-from schemas.errors import ConfigError
 from touchstream.broker import port_in_use
 from touchstream.listeners import Bounds, Listener, bounded_body, raise_descriptor_limit
+from touchstream.producers.collector import Collector, CollectorConfig
+from touchstream.producers.health import Check, KafkaProbe
+from touchstream.producers.publisher import AsyncPublisher
+from touchstream.schemas.errors import ConfigError
 from touchstream.settings import Settings
 
 

@@ -34,12 +34,12 @@ from typing import Any
 
 from aiohttp import web
 
-from producers.health import Check, problems
-from schemas.errors import ClickHouseError, ConfigError, TouchstreamError
-from sinks.clickhouse import ClickHouse
-from sinks.sqlguard import SqlGuard
 from touchstream.broker import is_loopback
+from touchstream.producers.health import Check, problems
+from touchstream.schemas.errors import ClickHouseError, ConfigError, TouchstreamError
 from touchstream.settings import Settings
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.sqlguard import SqlGuard
 from touchstream.worker import PipelineStats
 
 CONTROL_FILE = "control.json"

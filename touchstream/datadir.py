@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from schemas.errors import ConfigError
+from touchstream.schemas.errors import ConfigError
 
 LOCK_FILE = "owner.lock"
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.errors import BrokerError, ConfigError
+from touchstream.schemas.errors import BrokerError, ConfigError
 
 
 def ensure_topics(

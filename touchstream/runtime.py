@@ -22,22 +22,22 @@ from faust.worker import Worker
 from mode import ServiceT
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from producers.health import Check, KafkaProbe, problems
-from producers.publisher import Delivery, Publisher, destination
-from producers.simulator import Simulator, SimulatorConfig
-from schemas.errors import BrokerError, ConfigError
-from schemas.topics import all_topics, input_topics
-from schemas.touchpoint import TouchpointEvent
-from sinks.clickhouse import ClickHouse, connect
-from streams.fetchpace import pace_empty_fetches
 from touchstream import clickhouse_http, control, listeners
 from touchstream import collector as collecting
 from touchstream.broker import EmbeddedBroker, free_port, is_loopback, port_in_use, wait_for_metadata
 from touchstream.dashboard import web
 from touchstream.datadir import DataDirLock
 from touchstream.kafka import ensure_topics
+from touchstream.producers.health import Check, KafkaProbe, problems
+from touchstream.producers.publisher import Delivery, Publisher, destination
+from touchstream.producers.simulator import Simulator, SimulatorConfig
 from touchstream.retention import InputRetention
+from touchstream.schemas.errors import BrokerError, ConfigError
+from touchstream.schemas.topics import all_topics, input_topics
+from touchstream.schemas.touchpoint import TouchpointEvent
 from touchstream.settings import Settings
+from touchstream.sinks.clickhouse import ClickHouse, connect
+from touchstream.streams.fetchpace import pace_empty_fetches
 from touchstream.worker import PipelineStats, build, faust_app, tune_garbage_collector
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from producers.health import DiskSpace
-from schemas.touchpoint import Channel
-from streams.metrics.config import MetricsConfig
-from streams.metrics.schedule import Schedule
+from touchstream.producers.health import DiskSpace
+from touchstream.schemas.touchpoint import Channel
+from touchstream.streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.schedule import Schedule
 
 
 class Settings(BaseSettings):

@@ -30,12 +30,25 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.partitioning import partition_of
-from schemas.touchpoint import TouchpointEvent
-from sinks.ddl import ATTRIBUTION_MODELS, WEIGHT_UNITS
-from streams.metrics import MetricsConfig
-from streams.metrics.records import KEY_COLUMNS, LATEST_STATE_TABLES, ChurnRow, OutcomeTouchpoint, TicketRow
-from streams.metrics.reference import Tables, attribution, journeys, outcome_tables, profiles, recompute
+from touchstream.schemas.partitioning import partition_of
+from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.sinks.ddl import ATTRIBUTION_MODELS, WEIGHT_UNITS
+from touchstream.streams.metrics import MetricsConfig
+from touchstream.streams.metrics.records import (
+    KEY_COLUMNS,
+    LATEST_STATE_TABLES,
+    ChurnRow,
+    OutcomeTouchpoint,
+    TicketRow,
+)
+from touchstream.streams.metrics.reference import (
+    Tables,
+    attribution,
+    journeys,
+    outcome_tables,
+    profiles,
+    recompute,
+)
 
 Fetch = Callable[[str], list[dict[str, Any]]]
 SECONDS_TOLERANCE = 0.002

@@ -29,21 +29,21 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from producers.health import Check, problems
-from schemas.errors import ClickHouseError
-from schemas.partitioning import partition_of
-from schemas.topics import Source, dead_letter_topic, input_topic
-from schemas.touchpoint import Channel
-from sinks import metric_rows, touchpoints
-from sinks.clickhouse import ClickHouse
-from sinks.maintained import CHUNK, MaintainedTables
-from sinks.retry import until_written
-from streams import faustcompat, flowcontrol
-from streams.batches import Inbox
-from streams.ingest import DeadLetter, RawRecord
-from streams.partitions import STATE_TABLE, PartitionEngines, RocksState, StateWriter
-from streams.step import BatchStep, Writers
+from touchstream.producers.health import Check, problems
+from touchstream.schemas.errors import ClickHouseError
+from touchstream.schemas.partitioning import partition_of
+from touchstream.schemas.topics import Source, dead_letter_topic, input_topic
+from touchstream.schemas.touchpoint import Channel
 from touchstream.settings import Settings
+from touchstream.sinks import metric_rows, touchpoints
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.maintained import CHUNK, MaintainedTables
+from touchstream.sinks.retry import until_written
+from touchstream.streams import faustcompat, flowcontrol
+from touchstream.streams.batches import Inbox
+from touchstream.streams.ingest import DeadLetter, RawRecord
+from touchstream.streams.partitions import STATE_TABLE, PartitionEngines, RocksState, StateWriter
+from touchstream.streams.step import BatchStep, Writers
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from producers.generic import map_items, optional_attributes
-from producers.mapping import Mapped, MappingContext, choice, stable_id, text
-from producers.signatures import verify_touchstream
-from producers.webhook import Provider, WebhookRequest
+from touchstream.producers.generic import map_items, optional_attributes
+from touchstream.producers.mapping import Mapped, MappingContext, choice, stable_id, text
+from touchstream.producers.signatures import verify_touchstream
+from touchstream.producers.webhook import Provider, WebhookRequest
 
 DIRECTIONS = {"customer": "inbound", "agent": "outbound", "bot": "outbound", "system": "none"}
 

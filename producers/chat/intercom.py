@@ -31,7 +31,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from producers.mapping import (
+from touchstream.producers.mapping import (
     Mapped,
     MappingContext,
     PayloadError,
@@ -41,8 +41,8 @@ from producers.mapping import (
     stable_id,
     text,
 )
-from producers.signatures import verify_hub
-from producers.webhook import Provider, WebhookRequest
+from touchstream.producers.signatures import verify_hub
+from touchstream.producers.webhook import Provider, WebhookRequest
 
 OPENING_TOPICS = {"conversation.user.created", "conversation.admin.single.created"}
 #: Topics that report on a conversation without carrying a message of it.

@@ -48,9 +48,18 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from producers.mapping import Mapped, MappingContext, PayloadError, Threads, from_unix, obj, stable_id, text
-from producers.signatures import verify_hub
-from producers.webhook import Provider, WebhookRequest
+from touchstream.producers.mapping import (
+    Mapped,
+    MappingContext,
+    PayloadError,
+    Threads,
+    from_unix,
+    obj,
+    stable_id,
+    text,
+)
+from touchstream.producers.signatures import verify_hub
+from touchstream.producers.webhook import Provider, WebhookRequest
 
 RECEIPTS = ("delivery", "read", "reaction", "optin", "referral", "account_linking")
 POSTS = ("status", "post", "photo", "video", "share")

@@ -21,14 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from producers.email.headers import EmailHeaders, email_fields, read_headers
-from producers.email.inbound import headers_of
-from producers.health import Check
-from producers.mapping import MappingContext
-from producers.publisher import Delivery, Publisher, route
-from schemas.errors import InputError
-from schemas.topics import dead_letter_headers, dead_letter_topic
-from schemas.touchpoint import MAX_SKEW, TouchpointEvent
+from touchstream.producers.email.headers import EmailHeaders, email_fields, read_headers
+from touchstream.producers.email.inbound import headers_of
+from touchstream.producers.health import Check
+from touchstream.producers.mapping import MappingContext
+from touchstream.producers.publisher import Delivery, Publisher, route
+from touchstream.schemas.errors import InputError
+from touchstream.schemas.topics import dead_letter_headers, dead_letter_topic
+from touchstream.schemas.touchpoint import MAX_SKEW, TouchpointEvent
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from email.message import Message
 from typing import Any
 
-from producers.mapping import MappingContext, stable_id
+from touchstream.producers.mapping import MappingContext, stable_id
 
 _MESSAGE_ID = re.compile(r"<([^<>\s]{1,998})>")
 #: `Precedence` values of automatic mail. Not `list`: mailing-list software puts it on

@@ -8,8 +8,8 @@ from dataclasses import replace
 from email.message import Message
 from functools import partial
 
-from producers.email.headers import domain_of, email_fields, read_headers
-from producers.mapping import Mapped, MappingContext
+from touchstream.producers.email.headers import domain_of, email_fields, read_headers
+from touchstream.producers.mapping import Mapped, MappingContext
 
 
 def headers_of(raw: str | bytes) -> Message:

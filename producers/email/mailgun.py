@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 
-from producers.email.inbound import headers_of, map_message
-from producers.mapping import Mapped, MappingContext, PayloadError
-from producers.signatures import verify_mailgun
-from producers.webhook import Provider, WebhookRequest
+from touchstream.producers.email.inbound import headers_of, map_message
+from touchstream.producers.mapping import Mapped, MappingContext, PayloadError
+from touchstream.producers.signatures import verify_mailgun
+from touchstream.producers.webhook import Provider, WebhookRequest
 
 
 def header_block(fields: dict[str, str]) -> str:

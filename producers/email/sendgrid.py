@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 
-from producers.email.inbound import headers_of, map_message
-from producers.mapping import Mapped, MappingContext, PayloadError
-from producers.signatures import verify_basic_auth
-from producers.webhook import Provider, WebhookRequest
+from touchstream.producers.email.inbound import headers_of, map_message
+from touchstream.producers.mapping import Mapped, MappingContext, PayloadError
+from touchstream.producers.signatures import verify_basic_auth
+from touchstream.producers.webhook import Provider, WebhookRequest
 
 
 def receiving_addresses(fields: dict[str, str]) -> list[str]:

@@ -6,8 +6,8 @@ so events out of order within the grace period change nothing. `reference.recomp
 is the brute-force definition the engine is checked against.
 """
 
-from streams.metrics.config import MetricsConfig
-from streams.metrics.engine import Engine
-from streams.metrics.records import Outputs
+from touchstream.streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.engine import Engine
+from touchstream.streams.metrics.records import Outputs
 
 __all__ = ["Engine", "MetricsConfig", "Outputs"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
-from schemas.touchpoint import Actor, Channel, Kind
-from streams.metrics.schedule import Schedule
+from touchstream.schemas.touchpoint import Actor, Channel, Kind
+from touchstream.streams.metrics.schedule import Schedule
 
 #: Customer-initiated kinds (SPEC §5 "Engagement score") and their default weights.
 DEFAULT_WEIGHTS: Mapping[Kind, float] = MappingProxyType({

@@ -5,11 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from schemas.touchpoint import Kind, TouchpointEvent
-from streams.metrics.config import MetricsConfig
-from streams.metrics.engagement import Engagement, is_customer_initiated
-from streams.metrics.records import EngagementRow, Erasure, ErasureProof, Rows, SurveyRow, WaitingRow
-from streams.metrics.responses import Conversation
+from touchstream.schemas.touchpoint import Kind, TouchpointEvent
+from touchstream.streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.engagement import Engagement, is_customer_initiated
+from touchstream.streams.metrics.records import (
+    EngagementRow,
+    Erasure,
+    ErasureProof,
+    Rows,
+    SurveyRow,
+    WaitingRow,
+)
+from touchstream.streams.metrics.responses import Conversation
 
 
 @dataclass

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
 
-from schemas.touchpoint import Actor, Direction, Kind, TouchpointEvent
-from streams.metrics.config import DEFAULT_WEIGHTS, MetricsConfig
-from streams.metrics.records import EngagementRow, LevelChange
+from touchstream.schemas.touchpoint import Actor, Direction, Kind, TouchpointEvent
+from touchstream.streams.metrics.config import DEFAULT_WEIGHTS, MetricsConfig
+from touchstream.streams.metrics.records import EngagementRow, LevelChange
 
 #: Customer-initiated kinds: what the customer does (SPEC §5); weights may zero some out.
 CUSTOMER_INITIATED_KINDS = frozenset(DEFAULT_WEIGHTS)

@@ -33,11 +33,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.touchpoint import Kind, TouchpointEvent
-from streams.metrics.config import MetricsConfig
-from streams.metrics.customer import CustomerState
-from streams.metrics.records import LATEST_STATE_TABLES, LateEvent, Outputs, RowKey, Rows, order_key
-from streams.metrics.state import pending_json, record_from_dict, record_head, record_json
+from touchstream.schemas.touchpoint import Kind, TouchpointEvent
+from touchstream.streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.customer import CustomerState
+from touchstream.streams.metrics.records import (
+    LATEST_STATE_TABLES,
+    LateEvent,
+    Outputs,
+    RowKey,
+    Rows,
+    order_key,
+)
+from touchstream.streams.metrics.state import pending_json, record_from_dict, record_head, record_json
 
 #: The idle rule moves a quiet partition's horizon just past its newest event.
 _JUST_AFTER = timedelta(microseconds=1)

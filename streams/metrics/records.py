@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas.touchpoint import TouchpointEvent
+from touchstream.schemas.touchpoint import TouchpointEvent
 
 
 @dataclass(frozen=True)

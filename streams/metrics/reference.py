@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
-from schemas.touchpoint import (
+from touchstream.schemas.touchpoint import (
     DETRACTOR_MAX,
     DISSATISFIED_MAX,
     PROMOTER_MIN,
@@ -24,9 +24,9 @@ from schemas.touchpoint import (
     Kind,
     TouchpointEvent,
 )
-from streams.metrics.config import MetricsConfig
-from streams.metrics.engagement import WINDOWS, is_customer_initiated
-from streams.metrics.records import (
+from touchstream.streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.engagement import WINDOWS, is_customer_initiated
+from touchstream.streams.metrics.records import (
     CHURN_SIGNALS,
     ChurnRow,
     EngagementRow,
@@ -40,7 +40,7 @@ from streams.metrics.records import (
     WaitingRow,
     order_key,
 )
-from streams.metrics.responses import is_customer_message, is_reply
+from touchstream.streams.metrics.responses import is_customer_message, is_reply
 
 
 @dataclass

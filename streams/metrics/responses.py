@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.touchpoint import Channel, Direction, TouchpointEvent
-from streams.metrics.config import CUSTOMER_MESSAGE_KINDS, MetricsConfig
-from streams.metrics.records import ResponseRecord, WaitingRow
+from touchstream.schemas.touchpoint import Channel, Direction, TouchpointEvent
+from touchstream.streams.metrics.config import CUSTOMER_MESSAGE_KINDS, MetricsConfig
+from touchstream.streams.metrics.records import ResponseRecord, WaitingRow
 
 
 def is_customer_message(event: TouchpointEvent) -> bool:

@@ -21,11 +21,11 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from schemas.touchpoint import TouchpointEvent
-from streams.metrics.customer import CustomerState
-from streams.metrics.engagement import Engagement
-from streams.metrics.records import RowKey
-from streams.metrics.responses import Conversation
+from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.streams.metrics.customer import CustomerState
+from touchstream.streams.metrics.engagement import Engagement
+from touchstream.streams.metrics.records import RowKey
+from touchstream.streams.metrics.responses import Conversation
 
 
 def _parse(value: str | None) -> datetime | None:

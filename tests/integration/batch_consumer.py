@@ -16,8 +16,8 @@ from pathlib import Path
 import faust
 from faust import Worker
 
-from streams import flowcontrol
-from streams.batches import Inbox
+from touchstream.streams import flowcontrol
+from touchstream.streams.batches import Inbox
 
 
 def main() -> None:

@@ -23,10 +23,10 @@ from typing import Any, Protocol
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from schemas.topics import all_topics, dead_letter_topic, input_topics
 from touchstream.broker import EmbeddedBroker, free_port
 from touchstream.kafka import ensure_topics
 from touchstream.process import WorkerProcess, wait_until
+from touchstream.schemas.topics import all_topics, dead_letter_topic, input_topics
 
 PARTITIONS = 4
 _counter = itertools.count()
@@ -266,7 +266,7 @@ def chdb_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture
 def clickhouse(chdb_client: Any) -> Any:
-    from sinks.clickhouse import ClickHouse
+    from touchstream.sinks.clickhouse import ClickHouse
 
     handle = ClickHouse(chdb_client, database=f"test_{os.getpid()}_{next(_counter)}", embedded=True)
     handle.migrate()

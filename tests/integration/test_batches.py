@@ -18,10 +18,10 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from producers.publisher import Delivery, Publisher
 from touchstream.broker import EmbeddedBroker
 from touchstream.kafka import ensure_topics
 from touchstream.process import wait_until
+from touchstream.producers.publisher import Delivery, Publisher
 
 PER_TOPIC = 1_000
 MAX_RECORDS = 150

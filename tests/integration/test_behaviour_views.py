@@ -13,16 +13,16 @@ from typing import Any
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from schemas.touchpoint import TouchpointEvent
-from sinks.clickhouse import ClickHouse
-from sinks.ddl import MAINTAINED, MIRRORS
-from sinks.maintained import MaintainedTables
-from streams.metrics import MetricsConfig
-from streams.metrics.reference import journeys, profiles
-from streams.partitions import PartitionEngines
 from tests.integration.test_metric_sinks import store
 from tests.unit.test_metrics_core import GRACE, arrivals
 from tests.unit.test_metrics_core import journeys as event_lists
+from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.ddl import MAINTAINED, MIRRORS
+from touchstream.sinks.maintained import MaintainedTables
+from touchstream.streams.metrics import MetricsConfig
+from touchstream.streams.metrics.reference import journeys, profiles
+from touchstream.streams.partitions import PartitionEngines
 
 CONFIG = MetricsConfig(grace=GRACE, journey_gap=timedelta(hours=6), profile_window=timedelta(days=2),
                        churn_after=timedelta(days=1))  # fmt: skip

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from schemas.errors import BrokerError
 from tests.integration.test_up import alive
 from touchstream.broker import PID_FILE, EmbeddedBroker
+from touchstream.schemas.errors import BrokerError
 
 
 def test_a_stale_pid_file_stops_only_a_broker_of_this_data_dir(tmp_path: Path) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
-from schemas.partitioning import partition_of
-from streams.partitions import StateWriter
 from tests.integration.conftest import read_topic
 from touchstream.broker import EmbeddedBroker
 from touchstream.kafka import ensure_topics
+from touchstream.schemas.partitioning import partition_of
+from touchstream.streams.partitions import StateWriter
 
 
 def test_records_land_in_their_key_partition_and_are_acknowledged(broker: EmbeddedBroker) -> None:

@@ -21,13 +21,13 @@ import pytest
 from aiohttp import web
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from schemas.topics import Source
-from sinks import touchpoints
-from sinks.clickhouse import ClickHouse
 from tests.factories import event
 from touchstream.broker import free_port
 from touchstream.clickhouse_http import Credentials, Endpoint, application
 from touchstream.listeners import bounded_body
+from touchstream.schemas.topics import Source
+from touchstream.sinks import touchpoints
+from touchstream.sinks.clickhouse import ClickHouse
 
 USER, PASSWORD = "analyst", "correct horse"
 EVENTS = 5

@@ -15,11 +15,11 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 
-from producers.publisher import Publisher
-from producers.simulator import Simulator, SimulatorConfig
-from schemas.topics import all_topics
 from touchstream.kafka import ensure_topics
 from touchstream.process import wait_until
+from touchstream.producers.publisher import Publisher
+from touchstream.producers.simulator import Simulator, SimulatorConfig
+from touchstream.schemas.topics import all_topics
 
 ROOT = Path(__file__).parents[2]
 

@@ -9,16 +9,16 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from schemas.topics import Source
-from sinks import metric_rows, touchpoints
-from sinks.clickhouse import ClickHouse
-from sinks.maintained import MaintainedTables
-from streams.metrics import MetricsConfig
-from streams.partitions import PartitionEngines
 from tests.factories import event
 from tests.integration.test_metric_sinks import EVENTS, at
 from touchstream.dashboard import web
+from touchstream.schemas.topics import Source
 from touchstream.settings import Settings
+from touchstream.sinks import metric_rows, touchpoints
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.maintained import MaintainedTables
+from touchstream.streams.metrics import MetricsConfig
+from touchstream.streams.partitions import PartitionEngines
 
 CONSENT = [
     event(event_id="w1", customer_id="cust-7", occurred_at=at(1), channel="web", kind="page_view",

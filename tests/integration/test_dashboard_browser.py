@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from producers.publisher import Publisher
 from tests.factories import event
 from tests.integration.test_web_snippet import BROWSER_ARGS, CHROMIUM
 from touchstream.control import read_info
 from touchstream.process import wait_until
+from touchstream.producers.publisher import Publisher
 
 ARTIFACTS = Path(os.environ.get("TOUCHSTREAM_ARTIFACTS", "test-artifacts"))
 

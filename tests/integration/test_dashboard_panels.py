@@ -12,16 +12,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 from rich.console import Console
 
-from schemas.topics import Source
-from sinks import metric_rows, touchpoints
-from sinks.clickhouse import ClickHouse
-from sinks.maintained import MaintainedTables
-from streams.metrics import Engine, MetricsConfig
 from tests.factories import event
 from tests.integration.test_metric_sinks import DETRACTOR, EVENTS, at
 from touchstream.dashboard import top, web
 from touchstream.dashboard.panels import snapshot
+from touchstream.schemas.topics import Source
 from touchstream.settings import Settings
+from touchstream.sinks import metric_rows, touchpoints
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.maintained import MaintainedTables
+from touchstream.streams.metrics import Engine, MetricsConfig
 
 #: Decay alone cannot drop two levels within 7 days at the SPEC's 7-day half-life (high to
 #: low takes 11 days), so these tables run with a one-day half-life: cust-9 buys four
@@ -123,7 +123,7 @@ def test_web_app_serves_the_page_and_wants_its_token(clickhouse: ClickHouse) -> 
 def test_a_dashboard_beyond_loopback_needs_a_token() -> None:
     import pytest
 
-    from schemas.errors import ConfigError
+    from touchstream.schemas.errors import ConfigError
 
     with pytest.raises(ConfigError, match="TOUCHSTREAM_DASHBOARD_TOKEN"):
         web.check_binding(Settings(dashboard_host="0.0.0.0", dashboard_port=0))
@@ -133,7 +133,7 @@ def test_a_dashboard_beyond_loopback_needs_a_token() -> None:
 def test_the_dashboard_reads_only_and_answers_only_for_its_own_host(clickhouse: ClickHouse) -> None:
     import pytest
 
-    from schemas.errors import ClickHouseError
+    from touchstream.schemas.errors import ClickHouseError
 
     load(clickhouse)
     settings = Settings(dashboard_refresh_seconds=0.2)

@@ -21,8 +21,8 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 
-from sinks.maintained import PENDING
 from touchstream.process import wait_until
+from touchstream.sinks.maintained import PENDING
 
 ROOT = Path(__file__).parents[2]
 DBT = ROOT / ".venv" / "dbt" / "bin" / "dbt"

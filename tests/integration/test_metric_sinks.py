@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from schemas.errors import ClickHouseError, ConfigError
-from schemas.topics import Source
-from schemas.touchpoint import TouchpointEvent
-from sinks import metric_rows, touchpoints
-from sinks.clickhouse import ClickHouse
-from sinks.maintained import CHUNK, MaintainedTables
-from streams.metrics import Engine, MetricsConfig, Outputs
-from streams.partitions import PartitionEngines
 from tests.factories import event
 from touchstream.dashboard import experience
+from touchstream.schemas.errors import ClickHouseError, ConfigError
+from touchstream.schemas.topics import Source
+from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.sinks import metric_rows, touchpoints
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.maintained import CHUNK, MaintainedTables
+from touchstream.streams.metrics import Engine, MetricsConfig, Outputs
+from touchstream.streams.partitions import PartitionEngines
 from touchstream.verify import verify
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -10,17 +10,17 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from producers.publisher import Publisher
-from producers.simulator import Simulator, SimulatorConfig
-from schemas.partitioning import partition_of
-from schemas.touchpoint import TouchpointEvent
-from sinks.ddl import TABLES
-from streams.metrics import MetricsConfig
-from streams.metrics.reference import Tables, recompute
 from tests.factories import BASE_TIME
 from tests.integration.conftest import PARTITIONS, SMALL_BATCHES, StartWorker, unconsumed
 from touchstream.broker import EmbeddedBroker
 from touchstream.process import WorkerProcess, wait_until
+from touchstream.producers.publisher import Publisher
+from touchstream.producers.simulator import Simulator, SimulatorConfig
+from touchstream.schemas.partitioning import partition_of
+from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.sinks.ddl import TABLES
+from touchstream.streams.metrics import MetricsConfig
+from touchstream.streams.metrics.reference import Tables, recompute
 
 GRACE = timedelta(minutes=10)
 Snapshot = dict[str, set[tuple[str, ...]]]

@@ -12,14 +12,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.touchpoint import Channel, TouchpointEvent
-from sinks.clickhouse import ClickHouse
-from sinks.ddl import WEIGHT_UNITS
-from streams.metrics import MetricsConfig
-from streams.metrics.reference import attribution, churn_rates, outcome_tables
 from tests.factories import event
 from tests.integration.test_behaviour_views import streamed, utc
 from tests.unit.test_metrics_core import GRACE, arrivals
+from touchstream.schemas.touchpoint import Channel, TouchpointEvent
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.ddl import WEIGHT_UNITS
+from touchstream.streams.metrics import MetricsConfig
+from touchstream.streams.metrics.reference import attribution, churn_rates, outcome_tables
 
 CONFIG = MetricsConfig(
     grace=GRACE,

@@ -11,13 +11,13 @@ import urllib.request
 from pathlib import Path
 from typing import cast
 
-from producers.publisher import Delivery, Publisher
-from producers.simulator import Simulator, SimulatorConfig
-from schemas.topics import input_topic
 from tests.factories import BASE_TIME, event, event_data
 from tests.integration.conftest import SMALL_BATCHES, StartWorker, dlq_topic, read_topic, unconsumed
 from touchstream.broker import EmbeddedBroker
 from touchstream.process import wait_until
+from touchstream.producers.publisher import Delivery, Publisher
+from touchstream.producers.simulator import Simulator, SimulatorConfig
+from touchstream.schemas.topics import input_topic
 
 COUNT_FINAL = "SELECT count() FROM touchpoints FINAL"
 

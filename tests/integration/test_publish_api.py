@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from producers import publish
-from schemas.errors import BrokerError
-from schemas.topics import input_topic
-from schemas.touchpoint import Channel
 from tests.factories import event
 from tests.integration.conftest import PARTITIONS, published, read_topics
 from touchstream.broker import EmbeddedBroker, free_port
+from touchstream.producers import publish
+from touchstream.schemas.errors import BrokerError
+from touchstream.schemas.topics import input_topic
+from touchstream.schemas.touchpoint import Channel
 
 
 def test_publish_returns_once_kafka_has_every_event(

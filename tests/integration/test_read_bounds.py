@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas.errors import TouchstreamError
-from schemas.touchpoint import TouchpointEvent
-from sinks.clickhouse import ClickHouse
-from streams.metrics import MetricsConfig
 from tests.factories import event
 from tests.integration.conftest import StartWorker
 from tests.integration.test_metrics_pipeline import send
 from touchstream.broker import EmbeddedBroker
 from touchstream.dashboard import experience, panels, web
+from touchstream.schemas.errors import TouchstreamError
+from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.streams.metrics import MetricsConfig
 
 #: An analyst's query that would run for minutes.
 LONG = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 0"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sinks.clickhouse import ClickHouse
-from sinks.sqlguard import SqlGuard
+from touchstream.sinks.clickhouse import ClickHouse
+from touchstream.sinks.sqlguard import SqlGuard
 
 REFUSED = [
     ("SELECT * FROM file('/etc/passwd', 'LineAsString')", "file"),

@@ -14,11 +14,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from producers.email.files import parse_message
-from producers.mapping import MappingContext, PayloadError
-from producers.providers import PROVIDERS
-from producers.webhook import SignatureError, WebhookRequest
 from tests.webhooks import fixture, multipart
+from touchstream.producers.email.files import parse_message
+from touchstream.producers.mapping import MappingContext, PayloadError
+from touchstream.producers.providers import PROVIDERS
+from touchstream.producers.webhook import SignatureError, WebhookRequest
 
 NOW = 1_780_000_000
 CONTEXT = MappingContext(

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from producers.email.headers import email_fields, read_headers
-from producers.mapping import Mapped, MappingContext, PayloadError, stable_id
-from producers.providers import PROVIDERS
-from producers.webhook import SignatureError, WebhookRequest
 from tests.webhooks import fixture, mailgun_form, sendgrid_form, signed_json
+from touchstream.producers.email.headers import email_fields, read_headers
+from touchstream.producers.mapping import Mapped, MappingContext, PayloadError, stable_id
+from touchstream.producers.providers import PROVIDERS
+from touchstream.producers.webhook import SignatureError, WebhookRequest
 
 NOW = 1_780_000_000
 RECEIVED = datetime.fromtimestamp(NOW, UTC)

@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.collector import map_events
-from producers.metrics import CollectorMetrics
 from tests.factories import event_data
+from touchstream.producers.collector import map_events
+from touchstream.producers.metrics import CollectorMetrics
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 json_values = st.recursive(

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from sinks.clickhouse import server_database
 from touchstream.settings import Settings
+from touchstream.sinks.clickhouse import server_database
 
 COMPOSE = Path(__file__).parents[2] / "docker-compose.yml"
 _DEFAULTED = re.compile(r"\$\{(?P<name>[A-Z_]+):-(?P<default>[^}]*)\}")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.errors import ConfigError
 from touchstream.datadir import DataDirLock
+from touchstream.schemas.errors import ConfigError
 
 
 def test_the_data_dir_is_the_owners_alone(tmp_path: Path) -> None:

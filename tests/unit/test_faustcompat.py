@@ -11,8 +11,8 @@ from aiokafka.consumer.fetcher import Fetcher
 from faust.stores.rocksdb import Store
 from faust.transport import consumer as faust_consumer
 
-from schemas.errors import ConfigError
-from streams import faustcompat
+from touchstream.schemas.errors import ConfigError
+from touchstream.streams import faustcompat
 
 
 def test_the_installed_libraries_are_the_ones_the_worker_is_built_on() -> None:

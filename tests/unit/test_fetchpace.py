@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiokafka.consumer.fetcher import Fetcher
 
-from streams import fetchpace
+from touchstream.streams import fetchpace
 
 
 def test_sleeps_after_empty_fetches_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import faust
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from streams.flowcontrol import FlowControl, install
+from touchstream.streams.flowcontrol import FlowControl, install
 
 
 def queued(flow: FlowControlEvent, *items: str) -> FlowControlQueue:

@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from schemas.codec import encode
-from schemas.topics import Source, input_topic
-from schemas.touchpoint import Channel
-from streams.ingest import RawRecord, split
 from tests.factories import event, event_data
+from touchstream.schemas.codec import encode
+from touchstream.schemas.topics import Source, input_topic
+from touchstream.schemas.touchpoint import Channel
+from touchstream.streams.ingest import RawRecord, split
 
 CHANNELS = {input_topic(channel): channel.value for channel in Channel}
 

@@ -9,7 +9,7 @@ import sys
 
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from schemas.partitioning import murmur2, partition_of
+from touchstream.schemas.partitioning import murmur2, partition_of
 
 
 def test_verify_imports_no_kafka_client_and_no_faust() -> None:

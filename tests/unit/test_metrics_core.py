@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.touchpoint import Actor, Channel, Kind, TouchpointEvent
-from streams.metrics import Engine, MetricsConfig, Outputs
-from streams.metrics.records import EngagementRow, ResponseRecord, RowKey, SurveyRow, WaitingRow
-from streams.metrics.reference import Tables, recompute
-from streams.metrics.schedule import Schedule
 from tests.factories import event
+from touchstream.schemas.touchpoint import Actor, Channel, Kind, TouchpointEvent
+from touchstream.streams.metrics import Engine, MetricsConfig, Outputs
+from touchstream.streams.metrics.records import EngagementRow, ResponseRecord, RowKey, SurveyRow, WaitingRow
+from touchstream.streams.metrics.reference import Tables, recompute
+from touchstream.streams.metrics.schedule import Schedule
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 GRACE = timedelta(minutes=10)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from streams.metrics.schedule import Schedule
+from touchstream.streams.metrics.schedule import Schedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 OFFICE = Schedule.parse({"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}})

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from schemas import jsonschema
-from schemas.codec import Rejected, decode, encode
-from schemas.touchpoint import MAX_ATTRIBUTES, Channel, Kind, TouchpointEvent
 from tests.factories import event, event_data
+from touchstream.schemas import jsonschema
+from touchstream.schemas.codec import Rejected, decode, encode
+from touchstream.schemas.touchpoint import MAX_ATTRIBUTES, Channel, Kind, TouchpointEvent
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from schemas.errors import ConfigError
-from schemas.touchpoint import Channel
-from sinks.clickhouse import server_database
+from touchstream.schemas.errors import ConfigError
+from touchstream.schemas.touchpoint import Channel
 from touchstream.settings import Settings
+from touchstream.sinks.clickhouse import server_database
 
 
 def test_defaults_are_embedded(monkeypatch: pytest.MonkeyPatch) -> None:

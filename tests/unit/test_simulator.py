@@ -4,9 +4,9 @@ import itertools
 from collections import Counter
 from datetime import timedelta
 
-from producers.simulator import Simulator, SimulatorConfig
-from schemas.codec import Rejected, decode
 from tests.factories import BASE_TIME
+from touchstream.producers.simulator import Simulator, SimulatorConfig
+from touchstream.schemas.codec import Rejected, decode
 
 
 def test_same_seed_same_events() -> None:

@@ -5,13 +5,13 @@ import asyncio
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from schemas.errors import ClickHouseError
-from schemas.topics import Source
-from sinks import touchpoints
-from sinks.clickhouse import wrap
-from sinks.ddl import TABLES, migrations
-from sinks.retry import Backoff, until_written
 from tests.factories import event
+from touchstream.schemas.errors import ClickHouseError
+from touchstream.schemas.topics import Source
+from touchstream.sinks import touchpoints
+from touchstream.sinks.clickhouse import wrap
+from touchstream.sinks.ddl import TABLES, migrations
+from touchstream.sinks.retry import Backoff, until_written
 
 
 def test_row_matches_columns_and_carries_the_source() -> None:

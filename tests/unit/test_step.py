@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from schemas.topics import Source
-from streams.ingest import DeadLetter, RawRecord
-from streams.metrics import MetricsConfig, Outputs
-from streams.metrics.records import Erasure
-from streams.partitions import PartitionEngines
-from streams.step import PHASES, BatchStep, Writers
 from tests.factories import event_data
+from touchstream.schemas.topics import Source
+from touchstream.streams.ingest import DeadLetter, RawRecord
+from touchstream.streams.metrics import MetricsConfig, Outputs
+from touchstream.streams.metrics.records import Erasure
+from touchstream.streams.partitions import PartitionEngines
+from touchstream.streams.step import PHASES, BatchStep, Writers
 
 
 class Stats:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from sinks.clickhouse import Turns
+from touchstream.sinks.clickhouse import Turns
 
 
 def test_a_waiting_write_goes_before_reads_that_come_after_it() -> None:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.touchpoint import Kind, TouchpointEvent
-from streams.metrics.config import MetricsConfig
-from streams.metrics.reference import conversation_ids
+from touchstream.schemas.touchpoint import Kind, TouchpointEvent
+from touchstream.streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.reference import conversation_ids
 
 Fetch = Callable[[str, Mapping[str, Any]], list[tuple[Any, ...]]]
 

@@ -16,8 +16,8 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sinks.ddl import ATTRIBUTION_MODELS
 from touchstream.dashboard.panels import Fetch, clean, column, records, reference, table, within_bounds
+from touchstream.sinks.ddl import ATTRIBUTION_MODELS
 
 CHURN_RATES = """
 SELECT month, signal, customers, churned, round(100 * churn_rate, 1) AS churn_percent,

@@ -20,10 +20,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from schemas.errors import ClickHouseError
-from schemas.touchpoint import DETRACTOR_MAX, PROMOTER_MIN, SATISFIED_MIN
-from sinks.clickhouse import READ_BOUND_CODES
-from streams.metrics.config import MetricsConfig
+from touchstream.schemas.errors import ClickHouseError
+from touchstream.schemas.touchpoint import DETRACTOR_MAX, PROMOTER_MIN, SATISFIED_MIN
+from touchstream.sinks.clickhouse import READ_BOUND_CODES
+from touchstream.streams.metrics.config import MetricsConfig
 
 #: Runs a parameterized query ({name:Type} placeholders) and returns its rows.
 Fetch = Callable[[str, Mapping[str, Any]], list[tuple[Any, ...]]]

@@ -31,14 +31,14 @@ from typing import Any
 
 from aiohttp import web
 
-from schemas.errors import ConfigError
-from sinks.clickhouse import ClickHouse
 from touchstream.broker import is_loopback, port_in_use
 from touchstream.dashboard import customer
 from touchstream.dashboard.experience import charts, experience
 from touchstream.dashboard.panels import behaviour, snapshot
 from touchstream.listeners import Bounds, Listener, raise_descriptor_limit
+from touchstream.schemas.errors import ConfigError
 from touchstream.settings import Settings
+from touchstream.sinks.clickhouse import ClickHouse
 
 STATIC = Path(__file__).parent / "static"
 #: How often the behaviour panels (journeys, profiles) and the ops page's charts are read again.
