@@ -21,7 +21,9 @@ event_id `zendesk:<event id>`, customer_id `zendesk:<requester_id>`, channel hel
   opening's instant, which changes no response time.
 - `zen:event-type:ticket.status_changed` to SOLVED (or to CLOSED from anything but
   SOLVED): `ticket_resolved` by the agent who changed it (`detail.actor_id`), direction
-  none. A later customer comment reopens the ticket (SPEC §5b).
+  none; from SOLVED or CLOSED back to NEW, OPEN, PENDING or HOLD: `conversation_opened` by
+  that agent (a later customer comment reopens the ticket too, SPEC §5).
+- team_id: `zendesk:group:<detail.group_id>`, on every event of a ticket with a group.
 - every other event type carries no touchpoint.
 """
 
@@ -91,6 +93,9 @@ def event_fields(payload: dict[str, Any]) -> dict[str, Any] | str:
         "customer_id": stable_id("zendesk", text(ticket, "requester_id") or ""),
         "channel": "helpdesk",
         "conversation_id": stable_id("zendesk", "ticket", ticket_id),
+        "team_id": stable_id("zendesk", "group", group)
+        if (group := text(ticket, "group_id", required=False))
+        else None,
     }
     change = obj(payload, "event", required=False)
     if event_type == CREATED:
@@ -123,6 +128,11 @@ def event_fields(payload: dict[str, Any]) -> dict[str, Any] | str:
         if current == "SOLVED" or (current == "CLOSED" and previous != "SOLVED"):
             actor = text(ticket, "actor_id", required=False)
             return {**base, "kind": "ticket_resolved", "occurred_at": occurred_at, "direction": "none",
+                    "actor": "agent" if actor else "system",
+                    "agent_id": stable_id("zendesk", actor) if actor else None}  # fmt: skip
+        if previous in ("SOLVED", "CLOSED") and current in ("NEW", "OPEN", "PENDING", "HOLD"):
+            actor = text(ticket, "actor_id", required=False)
+            return {**base, "kind": "conversation_opened", "occurred_at": occurred_at, "direction": "none",
                     "actor": "agent" if actor else "system",
                     "agent_id": stable_id("zendesk", actor) if actor else None}  # fmt: skip
         return f"status {previous or '?'} -> {current or '?'} carries no touchpoint"

@@ -60,6 +60,10 @@ class Kind(StrEnum):
     PURCHASE = "purchase"
     CONSENT_UPDATED = "consent_updated"
     ERASURE_REQUESTED = "erasure_requested"
+    #: Conversation status (SPEC §5): closed, snoozed until `attributes["until"]`, (re)opened.
+    CONVERSATION_CLOSED = "conversation_closed"
+    CONVERSATION_SNOOZED = "conversation_snoozed"
+    CONVERSATION_OPENED = "conversation_opened"
 
 
 class Direction(StrEnum):
@@ -126,7 +130,8 @@ class Consent(BaseModel):
 
 def _event_schema(schema: dict[str, Any]) -> None:
     """The schema's id, and `survey` exactly on survey_response and `consent` exactly on
-    consent_updated events, in the JSON Schema as in validation (`_payload_matches_kind`)."""
+    consent_updated events, and `attributes.until` on conversation_snoozed ones, in the
+    JSON Schema as in validation (`_payload_matches_kind`)."""
     schema["$id"] = "https://touchstream.dev/schemas/touchpoint-event-v1.json"
     schema["allOf"] = [
         {
@@ -135,6 +140,16 @@ def _event_schema(schema: dict[str, Any]) -> None:
             "else": {"properties": {field: {"type": "null"}}},
         }
         for kind, field in (("survey_response", "survey"), ("consent_updated", "consent"))
+    ] + [
+        {
+            "if": {"properties": {"kind": {"const": "conversation_snoozed"}}, "required": ["kind"]},
+            "then": {
+                "properties": {
+                    "attributes": {"required": ["until"], "properties": {"until": {"format": "date-time"}}}
+                },
+                "required": ["attributes"],
+            },
+        }
     ]
 
 
@@ -164,6 +179,9 @@ class TouchpointEvent(BaseModel):
     actor: Actor
     conversation_id: OptionalRef = None
     agent_id: OptionalRef = None
+    #: The team, inbox or queue the conversation is routed to (a help desk's group, a chat
+    #: platform's team); a conversation's team is the latest one seen in it.
+    team_id: OptionalRef = None
     survey: Survey | None = None
     consent: Consent | None = None
     attributes: Annotated[dict[AttributeKey, AttributeValue], Field(max_length=MAX_ATTRIBUTES)] = {}
@@ -183,6 +201,8 @@ class TouchpointEvent(BaseModel):
             raise ValueError("survey is required on survey_response events and allowed only there")
         if (self.kind is Kind.CONSENT_UPDATED) != (self.consent is not None):
             raise ValueError("consent is required on consent_updated events and allowed only there")
+        if self.kind is Kind.CONVERSATION_SNOOZED:
+            snoozed_until(self)
         return self
 
     @model_validator(mode="after")
@@ -197,6 +217,23 @@ class TouchpointEvent(BaseModel):
                 f"received_at {self.received_at.isoformat()} (the clock skew allowed)"
             )
         return self
+
+
+def snoozed_until(event: TouchpointEvent) -> datetime:
+    """Until when a `conversation_snoozed` event snoozes its conversation: its
+    `attributes["until"]`, an ISO 8601 date-time with a timezone."""
+    text = event.attributes.get("until")
+    if text is None:
+        raise ValueError(
+            'conversation_snoozed needs attributes["until"], an ISO 8601 date-time with a timezone'
+        )
+    try:
+        until = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f'attributes["until"] {text!r} is not an ISO 8601 date-time') from None
+    if until.tzinfo is None:
+        raise ValueError(f'attributes["until"] {text!r} has no timezone')
+    return until
 
 
 def skew_bound(context: object) -> timedelta:

@@ -24,7 +24,7 @@ from touchstream.schemas.touchpoint import (
     SATISFIED_MIN,
     Channel,
 )
-from touchstream.streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.config import STATUS_KINDS, MetricsConfig
 from touchstream.streams.metrics.engagement import CUSTOMER_INITIATED_KINDS
 from touchstream.streams.metrics.records import CHURN_SIGNALS
 
@@ -51,6 +51,7 @@ TABLES: dict[str, str] = {
         actor LowCardinality(String),
         conversation_id Nullable(String),
         agent_id Nullable(String),
+        team_id Nullable(String),
         occurred_at {_TS},
         received_at {_TS},
         survey_type LowCardinality(Nullable(String)),
@@ -116,6 +117,23 @@ TABLES: dict[str, str] = {
         channel LowCardinality(String),
         waiting_since Nullable({_TS}),
         answered Bool,
+        updated_at {_TS},
+        team_id Nullable(String),
+        status LowCardinality(String) DEFAULT 'open',
+        closed_at Nullable({_TS}),
+        {_UPSERT}
+    ORDER BY (customer_id, conversation_id)""",
+    "conversations": f"""
+        conversation_id String,
+        customer_id String,
+        channel LowCardinality(String),
+        team_id Nullable(String),
+        status LowCardinality(String),
+        opened_at {_TS},
+        closed_at Nullable({_TS}),
+        closed_without_reply Bool,
+        abandoned Bool,
+        last_agent_id Nullable(String),
         updated_at {_TS},
         {_UPSERT}
     ORDER BY (customer_id, conversation_id)""",
@@ -934,6 +952,7 @@ def _values(database: str, config: MetricsConfig) -> dict[str, object]:
     """What the view and maintained-table templates take: windows and thresholds of `config`."""
     initiated = "', '".join(sorted(kind.value for kind in CUSTOMER_INITIATED_KINDS))
     replies = "', '".join(sorted(actor.value for actor in config.reply_actors))
+    status_kinds = "', '".join(sorted(kind.value for kind in STATUS_KINDS))
     return {
         "db": database,
         "promoter": PROMOTER_MIN,
@@ -954,10 +973,22 @@ def _values(database: str, config: MetricsConfig) -> dict[str, object]:
         "sla_of_channel": _by_channel(
             {channel: span.total_seconds() for channel, span in config.sla.items()}
         ),
-        "reply": f"(direction = 'outbound' AND actor IN ('{replies}'))",
+        "reply": f"(direction = 'outbound' AND actor IN ('{replies}') AND kind NOT IN ('{status_kinds}'))",
         "initiated": f"(actor = 'customer' AND kind IN ('{initiated}') "
         "AND (kind NOT IN ('message', 'call') OR direction = 'inbound'))",
     }
+
+
+#: Columns added to a table after its first version, with their types: an existing table
+#: gets them at start (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS`), its rows the defaults.
+ADDED_COLUMNS: dict[str, list[str]] = {
+    "touchpoints": ["team_id Nullable(String) AFTER agent_id"],
+    "waiting": [
+        "team_id Nullable(String) AFTER updated_at",
+        "status LowCardinality(String) DEFAULT 'open' AFTER team_id",
+        f"closed_at Nullable({_TS}) AFTER status",
+    ],
+}
 
 
 def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
@@ -965,6 +996,9 @@ def migrations(database: str, config: MetricsConfig | None = None) -> list[str]:
     statements = [f"CREATE DATABASE IF NOT EXISTS {database}"]
     for table, body in TABLES.items():
         statements.append(f"CREATE TABLE IF NOT EXISTS {database}.{table} ({body}\n    {_SETTINGS}")
+    for table, columns in ADDED_COLUMNS.items():
+        added = ", ".join(f"ADD COLUMN IF NOT EXISTS {column}" for column in columns)
+        statements.append(f"ALTER TABLE {database}.{table} {added}")
     return statements
 
 

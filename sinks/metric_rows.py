@@ -36,7 +36,14 @@ COLUMNS: dict[str, list[str]] = {
         "reply_event_id", "conversation_id", "customer_id", "channel", "agent_id", "response_seconds",
         "is_first_response", "customer_message_at", "replied_at", "response_business_seconds",
     ],
-    "waiting": ["conversation_id", "customer_id", "channel", "waiting_since", "answered", "updated_at"],
+    "waiting": [
+        "conversation_id", "customer_id", "channel", "waiting_since", "answered", "updated_at", "team_id",
+        "status", "closed_at",
+    ],
+    "conversations": [
+        "conversation_id", "customer_id", "channel", "team_id", "status", "opened_at", "closed_at",
+        "closed_without_reply", "abandoned", "last_agent_id", "updated_at",
+    ],
     "engagement": [
         "customer_id", "score", "level", "interactions_24h", "interactions_7d", "interactions_30d",
         "active_channels_30d", "last_interaction_at", "updated_at",

@@ -15,7 +15,7 @@ from touchstream.streams.metrics.records import Erasure
 TABLE = "touchpoints"
 COLUMNS = [
     "event_id", "schema_version", "customer_id", "channel", "kind", "direction", "actor",
-    "conversation_id", "agent_id", "occurred_at", "received_at", "survey_type", "survey_score",
+    "conversation_id", "agent_id", "team_id", "occurred_at", "received_at", "survey_type", "survey_score",
     "consent_analytics", "attributes", "source_topic", "source_partition", "source_offset",
 ]  # fmt: skip
 
@@ -31,6 +31,7 @@ def row(event: TouchpointEvent, source: Source) -> tuple[Any, ...]:
         event.actor.value,
         event.conversation_id,
         event.agent_id,
+        event.team_id,
         event.occurred_at,
         event.received_at,
         event.survey.type if event.survey else None,

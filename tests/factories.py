@@ -23,6 +23,7 @@ def event_data(**overrides: Any) -> dict[str, Any]:
         "actor": "customer",
         "conversation_id": "conv-1",
         "agent_id": None,
+        "team_id": None,
         "survey": None,
         "consent": None,
         "attributes": {},

@@ -55,14 +55,18 @@ SECONDS_TOLERANCE = 0.002
 
 EVENTS = """
     SELECT event_id, schema_version, customer_id, channel, kind, direction, actor, conversation_id,
-           agent_id, occurred_at, received_at, survey_type, survey_score, consent_analytics, attributes
+           agent_id, team_id, occurred_at, received_at, survey_type, survey_score, consent_analytics,
+           attributes
     FROM touchpoints FINAL"""
 STREAM = {
     "responses": "SELECT reply_event_id, customer_id, response_seconds, response_business_seconds, "
     "is_first_response, final "
     "FROM responses FINAL",
     "engagement": "SELECT customer_id, level, interactions_30d, final FROM engagement FINAL",
-    "waiting": "SELECT customer_id, conversation_id, answered, final FROM waiting FINAL",
+    "waiting": "SELECT customer_id, conversation_id, answered, status, team_id, closed_at, final "
+    "FROM waiting FINAL",
+    "conversations": "SELECT customer_id, conversation_id, status, team_id, closed_without_reply, abandoned, "
+    "closed_at, final FROM conversations FINAL",
     "engagement_changes": "SELECT customer_id, previous_level, level, final FROM engagement_changes FINAL",
     "surveys": "SELECT event_id, score, final FROM surveys FINAL",
 }
@@ -117,12 +121,22 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
+def _moment(value: datetime | None) -> str | None:
+    """An instant as ClickHouse stores it (milliseconds, UTC), to compare."""
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _stored_moment(value: str | None) -> str | None:
+    return None if value is None else _time(value).isoformat(timespec="milliseconds")
+
+
 def event_from_row(row: dict[str, Any]) -> TouchpointEvent:
     survey = {"type": row["survey_type"], "score": row["survey_score"]} if row["survey_type"] else None
     consent = {"analytics": bool(row["consent_analytics"])} if row["consent_analytics"] is not None else None
     return TouchpointEvent.model_validate({
         **{key: row[key] for key in ("event_id", "schema_version", "customer_id", "channel", "kind",
-                                     "direction", "actor", "conversation_id", "agent_id", "attributes")},
+                                     "direction", "actor", "conversation_id", "agent_id", "team_id",
+                                     "attributes")},
         "occurred_at": _time(row["occurred_at"]),
         "received_at": _time(row["received_at"]),
         "survey": survey,
@@ -159,6 +173,7 @@ def _merge(into: Tables, tables: Tables) -> None:
     into.responses |= tables.responses
     into.engagement |= tables.engagement
     into.waiting |= tables.waiting
+    into.conversations |= tables.conversations
     into.changes += tables.changes
     into.surveys |= tables.surveys
 
@@ -422,8 +437,17 @@ def _pairs(
             [(row["customer_id"], row["level"], int(row["interactions_30d"])) for row in rows["engagement"]],
         ),
         "waiting": (
-            [(r.customer_id, r.conversation_id, r.answered) for r in tables.waiting.values()],
-            [(row["customer_id"], row["conversation_id"], bool(row["answered"])) for row in rows["waiting"]],
+            [(r.customer_id, r.conversation_id, r.answered, r.status, r.team_id, _moment(r.closed_at))
+             for r in tables.waiting.values()],
+            [(row["customer_id"], row["conversation_id"], bool(row["answered"]), row["status"],
+              row["team_id"], _stored_moment(row["closed_at"])) for row in rows["waiting"]],
+        ),
+        "conversations": (
+            [(r.customer_id, r.conversation_id, r.status, r.team_id, r.closed_without_reply, r.abandoned,
+              _moment(r.closed_at)) for r in tables.conversations.values()],
+            [(row["customer_id"], row["conversation_id"], row["status"], row["team_id"],
+              bool(row["closed_without_reply"]), bool(row["abandoned"]), _stored_moment(row["closed_at"]))
+             for row in rows["conversations"]],
         ),
         "engagement_changes": (
             [(c.customer_id, c.previous_level, c.level) for c in tables.changes],

@@ -13,6 +13,11 @@ Mapping:
   with a body by a bot (Fin, Operator: what the customer sees them say). Notes are
   internal and ignored, as are parts without a body, read receipts
   (`conversation.read`) and topics that are about neither conversations nor tickets.
+- Status (`conversation.admin.closed`, `.snoozed`, `.unsnoozed`, `.opened`): a `close`
+  part is also a `conversation_closed`, `snoozed` a `conversation_snoozed` until the
+  conversation's `snoozed_until`, `open`, `unsnoozed` and `timer_unsnooze` a
+  `conversation_opened` (event_id `intercom:<part id>:<kind>`, by the part's author).
+- team_id: the conversation's `team_assignee_id`, on every event of the delivery.
 - `ticket.*` topics (e.g. `ticket.admin.replied`, `ticket.contact.replied`): the
   ticket's `ticket_parts` are read the same way; conversation_id `intercom:<ticket id>`.
 - Author `user`/`lead`/`contact` is the customer (inbound); `admin` an agent (outbound,
@@ -48,6 +53,14 @@ OPENING_TOPICS = {"conversation.user.created", "conversation.admin.single.create
 #: Topics that report on a conversation without carrying a message of it.
 RECEIPT_TOPICS = {"conversation.read"}
 REPLY_PART_TYPES = {"close", "open", "assignment", "assign_and_reopen", "away_mode_assignment"}
+#: Parts that change the conversation's status (SPEC §5 "Conversation status").
+STATUS_PARTS = {
+    "close": "conversation_closed",
+    "snoozed": "conversation_snoozed",
+    "open": "conversation_opened",
+    "unsnoozed": "conversation_opened",
+    "timer_unsnooze": "conversation_opened",
+}
 AUTHORS = {
     "user": ("customer", "inbound"),
     "lead": ("customer", "inbound"),
@@ -92,8 +105,26 @@ def message_fields(
         "actor": actor,
         "conversation_id": stable_id("intercom", text(conversation, "id") or ""),
         "agent_id": text(author, "id", required=False) if actor == "agent" else None,
+        "team_id": team_of(conversation),
         "attributes": {"platform": "intercom", "topic": topic},
     }
+
+
+def team_of(conversation: dict[str, Any]) -> str | None:
+    team = conversation.get("team_assignee_id")
+    return str(team) if isinstance(team, int | str) and str(team) else None
+
+
+def status_fields(
+    conversation: dict[str, Any], part: dict[str, Any], kind: str, topic: str
+) -> dict[str, Any]:
+    """A status part as its status event: by the part's author, with no reply direction."""
+    fields = message_fields(conversation, part, part.get("created_at"), topic)
+    fields.update(event_id=f"{fields['event_id']}:{kind}", kind=kind, direction="none")
+    if kind == "conversation_snoozed":
+        until = from_unix(conversation.get("snoozed_until"), what="snoozed_until")
+        fields["attributes"] = {**fields["attributes"], "until": until.isoformat()}
+    return fields
 
 
 def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
@@ -115,6 +146,7 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
     parts_key = "ticket_parts" if ticket else "conversation_parts"
 
     candidates: list[tuple[dict[str, Any], object]] = []
+    statuses: list[tuple[dict[str, Any], str]] = []
     if topic in OPENING_TOPICS:
         opening = conversation.get("source") or conversation.get("conversation_message")
         if isinstance(opening, dict):
@@ -130,6 +162,10 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
             candidates.append(({}, None))
             continue
         part_type, body = part.get("part_type"), part.get("body")
+        if isinstance(part_type, str) and part_type in STATUS_PARTS and not ticket:
+            statuses.append((part, STATUS_PARTS[part_type]))
+            if not body:
+                continue
         author = part.get("author")
         by_bot = isinstance(author, dict) and author.get("type") == "bot"
         if (
@@ -142,10 +178,12 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
             why = f"{str(part_type)[:40]} part is not a message to or from the customer"
             mapped.ignore(len(candidates), why)
 
-    if not candidates and not mapped.ignored:
+    if not candidates and not statuses and not mapped.ignored:
         mapped.ignore(0, f"{topic} carries no message")
     for index, (message, created_at) in enumerate(candidates):
         mapped.take(index, partial(message_fields, conversation, message, created_at, topic))
+    for index, (part, kind) in enumerate(statuses, start=len(candidates)):
+        mapped.take(index, partial(status_fields, conversation, part, kind, topic))
     return mapped
 
 

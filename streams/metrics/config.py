@@ -37,6 +37,13 @@ DEFAULT_INACTIVITY: Mapping[Channel, timedelta] = MappingProxyType({
     channel: _LONG if channel in (Channel.EMAIL, Channel.HELPDESK) else _SHORT for channel in Channel
 })  # fmt: skip
 
+#: A conversation with no event for this long closes (SPEC §5 "Conversation status"), per
+#: channel of its first event: 7 days, 30 for email and help desks.
+DEFAULT_AUTO_CLOSE: Mapping[Channel, timedelta] = MappingProxyType({
+    channel: timedelta(days=30) if channel in (Channel.EMAIL, Channel.HELPDESK) else timedelta(days=7)
+    for channel in Channel
+})  # fmt: skip
+
 #: Response-time SLA per channel (the dashboard's default setting): a response slower than
 #: its channel's is a churn's `slow_response` signal; a ticket's first response within it
 #: counts towards SLA attainment. A channel without one has no SLA.
@@ -46,6 +53,11 @@ DEFAULT_SLA: Mapping[Channel, timedelta] = MappingProxyType({
 })  # fmt: skip
 
 CUSTOMER_MESSAGE_KINDS = frozenset({Kind.MESSAGE, Kind.CALL, Kind.TICKET_OPENED})
+#: Kinds that change a conversation's status (SPEC §5 "Conversation status"): never a
+#: reply, whoever sends them (a close answers nothing).
+STATUS_KINDS = frozenset(
+    {Kind.CONVERSATION_CLOSED, Kind.CONVERSATION_SNOOZED, Kind.CONVERSATION_OPENED, Kind.TICKET_RESOLVED}
+)
 
 
 @functools.cache
@@ -67,6 +79,9 @@ class MetricsConfig:
     grace: timedelta = timedelta(minutes=10)
     #: Gap that ends a derived conversation (events without conversation_id), per channel.
     inactivity: Mapping[Channel, timedelta] = field(default_factory=lambda: DEFAULT_INACTIVITY)
+    #: A conversation with no event for this long closes at its last event + this, per
+    #: channel of its first event; if it was waiting then, it is abandoned.
+    auto_close_after: Mapping[Channel, timedelta] = field(default_factory=lambda: DEFAULT_AUTO_CLOSE)
     #: Outbound actors whose messages answer a waiting customer.
     reply_actors: frozenset[Actor] = frozenset({Actor.AGENT})
     weights: Mapping[Kind, float] = field(default_factory=lambda: DEFAULT_WEIGHTS)

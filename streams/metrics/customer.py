@@ -9,6 +9,7 @@ from touchstream.schemas.touchpoint import Kind, TouchpointEvent
 from touchstream.streams.metrics.config import MetricsConfig
 from touchstream.streams.metrics.engagement import Engagement, is_customer_initiated
 from touchstream.streams.metrics.records import (
+    ConversationRow,
     EngagementRow,
     Erasure,
     ErasureProof,
@@ -29,6 +30,8 @@ class CustomerState:
     engagement: Engagement | None = None
     #: The latest erasure request folded in, by `order_key`: touchpoints before it are gone.
     erased_before: tuple[datetime, str] | None = None
+    #: The latest instant time alone changed a conversation at (a snooze ending, a close).
+    changed_by_time: datetime | None = None
     #: Conversations shared with the state this one was cloned from, copied on first change.
     _shared: set[str] = field(default_factory=set, repr=False, compare=False)
 
@@ -42,7 +45,7 @@ class CustomerState:
         states share them, and whichever changes one first copies it."""
         assert self.engagement is not None
         twin = CustomerState(self.customer_id, self.consent, dict(self.conversations), dict(self.derived),
-                             self.engagement.clone(), self.erased_before)  # fmt: skip
+                             self.engagement.clone(), self.erased_before, self.changed_by_time)  # fmt: skip
         twin._shared = set(self.conversations)
         self._shared |= twin._shared
         return twin
@@ -59,7 +62,21 @@ class CustomerState:
 
     def waiting_row(self, conversation_id: str) -> WaitingRow | None:
         conversation = self.conversations.get(conversation_id)
-        return None if conversation is None else conversation.row(self.customer_id)
+        return None if conversation is None else conversation.waiting_row(self.customer_id)
+
+    def conversation_row(self, conversation_id: str) -> ConversationRow | None:
+        conversation = self.conversations.get(conversation_id)
+        return None if conversation is None else conversation.conversation_row(self.customer_id)
+
+    def next_crossing(self, config: MetricsConfig) -> datetime | None:
+        """The next instant time alone changes a row: a level drop by decay, a snooze
+        ending or a conversation's automatic close."""
+        assert self.engagement is not None
+        found = self.engagement.next_crossing(config)
+        for conversation in self.conversations.values():
+            if conversation.status != "closed" and (when := conversation.next_change(config)) is not None:
+                found = when if found is None or when < found else found
+        return found
 
     def conversation_for(self, event: TouchpointEvent, config: MetricsConfig) -> Conversation:
         """SPEC §5: the event's conversation_id, else the channel's run of events without
@@ -92,11 +109,11 @@ class CustomerState:
         if not self.consent:
             out.suppressed += 1
             return
-        response, waiting = self.conversation_for(event, config).apply(event, config)
+        conversation = self.conversation_for(event, config)
+        self._timed(conversation, event.occurred_at, config, out)
+        response = conversation.apply(event, config, out)
         if response is not None:
             out.responses.append(response)
-        if waiting is not None:
-            out.waiting.append(waiting)
         if event.survey is not None:
             out.surveys.append(
                 SurveyRow(event.event_id, event.customer_id, event.channel.value, event.survey.type,
@@ -106,10 +123,36 @@ class CustomerState:
             assert self.engagement is not None
             out.changes += self.engagement.apply(event, config)
 
-    def advance(self, horizon: datetime, config: MetricsConfig, out: Rows) -> None:
-        """Results reach `horizon`: level drops from decay alone before it are final."""
+    def advance(
+        self, horizon: datetime, config: MetricsConfig, out: Rows, *, inclusive: bool = False
+    ) -> None:
+        """Results reach `horizon`: what time alone changes before it (level drops by
+        decay, snoozes ending, automatic closes) is applied; `inclusive`, for a live view
+        evaluated at `horizon`, a snooze ending or a close at that very instant too."""
         assert self.engagement is not None
         out.changes += self.engagement.decay_until(horizon, config)
+        for key, conversation in self.conversations.items():
+            if conversation.status == "closed" or (when := conversation.next_change(config)) is None:
+                continue
+            if when < horizon or (inclusive and when == horizon):
+                if key in self._shared:
+                    self._shared.discard(key)
+                    conversation = self.conversations[key] = conversation.copy()
+                self._timed(conversation, horizon, config, out, inclusive=inclusive)
+
+    def _timed(
+        self,
+        conversation: Conversation,
+        until: datetime,
+        config: MetricsConfig,
+        out: Rows,
+        *,
+        inclusive: bool = False,
+    ) -> None:
+        """Apply to `conversation` what time alone changes before `until` (at it too, `inclusive`)."""
+        last = conversation.advance(until, config, self.customer_id, out, inclusive=inclusive)
+        if last is not None and (self.changed_by_time is None or last > self.changed_by_time):
+            self.changed_by_time = last
 
     def erase(self, event: TouchpointEvent, out: Rows) -> None:
         """Forget everything; rows already made from this customer's earlier events are

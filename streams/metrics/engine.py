@@ -66,15 +66,18 @@ def _latest_row(state: CustomerState, key: RowKey) -> Any:
         return state.engagement_row()
     if table == "waiting":
         return state.waiting_row(ident[1])
+    if table == "conversations":
+        return state.conversation_row(ident[1])
     return None
 
 
 def _changed_at(state: CustomerState, since: datetime) -> datetime:
     """The latest instant a live state changed at: `since` (its last event), or a later
-    level drop by decay (the engagement's `updated_at`)."""
+    change by time alone (a level drop by decay, the engagement's `updated_at`; a snooze
+    ending or an automatic close)."""
     assert state.engagement is not None
-    updated = state.engagement.updated_at
-    return max(since, updated) if updated is not None else since
+    instants = [since, state.engagement.updated_at, state.changed_by_time]
+    return max(instant for instant in instants if instant is not None)
 
 
 def _after(rows: Rows, horizon: datetime) -> Rows:
@@ -82,6 +85,7 @@ def _after(rows: Rows, horizon: datetime) -> Rows:
     return Rows(
         responses=[row for row in rows.responses if row.replied_at >= horizon],
         waiting=[row for row in rows.waiting if row.updated_at >= horizon],
+        conversations=[row for row in rows.conversations if row.updated_at >= horizon],
         engagement=[row for row in rows.engagement if row.updated_at >= horizon],
         changes=[row for row in rows.changes if row.changed_at >= horizon],
         surveys=[row for row in rows.surveys if row.occurred_at >= horizon],
@@ -259,7 +263,7 @@ class Engine:
             return
         until = newest.timestamp()
         due: set[str] = set()
-        while self._live_crossings and self._live_crossings[0][0] < until:
+        while self._live_crossings and self._live_crossings[0][0] <= until:
             when, customer_id = heapq.heappop(self._live_crossings)
             if self._live_next.get(customer_id) == when:
                 due.add(customer_id)
@@ -298,7 +302,7 @@ class Engine:
         if view is None or not pending or len(arrived) > len(pending):
             return False  # recomputing from the folded state applies fewer events (a backlog)
         ordered = sorted(arrived, key=order_key)
-        if ordered and (order_key(ordered[0]) <= view.last_key or ordered[0].occurred_at < view.changed_at):
+        if ordered and (order_key(ordered[0]) <= view.last_key or ordered[0].occurred_at <= view.changed_at):
             return False
         erased = self.erasures.get(customer_id)
         if erased is not None and (self._horizon is None or erased[0] >= self._horizon):
@@ -338,15 +342,14 @@ class Engine:
         before = state.mark()
         for event in events:
             state.apply(event, self.config, rows)
-        state.advance(until, self.config, rows)
+        state.advance(until, self.config, rows, inclusive=True)
         _engagement_row(state, before, rows)
 
     def _schedule_live(self, customer_id: str, state: CustomerState | None) -> None:
         """Note when decay alone next changes the customer's live view."""
         self._live_next.pop(customer_id, None)
         if state is not None:
-            assert state.engagement is not None
-            crossing = state.engagement.next_crossing(self.config)
+            crossing = state.next_crossing(self.config)
             if crossing is not None:
                 self._schedule_live_at(customer_id, crossing.timestamp())
 
@@ -371,9 +374,8 @@ class Engine:
             last = order_key(ordered[-1])
             self._views[customer_id] = LiveView(current, last, _changed_at(current, last[0]))
         elif state is not None:
-            assert state.engagement is not None
-            crossing = state.engagement.next_crossing(self.config)
-            if crossing is not None and crossing < newest:
+            crossing = state.next_crossing(self.config)
+            if crossing is not None and crossing <= newest:
                 current = state.clone()
                 self._play(current, [], newest, rows)
         self._schedule_live(customer_id, current)
@@ -472,9 +474,10 @@ class Engine:
         for customer_id in sorted(due):
             self._resident_now(customer_id)
             state = self.customers[customer_id]
-            before = state.mark()
+            before, conversation_rows = state.mark(), len(out.waiting) + len(out.conversations)
             state.advance(horizon, self.config, out)
-            if _engagement_row(state, before, out):
+            changed = len(out.waiting) + len(out.conversations) != conversation_rows
+            if _engagement_row(state, before, out) or changed:
                 released.add(customer_id)
             self.touched.add(customer_id)  # its record holds the advanced state
             self._schedule(customer_id)
@@ -482,9 +485,7 @@ class Engine:
 
     def _next_crossing(self, customer_id: str) -> datetime | None:
         state = self.customers.get(customer_id)
-        if state is None or state.engagement is None:
-            return None
-        return state.engagement.next_crossing(self.config)
+        return None if state is None else state.next_crossing(self.config)
 
     def _schedule(self, customer_id: str) -> None:
         when = self._next_crossing(customer_id)

@@ -28,11 +28,45 @@ class ResponseRecord:
 
 @dataclass(frozen=True)
 class WaitingRow:
+    """A conversation with a customer message: how long it has been waiting (SPEC §5
+    "Waiting queue"). The queue is the open ones not answered; a close ends the wait
+    unanswered (`waiting_since` kept, `closed_at` set)."""
+
     conversation_id: str
     customer_id: str
     channel: str
     waiting_since: datetime | None
     answered: bool
+    updated_at: datetime
+    team_id: str | None = None
+    #: `open`, `snoozed` or `closed` (`CONVERSATION_STATUSES`).
+    status: str = "open"
+    closed_at: datetime | None = None
+
+
+#: SPEC §5 "Conversation status".
+CONVERSATION_STATUSES = ("open", "snoozed", "closed")
+
+
+@dataclass(frozen=True)
+class ConversationRow:
+    """A conversation's latest state (SPEC §5 "Conversation status"): from its first event
+    on, open, snoozed or closed; a close while a customer waited is `closed_without_reply`,
+    an automatic close (no event for the channel's `auto_close_after`) while one waited is
+    `abandoned` (both describe the latest close)."""
+
+    conversation_id: str
+    customer_id: str
+    #: The channel of its first event.
+    channel: str
+    team_id: str | None
+    status: str
+    opened_at: datetime
+    closed_at: datetime | None
+    closed_without_reply: bool
+    abandoned: bool
+    #: The agent of its latest reply.
+    last_agent_id: str | None
     updated_at: datetime
 
 
@@ -211,6 +245,7 @@ class Rows:
 
     responses: list[ResponseRecord] = field(default_factory=list)
     waiting: list[WaitingRow] = field(default_factory=list)
+    conversations: list[ConversationRow] = field(default_factory=list)
     engagement: list[EngagementRow] = field(default_factory=list)
     changes: list[LevelChange] = field(default_factory=list)
     surveys: list[SurveyRow] = field(default_factory=list)
@@ -222,6 +257,7 @@ class Rows:
     def extend(self, other: Rows) -> None:
         self.responses += other.responses
         self.waiting += other.waiting
+        self.conversations += other.conversations
         self.engagement += other.engagement
         self.changes += other.changes
         self.surveys += other.surveys
@@ -233,6 +269,7 @@ class Rows:
         """Drop the customer's rows (an erasure within the same step)."""
         self.responses = [row for row in self.responses if row.customer_id != customer_id]
         self.waiting = [row for row in self.waiting if row.customer_id != customer_id]
+        self.conversations = [row for row in self.conversations if row.customer_id != customer_id]
         self.engagement = [row for row in self.engagement if row.customer_id != customer_id]
         self.changes = [row for row in self.changes if row.customer_id != customer_id]
         self.surveys = [row for row in self.surveys if row.customer_id != customer_id]
@@ -251,6 +288,7 @@ class Rows:
         return {
             "responses": self.responses,
             "waiting": self.waiting,
+            "conversations": self.conversations,
             "engagement": self.engagement,
             "engagement_changes": self.changes,
             "surveys": self.surveys,
@@ -262,6 +300,7 @@ class Rows:
 KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "responses": ("customer_id", "reply_event_id"),
     "waiting": ("customer_id", "conversation_id"),
+    "conversations": ("customer_id", "conversation_id"),
     "engagement": ("customer_id",),
     "engagement_changes": ("customer_id", "changed_at", "previous_level", "level"),
     "surveys": ("customer_id", "event_id"),
@@ -270,7 +309,7 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
 
 #: Tables of one latest-state row per key (a later event replaces it), as opposed to rows
 #: of events and instants, which are final once the horizon passes them.
-LATEST_STATE_TABLES = frozenset({"engagement", "waiting"})
+LATEST_STATE_TABLES = frozenset({"engagement", "waiting", "conversations"})
 
 
 def _key_getter(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:

@@ -23,12 +23,14 @@ from touchstream.schemas.touchpoint import (
     Channel,
     Kind,
     TouchpointEvent,
+    snoozed_until,
 )
 from touchstream.streams.metrics.config import MetricsConfig
 from touchstream.streams.metrics.engagement import WINDOWS, is_customer_initiated
 from touchstream.streams.metrics.records import (
     CHURN_SIGNALS,
     ChurnRow,
+    ConversationRow,
     EngagementRow,
     JourneyRow,
     LevelChange,
@@ -53,6 +55,7 @@ class Tables:
     engagement: dict[str, EngagementRow] = field(default_factory=dict)
     #: By (customer_id, conversation_id): conversation ids are only unique per customer.
     waiting: dict[tuple[str, str], WaitingRow] = field(default_factory=dict)
+    conversations: dict[tuple[str, str], ConversationRow] = field(default_factory=dict)
 
 
 def recompute(
@@ -82,7 +85,7 @@ def recompute(
         if erasures:
             ordered = ordered[erasures[-1] + 1 :]
         aggregated = _with_consent(ordered)
-        _responses(customer_id, aggregated, config, tables)
+        _responses(customer_id, aggregated, config, until, tables, live=horizon is None)
         for event in aggregated:
             if event.survey is not None:
                 tables.surveys[event.event_id] = SurveyRow(
@@ -129,47 +132,132 @@ def conversation_ids(events: list[TouchpointEvent], config: MetricsConfig) -> li
 
 
 def _responses(
-    customer_id: str, events: list[TouchpointEvent], config: MetricsConfig, tables: Tables
+    customer_id: str,
+    events: list[TouchpointEvent],
+    config: MetricsConfig,
+    until: datetime,
+    tables: Tables,
+    live: bool,
 ) -> None:
     conversations: dict[str, list[TouchpointEvent]] = {}
     for event, conversation_id in zip(events, conversation_ids(events, config), strict=True):
         conversations.setdefault(conversation_id, []).append(event)
     for conversation_id, members in conversations.items():
-        unanswered: list[TouchpointEvent] = []
-        responded = False
-        row: WaitingRow | None = None
-        for event in members:
-            if is_customer_message(event):
-                if not unanswered:
-                    row = WaitingRow(
-                        conversation_id,
-                        customer_id,
-                        event.channel.value,
-                        event.occurred_at,
-                        False,
-                        event.occurred_at,
-                    )
-                unanswered.append(event)
-            elif is_reply(event, config) and unanswered:
-                first = unanswered[0]
+        _conversation(customer_id, conversation_id, members, config, until, tables, live)
+
+
+def _conversation(
+    customer_id: str,
+    conversation_id: str,
+    members: list[TouchpointEvent],
+    config: MetricsConfig,
+    until: datetime,
+    tables: Tables,
+    live: bool,
+) -> None:
+    """One conversation's response records, and its waiting and conversation rows at
+    `until`: its events in order, and between them (and up to `until`) what time alone
+    does: a snooze ends at its `until`, and with no event for the first event's channel's
+    `auto_close_after` it closes (strictly after: an event at that instant keeps it open).
+    The live view (`live`, evaluated at the newest event, with every event up to it)
+    applies what happens at `until` itself too; the settled one, before the horizon, not."""
+    first = members[0]
+    channel = first.channel
+    status, closed_at, snoozed = "open", None, None
+    abandoned = unreplied = responded = False
+    team: str | None = None
+    agent: str | None = None
+    unanswered: list[TouchpointEvent] = []
+    last = first.occurred_at
+    shown: dict[str, tuple[Any, datetime]] = {}  # table -> (row without its instant, changed at)
+
+    def note(at: datetime) -> None:
+        waiting = None
+        if unanswered or responded:
+            since = unanswered[0] if unanswered else None
+            waiting = (
+                since.occurred_at if since else None,
+                not unanswered,
+                (since or waiting_channel[0]).channel.value if since or waiting_channel else "",
+                team,
+                status,
+                closed_at,
+            )
+        conversation = (
+            channel.value,
+            team,
+            status,
+            first.occurred_at,
+            closed_at,
+            unreplied,
+            abandoned,
+            agent,
+        )
+        for table, row in (("waiting", waiting), ("conversations", conversation)):
+            if row is not None and (table not in shown or shown[table][0] != row):
+                shown[table] = (row, at)
+
+    waiting_channel: list[TouchpointEvent] = []  # the message whose channel a reply answered on
+
+    def time_passes(to: datetime, inclusive: bool = False) -> None:
+        nonlocal status, closed_at, snoozed, abandoned, unreplied
+        while status != "closed":
+            deadline = last + config.auto_close_after[channel]
+            moment = min(deadline, snoozed) if status == "snoozed" and snoozed is not None else deadline
+            if moment > to or (moment == to and not inclusive):
+                return
+            if status == "snoozed" and snoozed is not None and snoozed <= deadline:
+                status, snoozed = "open", None
+            else:
+                status, closed_at, snoozed = "closed", moment, None
+                abandoned, unreplied = bool(unanswered), False
+            note(moment)
+
+    for event in members:
+        time_passes(event.occurred_at)
+        at = event.occurred_at
+        last = at
+        if event.team_id is not None:
+            team = event.team_id
+        if (is_customer_message(event) or event.kind is Kind.CONVERSATION_OPENED) and status != "open":
+            status, closed_at, snoozed, abandoned, unreplied = "open", None, None, False, False
+        if is_customer_message(event):
+            unanswered.append(event)
+        elif is_reply(event, config):
+            if event.agent_id is not None:
+                agent = event.agent_id
+            if unanswered:
+                earliest = unanswered[0]
                 tables.responses[event.event_id] = ResponseRecord(
                     event.event_id,
                     conversation_id,
                     customer_id,
-                    first.channel.value,
+                    earliest.channel.value,
                     event.agent_id,
-                    (event.occurred_at - first.occurred_at).total_seconds(),
+                    (at - earliest.occurred_at).total_seconds(),
                     not responded,
-                    first.occurred_at,
-                    event.occurred_at,
-                    config.business_seconds(first.channel, first.occurred_at, event.occurred_at),
+                    earliest.occurred_at,
+                    at,
+                    config.business_seconds(earliest.channel, earliest.occurred_at, at),
                 )
-                row = WaitingRow(
-                    conversation_id, customer_id, first.channel.value, None, True, event.occurred_at
-                )
-                responded, unanswered = True, []
-        if row is not None:
-            tables.waiting[customer_id, conversation_id] = row
+                responded, unanswered, waiting_channel = True, [], [earliest]
+        elif event.kind in (Kind.CONVERSATION_CLOSED, Kind.TICKET_RESOLVED) and status != "closed":
+            status, closed_at, snoozed = "closed", at, None
+            abandoned, unreplied = False, bool(unanswered)
+        elif event.kind is Kind.CONVERSATION_SNOOZED and status != "closed":
+            wake = snoozed_until(event)
+            status, snoozed = ("snoozed", wake) if wake > at else ("open", None)
+        note(at)
+    time_passes(until, inclusive=live)
+    if "waiting" in shown:
+        (since, answered, on, team_id, state, closed), at = shown["waiting"]
+        tables.waiting[customer_id, conversation_id] = WaitingRow(
+            conversation_id, customer_id, on, since, answered, at, team_id, state, closed
+        )
+    (on, team_id, state, opened, closed, without_reply, gone, last_agent), at = shown["conversations"]
+    tables.conversations[customer_id, conversation_id] = ConversationRow(
+        conversation_id, customer_id, on, team_id, state, opened, closed, without_reply, gone, last_agent, at
+    )
 
 
 def _engagement(

@@ -1,19 +1,29 @@
-"""Conversations and response times (SPEC §5 "Conversation", "Response time", "Waiting queue").
+"""Conversations, their status and response times (SPEC §5 "Conversation", "Response
+time", "Waiting queue", "Conversation status").
 
 A conversation holds the time of its earliest unanswered customer message. A reply (an
 outbound message by an agent, or another configured actor) answers every waiting
 message at once and yields one response record: reply time - earliest unanswered
 message. The first record of a conversation is its first response.
+
+A conversation is open, snoozed or closed; the status decides what the queue shows, not
+what a reply answers. `conversation_closed` and `ticket_resolved` close it: a close
+answers nothing (no response record; a customer still waiting makes it closed without
+reply, and the waiting row leaves the queue with `closed_at`, unanswered). `conversation_snoozed` with
+`attributes["until"]` takes it out of the queue until that event time; a customer
+message or `conversation_opened` (re)opens it. With no event for its channel's
+`auto_close_after` it closes at its last event + that (strictly: an event at that very
+instant keeps it open), abandoned if a customer was waiting.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from touchstream.schemas.touchpoint import Channel, Direction, TouchpointEvent
-from touchstream.streams.metrics.config import CUSTOMER_MESSAGE_KINDS, MetricsConfig
-from touchstream.streams.metrics.records import ResponseRecord, WaitingRow
+from touchstream.schemas.touchpoint import Channel, Direction, Kind, TouchpointEvent, snoozed_until
+from touchstream.streams.metrics.config import CUSTOMER_MESSAGE_KINDS, STATUS_KINDS, MetricsConfig
+from touchstream.streams.metrics.records import ConversationRow, ResponseRecord, Rows, WaitingRow
 
 
 def is_customer_message(event: TouchpointEvent) -> bool:
@@ -21,33 +31,109 @@ def is_customer_message(event: TouchpointEvent) -> bool:
 
 
 def is_reply(event: TouchpointEvent, config: MetricsConfig) -> bool:
-    return event.direction is Direction.OUTBOUND and event.actor in config.reply_actors
+    return (
+        event.direction is Direction.OUTBOUND
+        and event.actor in config.reply_actors
+        and event.kind not in STATUS_KINDS
+    )
+
+
+#: Kinds that close a conversation (SPEC §5 "Conversation status").
+CLOSING_KINDS = frozenset({Kind.CONVERSATION_CLOSED, Kind.TICKET_RESOLVED})
+
+
+def opens(event: TouchpointEvent) -> bool:
+    """Whether `event` (re)opens its conversation: a customer message or `conversation_opened`."""
+    return is_customer_message(event) or event.kind is Kind.CONVERSATION_OPENED
 
 
 @dataclass
 class Conversation:
+    """One conversation's state, folded in event order; time alone changes it too (a
+    snooze ending, the automatic close), at instants `next_change` names and `advance`
+    applies, as decay does for engagement levels."""
+
     conversation_id: str
     last_event_at: datetime
     #: The earliest unanswered customer message, and the channel it came on.
     waiting_since: datetime | None = None
     waiting_channel: str | None = None
     responded: bool = False
-    #: When the waiting state last changed (a first unanswered message, or a reply).
+    #: When the waiting row last changed.
     changed_at: datetime | None = None
+    status: str = "open"
+    closed_at: datetime | None = None
+    snoozed_until: datetime | None = None
+    abandoned: bool = False
+    closed_without_reply: bool = False
+    #: The channel of its first event, and that event's time.
+    channel: str = ""
+    opened_at: datetime | None = None
+    team_id: str | None = None
+    last_agent_id: str | None = None
+    #: When the conversation row last changed.
+    updated_at: datetime | None = None
 
-    def apply(
-        self, event: TouchpointEvent, config: MetricsConfig
-    ) -> tuple[ResponseRecord | None, WaitingRow | None]:
-        """Fold one event in (events arrive here in order); the record and waiting change it makes."""
-        self.last_event_at = event.occurred_at
+    def next_change(self, config: MetricsConfig) -> datetime | None:
+        """The next instant time alone changes it: a snooze ending, or the automatic close."""
+        if self.status == "closed" or not self.channel:  # no channel: restored from before statuses
+            return None
+        deadline = self.last_event_at + config.auto_close_after[Channel(self.channel)]
+        if self.status == "snoozed" and self.snoozed_until is not None:
+            return min(deadline, self.snoozed_until)
+        return deadline
+
+    def advance(
+        self, until: datetime, config: MetricsConfig, customer_id: str, out: Rows, *, inclusive: bool = False
+    ) -> datetime | None:
+        """Apply what time alone changes before `until` (or at it too, `inclusive`: a view
+        evaluated at `until`, which has every event up to it); the instant of the last change."""
+        last = None
+        while (when := self.next_change(config)) is not None and (
+            when < until or (inclusive and when == until)
+        ):
+            before = self._snapshot(customer_id)
+            if self.status == "snoozed" and self.snoozed_until is not None and self.snoozed_until <= when:
+                self.status, self.snoozed_until = "open", None
+            else:
+                self._close(when, automatic=True)
+            self._emit(before, customer_id, when, out)
+            last = when
+        return last
+
+    def apply(self, event: TouchpointEvent, config: MetricsConfig, out: Rows) -> ResponseRecord | None:
+        """Fold one event in (events arrive here in order, and `advance` has been applied up
+        to it); its rows go to `out`, its response record is returned."""
+        customer_id = event.customer_id
+        before = self._snapshot(customer_id)
+        at = event.occurred_at
+        if self.opened_at is None:
+            self.opened_at, self.channel = at, event.channel.value
+        self.last_event_at = at
+        if event.team_id is not None:
+            self.team_id = event.team_id
+        if opens(event) and self.status != "open":
+            self.status, self.closed_at, self.snoozed_until = "open", None, None
+            self.abandoned = self.closed_without_reply = False
+        record = None
         if is_customer_message(event):
+            if self.waiting_since is None:
+                self.waiting_since, self.waiting_channel = at, event.channel.value
+        elif is_reply(event, config):
+            if event.agent_id is not None:
+                self.last_agent_id = event.agent_id
             if self.waiting_since is not None:
-                return None, None
-            self.waiting_since, self.waiting_channel = event.occurred_at, event.channel.value
-            self.changed_at = event.occurred_at
-            return None, self.row(event.customer_id)
-        if not is_reply(event, config) or self.waiting_since is None:
-            return None, None
+                record = self._record(event, config)
+        elif event.kind in CLOSING_KINDS and self.status != "closed":
+            self._close(at, automatic=False)
+        elif event.kind is Kind.CONVERSATION_SNOOZED and self.status != "closed":
+            until = snoozed_until(event)
+            self.status, self.snoozed_until = ("snoozed", until) if until > at else ("open", None)
+        self._emit(before, customer_id, at, out)
+        return record
+
+    def _record(self, event: TouchpointEvent, config: MetricsConfig) -> ResponseRecord:
+        assert self.waiting_since is not None
         channel = self.waiting_channel or event.channel.value
         record = ResponseRecord(
             reply_event_id=event.event_id,
@@ -64,22 +150,36 @@ class Conversation:
             ),
         )
         self.responded, self.waiting_since, self.waiting_channel = True, None, channel
-        self.changed_at = event.occurred_at
-        return record, self.row(event.customer_id)
+        return record
 
-    def copy(self) -> Conversation:
-        return Conversation(
-            self.conversation_id,
-            self.last_event_at,
-            self.waiting_since,
-            self.waiting_channel,
-            self.responded,
-            self.changed_at,
-        )
+    def _close(self, at: datetime, *, automatic: bool) -> None:
+        waiting = self.waiting_since is not None
+        self.status, self.closed_at, self.snoozed_until = "closed", at, None
+        self.abandoned, self.closed_without_reply = automatic and waiting, not automatic and waiting
 
-    def row(self, customer_id: str) -> WaitingRow | None:
-        """The conversation's waiting row; None before its first customer message."""
-        if self.changed_at is None:
+    def _snapshot(self, customer_id: str) -> tuple[WaitingRow | None, ConversationRow | None]:
+        return self._waiting(customer_id, self.changed_at), self._row(customer_id, self.updated_at)
+
+    def _emit(
+        self,
+        before: tuple[WaitingRow | None, ConversationRow | None],
+        customer_id: str,
+        at: datetime,
+        out: Rows,
+    ) -> None:
+        """The rows that changed since `before`, as of `at`."""
+        waiting = self._waiting(customer_id, self.changed_at)
+        if waiting is not None and waiting != before[0]:
+            self.changed_at = at
+            out.waiting.append(replace(waiting, updated_at=at))
+        row = self._row(customer_id, self.updated_at)
+        if row is not None and row != before[1]:
+            self.updated_at = at
+            out.conversations.append(replace(row, updated_at=at))
+
+    def _waiting(self, customer_id: str, at: datetime | None) -> WaitingRow | None:
+        """The waiting row, as of `at`; None before the first customer message."""
+        if self.waiting_since is None and not self.responded:
             return None
         return WaitingRow(
             conversation_id=self.conversation_id,
@@ -87,5 +187,35 @@ class Conversation:
             channel=self.waiting_channel or "",
             waiting_since=self.waiting_since,
             answered=self.waiting_since is None,
-            updated_at=self.changed_at,
+            updated_at=at or self.last_event_at,
+            team_id=self.team_id,
+            status=self.status,
+            closed_at=self.closed_at,
         )
+
+    def _row(self, customer_id: str, at: datetime | None) -> ConversationRow | None:
+        if self.opened_at is None:
+            return None
+        return ConversationRow(
+            conversation_id=self.conversation_id,
+            customer_id=customer_id,
+            channel=self.channel,
+            team_id=self.team_id,
+            status=self.status,
+            opened_at=self.opened_at,
+            closed_at=self.closed_at,
+            closed_without_reply=self.closed_without_reply,
+            abandoned=self.abandoned,
+            last_agent_id=self.last_agent_id,
+            updated_at=at or self.last_event_at,
+        )
+
+    def copy(self) -> Conversation:
+        return replace(self)
+
+    def waiting_row(self, customer_id: str) -> WaitingRow | None:
+        """The conversation's current waiting row (None before its first customer message)."""
+        return self._waiting(customer_id, self.changed_at)
+
+    def conversation_row(self, customer_id: str) -> ConversationRow | None:
+        return self._row(customer_id, self.updated_at)

@@ -44,8 +44,25 @@ def customer_to_dict(state: CustomerState) -> dict[str, Any]:
         "consent": state.consent,
         "erased_before": state.erased_before,
         "derived": dict(state.derived),
+        "changed_by_time": state.changed_by_time,
         "conversations": {
-            key: [c.last_event_at, c.waiting_since, c.waiting_channel, c.responded, c.changed_at]
+            key: [
+                c.last_event_at,
+                c.waiting_since,
+                c.waiting_channel,
+                c.responded,
+                c.changed_at,
+                c.status,
+                c.closed_at,
+                c.snoozed_until,
+                c.abandoned,
+                c.closed_without_reply,
+                c.channel,
+                c.opened_at,
+                c.team_id,
+                c.last_agent_id,
+                c.updated_at,
+            ]
             for key, c in state.conversations.items()
         },
         "engagement": {
@@ -70,10 +87,7 @@ def customer_from_dict(data: dict[str, Any]) -> CustomerState:
         cap_counts=dict(saved["cap_counts"]),
         recent=[(_required(when), channel) for when, channel in saved["recent"]],
     )
-    conversations = {
-        key: Conversation(key, _required(last), _parse(since), channel, responded, _parse(changed))
-        for key, (last, since, channel, responded, changed) in data["conversations"].items()
-    }
+    conversations = {key: _conversation(key, fields) for key, fields in data["conversations"].items()}
     erased = data.get("erased_before")
     return CustomerState(
         customer_id=data["customer_id"],
@@ -82,7 +96,30 @@ def customer_from_dict(data: dict[str, Any]) -> CustomerState:
         derived=dict(data["derived"]),
         engagement=engagement,
         erased_before=(_required(erased[0]), erased[1]) if erased else None,
+        changed_by_time=_parse(data.get("changed_by_time")),
     )
+
+
+def _conversation(key: str, fields: list[Any]) -> Conversation:
+    last, since, channel, responded, changed = fields[:5]
+    conversation = Conversation(key, _required(last), _parse(since), channel, responded, _parse(changed))
+    if len(fields) > 5:  # a record of a version with conversation status
+        (status, closed, snoozed, abandoned, unreplied, first_channel, opened, team, agent, updated) = fields[
+            5:
+        ]
+        conversation.status, conversation.closed_at, conversation.snoozed_until = (
+            status,
+            _parse(closed),
+            _parse(snoozed),
+        )
+        conversation.abandoned, conversation.closed_without_reply = abandoned, unreplied
+        conversation.channel, conversation.opened_at = first_channel, _parse(opened)
+        conversation.team_id, conversation.last_agent_id, conversation.updated_at = (
+            team,
+            agent,
+            _parse(updated),
+        )
+    return conversation
 
 
 def pending_json(event: TouchpointEvent) -> str:

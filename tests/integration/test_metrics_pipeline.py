@@ -131,7 +131,7 @@ def test_worker_metrics_equal_the_definition(
 
     verified = verify(pipeline_env)  # through the running worker, which owns chDB
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.count(" ok") == 21 and "MISMATCH" not in verified.stdout  # 20 diffs and the totals
+    assert verified.stdout.count(" ok") == 23 and "MISMATCH" not in verified.stdout  # 22 diffs and the totals
     # Each partition was recomputed up to the horizon the stream recorded, whatever the grace.
     horizons = worker.sql("SELECT partition, max(horizon) FROM stream_horizons GROUP BY partition")
     assert len(horizons) == PARTITIONS

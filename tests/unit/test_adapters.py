@@ -100,6 +100,29 @@ def test_intercom_opening_message_and_admin_reply_skip_notes() -> None:
     assert len(reply.ignored) == 1 and "note" in reply.ignored[0]
 
 
+def test_intercom_close_snooze_and_open_are_status_events_of_the_team() -> None:
+    """A close part with a reply body is the reply and the close; a snooze carries the
+    conversation's `snoozed_until`; every event carries the team assignee."""
+    delivered = {}
+    for topic in ("closed", "snoozed", "opened"):
+        body, headers = signed_json(
+            "chat/intercom", fixture(f"intercom-conversation.admin.{topic}.json"), SECRET, NOW
+        )
+        delivered[topic] = deliver("chat/intercom", body, headers)
+    closed = delivered["closed"]
+    assert [row[:4] for row in rows(closed)] == [
+        ("intercom:6073800010", "message", "outbound", "agent"),
+        ("intercom:6073800010:conversation_closed", "conversation_closed", "none", "agent"),
+    ]
+    assert {event.team_id for event in closed.events} == {"4567"}
+    (snoozed,) = delivered["snoozed"].events
+    assert (snoozed.kind.value, snoozed.attributes["until"]) == (
+        "conversation_snoozed", datetime.fromtimestamp(1596722400, UTC).isoformat())  # fmt: skip
+    (opened,) = delivered["opened"].events
+    assert (opened.kind.value, opened.agent_id, opened.conversation_id) == (
+        "conversation_opened", "3330619", "intercom:137324500000000")  # fmt: skip
+
+
 def test_intercom_ping_and_contact_topics_are_ignored_not_rejected() -> None:
     body, headers = signed_json(
         "chat/intercom", {"type": "notification_event", "topic": "ping", "data": {"item": {}}}, SECRET, NOW
@@ -180,6 +203,30 @@ def test_sendgrid_parse_reads_headers_and_ignores_bodies_and_attachments() -> No
 def generic(route: str, payload: Any) -> Mapped:
     body, headers = signed_json(route, payload, SECRET, NOW)
     return deliver(route, body, headers)
+
+
+def test_generic_chat_status_items_and_team() -> None:
+    base = {"platform": "livechat", "conversation_id": "c1", "customer_id": "cust-1", "team_id": "billing"}
+    chat = generic(
+        "chat/generic",
+        [
+            {**base, "id": "s1", "type": "snoozed", "sender": "agent", "agent_id": "a7",
+             "sent_at": "2026-05-01T09:30:00Z", "snoozed_until": "2026-05-02T09:00:00Z"},
+            {**base, "id": "s2", "type": "opened", "sender": "system", "sent_at": "2026-05-02T09:00:00Z"},
+            {**base, "id": "s3", "type": "closed", "sender": "agent", "sent_at": "2026-05-02T10:00:00Z"},
+            {**base, "id": "s4", "type": "snoozed", "sender": "agent", "sent_at": "2026-05-02T10:00:00Z"},
+            {**base, "id": "s5", "type": "archived", "sender": "agent", "sent_at": "2026-05-02T10:00:00Z"},
+        ],
+    )  # fmt: skip
+    assert [row[:4] for row in rows(chat)] == [
+        ("livechat:s1", "conversation_snoozed", "none", "agent"),
+        ("livechat:s2", "conversation_opened", "none", "system"),
+        ("livechat:s3", "conversation_closed", "none", "agent"),
+    ]
+    assert chat.events[0].attributes["until"] == "2026-05-02T09:00:00Z"
+    assert {event.team_id for event in chat.events} == {"billing"}
+    reasons = {error.index: error.reason for error in chat.errors}
+    assert "snoozed_until" in reasons[3] and "type must be one of" in reasons[4]
 
 
 def test_generic_chat_survey_and_helpdesk_formats() -> None:
@@ -485,11 +532,21 @@ def test_zendesk_ticket_created_comment_and_solved() -> None:
     assert all(found.events[0].channel.value == "helpdesk" for found in mapped)
 
 
-def test_zendesk_notes_reopenings_and_other_events_carry_no_touchpoint() -> None:
+def test_zendesk_reopening_by_an_agent_and_the_group_as_team() -> None:
+    reopened = fixture("zendesk-ticket.status_changed.json")
+    reopened["event"] |= {"current": "OPEN", "previous": "SOLVED"}
+    (event,) = deliver("helpdesk/zendesk", *zendesk_signed(reopened)).events
+    assert (event.kind.value, event.direction.value, event.agent_id) == (
+        "conversation_opened", "none", "zendesk:8447388090495")  # fmt: skip
+    (created,) = deliver("helpdesk/zendesk", *zendesk_signed(fixture("zendesk-ticket.created.json"))).events
+    assert created.team_id == "zendesk:group:8447153466430"
+
+
+def test_zendesk_notes_and_other_events_carry_no_touchpoint() -> None:
     note = fixture("zendesk-ticket.comment_added.json")
     note["event"]["comment"]["is_public"] = False
     reopened = fixture("zendesk-ticket.status_changed.json")
-    reopened["event"] |= {"current": "OPEN", "previous": "SOLVED"}
+    reopened["event"] |= {"current": "PENDING", "previous": "OPEN"}
     closed = fixture("zendesk-ticket.status_changed.json")
     closed["event"] |= {"current": "CLOSED", "previous": "SOLVED"}
     untagged = fixture("zendesk-ticket.created.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,14 @@ from hypothesis import strategies as st
 from tests.factories import event
 from touchstream.schemas.touchpoint import Actor, Channel, Kind, TouchpointEvent
 from touchstream.streams.metrics import Engine, MetricsConfig, Outputs
-from touchstream.streams.metrics.records import EngagementRow, ResponseRecord, RowKey, SurveyRow, WaitingRow
+from touchstream.streams.metrics.records import (
+    ConversationRow,
+    EngagementRow,
+    ResponseRecord,
+    RowKey,
+    SurveyRow,
+    WaitingRow,
+)
 from touchstream.streams.metrics.reference import Tables, recompute
 from touchstream.streams.metrics.schedule import Schedule
 
@@ -24,6 +32,10 @@ T0 = datetime(2026, 3, 2, tzinfo=UTC)
 GRACE = timedelta(minutes=10)
 CONFIGS = {
     "spec defaults": MetricsConfig(grace=GRACE),
+    # Conversations close after hours, not days: automatic closes within the drawn span.
+    "quick auto-close": MetricsConfig(
+        grace=GRACE, auto_close_after={channel: timedelta(hours=5) for channel in Channel}
+    ),
     "fast decay, business hours": MetricsConfig(
         grace=GRACE,
         half_life=timedelta(hours=6),
@@ -60,9 +72,18 @@ SHAPES: dict[str, dict[str, Any]] = {
     "opt_in": {"channel": "web", "kind": "consent_updated", "direction": "inbound", "actor": "customer",
                "consent": {"analytics": True}},
     "erasure": {"channel": "web", "kind": "erasure_requested", "direction": "inbound", "actor": "customer"},
+    "close": {"channel": "chat", "kind": "conversation_closed", "direction": "outbound", "actor": "agent",
+              "agent_id": "agent-1"},
+    "resolve": {"channel": "helpdesk", "kind": "ticket_resolved", "direction": "none", "actor": "agent"},
+    "reopen": {"channel": "chat", "kind": "conversation_opened", "direction": "none", "actor": "agent"},
+    "snooze": {"channel": "email", "kind": "conversation_snoozed", "direction": "none", "actor": "agent"},
+    "team_chat": {"channel": "chat", "kind": "message", "direction": "inbound", "actor": "customer",
+                  "team_id": "billing"},
 }  # fmt: skip
 COMMON = ["customer_chat", "agent_chat", "customer_email", "agent_email", "page_view", "click", "purchase"]
 RARE = ["customer_call", "bot_chat", "ticket", "nps", "opt_out", "opt_in", "erasure"]
+#: Conversation status (SPEC §5): closes, snoozes and reopens, and teams.
+STATUS = ["close", "resolve", "reopen", "snooze", "team_chat"]
 
 
 @st.composite
@@ -70,15 +91,21 @@ def journeys(draw: st.DrawFn) -> list[TouchpointEvent]:
     count = draw(st.integers(1, 40))
     events = []
     for number in range(count):
-        shape = draw(st.sampled_from(COMMON) | st.sampled_from(RARE))
+        shape = draw(st.sampled_from(COMMON) | st.sampled_from(RARE) | st.sampled_from(STATUS))
         seconds = draw(st.integers(0, 3 * 86400) | st.integers(0, 3600))
+        occurred = T0 + timedelta(seconds=seconds)
+        extra: dict[str, Any] = {}
+        if shape == "snooze":
+            wake = occurred + timedelta(seconds=draw(st.integers(-600, 2 * 86400)))
+            extra["attributes"] = {"until": wake.isoformat()}
         events.append(
             event(
                 event_id=f"e{number:03d}",
                 customer_id=draw(st.sampled_from(["ann", "bob", "cy"])),
-                occurred_at=(T0 + timedelta(seconds=seconds)).isoformat(),
+                occurred_at=occurred.isoformat(),
                 conversation_id=draw(st.sampled_from([None, None, "conv-1", "conv-2"])),
                 **SHAPES[shape],
+                **extra,
             )
         )
     # Much later, one event moves event time on, so decay has time to lower levels.
@@ -134,6 +161,8 @@ def as_tables(rows: list[Any]) -> Tables:
             tables.surveys[row.event_id] = row
         elif isinstance(row, WaitingRow):
             tables.waiting[row.customer_id, row.conversation_id] = row
+        elif isinstance(row, ConversationRow):
+            tables.conversations[row.customer_id, row.conversation_id] = row
         elif isinstance(row, EngagementRow):
             tables.engagement[row.customer_id] = row
         else:
@@ -155,6 +184,7 @@ def assert_same(actual: Tables, expected: Tables) -> None:
     assert actual.responses == expected.responses
     assert actual.surveys == expected.surveys
     assert actual.waiting == expected.waiting
+    assert actual.conversations == expected.conversations
     assert sorted(actual.engagement) == sorted(expected.engagement)
     for customer, row in expected.engagement.items():
         got = actual.engagement[customer]
@@ -203,6 +233,9 @@ def assert_views(table: Table, received: list[TouchpointEvent], engine: Engine) 
     for pair, waiting in expected.waiting.items():
         assert settled.waiting.get(pair) == waiting or ("waiting", pair) in provisional
     assert set(settled.waiting) <= set(expected.waiting)
+    for pair, conversation in expected.conversations.items():
+        assert settled.conversations.get(pair) == conversation or ("conversations", pair) in provisional
+    assert set(settled.conversations) <= set(expected.conversations)
     for key, (row, final) in table.rows.items():
         instant = getattr(row, "replied_at", None) or getattr(row, "changed_at", None) or getattr(
             row, "updated_at", None) or row.occurred_at  # fmt: skip
@@ -300,6 +333,88 @@ def test_response_times_first_response_and_waiting() -> None:
     with_bots = MetricsConfig(grace=GRACE, reply_actors=frozenset({Actor.AGENT, Actor.BOT}))
     bots_count = run(Engine(with_bots), [events])[0].view()
     assert bots_count.responses["bot"].response_seconds == 180.0
+
+
+def test_conversations_close_snooze_reopen_and_close_by_themselves() -> None:
+    """SPEC §5 "Conversation status", on the settled rows once event time moved on."""
+    at = lambda minutes: (T0 + timedelta(minutes=minutes)).isoformat()  # noqa: E731
+    agent = {"direction": "outbound", "actor": "agent", "agent_id": "kim"}
+    status = {"direction": "none", "actor": "agent"}
+    events = [
+        # "closed": a customer waits, an agent closes it without a reply.
+        event(event_id="c1", occurred_at=at(0), conversation_id="closed", team_id="billing"),
+        event(event_id="c2", occurred_at=at(5), conversation_id="closed", kind="conversation_closed",
+              **status),
+        # "snoozed": answered, then snoozed for an hour; the customer writes during the snooze.
+        event(event_id="s1", occurred_at=at(0), conversation_id="snoozed"),
+        event(event_id="s2", occurred_at=at(1), conversation_id="snoozed", **agent),
+        event(event_id="s3", occurred_at=at(2), conversation_id="snoozed", kind="conversation_snoozed",
+              attributes={"until": at(62)}, **status),
+        event(event_id="s4", occurred_at=at(30), conversation_id="snoozed"),
+        # "woken": snoozed until minute 20, and nothing happens meanwhile.
+        event(event_id="w1", occurred_at=at(0), conversation_id="woken"),
+        event(event_id="w2", occurred_at=at(1), conversation_id="woken", kind="conversation_snoozed",
+              attributes={"until": at(20)}, **status),
+        # "abandoned": nobody answers for the channel's auto_close_after (7 days on chat).
+        event(event_id="a1", occurred_at=at(0), conversation_id="abandoned", team_id="sales"),
+        event(event_id="a2", occurred_at=at(3), conversation_id="abandoned", team_id="support"),
+        # "reopened": resolved, then the customer writes again.
+        event(event_id="r1", occurred_at=at(0), conversation_id="reopened", kind="ticket_opened",
+              channel="helpdesk"),
+        event(event_id="r2", occurred_at=at(10), conversation_id="reopened", channel="helpdesk", **agent),
+        event(event_id="r3", occurred_at=at(20), conversation_id="reopened", channel="helpdesk",
+              kind="ticket_resolved", **status),
+        event(event_id="r4", occurred_at=at(60), conversation_id="reopened", channel="helpdesk"),
+    ]  # fmt: skip
+
+    def settled(minutes: int) -> tuple[Tables, dict[str, ConversationRow], dict[str, WaitingRow]]:
+        """The settled rows once event time reached `minutes`."""
+        tick = event(event_id="tick", customer_id="z", occurred_at=at(minutes), conversation_id=None,
+                     channel="web", kind="page_view")  # fmt: skip
+        tables = run(Engine(MetricsConfig(grace=GRACE)), [[*events, tick]])[0].view(settled=True)
+        mine = lambda rows: {key[1]: row for key, row in rows.items() if key[0] == "cust-1"}  # noqa: E731
+        return tables, mine(tables.conversations), mine(tables.waiting)
+
+    tables, conversations, waiting = settled(100)
+    closed = conversations["closed"]
+    assert (closed.status, closed.closed_at, closed.closed_without_reply, closed.team_id) == (
+        "closed", T0 + timedelta(minutes=5), True, "billing")  # fmt: skip
+    assert (waiting["closed"].answered, waiting["closed"].status) == (False, "closed")
+    assert "c2" not in tables.responses  # a close answers nothing
+    # The customer wrote during the snooze: open again, waiting from minute 30.
+    assert conversations["snoozed"].status == waiting["snoozed"].status == "open"
+    assert waiting["snoozed"].waiting_since == T0 + timedelta(minutes=30)
+    assert conversations["snoozed"].last_agent_id == "kim"
+    # Snoozed until minute 20: open again since, still waiting.
+    assert (conversations["woken"].status, conversations["woken"].updated_at) == (
+        "open",
+        T0 + timedelta(minutes=20),
+    )
+    # Resolved and reopened by the customer: open, waiting again.
+    reopened = conversations["reopened"]
+    assert (reopened.status, reopened.closed_at, reopened.channel) == ("open", None, "helpdesk")
+    assert (waiting["reopened"].answered, waiting["reopened"].status) == (False, "open")
+    queue = sorted(key for key, row in waiting.items() if not row.answered and row.status == "open")
+    assert queue == ["abandoned", "reopened", "snoozed", "woken"]
+
+    # Eight days on: chats nobody answered closed a week after their last event, abandoned
+    # (help desks close after 30 days).
+    _, conversations, waiting = settled(60 * 24 * 8)
+    abandoned = conversations["abandoned"]
+    assert (abandoned.status, abandoned.abandoned, abandoned.closed_without_reply, abandoned.team_id) == (
+        "closed", True, False, "support")  # fmt: skip
+    assert abandoned.closed_at == T0 + timedelta(days=7, minutes=3)
+    assert conversations["woken"].closed_at == T0 + timedelta(days=7, minutes=1)
+    assert conversations["snoozed"].abandoned and conversations["reopened"].status == "open"
+    queue = sorted(key for key, row in waiting.items() if not row.answered and row.status == "open")
+    assert queue == ["reopened"]
+
+
+def test_a_snooze_needs_an_aware_until() -> None:
+    for attributes, reason in (({}, 'needs attributes["until"]'), ({"until": "soon"}, "not an ISO 8601"),
+                               ({"until": "2026-03-02T10:00:00"}, "no timezone")):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            event(kind="conversation_snoozed", direction="none", actor="agent", attributes=attributes)
 
 
 def test_score_cap_levels_and_decay_changes() -> None:

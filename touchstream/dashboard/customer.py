@@ -53,7 +53,8 @@ SELECT reply_event_id, conversation_id, channel, agent_id, response_seconds, is_
 FROM responses FINAL WHERE customer_id = {customer:String} ORDER BY replied_at"""
 WAITING = """
 SELECT conversation_id, channel, waiting_since, final
-FROM waiting FINAL WHERE customer_id = {customer:String} AND NOT answered AND waiting_since IS NOT NULL
+FROM waiting FINAL
+WHERE customer_id = {customer:String} AND NOT answered AND status = 'open' AND waiting_since IS NOT NULL
 ORDER BY waiting_since"""
 LATE = "SELECT event_id FROM late_events FINAL WHERE customer_id = {customer:String}"
 LEVEL_CHANGES = """

@@ -36,7 +36,7 @@ SELECT customer_id, conversation_id, channel, waiting_since,
        dateDiff('millisecond', waiting_since, {ref:DateTime64(3, 'UTC')}) / 1000 AS waiting_seconds,
        NOT final AS provisional, count() OVER () AS waiting
 FROM waiting FINAL
-WHERE NOT answered
+WHERE NOT answered AND status = 'open'
 ORDER BY waiting_since NULLS LAST, customer_id
 LIMIT 200"""
 
