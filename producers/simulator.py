@@ -81,11 +81,6 @@ MEDIAN_REPLY_SECONDS: dict[Channel, float] = {
 REPLY_SIGMA = 0.9
 #: Share of conversations still waiting for an agent when the customer gives up.
 UNANSWERED_SHARE = 0.08
-#: Conversations (not tickets, which are resolved) an agent closes once answered, and
-#: the unanswered ones an agent closes without a reply; the rest close by themselves
-#: (`auto_close_after`), abandoned if unanswered.
-CLOSED_SHARE = 0.8
-CLOSED_UNANSWERED_SHARE = 0.3
 #: The team each channel's conversations are routed to.
 TEAMS: dict[Channel, str] = {
     Channel.CHAT: "frontline", Channel.MESSAGING: "frontline", Channel.SOCIAL: "social",
@@ -353,13 +348,6 @@ class Simulator:
                     )
                     t += self._reply_delay(channel)
                     steps.append((t, resolved | {}))
-        if opening is not Kind.TICKET_OPENED:  # agents close what they are done with
-            answered = steps[-1][1]["direction"] is Direction.OUTBOUND
-            if self._random.random() < (CLOSED_SHARE if answered else CLOSED_UNANSWERED_SHARE):
-                t += self._random.uniform(60, 1800) if answered else self._random.uniform(3600, 3 * 86_400)
-                closed = _fields(channel, Kind.CONVERSATION_CLOSED, Direction.NONE, Actor.AGENT, conversation)
-                closed["agent_id"] = agent
-                steps.append((t, closed))
         team = TEAMS.get(channel)
         if team is not None:
             for _, fields in steps:
