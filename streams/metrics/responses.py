@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from touchstream.schemas.touchpoint import Channel, Direction, Kind, TouchpointEvent, snoozed_until
 from touchstream.streams.metrics.config import CUSTOMER_MESSAGE_KINDS, STATUS_KINDS, MetricsConfig
@@ -92,7 +93,7 @@ class Conversation:
         while (when := self.next_change(config)) is not None and (
             when < until or (inclusive and when == until)
         ):
-            before = self._snapshot(customer_id)
+            before = self._shown()
             if self.status == "snoozed" and self.snoozed_until is not None and self.snoozed_until <= when:
                 self.status, self.snoozed_until = "open", None
             else:
@@ -105,7 +106,7 @@ class Conversation:
         """Fold one event in (events arrive here in order, and `advance` has been applied up
         to it); its rows go to `out`, its response record is returned."""
         customer_id = event.customer_id
-        before = self._snapshot(customer_id)
+        before = self._shown()
         at = event.occurred_at
         if self.opened_at is None:
             self.opened_at, self.channel = at, event.channel.value
@@ -157,25 +158,33 @@ class Conversation:
         self.status, self.closed_at, self.snoozed_until = "closed", at, None
         self.abandoned, self.closed_without_reply = automatic and waiting, not automatic and waiting
 
-    def _snapshot(self, customer_id: str) -> tuple[WaitingRow | None, ConversationRow | None]:
-        return self._waiting(customer_id, self.changed_at), self._row(customer_id, self.updated_at)
+    def _shown(self) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]:
+        """What the waiting and the conversation row show, but their instants (None: no
+        row): compared before and after a change, cheaper than the rows themselves."""
+        waiting = None
+        if self.waiting_since is not None or self.responded:
+            waiting = (self.waiting_since, self.waiting_channel, self.team_id, self.status, self.closed_at)
+        if self.opened_at is None:
+            return waiting, None
+        conversation = (self.channel, self.team_id, self.status, self.opened_at, self.closed_at,
+                        self.closed_without_reply, self.abandoned, self.last_agent_id)  # fmt: skip
+        return waiting, conversation
 
     def _emit(
         self,
-        before: tuple[WaitingRow | None, ConversationRow | None],
+        before: tuple[tuple[Any, ...] | None, tuple[Any, ...] | None],
         customer_id: str,
         at: datetime,
         out: Rows,
     ) -> None:
-        """The rows that changed since `before`, as of `at`."""
-        waiting = self._waiting(customer_id, self.changed_at)
-        if waiting is not None and waiting != before[0]:
+        """The rows that changed since `before` (`_shown`), as of `at`."""
+        waiting, conversation = self._shown()
+        if waiting is not None and waiting != before[0] and (row := self._waiting(customer_id, at)):
             self.changed_at = at
-            out.waiting.append(replace(waiting, updated_at=at))
-        row = self._row(customer_id, self.updated_at)
-        if row is not None and row != before[1]:
+            out.waiting.append(row)
+        if conversation is not None and conversation != before[1] and (state := self._row(customer_id, at)):
             self.updated_at = at
-            out.conversations.append(replace(row, updated_at=at))
+            out.conversations.append(state)
 
     def _waiting(self, customer_id: str, at: datetime | None) -> WaitingRow | None:
         """The waiting row, as of `at`; None before the first customer message."""
