@@ -29,7 +29,7 @@ from typing import Literal
 
 from confluent_kafka.admin import AdminClient
 
-from touchstream.schemas.errors import BrokerError
+from touchstream.schemas.errors import BrokerError, ConfigError
 
 BrokerName = Literal["noida", "tansu"]
 PID_FILE = "broker.pid"
@@ -59,6 +59,16 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
         return False
+
+
+def refuse_busy_port(host: str, port: int, setting: str, *, suspect: str = "", instead: str = "") -> None:
+    """Stop with one line naming `setting` when `port` on `host` is taken (0, any free
+    port, never is); `suspect` says who may hold it, `instead` another way out."""
+    if port and port_in_use(host, port):
+        raise ConfigError(
+            f"port {port} on {host} is in use{suspect}; set {setting} to another port, or 0 for any "
+            f"free one{instead}"
+        )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

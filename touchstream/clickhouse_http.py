@@ -37,7 +37,6 @@ import gzip
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
 import time
@@ -50,7 +49,8 @@ from pathlib import Path
 import lz4.frame
 from aiohttp import web
 
-from touchstream.broker import free_port, port_in_use
+from touchstream.broker import free_port, refuse_busy_port
+from touchstream.datadir import write_secret
 from touchstream.listeners import Bounds, Listener
 from touchstream.schemas.errors import ClickHouseError, ConfigError
 from touchstream.settings import Settings
@@ -88,7 +88,7 @@ CLIENT_SETTINGS = re.compile(
     r"^(output_format_\w+|format_\w+|date_time_output_format|date_time_input_format|max_result_rows"
     r"|max_result_bytes|result_overflow_mode|extremes|join_use_nulls|max_block_size|limit|offset"
     r"|session_timezone|use_client_time_zone|input_format_\w+|allow_experimental_\w+"
-    r"|output_format_json_quote_64bit_integers|join_algorithm|prefer_column_name_to_alias)$"
+    r"|join_algorithm|prefer_column_name_to_alias)$"
 )
 _SETTING_VALUE = re.compile(r"^[\w.:+\- ]*$")
 #: What `sinks.clickhouse.wrap` puts before ClickHouse's own message.
@@ -135,12 +135,10 @@ _DECODERS: dict[str, Callable[[bytes], bytes]] = {
 
 
 def check_port(settings: Settings) -> None:
-    host, port = settings.clickhouse_http_host, settings.clickhouse_http_port
-    if port and port_in_use(host, port):
-        raise ConfigError(
-            f"port {port} on {host} is in use (a ClickHouse server?); set TOUCHSTREAM_CLICKHOUSE_HTTP_PORT "
-            "to another port, or 0 for any free one, or TOUCHSTREAM_CLICKHOUSE_HTTP=false"
-        )
+    refuse_busy_port(
+        settings.clickhouse_http_host, settings.clickhouse_http_port, "TOUCHSTREAM_CLICKHOUSE_HTTP_PORT",
+        suspect=" (a ClickHouse server?)", instead=", or TOUCHSTREAM_CLICKHOUSE_HTTP=false",
+    )  # fmt: skip
 
 
 class QueryError(Exception):
@@ -174,11 +172,7 @@ def credentials(data_dir: Path, user: str | None, password: str | None) -> tuple
         if user is None or user == kept_user:
             return Credentials(kept_user, kept_password), path
     made = Credentials(user or DEFAULT_USER, secrets.token_urlsafe(24))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(f"{made.user}:{made.password}\n")
-    os.chmod(path, 0o600)
+    write_secret(path, f"{made.user}:{made.password}\n")
     return made, path
 
 
@@ -297,12 +291,13 @@ class Endpoint:
         reads only (SELECT, SHOW, DESCRIBE, EXISTS, EXPLAIN), takes settings only from the URL
         (a SETTINGS clause could lift the read bounds), and reaches nothing beyond the
         database (`sinks.sqlguard`)."""
+        readonly = 164, f"{self.admitted.user}: Cannot execute query in readonly mode. (READONLY)"
         if sql.split(maxsplit=1)[0].upper() == "INSERT":  # its data would follow: no parse of it
-            return 164, f"{self.admitted.user}: Cannot execute query in readonly mode. (READONLY)"
+            return readonly
         tree = self.guard.parse(sql)
         root = tree[0].split()[0] if tree and tree[0].split() else ""
         if not root.startswith(READING_STATEMENTS):
-            return 164, f"{self.admitted.user}: Cannot execute query in readonly mode. (READONLY)"
+            return readonly
         if any(line.strip() == "Set" for line in tree):
             return 164, (
                 "Cannot modify settings in a SETTINGS clause on this endpoint: send output settings "

@@ -10,12 +10,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from touchstream.broker import port_in_use
+from touchstream.broker import refuse_busy_port
 from touchstream.listeners import Bounds, Listener, bounded_body, raise_descriptor_limit
 from touchstream.producers.collector import Collector, CollectorConfig
 from touchstream.producers.health import Check, KafkaProbe
 from touchstream.producers.publisher import AsyncPublisher
-from touchstream.schemas.errors import ConfigError
 from touchstream.settings import Settings
 
 
@@ -40,11 +39,7 @@ def _key_file(path: Path) -> str:
 
 
 def check_port(settings: Settings) -> None:
-    if settings.collector_port and port_in_use(settings.collector_host, settings.collector_port):
-        raise ConfigError(
-            f"port {settings.collector_port} on {settings.collector_host} is in use; set "
-            "TOUCHSTREAM_COLLECTOR_PORT to another port, or 0 for any free one"
-        )
+    refuse_busy_port(settings.collector_host, settings.collector_port, "TOUCHSTREAM_COLLECTOR_PORT")
 
 
 def build(

@@ -35,6 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from touchstream.broker import is_loopback
+from touchstream.datadir import write_secret
 from touchstream.producers.health import Check, problems
 from touchstream.schemas.errors import ClickHouseError, ConfigError, TouchstreamError
 from touchstream.settings import Settings
@@ -68,11 +69,7 @@ def control_token(settings: Settings) -> str:
             "to protect its control port"
         )
     token = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(token)
-    os.chmod(path, 0o600)
+    write_secret(path, token)
     return token
 
 

@@ -19,6 +19,16 @@ from touchstream.schemas.errors import ConfigError
 LOCK_FILE = "owner.lock"
 
 
+def write_secret(path: Path, text: str) -> None:
+    """Write `text` to `path`, readable and writable by its owner alone (0600), replacing
+    what was there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)  # a file that was there keeps its mode through O_CREAT
+
+
 class DataDirLock:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from touchstream import clickhouse_http, control, listeners
 from touchstream import collector as collecting
-from touchstream.broker import EmbeddedBroker, free_port, is_loopback, port_in_use, wait_for_metadata
+from touchstream.broker import EmbeddedBroker, free_port, is_loopback, refuse_busy_port, wait_for_metadata
 from touchstream.dashboard import web
 from touchstream.datadir import DataDirLock
 from touchstream.kafka import ensure_topics
@@ -229,11 +229,7 @@ def run_worker(
     settings = settings.model_copy(update={"data_dir": settings.data_dir.absolute()})
     with ExitStack() as stack:
         stack.enter_context(DataDirLock(settings.data_dir))
-        if settings.worker_port and port_in_use(settings.worker_host, settings.worker_port):
-            raise ConfigError(
-                f"port {settings.worker_port} on {settings.worker_host} is in use; set "
-                "TOUCHSTREAM_WORKER_PORT to another port, or 0 for any free one"
-            )
+        refuse_busy_port(settings.worker_host, settings.worker_port, "TOUCHSTREAM_WORKER_PORT")
         if collector:
             collecting.check_port(settings)
         serve_clickhouse = owner and settings.clickhouse_http and not settings.clickhouse_url

@@ -121,15 +121,6 @@ def _time(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-def _moment(value: datetime | None) -> str | None:
-    """An instant as ClickHouse stores it (milliseconds, UTC), to compare."""
-    return None if value is None else value.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
-def _stored_moment(value: str | None) -> str | None:
-    return None if value is None else _time(value).isoformat(timespec="milliseconds")
-
-
 def event_from_row(row: dict[str, Any]) -> TouchpointEvent:
     survey = {"type": row["survey_type"], "score": row["survey_score"]} if row["survey_type"] else None
     consent = {"analytics": bool(row["consent_analytics"])} if row["consent_analytics"] is not None else None
@@ -437,16 +428,17 @@ def _pairs(
             [(row["customer_id"], row["level"], int(row["interactions_30d"])) for row in rows["engagement"]],
         ),
         "waiting": (
-            [(r.customer_id, r.conversation_id, r.answered, r.status, r.team_id, _moment(r.closed_at))
+            [(r.customer_id, r.conversation_id, r.answered, r.status, r.team_id, _comparable(r.closed_at))
              for r in tables.waiting.values()],
             [(row["customer_id"], row["conversation_id"], bool(row["answered"]), row["status"],
-              row["team_id"], _stored_moment(row["closed_at"])) for row in rows["waiting"]],
+              row["team_id"], _stored_value("closed_at", row["closed_at"])) for row in rows["waiting"]],
         ),
         "conversations": (
             [(r.customer_id, r.conversation_id, r.status, r.team_id, r.closed_without_reply, r.abandoned,
-              _moment(r.closed_at)) for r in tables.conversations.values()],
+              _comparable(r.closed_at)) for r in tables.conversations.values()],
             [(row["customer_id"], row["conversation_id"], row["status"], row["team_id"],
-              bool(row["closed_without_reply"]), bool(row["abandoned"]), _stored_moment(row["closed_at"]))
+              bool(row["closed_without_reply"]), bool(row["abandoned"]),
+              _stored_value("closed_at", row["closed_at"]))
              for row in rows["conversations"]],
         ),
         "engagement_changes": (

@@ -168,21 +168,16 @@ def _conversation(
     team: str | None = None
     agent: str | None = None
     unanswered: list[TouchpointEvent] = []
+    replied_to: TouchpointEvent | None = None  # the earliest message the latest reply answered
     last = first.occurred_at
     shown: dict[str, tuple[Any, datetime]] = {}  # table -> (row without its instant, changed at)
 
     def note(at: datetime) -> None:
         waiting = None
-        if unanswered or responded:
-            since = unanswered[0] if unanswered else None
-            waiting = (
-                since.occurred_at if since else None,
-                not unanswered,
-                (since or waiting_channel[0]).channel.value if since or waiting_channel else "",
-                team,
-                status,
-                closed_at,
-            )
+        wait = unanswered[0] if unanswered else replied_to  # whose channel the row shows
+        if wait is not None:
+            since = wait.occurred_at if unanswered else None
+            waiting = (since, not unanswered, wait.channel.value, team, status, closed_at)
         conversation = (
             channel.value,
             team,
@@ -196,8 +191,6 @@ def _conversation(
         for table, row in (("waiting", waiting), ("conversations", conversation)):
             if row is not None and (table not in shown or shown[table][0] != row):
                 shown[table] = (row, at)
-
-    waiting_channel: list[TouchpointEvent] = []  # the message whose channel a reply answered on
 
     def time_passes(to: datetime, inclusive: bool = False) -> None:
         nonlocal status, closed_at, snoozed, abandoned, unreplied
@@ -240,7 +233,7 @@ def _conversation(
                     at,
                     config.business_seconds(earliest.channel, earliest.occurred_at, at),
                 )
-                responded, unanswered, waiting_channel = True, [], [earliest]
+                responded, unanswered, replied_to = True, [], earliest
         elif event.kind in (Kind.CONVERSATION_CLOSED, Kind.TICKET_RESOLVED) and status != "closed":
             status, closed_at, snoozed = "closed", at, None
             abandoned, unreplied = False, bool(unanswered)

@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from touchstream.broker import is_loopback, port_in_use
+from touchstream.broker import is_loopback, refuse_busy_port
 from touchstream.dashboard import customer
 from touchstream.dashboard.experience import charts, experience
 from touchstream.dashboard.panels import behaviour, snapshot
@@ -80,11 +80,7 @@ class Snapshots:
 def check_binding(settings: Settings) -> None:
     """Refuse a dashboard beyond loopback without a token, or on a port in use."""
     host = settings.dashboard_host
-    if settings.dashboard_port and port_in_use(host, settings.dashboard_port):
-        raise ConfigError(
-            f"port {settings.dashboard_port} on {host} is in use; set TOUCHSTREAM_DASHBOARD_PORT "
-            "to another port, or 0 for any free one"
-        )
+    refuse_busy_port(host, settings.dashboard_port, "TOUCHSTREAM_DASHBOARD_PORT")
     if not is_loopback(host) and settings.dashboard_token is None:
         raise ConfigError(
             f"the dashboard binds to {host}, beyond loopback: set TOUCHSTREAM_DASHBOARD_TOKEN to protect it"
