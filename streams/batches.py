@@ -15,6 +15,9 @@ one of them), the read offsets and the gaps left by transaction markers, table
 recovery, and the commits (at `broker_commit_interval`; `broker_commit_every` is not
 honoured for the inbox's topics).
 
+Which records are still unread is the inbox's to say (`Inbox.unread`): the consumer's
+position is the fetcher's, past records fetched into the inbox but not processed yet.
+
 The worker takes a batch with `Inbox.take`: it keeps only the records of the current
 consumer generation, as Faust's streams do, and tracks them as pending, so a
 rebalance waits for the batch before it commits. After writing the batch the worker
@@ -25,14 +28,14 @@ never acknowledged is never committed: the next owner of its partitions reads it
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from time import monotonic
 from typing import Any
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import Message
+from faust.types import TP, Message
 from mode.utils.queues import FlowControlQueue
 
 from touchstream.streams import faustcompat
@@ -53,6 +56,8 @@ class Inbox:
         self._carried: list[Message] = []
         #: When the last batch was handed out (the event loop's clock).
         self._taken_at = 0.0
+        #: (topic, partition) -> the newest offset put in the queue since the assignment.
+        self.delivered: dict[tuple[str, int], int] = {}
 
     def install(self) -> None:
         """Make `app` consume through a `BatchingConsumer` feeding this inbox; before it starts."""
@@ -60,6 +65,40 @@ class Inbox:
         transport.inbox = self
         self.app.transport = transport
         self.app.topics.add(self.channel)  # subscribed like an agent's topics
+        self.app.on_partitions_revoked.connect(self._revoked)
+
+    def _revoked(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        self.delivered.clear()  # the queue is emptied too; the next owner reads from the commits
+
+    async def put(self, batch: list[Message]) -> None:
+        """A fetch's records of the inbox's topics, in fetch order."""
+        await self.queue.put(batch)
+        delivered = self.delivered
+        for message in batch:
+            delivered[message.topic, message.partition] = message.offset
+
+    async def unread(
+        self, partitions: Collection[tuple[str, int]], processed: Mapping[tuple[str, int], int]
+    ) -> set[tuple[str, int]]:
+        """The assigned `partitions` with records not processed yet, given the newest offset
+        processed of each since the assignment. Unknown counts as unread: a partition not
+        fetched yet (no high watermark), or with records in the inbox and none processed.
+        The consumer's own position is the fetcher's: it passes records in the inbox."""
+        consumer = self.app.consumer
+        unread = set()
+        for topic, partition in partitions:
+            tp = TP(topic, partition)
+            highwater = consumer.highwater(tp)
+            done = processed.get((topic, partition))
+            if done is not None:
+                position: int | None = done + 1
+            elif (topic, partition) in self.delivered:
+                position = None
+            else:
+                position = await consumer.position(tp)
+            if highwater is None or position is None or position < highwater:
+                unread.add((topic, partition))
+        return unread
 
     async def take(
         self,
@@ -186,7 +225,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         read_offset[tp] = offset
                 if batch:
-                    await self.wait_first(inbox.queue.put(batch), self.suspend_flow.wait())
+                    await self.wait_first(inbox.put(batch), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

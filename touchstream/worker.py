@@ -338,21 +338,21 @@ def build(
     }
     inputs = app.topic(*expected_channel, **raw)  # type: ignore[arg-type]
     dlq = app.topic(dead_letter_topic(prefix), **raw)  # type: ignore[arg-type]
+    inbox = Inbox(app, inputs)
+    inbox.install()
 
     async def unread_topics(partitions: set[int], read: Mapping[tuple[str, int], int]) -> dict[int, set[str]]:
         """Per partition, the input topics with records not processed yet."""
         assigned = app.consumer.assignment()
+        candidates = [
+            (topic, partition)
+            for partition in partitions
+            for topic in expected_channel
+            if TP(topic, partition) in assigned
+        ]
         found: dict[int, set[str]] = {}
-        for partition in partitions:
-            for topic in expected_channel:
-                tp = TP(topic, partition)
-                if tp not in assigned:
-                    continue
-                highwater = app.consumer.highwater(tp)
-                done = read.get((topic, partition))
-                position = done + 1 if done is not None else await app.consumer.position(tp)
-                if highwater is None or position is None or position < highwater:
-                    found.setdefault(partition, set()).add(topic)
+        for topic, partition in await inbox.unread(candidates, read):
+            found.setdefault(partition, set()).add(topic)
         stats.consumer_lag = sum(
             max((app.consumer.highwater(TP(*tp)) or 0) - done - 1, 0) for tp, done in read.items()
         )
@@ -406,9 +406,6 @@ def build(
         step.read.clear()
 
     app.on_partitions_revoked.connect(partitions_moved)
-
-    inbox = Inbox(app, inputs)
-    inbox.install()
 
     def assigned() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic in expected_channel}

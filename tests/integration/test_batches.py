@@ -3,7 +3,8 @@
 A Faust app (tests/integration/batch_consumer.py) takes batches through the inbox and
 acknowledges only the first few; stopped and started again, it must resume exactly
 after the acknowledged records: every record delivered, in order, none skipped, and
-none of the acknowledged ones again.
+none of the acknowledged ones again. And while the fetcher runs ahead of the batches,
+the inbox names exactly the partitions with records not processed yet.
 """
 
 from __future__ import annotations
@@ -47,12 +48,19 @@ def records(out: Path, *, acked: bool | None = None) -> list[Record]:
 
 
 def run_consumer(
-    broker: EmbeddedBroker, topics: list[str], group: str, out: Path, *, ack: int, until: Callable[[], bool]
+    broker: EmbeddedBroker,
+    topics: list[str],
+    group: str,
+    out: Path,
+    *,
+    ack: int,
+    until: Callable[[], bool],
+    options: tuple[str, ...] = ("--max-records", str(MAX_RECORDS)),
 ) -> None:
     """Run the batch consumer until `until()`, then stop it (SIGTERM)."""
     command = [
         sys.executable, "-m", "tests.integration.batch_consumer", *topics, "--bootstrap", broker.bootstrap,
-        "--group", group, "--out", str(out), "--max-records", str(MAX_RECORDS), "--ack", str(ack),
+        "--group", group, "--out", str(out), "--ack", str(ack), *options,
     ]  # fmt: skip
     with (out.parent / "consumer.log").open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -110,6 +118,37 @@ def test_batches_resume_after_the_acknowledged_records(broker: EmbeddedBroker, t
     assert committed(broker, f"{run}-group", topics) == {(t, p): 0 for t in topics for p in range(2)} | {
         tp: end for tp, end in _ends(everything).items()
     }
+
+
+def test_the_inbox_names_the_partitions_with_records_not_processed(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Small fetches and small batches, and a pause after each batch: the fetcher hands the
+    inbox records of partitions no batch has reached yet (the consumer's position is then
+    at the end of them). Those are unread until processed, like a partial one."""
+    run = f"unread{time.time_ns()}"
+    topics = [f"{run}.a", f"{run}.b", f"{run}.c"]
+    ensure_topics(broker.bootstrap, topics, partitions=2)
+    with Publisher(broker.bootstrap) as publisher:
+        delivery = Delivery()
+        for topic in topics:
+            for n in range(40):
+                publisher.send_raw(topic, f"key-{n % 5}".encode(), b"{}", delivery)
+        publisher.wait(delivery, 3 * 40, 30)
+    ends = _ends(set(_written(broker, topics)))
+    out = tmp_path / "unread.jsonl"
+    options = ("--max-records", "10", "--max-poll-records", "10", "--unread", "0.3")
+    done = lambda: len(records(out)) >= sum(ends.values())  # noqa: E731
+    run_consumer(broker, topics, f"{run}-group", out, ack=10**9, until=done, options=options)
+
+    processed: dict[tuple[str, int], int] = {}
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    for number, line in enumerate(lines):
+        for topic, partition, offset in line["records"]:
+            processed[topic, partition] = offset
+        expected = {tp for tp, end in ends.items() if processed.get(tp, -1) + 1 < end}
+        assert {(t, p) for t, p in line["unread"]} == expected, f"after batch {number}"
+    assert processed == {tp: end - 1 for tp, end in ends.items()}
 
 
 def _assert_in_order(taken: list[Record]) -> None:
