@@ -8,11 +8,13 @@ Mapping:
 - `conversation.user.created` / `conversation.admin.single.created`: the conversation's
   opening message (`source`, 1.x `conversation_message`), at the conversation's
   `created_at`.
-- Every topic: each `conversation_parts` part of type `comment` is a message; a close,
-  open or assignment part that carries a reply body is one too, and so is any part
-  with a body by a bot (Fin, Operator: what the customer sees them say). Notes are
-  internal and ignored, as are parts without a body, read receipts
-  (`conversation.read`) and topics that are about neither conversations nor tickets.
+- Every topic: each `conversation_parts` part of type `comment` is a message; so is any
+  other part with a body by an admin or a bot, whatever its type (an assignment, close
+  or open the agent replied with, an assign-and-reply on a ticket, what Fin or Operator
+  shows the customer), and a close, open or assignment part with a body by anyone.
+  Notes (`note`, `note_and_reopen`) are internal and ignored, as are parts without a
+  body, read receipts (`conversation.read`) and topics that are about neither
+  conversations nor tickets.
 - Status (`conversation.admin.closed`, `.snoozed`, `.unsnoozed`, `.opened`): a `close`
   part is also a `conversation_closed`, `snoozed` a `conversation_snoozed` until the
   conversation's `snoozed_until`, `open`, `unsnoozed` and `timer_unsnooze` a
@@ -53,6 +55,8 @@ OPENING_TOPICS = {"conversation.user.created", "conversation.admin.single.create
 #: Topics that report on a conversation without carrying a message of it.
 RECEIPT_TOPICS = {"conversation.read"}
 REPLY_PART_TYPES = {"close", "open", "assignment", "assign_and_reopen", "away_mode_assignment"}
+#: Internal parts: never shown to the customer, whoever writes them.
+NOTE_PART_TYPES = {"note", "note_and_reopen"}
 #: Parts that change the conversation's status (SPEC §5 "Conversation status").
 STATUS_PARTS = {
     "close": "conversation_closed",
@@ -167,12 +171,9 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
             if not body:
                 continue
         author = part.get("author")
-        by_bot = isinstance(author, dict) and author.get("type") == "bot"
-        if (
-            part_type == "comment"
-            or (isinstance(part_type, str) and part_type in REPLY_PART_TYPES and body)
-            or (by_bot and body and part_type != "note")  # what a bot (Fin, Operator) shows the customer
-        ):
+        by_brand = isinstance(author, dict) and author.get("type") in ("admin", "bot")
+        shown = bool(body) and part_type not in NOTE_PART_TYPES
+        if part_type == "comment" or (shown and (by_brand or part_type in REPLY_PART_TYPES)):
             candidates.append((part, part.get("created_at")))
         else:
             why = f"{str(part_type)[:40]} part is not a message to or from the customer"
