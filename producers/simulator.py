@@ -88,9 +88,12 @@ TEAMS: dict[Channel, str] = {
 }  # fmt: skip
 #: Agents who answer this many times slower than the rest (the demo's bad experiences).
 SLOW_AGENTS = frozenset({"agent-21", "agent-22", "agent-23"})
-SLOW_FACTOR = 8.0
+SLOW_FACTOR = 20.0
 #: A reply slower than this (the dashboard's default SLAs) spoils the conversation.
-SLOW_SECONDS: dict[Channel, float] = {Channel.EMAIL: 86_400, Channel.HELPDESK: 86_400}
+SLOW_SECONDS: dict[Channel, float] = {
+    Channel.MESSAGING: 3_600, Channel.SOCIAL: 3_600, Channel.FORUM: 86_400, Channel.EMAIL: 86_400,
+    Channel.HELPDESK: 86_400,
+}  # fmt: skip
 DEFAULT_SLOW_SECONDS = 300.0
 #: After a spoilt (slow or unanswered) conversation a customer answers a survey this often,
 #: and is gone for good this often; after a good one, rarely.

@@ -226,7 +226,7 @@ _HOURLY: dict[str, str] = {
 #: left out. An erasure has already removed the events up to its request.
 _COUNTED = """
         SELECT * FROM (
-            SELECT customer_id, event_id, channel, kind, direction, actor, conversation_id, agent_id,
+            SELECT customer_id, event_id, channel, kind, direction, actor, conversation_id, agent_id, team_id,
                    survey_type, survey_score, consent_analytics, attributes, occurred_at, source_partition,
                    last_value(consent_analytics) OVER (
                        PARTITION BY customer_id ORDER BY occurred_at, event_id
@@ -624,15 +624,53 @@ CHURN_RATES = f"""
         ) AS n ON n.month = g.month AND n.signal = g.signal
         SETTINGS join_use_nulls = 0"""
 
+#: The counted events with what interaction quality (SPEC §5b) reads of each: its
+#: conversation's team at it (the latest team_id seen in the conversation up to it), its
+#: channel's response-time target (`sla_seconds`, NULL: none, every answer meets it), for a
+#: reply its own response record's seconds, and for every event the first later reply of its
+#: conversation that made a response record (instant, seconds, earliest message answered)
+#: and the first later bot message.
+_INTERACTIONS = """
+        SELECT t.*, {sla_of_channel} AS sla_seconds,
+               if(r.reply_event_id = '', NULL, r.seconds) AS reply_seconds,
+               last_value(team_id) OVER upto AS team,
+               first_value(if(r.reply_event_id = '', NULL, t.occurred_at)) OVER later AS answer_at,
+               first_value(if(r.reply_event_id = '', NULL, r.seconds)) OVER later AS answer_seconds,
+               first_value(if(r.reply_event_id = '', NULL, r.customer_message_at)) OVER later AS answer_from,
+               first_value(if(t.direction = 'outbound' AND t.actor = 'bot' AND t.kind NOT IN {status_kinds},
+                              t.occurred_at, NULL)) OVER later AS bot_at
+        FROM {db}.counted_touchpoints AS t
+        LEFT JOIN (
+            SELECT customer_id, reply_event_id, customer_message_at,
+                   dateDiff('millisecond', customer_message_at, replied_at) / 1000 AS seconds
+            FROM {db}.responses FINAL WHERE {scope}
+        ) AS r ON r.customer_id = t.customer_id AND r.reply_event_id = t.event_id
+        WINDOW upto AS (PARTITION BY t.customer_id, t.conversation ORDER BY t.occurred_at, t.event_id
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+               later AS (PARTITION BY t.customer_id, t.conversation ORDER BY t.occurred_at, t.event_id
+                         ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+        SETTINGS join_use_nulls = 0"""
+#: A touchpoint's interaction quality at its outcome `o` (SPEC §5b).
+_QUALITY = """multiIf(
+                       e.customer_message,
+                       multiIf(e.answer_from <= e.occurred_at AND e.answer_at <= o.outcome_at,
+                               if(ifNull(e.answer_seconds <= e.sla_seconds, 1), 'answered_in_sla',
+                                  'answered_late'),
+                               e.bot_at <= o.outcome_at, 'bot_only',
+                               'unanswered'),
+                       e.reply_seconds IS NOT NULL,
+                       if(ifNull(e.reply_seconds <= e.sla_seconds, 1), 'in_sla', 'late'),
+                       'none')"""
 #: Outcome touchpoints (SPEC §5b): the counted events in the lookback before each survey
 #: answer (not the answer itself) and up to each churn's last interaction (inclusive), in
-#: (occurred_at, event_id) order, with their weight under each model. Final once the horizon
+#: (occurred_at, event_id) order, survey answers left out (measurements, not interactions),
+#: with their team, interaction quality and weight under each model. Final once the horizon
 #: has passed the answer / the churn. `first_in_<group>` marks the outcome's first touchpoint
-#: in its channel, kind and agent (`group`) or in each alone: summing it counts the outcomes
-#: a group was part of (`attribution_totals`).
+#: in each grouping of `ATTRIBUTION_GROUPINGS`: summing it counts the outcomes a group was
+#: part of (`attribution_totals`).
 OUTCOME_TOUCHPOINTS = f"""
         SELECT outcome_id, outcome_type, outcome_class, outcome_at, customer_id, event_id, channel, kind,
-               agent_id, position, n,
+               agent_id, team_id, quality, position, n,
                toFloat64(position = n) AS weight_last,
                toFloat64(position = 1) AS weight_first,
                1 / n AS weight_linear,
@@ -646,12 +684,17 @@ OUTCOME_TOUCHPOINTS = f"""
                toUInt8(row_number() OVER (PARTITION BY customer_id, outcome_id, kind
                                           ORDER BY position) = 1) AS first_in_kind,
                toUInt8(row_number() OVER (PARTITION BY customer_id, outcome_id, agent_id
-                                          ORDER BY position) = 1) AS first_in_agent
+                                          ORDER BY position) = 1) AS first_in_agent,
+               toUInt8(row_number() OVER (PARTITION BY customer_id, outcome_id, team_id
+                                          ORDER BY position) = 1) AS first_in_team,
+               toUInt8(row_number() OVER (PARTITION BY customer_id, outcome_id, quality
+                                          ORDER BY position) = 1) AS first_in_quality
         FROM (
             SELECT o.outcome_id AS outcome_id, o.outcome_type AS outcome_type,
                    o.outcome_class AS outcome_class,
                    o.outcome_at AS outcome_at, o.customer_id AS customer_id, e.event_id AS event_id,
-                   e.channel AS channel, e.kind AS kind, e.agent_id AS agent_id,
+                   e.channel AS channel, e.kind AS kind, e.agent_id AS agent_id, e.team AS team_id,
+                   {_QUALITY} AS quality,
                    row_number() OVER outcome AS position,
                    count() OVER (PARTITION BY o.customer_id, o.outcome_id) AS n,
                    pow(2, -dateDiff('millisecond', e.occurred_at, o.outcome_at) / 86400000) AS decay,
@@ -668,10 +711,10 @@ OUTCOME_TOUCHPOINTS = f"""
                        toUInt8(ifNull(churned_at < partition_horizon, 0))
                 FROM ({_CHURN_POINTS})
             ) AS o
-            INNER JOIN {{db}}.counted_touchpoints AS e ON e.customer_id = o.customer_id
+            INNER JOIN ({_INTERACTIONS}) AS e ON e.customer_id = o.customer_id
             WHERE e.occurred_at >= o.outcome_at - toIntervalMillisecond({{lookback_ms}})
               AND (e.occurred_at < o.outcome_at OR (o.inclusive = 1 AND e.occurred_at = o.outcome_at))
-              AND e.event_id != o.outcome_id
+              AND e.event_id != o.outcome_id AND e.kind != 'survey_response'
             WINDOW outcome AS (PARTITION BY o.customer_id, o.outcome_id ORDER BY e.occurred_at, e.event_id
                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
         )
@@ -684,16 +727,20 @@ ATTRIBUTION_MODELS = ("last", "first", "linear", "time_decay", "position")
 #: Weights are summed as integers in these units, so that a row added and later taken
 #: away again cancels exactly.
 WEIGHT_UNITS = 1_000_000_000
-#: The groupings of the attribution view: per grouping, its channel, kind and agent (blank
-#: where it does not group by them) and the flag that counts an outcome once per group;
-#: `all` is every outcome.
+#: The groupings of the attribution view (SPEC §5b): per grouping, its channel, kind, agent,
+#: team and interaction quality (blank where it does not group by them) and the flag that
+#: counts an outcome once per group; `all` is every outcome.
 ATTRIBUTION_GROUPINGS = {
-    "channel, kind and agent": ("channel", "kind", "agent", "first_in_group"),
-    "channel": ("channel", "''", "''", "first_in_channel"),
-    "kind": ("''", "kind", "''", "first_in_kind"),
-    "agent": ("''", "''", "agent", "first_in_agent"),
-    "all": ("''", "''", "''", "toUInt8(position = 1)"),
+    "channel, kind and agent": ("channel", "kind", "agent", "''", "''", "first_in_group"),
+    "channel": ("channel", "''", "''", "''", "''", "first_in_channel"),
+    "kind": ("''", "kind", "''", "''", "''", "first_in_kind"),
+    "agent": ("''", "''", "agent", "''", "''", "first_in_agent"),
+    "team": ("''", "''", "''", "team", "''", "first_in_team"),
+    "quality": ("''", "''", "''", "''", "quality", "first_in_quality"),
+    "all": ("''", "''", "''", "''", "''", "toUInt8(position = 1)"),
 }
+#: The columns that name a group in `attribution_totals`.
+ATTRIBUTION_GROUP = ("grouping", "channel", "kind", "agent", "team", "quality")
 _GROUPINGS = ", ".join(f"('{name}', {', '.join(g)})" for name, g in ATTRIBUTION_GROUPINGS.items())
 _WEIGHTS = "".join(
     f""",
@@ -710,13 +757,14 @@ _WEIGHTS = "".join(
 #: deletions before its DELETE (`sinks.erasure`). `{source}` is the table (or its `FINAL`
 #: for a first fill), with `sign` the row's sign.
 ATTRIBUTION_FEED = f"""
-        SELECT g.1 AS grouping, g.2 AS channel, g.3 AS kind, g.4 AS agent,
-               sign * g.5 AS outcomes, sign * g.5 * bad AS bad_outcomes, sign AS touchpoints{_WEIGHTS}
+        SELECT g.1 AS grouping, g.2 AS channel, g.3 AS kind, g.4 AS agent, g.5 AS team, g.6 AS quality,
+               sign * g.7 AS outcomes, sign * g.7 * bad AS bad_outcomes, sign AS touchpoints{_WEIGHTS}
         FROM (
             SELECT weight_last, weight_first, weight_linear, weight_time_decay, weight_position,
                    toInt64(if(is_deleted, -1, 1)) AS sign, toInt64(outcome_class IN {BAD_OUTCOMES}) AS bad,
                    [{_GROUPINGS}] AS groupings
-            FROM (SELECT *, ifNull(agent_id, '(none)') AS agent FROM {{source}})
+            FROM (SELECT *, ifNull(agent_id, '(none)') AS agent, ifNull(team_id, '(none)') AS team
+                  FROM {{source}})
         )
         ARRAY JOIN groupings AS g"""
 _WEIGHT_COLUMNS = "".join(
@@ -727,10 +775,12 @@ ATTRIBUTION_TOTALS = f"""CREATE TABLE IF NOT EXISTS {{db}}.attribution_totals (
         channel LowCardinality(String),
         kind LowCardinality(String),
         agent String,
+        team String,
+        quality LowCardinality(String),
         outcomes Int64,
         bad_outcomes Int64,
         touchpoints Int64{_WEIGHT_COLUMNS}
-    ) ENGINE = SummingMergeTree ORDER BY (grouping, channel, kind, agent)"""
+    ) ENGINE = SummingMergeTree ORDER BY ({", ".join(ATTRIBUTION_GROUP)})"""
 ATTRIBUTION_TOTALS_FEED = (
     "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.attribution_totals_feed TO {db}.attribution_totals AS"
     + ATTRIBUTION_FEED.replace("{source}", "{db}.outcome_touchpoints")
@@ -974,6 +1024,7 @@ def _values(database: str, config: MetricsConfig) -> dict[str, object]:
             {channel: span.total_seconds() for channel, span in config.sla.items()}
         ),
         "reply": f"(direction = 'outbound' AND actor IN ('{replies}') AND kind NOT IN ('{status_kinds}'))",
+        "status_kinds": f"('{status_kinds}')",
         "initiated": f"(actor = 'customer' AND kind IN ('{initiated}') "
         "AND (kind NOT IN ('message', 'call') OR direction = 'inbound'))",
     }

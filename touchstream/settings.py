@@ -113,7 +113,14 @@ class Settings(BaseSettings):
     dashboard_refresh_seconds: float = Field(default=1.0, ge=0.2)
     #: Waiting-time SLA per channel in seconds, JSON; "*" for every other channel.
     dashboard_sla_seconds: Annotated[dict[str, float], NoDecode] = Field(
-        default_factory=lambda: {"*": 300.0, "email": 86_400.0, "helpdesk": 86_400.0}
+        default_factory=lambda: {
+            "*": 300.0,
+            "messaging": 3_600.0,
+            "social": 3_600.0,
+            "forum": 86_400.0,
+            "email": 86_400.0,
+            "helpdesk": 86_400.0,
+        }
     )
 
     #: How far an event's occurred_at may lie after its received_at, and after the worker's

@@ -32,7 +32,7 @@ from typing import Any
 
 from touchstream.schemas.partitioning import partition_of
 from touchstream.schemas.touchpoint import TouchpointEvent
-from touchstream.sinks.ddl import ATTRIBUTION_MODELS, WEIGHT_UNITS
+from touchstream.sinks.ddl import ATTRIBUTION_GROUP, ATTRIBUTION_MODELS, WEIGHT_UNITS
 from touchstream.streams.metrics import MetricsConfig
 from touchstream.streams.metrics.records import (
     KEY_COLUMNS,
@@ -42,6 +42,7 @@ from touchstream.streams.metrics.records import (
     TicketRow,
 )
 from touchstream.streams.metrics.reference import (
+    Group,
     Tables,
     attribution,
     journeys,
@@ -262,10 +263,10 @@ def _stored_behaviour(name: str, row: dict[str, Any]) -> tuple[Any, ...]:
             bool(row["final"]))  # fmt: skip
 
 
-#: The attribution view's sums per (grouping, channel, kind, agent) (`reference.attribution`).
-Sums = dict[tuple[str, str, str, str], dict[str, float]]
+#: The attribution view's sums per group (`reference.attribution`).
+Sums = dict[Group, dict[str, float]]
 TOTALS = f"""
-    SELECT grouping, channel, kind, agent, sum(outcomes) AS outcomes, sum(bad_outcomes) AS bad_outcomes,
+    SELECT {", ".join(ATTRIBUTION_GROUP)}, sum(outcomes) AS outcomes, sum(bad_outcomes) AS bad_outcomes,
            sum(touchpoints) AS touchpoints,
            {
     ", ".join(
@@ -275,7 +276,7 @@ TOTALS = f"""
     )
 }
     FROM attribution_totals
-    GROUP BY grouping, channel, kind, agent
+    GROUP BY {", ".join(ATTRIBUTION_GROUP)}
     HAVING touchpoints != 0"""
 
 
@@ -283,10 +284,8 @@ def totals_diff(wanted: Sums, rows: list[dict[str, Any]]) -> TableDiff:
     """`attribution_totals` against the sums the definitions give: counts exactly, weights
     within a billionth per touchpoint (they are summed in billionths)."""
     found: Sums = {
-        (row["grouping"], row["channel"], row["kind"], row["agent"]): {
-            name: float(value)
-            for name, value in row.items()
-            if name not in ("grouping", "channel", "kind", "agent")
+        (row["grouping"], row["channel"], row["kind"], row["agent"], row["team"], row["quality"]): {
+            name: float(value) for name, value in row.items() if name not in ATTRIBUTION_GROUP
         }
         for row in rows
     }

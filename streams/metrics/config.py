@@ -45,12 +45,17 @@ DEFAULT_AUTO_CLOSE: Mapping[Channel, timedelta] = MappingProxyType({
 })  # fmt: skip
 
 #: Response-time SLA per channel (the dashboard's default setting): a response slower than
-#: its channel's is a churn's `slow_response` signal; a ticket's first response within it
-#: counts towards SLA attainment. A channel without one has no SLA.
-DEFAULT_SLA: Mapping[Channel, timedelta] = MappingProxyType({
-    channel: timedelta(days=1) if channel in (Channel.EMAIL, Channel.HELPDESK) else timedelta(minutes=5)
-    for channel in Channel
+#: its channel's is a churn's `slow_response` signal and an interaction answered late; a
+#: ticket's first response within it counts towards SLA attainment. A channel without one
+#: has no SLA. Live channels 5 minutes; messaging apps and social networks an hour; forums,
+#: email and help desks a day.
+SLA_BY_CHANNEL: Mapping[Channel, timedelta] = MappingProxyType({
+    Channel.MESSAGING: timedelta(hours=1), Channel.SOCIAL: timedelta(hours=1),
+    Channel.FORUM: timedelta(days=1), Channel.EMAIL: timedelta(days=1), Channel.HELPDESK: timedelta(days=1),
 })  # fmt: skip
+DEFAULT_SLA: Mapping[Channel, timedelta] = MappingProxyType(
+    {channel: SLA_BY_CHANNEL.get(channel, timedelta(minutes=5)) for channel in Channel}
+)
 
 CUSTOMER_MESSAGE_KINDS = frozenset({Kind.MESSAGE, Kind.CALL, Kind.TICKET_OPENED})
 #: Kinds that change a conversation's status (SPEC §5 "Conversation status"): never a

@@ -151,6 +151,12 @@ class OutcomeTouchpoint:
     channel: str
     kind: str
     agent_id: str | None
+    #: The touchpoint's conversation's team at the touchpoint (SPEC §5b).
+    team_id: str | None
+    #: What the brand did there (SPEC §5b "interaction quality"): `answered_in_sla`,
+    #: `answered_late`, `unanswered`, `bot_only` (a customer message, by the outcome
+    #: instant), `in_sla`, `late` (an agent reply), `none`.
+    quality: str
     position: int
     n: int
     weight_last: float

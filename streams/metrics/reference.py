@@ -20,12 +20,14 @@ from touchstream.schemas.touchpoint import (
     DISSATISFIED_MAX,
     PROMOTER_MIN,
     SATISFIED_MIN,
+    Actor,
     Channel,
+    Direction,
     Kind,
     TouchpointEvent,
     snoozed_until,
 )
-from touchstream.streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.config import STATUS_KINDS, MetricsConfig
 from touchstream.streams.metrics.engagement import WINDOWS, is_customer_initiated
 from touchstream.streams.metrics.records import (
     CHURN_SIGNALS,
@@ -482,6 +484,8 @@ class _Customer:
     kept: list[TouchpointEvent]
     conversations: dict[str, list[TouchpointEvent]]
     responses: list[ResponseRecord]
+    #: What the brand did at each counted event (by event_id), for interaction quality.
+    interactions: dict[str, _Interaction]
     changes: list[LevelChange]
     #: (last_interaction_at, churned_at, returned_at) of each churn up to the newest event time.
     churns: list[tuple[datetime, datetime, datetime | None]]
@@ -503,13 +507,78 @@ def _customers(
                 following is not None and following > churned_at
             ):
                 churns.append((last, churned_at, following))
+        responses = [r for r in tables.responses.values() if r.customer_id == customer_id]
         found[customer_id] = _Customer(
             kept,
             _conversations(kept, config),
-            [r for r in tables.responses.values() if r.customer_id == customer_id],
+            responses,
+            _interactions(kept, responses, config),
             [c for c in tables.changes if c.customer_id == customer_id],
             churns,
         )
+    return found
+
+
+@dataclass(frozen=True)
+class _Interaction:
+    """One counted event's part in its conversation, as interaction quality reads it."""
+
+    #: The conversation's team at the event: the latest team_id seen in it up to the event.
+    team_id: str | None
+    #: The channel's response-time target in seconds (None: no target, every answer meets it).
+    target: float | None
+    #: A customer message's instant (None: not a customer message).
+    message_at: datetime | None = None
+    #: For a customer message: the response record of the first later reply of its
+    #: conversation that made one, and the first later bot message's instant.
+    answer: ResponseRecord | None = None
+    bot_at: datetime | None = None
+    #: For a reply: its own response record (None: it answered nothing).
+    reply: ResponseRecord | None = None
+
+    def _met(self, record: ResponseRecord) -> bool:
+        return self.target is None or record.response_seconds <= self.target
+
+    def quality(self, outcome_at: datetime) -> str:
+        """SPEC §5b interaction quality at the outcome instant."""
+        if self.message_at is not None:
+            answer = self.answer
+            if answer and answer.customer_message_at <= self.message_at and answer.replied_at <= outcome_at:
+                return "answered_in_sla" if self._met(answer) else "answered_late"
+            return "bot_only" if self.bot_at is not None and self.bot_at <= outcome_at else "unanswered"
+        if self.reply is not None:
+            return "in_sla" if self._met(self.reply) else "late"
+        return "none"
+
+
+def _is_bot_message(event: TouchpointEvent) -> bool:
+    """A bot's message to the customer (not a status change)."""
+    outbound = event.direction is Direction.OUTBOUND
+    return outbound and event.actor is Actor.BOT and event.kind not in STATUS_KINDS
+
+
+def _interactions(
+    kept: list[TouchpointEvent], responses: list[ResponseRecord], config: MetricsConfig
+) -> dict[str, _Interaction]:
+    """Per counted event of one customer (by event_id), its `_Interaction`."""
+    by_reply = {r.reply_event_id: r for r in responses}
+    found: dict[str, _Interaction] = {}
+    for members in _conversations(kept, config).values():
+        team: str | None = None
+        for index, event in enumerate(members):
+            team = event.team_id if event.team_id is not None else team
+            sla = config.sla.get(event.channel)
+            target = sla.total_seconds() if sla is not None else None
+            if is_customer_message(event):
+                later = members[index + 1 :]
+                found[event.event_id] = _Interaction(
+                    team, target, message_at=event.occurred_at,
+                    answer=next((by_reply[e.event_id] for e in later if e.event_id in by_reply), None),
+                    bot_at=next((e.occurred_at for e in later if _is_bot_message(e)), None),
+                )  # fmt: skip
+            else:
+                reply = by_reply.get(event.event_id) if is_reply(event, config) else None
+                found[event.event_id] = _Interaction(team, target, reply=reply)
     return found
 
 
@@ -553,7 +622,8 @@ def _outcome_touchpoints(
     customers: dict[str, _Customer], config: MetricsConfig, horizon: datetime
 ) -> list[OutcomeTouchpoint]:
     """The touchpoints of every outcome (survey answers, and churns up to `newest`) with their
-    attribution weights; final once the horizon has passed the outcome (a churn's instant)."""
+    team, interaction quality and attribution weights; survey answers are measurements, never
+    touchpoints. Final once the horizon has passed the outcome (a churn's instant)."""
     rows = []
     for customer_id, customer in customers.items():
         outcomes: list[tuple[str, str, str, datetime, bool, bool]] = [
@@ -569,14 +639,15 @@ def _outcome_touchpoints(
             touched = [
                 e for e in customer.kept
                 if at - config.lookback <= e.occurred_at <= at and e.event_id != outcome_id
-                and (inclusive or e.occurred_at < at)
+                and (inclusive or e.occurred_at < at) and e.kind is not Kind.SURVEY_RESPONSE
             ]  # fmt: skip
             weights = attribution_weights([e.occurred_at for e in touched], at)
             for position, (event, weight) in enumerate(zip(touched, weights, strict=True), start=1):
+                interaction = customer.interactions[event.event_id]
                 rows.append(OutcomeTouchpoint(
                     outcome_id, outcome_type, outcome_class, at, customer_id, event.event_id,
-                    event.channel.value, event.kind.value, event.agent_id, position, len(touched), *weight,
-                    final,
+                    event.channel.value, event.kind.value, event.agent_id, interaction.team_id,
+                    interaction.quality(at), position, len(touched), *weight, final,
                 ))  # fmt: skip
     return rows
 
@@ -686,23 +757,31 @@ BAD_CLASSES = frozenset({"detractor", "dissatisfied", "churned"})
 MODELS = ("last", "first", "linear", "time_decay", "position")
 
 
-def attribution(rows: Iterable[OutcomeTouchpoint]) -> dict[tuple[str, str, str, str], dict[str, float]]:
-    """The attribution view's sums, per (grouping, channel, kind, agent): the outcomes
-    with a touchpoint in the group, the bad ones among them, the touchpoints, and per model
-    the summed weight and the summed weight of bad outcomes. A grouping leaves blank what it
-    does not group by; `all` is every outcome; a touchpoint without an agent has `(none)`."""
-    outcomes: dict[tuple[str, str, str, str], set[tuple[str, bool]]] = {}
-    sums: dict[tuple[str, str, str, str], dict[str, float]] = {}
+#: A group of the attribution view: (grouping, channel, kind, agent, team, quality).
+Group = tuple[str, str, str, str, str, str]
+
+
+def attribution(rows: Iterable[OutcomeTouchpoint]) -> dict[Group, dict[str, float]]:
+    """The attribution view's sums, per group: the outcomes with a touchpoint in the group,
+    the bad ones among them, the touchpoints, and per model the summed weight and the summed
+    weight of bad outcomes. A grouping leaves blank what it does not group by; `all` is every
+    outcome; a touchpoint without an agent or a team has `(none)`."""
+    outcomes: dict[Group, set[tuple[str, bool]]] = {}
+    sums: dict[Group, dict[str, float]] = {}
     for row in rows:
         agent = row.agent_id if row.agent_id is not None else "(none)"
+        team = row.team_id if row.team_id is not None else "(none)"
         bad = row.outcome_class in BAD_CLASSES
-        for key in (
-            ("channel, kind and agent", row.channel, row.kind, agent),
-            ("channel", row.channel, "", ""),
-            ("kind", "", row.kind, ""),
-            ("agent", "", "", agent),
-            ("all", "", "", ""),
-        ):
+        groups: list[Group] = [
+            ("channel, kind and agent", row.channel, row.kind, agent, "", ""),
+            ("channel", row.channel, "", "", "", ""),
+            ("kind", "", row.kind, "", "", ""),
+            ("agent", "", "", agent, "", ""),
+            ("team", "", "", "", team, ""),
+            ("quality", "", "", "", "", row.quality),
+            ("all", "", "", "", "", ""),
+        ]
+        for key in groups:
             outcomes.setdefault(key, set()).add((row.outcome_id, bad))
             group = sums.setdefault(key, {"touchpoints": 0.0})
             group["touchpoints"] += 1

@@ -1,8 +1,9 @@
 """The experience view of a running `touchstream up`, in a real browser (Debian's chromium
 driven by Playwright): after a history with a slow agent whose customers answer as
 detractors, a churned customer and a ticket, the attribution table puts the slow agent's
-replies at a 100 % bad share beside the fast agent's 0 % and the overall 50 %, the model
-and grouping selectors re-render it, the charts draw with uPlot, and the ticket and churn
+replies at a 100 % bad share beside the fast agent's 0 % and the overall 50 %, ranks the
+slow agent and the late interactions first by lift, the model and grouping selectors
+re-render it, the charts draw with uPlot, and the ticket and churn
 panels fill. Saves a screenshot under TOUCHSTREAM_ARTIFACTS (default test-artifacts/)."""
 
 from __future__ import annotations
@@ -76,32 +77,52 @@ def test_experience_view_shows_the_slow_agent_behind_bad_outcomes(stack: Stack) 
     with browser_page(1400, 1800) as (page, errors):
         page.goto(stack.dashboard.rstrip("/") + "/experience")
         page.wait_for_selector("body[data-updates]", timeout=60_000)
-        page.select_option("#by", "agent")
         rows = page.locator("#attribution tbody tr")
-        wait_until(lambda: rows.count() >= 2, timeout=10, what="attribution rows by agent")
-        shares = {
-            rows.nth(index).locator("td").nth(0).inner_text(): rows.nth(index)
-            .locator("td")
-            .nth(-1)
-            .inner_text()
-            for index in range(rows.count())
-        }
-        assert shares["slow-sam"] == "100.0" and shares["fast-fay"] == "0.0", shares
-        assert page.locator("#attribution thead").inner_text().count("linear") == 1
+        assert page.locator("#by").input_value() == "agent|quality"  # what the page shows first
+
+        def shown(by: str) -> list[dict[str, str]]:
+            page.select_option("#by", by)
+            wait_until(
+                lambda: rows.count() >= 2, timeout=10, what=f"attribution rows by {by or 'any grouping'}"
+            )
+            headers = page.locator("#attribution thead th").all_inner_texts()
+            return [dict(zip(headers, rows.nth(index).locator("td").all_inner_texts(), strict=True))
+                    for index in range(rows.count())]  # fmt: skip
+
+        by_agent = {row["Agent"]: row for row in shown("agent")}
+        assert by_agent["slow-sam"]["Bad share % (linear)"] == "100.0", by_agent
+        assert by_agent["fast-fay"]["Bad share % (linear)"] == "0.0", by_agent
         # One churn (gus) among 73 outcomes with touchpoints: gus's own page view; 36 detractors.
         overall = page.locator("#overall-bad").inner_text()
         assert overall == f"{round(100 * (PAIRS + 1) / (2 * PAIRS + 1), 1)}", overall
+        lift = round(100 / float(overall), 2)
+        assert float(by_agent["slow-sam"]["Lift (linear)"]) == lift, by_agent
+        # 36 outcomes, all bad: the Wilson interval of 36/36 is [90.4 %, 100 %].
+        assert (by_agent["slow-sam"]["Bad outcomes %: 95% low"], by_agent["slow-sam"]["95% high"]) == (
+            "90.4", "100.0"
+        )  # fmt: skip
+        # By interaction quality: the slow replies are late (chat's target is 5 min) and the
+        # messages they answered answered late; the fast ones in the SLA.
+        by_quality = {row["Interaction"]: row for row in shown("quality")}
+        assert {quality: row["Bad share % (linear)"] for quality, row in by_quality.items()} == {
+            "late": "100.0", "answered_late": "100.0", "in_sla": "0.0", "answered_in_sla": "0.0"
+        }, by_quality  # fmt: skip
+        # The first view (agents and interaction quality), ranked by lift: the slow agent and the
+        # late interactions first.
+        ranked = shown("agent|quality")
+        top = [row for row in ranked if row["Lift (linear)"] == ranked[0]["Lift (linear)"]]
+        assert {(row["By"], row["Agent"] or row["Interaction"]) for row in top} == {
+            ("agent", "slow-sam"), ("quality", "late"), ("quality", "answered_late")
+        }, ranked  # fmt: skip
         page.select_option("#model", "last")
-        assert "last touch" in page.locator("#attribution thead").inner_text()
-        first = rows.nth(0).locator("td").nth(0).inner_text()
-        assert first in ("slow-sam", "(none)"), first  # sorted by the chosen model's share
+        assert "Lift (last touch)" in page.locator("#attribution thead").inner_text()
         # Charts drew (uPlot canvases) and the ticket and churn panels filled.
         for chart in ("churn_chart", "survey_chart", "ticket_chart"):
             assert page.locator(f"#{chart} canvas").count() >= 1, chart
         assert "login" in page.locator("#ticket_chart").inner_text()
         assert page.locator("#tickets tbody").inner_text().startswith("helpdesk")
         assert "unanswered" in page.locator("#churn_by_signal").inner_text()
-        for by in ("channel, kind and agent", "agent"):
+        for by in ("channel, kind and agent", "agent", ""):
             page.select_option("#by", by)
             assert_fits(page)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

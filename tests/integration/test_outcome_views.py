@@ -17,9 +17,9 @@ from tests.integration.test_behaviour_views import streamed, utc
 from tests.unit.test_metrics_core import GRACE, arrivals
 from touchstream.schemas.touchpoint import Channel, TouchpointEvent
 from touchstream.sinks.clickhouse import ClickHouse
-from touchstream.sinks.ddl import WEIGHT_UNITS
+from touchstream.sinks.ddl import ATTRIBUTION_GROUP, WEIGHT_UNITS
 from touchstream.streams.metrics import MetricsConfig
-from touchstream.streams.metrics.reference import attribution, churn_rates, outcome_tables
+from touchstream.streams.metrics.reference import Group, attribution, churn_rates, outcome_tables
 
 CONFIG = MetricsConfig(
     grace=GRACE,
@@ -75,6 +75,8 @@ def histories(draw: st.DrawFn) -> list[TouchpointEvent]:
                                    ("priority", draw(st.sampled_from(["", "high"]))))
                 if value
             }  # fmt: skip
+        if shape["actor"] == "agent" or shape["kind"] == "ticket_opened":
+            shape["team_id"] = draw(st.sampled_from([None, "billing", "tech"]))
         seconds = draw(st.integers(0, 5 * 86400) | st.integers(0, 4 * 3600))
         events.append(event(
             event_id=f"e{number:03d}", customer_id=draw(st.sampled_from(["ann", "bob", "cy"])),
@@ -113,26 +115,26 @@ CHURN_COLUMNS = [
 ]  # fmt: skip
 OUTCOME_COLUMNS = [
     "outcome_id", "outcome_type", "outcome_class", "outcome_at", "customer_id", "event_id", "channel", "kind",
-    "agent_id", "position", "n", "weight_last", "weight_first", "weight_linear", "weight_time_decay",
-    "weight_position", "final",
+    "agent_id", "team_id", "quality", "position", "n", "weight_last", "weight_first", "weight_linear",
+    "weight_time_decay", "weight_position", "final",
 ]  # fmt: skip
 
 
-def attribution_totals(clickhouse: ClickHouse) -> dict[tuple[str, str, str, str], dict[str, float]]:
+def attribution_totals(clickhouse: ClickHouse) -> dict[Group, dict[str, float]]:
     """The running totals per group, weights back in units of one outcome (groups whose
     rows have all been taken away again are left out)."""
     names = [name for (name,) in clickhouse.rows(
         "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'attribution_totals' "
-        "AND name NOT IN ('grouping', 'channel', 'kind', 'agent') ORDER BY position"
+        f"AND name NOT IN {ATTRIBUTION_GROUP} ORDER BY position"
     )]  # fmt: skip
     rows = clickhouse.rows(
-        f"SELECT grouping, channel, kind, agent, {', '.join(f'sum({name})' for name in names)} "
-        "FROM attribution_totals GROUP BY grouping, channel, kind, agent HAVING sum(touchpoints) != 0"
+        f"SELECT {', '.join(ATTRIBUTION_GROUP)}, {', '.join(f'sum({name})' for name in names)} "
+        f"FROM attribution_totals GROUP BY {', '.join(ATTRIBUTION_GROUP)} HAVING sum(touchpoints) != 0"
     )
     return {
-        tuple(row[:4]): {
+        tuple(row[: len(ATTRIBUTION_GROUP)]): {
             name: value if name.endswith("outcomes") or name == "touchpoints" else value / WEIGHT_UNITS
-            for name, value in zip(names, row[4:], strict=True)
+            for name, value in zip(names, row[len(ATTRIBUTION_GROUP) :], strict=True)
         }
         for row in rows
     }

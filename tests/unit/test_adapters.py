@@ -519,9 +519,9 @@ def test_intercom_bot_parts_read_receipts_and_ticket_replies() -> None:
     # reads, whatever the part's type; the note is not.
     body, headers = signed_json("chat/intercom", fixture("intercom-ticket.admin.assigned.json"), SECRET, NOW)
     assigned = deliver("chat/intercom", body, headers)
-    shown = [(e.event_id, e.kind.value, e.direction.value, e.actor.value, e.agent_id, e.team_id)
-             for e in assigned.events]  # fmt: skip
-    assert shown == [("intercom:7420100002", "message", "outbound", "agent", "3330619", "814"),
+    replies = [(e.event_id, e.kind.value, e.direction.value, e.actor.value, e.agent_id, e.team_id)
+               for e in assigned.events]  # fmt: skip
+    assert replies == [("intercom:7420100002", "message", "outbound", "agent", "3330619", "814"),
                      ("intercom:7420100004", "message", "outbound", "agent", "3330619", "814")]  # fmt: skip
     assert len(assigned.ignored) == 1 and "note_and_reopen part" in assigned.ignored[0]
 

@@ -5,8 +5,11 @@ from collections import Counter
 from datetime import timedelta
 
 from tests.factories import BASE_TIME
-from touchstream.producers.simulator import Simulator, SimulatorConfig
+from touchstream.producers.simulator import DEFAULT_SLOW_SECONDS, SLOW_SECONDS, Simulator, SimulatorConfig
 from touchstream.schemas.codec import Rejected, decode
+from touchstream.schemas.touchpoint import Channel
+from touchstream.settings import Settings
+from touchstream.streams.metrics.config import DEFAULT_SLA
 
 
 def test_same_seed_same_events() -> None:
@@ -81,3 +84,13 @@ def test_with_rhythm_sessions_follow_the_hour_and_the_weekday() -> None:
     assert mean(shaped, False, day) > 5 * mean(shaped, False, night)
     assert mean(shaped, False, day) > 1.4 * mean(shaped, True, day)
     assert mean(steady, False, day) < 1.3 * mean(steady, False, night)
+
+
+def test_the_simulator_spoils_a_conversation_past_the_default_sla() -> None:
+    """A reply slower than its channel's default SLA spoils the simulated conversation: the
+    demo's bad experiences follow what the product itself calls late."""
+    spoils_after = {channel: SLOW_SECONDS.get(channel, DEFAULT_SLOW_SECONDS) for channel in Channel}
+    assert spoils_after == {channel: sla.total_seconds() for channel, sla in DEFAULT_SLA.items()}
+    assert Settings().dashboard_sla_seconds == {"*": 300.0} | {
+        channel.value: seconds for channel, seconds in SLOW_SECONDS.items()
+    }

@@ -1,13 +1,14 @@
 """The experience view (SPEC §8) and the ops page's charts, read from the SPEC §5b views.
 
 `experience()` answers: how many customers churn and why (churn rate per month, overall
-and per signal), how NPS and CSAT move, which touchpoints precede bad experiences (the
-attributed bad share per channel, kind and agent under each attribution model, beside
-the overall share), ticket trends and recurring incidents, SLA attainment, first-response
-buckets, and social conversations per network. `charts()` gives the ops page's volume
-per channel and response-time p50/p90 per hour. Both read every event of the window, so
-the page reads them at most every 15 s (charts) or 30 s (the experience view). Every query
-here is in docs/clickhouse.md, word for word (a test checks it).
+and per signal), how NPS and CSAT move, which interactions precede bad experiences (the
+attributed bad share and its lift per channel, kind, agent, team and interaction quality
+under each attribution model, with a Wilson interval), ticket trends and recurring
+incidents, SLA attainment, first-response buckets, and social conversations per network.
+`charts()` gives the ops page's volume per channel and response-time p50/p90 per hour.
+Both read every event of the window, so the page reads them at most every 15 s (charts) or
+30 s (the experience view). Every query here is in docs/clickhouse.md, word for word (a
+test checks it).
 """
 
 from __future__ import annotations
@@ -34,24 +35,37 @@ FROM surveys FINAL
 WHERE occurred_at > (SELECT max(occurred_at) FROM touchpoints) - INTERVAL 13 WEEK
 GROUP BY week
 ORDER BY week"""
-#: Per channel, kind and agent (and per agent, channel or kind alone: `grouping`), the
-#: attributed bad share under each model (percent); the overall share of bad outcomes is the
-#: same under every model (weights sum to 1 per outcome). Read from the running totals of
-#: `outcome_touchpoints` (`sinks.ddl.ATTRIBUTION_TOTALS`): a few rows per group.
+#: Per group (channel, kind, agent, team, interaction quality, each alone, or channel, kind
+#: and agent: `grouping`), the attributed bad share under each model (percent) and its lift
+#: (the share / the overall share of bad outcomes, which is the same under every model: the
+#: weights sum to 1 per outcome), and the 95% Wilson interval of the share of the group's
+#: outcomes that were bad. Read from the running totals of `outcome_touchpoints`
+#: (`sinks.ddl.ATTRIBUTION_TOTALS`): a few rows per group.
 #: Attribution rows need this many outcomes behind them to be shown.
 LEAST_OUTCOMES = 30
+#: z of a two-sided 95% interval.
+Z95 = 1.96
 _SHARES = ",\n".join(
-    f"       round(100 * sum({model}_bad_weight) / nullIf(sum({model}_weight), 0), 1) AS {model}"
+    f"       round(100 * sum({model}_bad_weight) / nullIf(sum({model}_weight), 0), 1) AS {model},\n"
+    f"       round(sum({model}_bad_weight) / nullIf(sum({model}_weight), 0) / overall, 2) AS {model}_lift"
     for model in ATTRIBUTION_MODELS
 )
 ATTRIBUTION = f"""
-SELECT grouping, channel, kind, agent, sum(outcomes) AS outcomes, sum(touchpoints) AS touchpoints,
-{_SHARES}
+WITH (SELECT sum(bad_outcomes) / nullIf(sum(outcomes), 0) FROM attribution_totals WHERE grouping = 'all')
+         AS overall,
+     {Z95} AS z
+SELECT grouping, channel, kind, agent, team, quality, sum(outcomes) AS outcomes,
+       sum(bad_outcomes) AS bad_outcomes, sum(touchpoints) AS touchpoints,
+{_SHARES},
+       bad_outcomes / outcomes AS p,
+       z * sqrt(p * (1 - p) / outcomes + z * z / (4 * outcomes * outcomes)) AS margin,
+       round(100 * (p + z * z / (2 * outcomes) - margin) / (1 + z * z / outcomes), 1) AS bad_low,
+       round(100 * (p + z * z / (2 * outcomes) + margin) / (1 + z * z / outcomes), 1) AS bad_high
 FROM attribution_totals
 WHERE grouping != 'all'
-GROUP BY grouping, channel, kind, agent
+GROUP BY grouping, channel, kind, agent, team, quality
 HAVING outcomes >= {LEAST_OUTCOMES}
-ORDER BY linear DESC, outcomes DESC"""
+ORDER BY linear_lift DESC, outcomes DESC"""
 OVERALL_BAD = """
 SELECT round(100 * sum(bad_outcomes) / nullIf(sum(outcomes), 0), 1), sum(outcomes)
 FROM attribution_totals
@@ -197,8 +211,12 @@ def experience(fetch: Fetch) -> dict[str, Any]:
     overall = [row for row in rates if row["signal"] == ""]
     by_signal = [row for row in rates if row["signal"] != ""][-15:]  # the last three months
     bad_share, outcomes = (fetch(OVERALL_BAD, {}) or [(None, 0)])[0]
-    attribution = records(["grouping", "channel", "kind", "agent", "outcomes", "touchpoints", *MODELS],
-                          fetch(ATTRIBUTION, {}))  # fmt: skip
+    attribution = records(
+        ["grouping", "channel", "kind", "agent", "team", "quality", "outcomes", "bad_outcomes", "touchpoints",
+         *(name for model in MODELS for name in (model, f"{model}_lift")), "p", "margin", "bad_low",
+         "bad_high"],
+        fetch(ATTRIBUTION, {}),
+    )  # fmt: skip
     trend = fetch(TICKET_TREND, {}) if ref else []
     percent = "number"
     panels: dict[str, Any] = {
@@ -214,9 +232,13 @@ def experience(fetch: Fetch) -> dict[str, Any]:
         "attribution": {
             **table(
                 [column("grouping", "By"), column("channel", "Channel"), column("kind", "Kind"),
-                 column("agent", "Agent"),
+                 column("agent", "Agent"), column("team", "Team"), column("quality", "Interaction"),
                  column("outcomes", "Outcomes", "int"), column("touchpoints", "Touchpoints", "int"),
-                 *(column(model, f"Bad share % ({name})", percent) for model, name in MODELS.items())],
+                 *(column(model, f"Bad share % ({name})", percent) for model, name in MODELS.items()),
+                 *(column(f"{model}_lift", f"Lift ({name})", "ratio") for model, name in MODELS.items()),
+                 column("bad_outcomes", "Bad outcomes", "int"),
+                 column("bad_low", "Bad outcomes %: 95% low", percent),
+                 column("bad_high", "95% high", percent)],
                 attribution,
             ),
             "overall_percent": bad_share,

@@ -135,7 +135,8 @@ FROM touchpoints"""
 
 
 def column(key: str, label: str, kind: str = "text") -> dict[str, str]:
-    """kind: text, int, number, seconds (a duration), time, level, spark (a list of numbers)."""
+    """kind: text, int, number (one decimal), ratio (two), seconds (a duration), time, level,
+    spark (a list of numbers)."""
     return {"key": key, "label": label, "kind": kind}
 
 

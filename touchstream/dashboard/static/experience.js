@@ -1,20 +1,30 @@
 // Touchstream experience view: reads /api/experience every 30 s and renders its tables
-// (tables.js) and charts (charts.js). The model selector re-sorts the attribution table
-// by the chosen model's bad share and shows that model's column beside the overall share.
+// (tables.js) and charts (charts.js). The attribution table ranks groups by the chosen
+// model's lift (its bad share / the overall share): at first the interactions the brand
+// controls (its agents and the quality of what they did), or the groups of any grouping.
 "use strict";
 
 const TABLES = ["churn_by_signal", "recurring", "tickets", "first_response_buckets", "sla_weeks", "sla_agents",
                 "social"];
 let latest = null;
 
-const GROUPED = { "channel, kind and agent": ["channel", "kind", "agent"], channel: ["channel"], kind: ["kind"],
-                  agent: ["agent"] };
+// Per choice of the "By" selector: the groupings shown, and the columns that name a group.
+const GROUPED = {
+  "agent|quality": [["agent", "quality"], ["grouping", "agent", "quality"]],
+  "": [null, ["grouping", "channel", "kind", "agent", "team", "quality"]],
+  "channel, kind and agent": [["channel, kind and agent"], ["channel", "kind", "agent"]],
+  quality: [["quality"], ["quality"]], agent: [["agent"], ["agent"]], team: [["team"], ["team"]],
+  channel: [["channel"], ["channel"]], kind: [["kind"], ["kind"]],
+};
 
 function attribution(data) {
   const model = document.getElementById("model").value;
   const by = document.getElementById("by").value;
-  const keep = new Set([...GROUPED[by], "outcomes", "touchpoints", model]);
-  const rows = data.rows.filter((row) => row.grouping === by).sort((a, b) => compare(b[model], a[model]));
+  const lift = `${model}_lift`;
+  const [groupings, named] = GROUPED[by];
+  const keep = new Set([...named, "outcomes", "touchpoints", model, lift, "bad_outcomes", "bad_low", "bad_high"]);
+  const rows = data.rows.filter((row) => groupings === null || groupings.includes(row.grouping))
+    .sort((a, b) => compare(b[lift], a[lift]) || compare(b.outcomes, a.outcomes));
   render("attribution", { ...data, columns: data.columns.filter((c) => keep.has(c.key)), rows });
   document.getElementById("overall-bad").textContent = data.overall_percent ?? "–";
   document.getElementById("outcome-count").textContent = data.outcomes;

@@ -46,6 +46,7 @@ function cell(column, row) {
     case "seconds": td.className = "num"; td.textContent = duration(value); td.dataset.value = value ?? ""; break;
     case "int": td.className = "num"; td.textContent = value ?? "–"; break;
     case "number": td.className = "num"; td.textContent = value === null || value === undefined ? "–" : Number(value).toFixed(1); break;
+    case "ratio": td.className = "num"; td.textContent = value === null || value === undefined ? "–" : Number(value).toFixed(2); break;
     case "time": td.textContent = timeOf(value); break;
     case "spark": td.appendChild(sparkline(value || [])); break;
     case "heat": td.className = "heat num"; td.textContent = value || ""; td.dataset.value = value ?? 0; break;
