@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.factories import event
-from touchstream.dashboard import experience
+from touchstream.dashboard import experience, teams
 from touchstream.schemas.errors import ClickHouseError, ConfigError
 from touchstream.schemas.topics import Source
 from touchstream.schemas.touchpoint import TouchpointEvent
@@ -238,7 +238,7 @@ def test_every_query_in_the_analyst_docs_runs(clickhouse: ClickHouse) -> None:
     assert any(row[0] == "purchase" and str(row[1]).startswith("chat") for row in paths), paths
     assert sum(int(str(row[1])) for row in result("preferred_channel IS NOT NULL")) == 3
     # Outcomes: the detractor's answer had touchpoints before it, so it is an attributed outcome.
-    share, outcomes = result("WHERE grouping = 'all'")[0]
+    share, outcomes = result("SELECT round(100 * sum(bad_outcomes)")[0]
     assert int(str(outcomes)) >= 1 and 0 < float(str(share)) <= 100
     assert sum(int(str(row[2])) for row in result("intDiv(slot, 24) + 1 AS weekday")) == sum(
         1 for e in events if e.actor.value == "customer" and e.kind.value != "consent_updated"
@@ -320,11 +320,14 @@ def test_a_backfill_of_many_years_lands_in_blocks_within_the_partition_limit(cli
     assert clickhouse.scalar("SELECT count() FROM touchpoints") == 3 * months
 
 
-def test_the_dashboards_experience_queries_are_the_documented_ones() -> None:
+def test_the_dashboards_experience_and_teams_queries_are_the_documented_ones() -> None:
     text = (Path(__file__).parents[2] / "docs" / "clickhouse.md").read_text()
     queries = {
-        name: value for name, value in vars(experience).items() if name.isupper() and "SELECT" in str(value)
+        f"{module.__name__}.{name}": value
+        for module in (experience, teams)
+        for name, value in vars(module).items()
+        if name.isupper() and "SELECT" in str(value)
     }
-    assert len(queries) >= 12
+    assert len(queries) >= 14
     missing = [name for name, query in queries.items() if query.strip() not in text]
     assert not missing, f"not in docs/clickhouse.md word for word: {missing}"

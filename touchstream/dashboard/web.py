@@ -8,6 +8,10 @@
 * `GET /api/snapshot`: every panel as JSON (`touchstream.dashboard.panels`).
 * `GET /api/experience`: the experience view's panels as JSON
   (`touchstream.dashboard.experience`), read at most every 30 s and only when asked for.
+* `GET /teams`: reports per team and per agent for a range (`touchstream.dashboard.teams`).
+* `GET /api/teams[?since=...&until=...]`: those reports as JSON (ISO 8601 dates or
+  instants, `until` exclusive; by default the week up to the newest event); 400 on a bad
+  range.
 * `GET /api/stream`: server-sent events, one `snapshot` event per refresh interval.
 * `GET /api/customers/<id>[?after=...&limit=N]`: one customer's whole record (Customer
   360, `touchstream.dashboard.customer`), touchpoints paged; 404 when there is none.
@@ -32,11 +36,12 @@ from typing import Any
 from aiohttp import web
 
 from touchstream.broker import is_loopback, refuse_busy_port
-from touchstream.dashboard import customer
+from touchstream.dashboard import customer, teams
 from touchstream.dashboard.experience import charts, experience
-from touchstream.dashboard.panels import behaviour, snapshot
+from touchstream.dashboard.panels import behaviour, reference, snapshot
 from touchstream.listeners import Bounds, Listener, raise_descriptor_limit
 from touchstream.schemas.errors import ConfigError
+from touchstream.schemas.touchpoint import Channel
 from touchstream.settings import Settings
 from touchstream.sinks.clickhouse import ClickHouse
 
@@ -55,7 +60,7 @@ VENDORED = {
 }  # fmt: skip
 ASSETS = frozenset({
     "dashboard.js", "dashboard.css", "customer.js", "search.js", "tables.js", "charts.js", "experience.js",
-    "favicon.svg",
+    "teams.js", "favicon.svg",
     *(f"vendor/{library}/{name}" for library, names in VENDORED.items() for name in names),
 })  # fmt: skip
 
@@ -88,6 +93,8 @@ def check_binding(settings: Settings) -> None:
 
 
 Lookup = Callable[[str, customer.Page], dict[str, Any]]
+#: The Teams view's reports for a range asked for as (since, until) text (None: the default).
+Report = Callable[[str | None, str | None], dict[str, Any]]
 
 
 def application(
@@ -95,6 +102,7 @@ def application(
     snapshots: Snapshots,
     lookup: Lookup | None = None,
     experience_view: Snapshots | None = None,
+    report: Report | None = None,
 ) -> web.Application:
     token = settings.dashboard_token.get_secret_value() if settings.dashboard_token else None
 
@@ -141,6 +149,19 @@ def application(
             raise web.HTTPNotFound()
         return web.json_response(await experience_view.get())
 
+    async def teams_page(request: web.Request) -> web.StreamResponse:
+        return static_file("teams.html")
+
+    async def team_reports(request: web.Request) -> web.StreamResponse:
+        if report is None:
+            raise web.HTTPNotFound()
+        since, until = request.query.get("since"), request.query.get("until")
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(None, report, since, until)
+        except ValueError as error:
+            return web.json_response({"error": str(error)}, status=400)
+        return web.json_response(found)
+
     async def stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
@@ -182,6 +203,8 @@ def application(
     app.router.add_get("/api/snapshot", current)
     app.router.add_get("/experience", experience_page)
     app.router.add_get("/api/experience", experience_panels)
+    app.router.add_get("/teams", teams_page)
+    app.router.add_get("/api/teams", team_reports)
     app.router.add_get("/api/stream", stream)
     return app
 
@@ -223,6 +246,20 @@ def experience_reader(clickhouse: ClickHouse) -> Snapshots:
     return Snapshots(lambda: experience(fetch), EXPERIENCE_SECONDS)
 
 
+def teams_reader(settings: Settings, clickhouse: ClickHouse) -> Report:
+    """The Teams view's reports (`touchstream.dashboard.teams`), read-only, for the range
+    asked for; the response targets are the dashboard's SLA setting."""
+    fetch = read_only(clickhouse)
+    targets = {channel.value: settings.sla_seconds(channel.value) for channel in Channel}
+
+    def read(since: str | None, until: str | None) -> dict[str, Any]:
+        newest = None if since and until else reference(fetch)
+        start, end = teams.parse_range(since, until, newest)
+        return teams.teams(fetch, start, end, targets)
+
+    return read
+
+
 def customer_reader(settings: Settings, clickhouse: ClickHouse) -> Lookup:
     """Customer 360 records (`touchstream.dashboard.customer`), read-only."""
     config, fetch = settings.metrics_config(), read_only(clickhouse)
@@ -243,6 +280,7 @@ class DashboardService(Listener):
         port: int,
         lookup: Lookup | None = None,
         experience_view: Snapshots | None = None,
+        report: Report | None = None,
         *,
         bounds: Bounds,
     ) -> None:
@@ -251,10 +289,11 @@ class DashboardService(Listener):
         self.read = read
         self.lookup = lookup
         self.experience_view = experience_view
+        self.report = report
 
     def _application(self) -> web.Application:
         snapshots = Snapshots(self.read, self.settings.dashboard_refresh_seconds)
-        return application(self.settings, snapshots, self.lookup, self.experience_view)
+        return application(self.settings, snapshots, self.lookup, self.experience_view, self.report)
 
 
 def url(settings: Settings, port: int) -> str:
@@ -270,6 +309,7 @@ def serve(settings: Settings, clickhouse: ClickHouse) -> None:
         Snapshots(reader(settings, clickhouse), settings.dashboard_refresh_seconds),
         customer_reader(settings, clickhouse),
         experience_reader(clickhouse),
+        teams_reader(settings, clickhouse),
     )
     print(f"dashboard  {url(settings, settings.dashboard_port)}", flush=True)
     raise_descriptor_limit()

@@ -1,10 +1,12 @@
 // Touchstream's tables: render a panel ({columns, rows, count, updated_at}) into a <table>.
-// Sorting is per table and survives updates. Shared by the ops and experience pages.
+// Sorting is per table and survives updates; every table has a CSV link for the rows it
+// shows, in its order, with the raw values. Shared by every page.
 "use strict";
 
 const sortState = {};  // table id -> {key, dir}
 const token = new URLSearchParams(location.search).get("token");
-const withToken = (path) => (token ? `${path}?token=${encodeURIComponent(token)}` : path);
+const withToken = (path) =>
+  (token ? `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}` : path);
 
 function duration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
@@ -122,5 +124,32 @@ function render(id, data) {
   }
   const meta = document.querySelector(`[data-meta="${id}"]`);
   if (meta) meta.textContent = `${data.count} · updated ${timeOf(data.updated_at).slice(11)}`;
+  csvLink(table, id, data.columns, rows);
+}
+
+function csvField(value) {
+  if (value === null || value === undefined) return "";
+  const text = Array.isArray(value) ? value.join(" ") : String(value);
+  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+// A "CSV" link before the table (made once), downloading what the table shows now.
+function csvLink(table, id, columns, rows) {
+  let link = document.querySelector(`a[data-csv="${id}"]`);
+  if (!link) {
+    link = document.createElement("a");
+    link.dataset.csv = id;
+    link.className = "csv";
+    link.download = `${id}.csv`;
+    link.href = "#";
+    link.textContent = "CSV";
+    (table.closest(".scroll") || table).before(link);
+  }
+  link.onclick = () => {
+    const lines = [columns.map((c) => csvField(c.label)), ...rows.map((row) => columns.map((c) => csvField(row[c.key])))];
+    const blob = new Blob([lines.map((fields) => fields.join(",")).join("\r\n") + "\r\n"], { type: "text/csv" });
+    URL.revokeObjectURL(link.href);
+    link.href = URL.createObjectURL(blob);
+  };
 }
 
