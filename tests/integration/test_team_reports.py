@@ -16,7 +16,7 @@ import pytest
 from tests.factories import BASE_TIME
 from tests.integration.test_metric_sinks import store
 from touchstream.dashboard.panels import clean
-from touchstream.dashboard.teams import AGENTS, BINDINGS, TEAMS, sla_parameters
+from touchstream.dashboard.teams import AGENTS, BINDINGS, CHANNELS, TEAMS, sla_parameters
 from touchstream.producers.simulator import Simulator, SimulatorConfig
 from touchstream.schemas.touchpoint import Channel, TouchpointEvent
 from touchstream.sinks.clickhouse import ClickHouse
@@ -68,7 +68,7 @@ def expected(
     for key, row in tables.conversations.items():
         if key not in tables.waiting:  # a conversation without a customer message
             continue
-        who = (row.team_id if by == "team" else row.last_agent_id) or "(none)"
+        who = {"team": row.team_id, "agent": row.last_agent_id, "channel": row.channel}[by] or "(none)"
         opened, closes = within(row.opened_at), row.status == "closed" and within(row.closed_at)
         if not (opened or closes):
             continue
@@ -83,10 +83,12 @@ def expected(
     for response in tables.responses.values():
         if within(response.replied_at):
             team = team_of.get((response.customer_id, response.conversation_id))
-            replies[(team if by == "team" else response.agent_id) or "(none)"].append(response)
+            who = {"team": team, "agent": response.agent_id, "channel": response.channel}[by] or "(none)"
+            replies[who].append(response)
     answers: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
     for touchpoint in touchpoints:
-        who = (touchpoint.team_id if by == "team" else touchpoint.agent_id) or "(none)"
+        named = {"team": touchpoint.team_id, "agent": touchpoint.agent_id, "channel": touchpoint.channel}
+        who = named[by] or "(none)"
         if touchpoint.outcome_type in ("nps", "csat") and within(touchpoint.outcome_at):
             answers[who].append((touchpoint.outcome_id, touchpoint.outcome_type, touchpoint.outcome_class))
     report = {}
@@ -143,7 +145,7 @@ def test_team_and_agent_reports_count_what_the_definitions_give(clickhouse: Clic
     touchpoints = outcome_tables(events, CONFIG, horizon, newest)["outcome_touchpoints"]
     until = newest + timedelta(milliseconds=1)
     since = until - timedelta(days=days)
-    for by, query in (("team", TEAMS), ("agent", AGENTS)):
+    for by, query in (("team", TEAMS), ("agent", AGENTS), ("channel", CHANNELS)):
         wanted, found = (
             expected(by, tables, touchpoints, since, until),
             stored(clickhouse, query, since, until),

@@ -101,6 +101,8 @@ def test_teams_view_reports_per_team_and_agent_and_downloads_csv(stack: Stack) -
         by_agent = {line[0]: dict(zip(lines[0], line, strict=True)) for line in lines[1:]}
         assert by_agent["bob"]["First response p50"] == "1800" and by_agent["bob"]["CSAT %"] == "0"
         assert page.locator('a[data-csv="teams"]').count() == 1
+        channels = page.locator("#channels tbody tr")
+        assert channels.count() == 1 and channels.first.locator("td").first.inner_text() == "chat"
         assert_fits(page)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "teams.png"), full_page=True)

@@ -1,7 +1,9 @@
-"""Reports per team and per agent (SPEC §5), for any range of event time: the Teams view.
+"""Reports per team, per agent and per channel (SPEC §5), for any range of event time: the
+Teams view.
 
-Per team (a conversation's team: the latest `team_id` seen in it) or per agent, over
-[`since`, `until`):
+Per team (a conversation's team: the latest `team_id` seen in it), per agent or per
+channel (a conversation's: that of its first event; a response's: that of the message it
+answered), over [`since`, `until`):
 
 - conversations with a customer message (those the waiting queue has seen) opened in the
   range (per agent: those whose latest reply is the agent's);
@@ -30,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from touchstream.dashboard.panels import Fetch, column, records, table, within_bounds
-from touchstream.schemas.touchpoint import Channel
 
 #: The range and the targets, bound as query parameters.
 BINDINGS = (
@@ -44,6 +45,7 @@ _GROUPS = {
              "first_in_team"),
     "agent": ("ifNull(last_agent_id, '(none)')", "ifNull(r.agent_id, '(none)')", "ifNull(agent_id, '(none)')",
               "first_in_agent"),
+    "channel": ("channel", "r.channel", "channel", "first_in_channel"),
 }  # fmt: skip
 
 
@@ -114,6 +116,7 @@ ORDER BY conversations + replies DESC, {name}"""
 
 TEAMS = _report("team")
 AGENTS = _report("agent")
+CHANNELS = _report("channel")
 #: The range a report covers when none is asked for: the week up to the newest event.
 DEFAULT_DAYS = 7
 #: The longest range a report may cover.
@@ -149,7 +152,7 @@ def parse_range(since: str | None, until: str | None, newest: datetime | None) -
 def teams(
     fetch: Fetch, since: datetime, until: datetime, targets: Mapping[str, float | None]
 ) -> dict[str, Any]:
-    """Both reports over [since, until) as tables (see `panels.table`), with the response
+    """The reports over [since, until) as tables (see `panels.table`), with the response
     targets by channel (`Settings.sla_seconds`)."""
     began = time.perf_counter()
     errors: list[str] = []
@@ -176,14 +179,14 @@ def teams(
     found = {
         name: table([column(name, name.capitalize()), *columns],
                     records([name, *keys], fetch(f"{BINDINGS}{query}", params)))
-        for name, query in (("team", TEAMS), ("agent", AGENTS))
+        for name, query in (("team", TEAMS), ("agent", AGENTS), ("channel", CHANNELS))
     }  # fmt: skip
     return {
         "teams": found["team"],
         "agents": found["agent"],
+        "channels": found["channel"],
         "since": since.isoformat(),
         "until": until.isoformat(),
-        "channels": [channel.value for channel in Channel],
         "errors": errors,
         "read_seconds": round(time.perf_counter() - began, 3),
     }

@@ -1,5 +1,5 @@
 // Touchstream Teams view: reads /api/teams for the range in the form (by default the week
-// up to the newest event) and renders the reports per team and per agent (tables.js).
+// up to the newest event) and renders the reports per team, agent and channel (tables.js).
 "use strict";
 
 const form = document.getElementById("range");
@@ -17,6 +17,7 @@ async function show(since, until) {
     if (!response.ok) throw new Error(data.error || `${response.status}`);
     render("teams", data.teams);
     render("agents", data.agents);
+    render("channels", data.channels);
     document.getElementById("shown-range").textContent = `${timeOf(data.since)} to ${timeOf(data.until)}`;
     if (!since) document.getElementById("since").value = day(data.since);
     if (!until) document.getElementById("until").value = day(data.until);
