@@ -145,7 +145,8 @@ TABLES: dict[str, str] = {
         horizon {_TS},
         lateness_seconds Float64,
         final UInt8 DEFAULT 1,
-        detected_at {_TS} DEFAULT now64(3)
+        detected_at {_TS} DEFAULT now64(3),
+        restated_at Nullable({_TS})
     ) ENGINE = ReplacingMergeTree(detected_at)
     ORDER BY (customer_id, event_id)""",
     "erasures": f"""
@@ -234,7 +235,8 @@ _COUNTED = """
             FROM {db}.touchpoints FINAL
             WHERE {scope}
               AND (customer_id, event_id) NOT IN (
-                  SELECT customer_id, event_id FROM {db}.late_events FINAL WHERE {scope})
+                  SELECT customer_id, event_id FROM {db}.late_events FINAL
+                  WHERE {scope} AND restated_at IS NULL)
         )
         WHERE ifNull(analytics, true) AND kind NOT IN ('consent_updated', 'erasure_requested')"""
 PARTITION_CLOCKS = """(
@@ -1034,6 +1036,7 @@ def _values(database: str, config: MetricsConfig) -> dict[str, object]:
 #: gets them at start (`ALTER TABLE ... ADD COLUMN IF NOT EXISTS`), its rows the defaults.
 ADDED_COLUMNS: dict[str, list[str]] = {
     "touchpoints": ["team_id Nullable(String) AFTER agent_id"],
+    "late_events": [f"restated_at Nullable({_TS}) AFTER detected_at"],
     "waiting": [
         "team_id Nullable(String) AFTER updated_at",
         "status LowCardinality(String) DEFAULT 'open' AFTER team_id",

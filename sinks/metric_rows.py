@@ -14,6 +14,9 @@ than any the partition wrote before), in this order:
    an earlier one of the same key;
 3. late events, erasure proofs, and last each stepped partition's horizon.
 
+A restatement (`write_restated`) writes its rows the same way, then deletes every row of
+its customers that it did not write again: one whose version is below its own.
+
 No insert carries a deduplication token: a retried step writes the same rows under
 the same version, which `FINAL` collapses, and a retry after a DELETE must insert its
 rows again (a token would have ClickHouse drop them inside its deduplication window).
@@ -53,7 +56,15 @@ COLUMNS: dict[str, list[str]] = {
         "event_id", "customer_id", "channel", "survey_type", "score", "conversation_id", "occurred_at",
     ],
 }  # fmt: skip
-LATE_COLUMNS = ["event_id", "customer_id", "channel", "occurred_at", "horizon", "lateness_seconds"]
+LATE_COLUMNS = [
+    "event_id",
+    "customer_id",
+    "channel",
+    "occurred_at",
+    "horizon",
+    "lateness_seconds",
+    "restated_at",
+]
 ERASURE_COLUMNS = ["request_event_id", "requested_at"]
 HORIZON_COLUMNS = ["partition", "horizon", "newest"]
 
@@ -89,7 +100,7 @@ def upserts(outputs: Outputs) -> dict[str, tuple[list[tuple[Any, ...]], list[tup
 def late_rows(outputs: Outputs) -> list[tuple[Any, ...]]:
     return [
         (row.event_id, row.customer_id, row.channel, row.occurred_at, row.horizon,
-         (row.horizon - row.occurred_at).total_seconds())
+         (row.horizon - row.occurred_at).total_seconds(), row.restated_at)
         for row in outputs.late
     ]  # fmt: skip
 
@@ -112,3 +123,19 @@ def write(clickhouse: ClickHouse, outputs: Outputs) -> None:
         # Last: a horizon is written only once the rows final before it are.
         horizons = [(partition, *marks) for partition, marks in sorted(outputs.horizons.items())]
         clickhouse.insert("stream_horizons", horizons, HORIZON_COLUMNS)
+
+
+def write_restated(clickhouse: ClickHouse, outputs: Outputs, customers: set[str]) -> None:
+    """A restatement's rows (`PartitionEngines.restate`: every current row of `customers`),
+    then per metric table a deletion of each row of theirs it did not write again, with
+    that row's values (the copies ordered by the hour, fed from these inserts, find it)."""
+    write(clickhouse, outputs)
+    for table, columns in COLUMNS.items():
+        names = ", ".join(columns)
+        clickhouse.command(
+            f"INSERT INTO {clickhouse.database}.{table} ({names}, final, version, is_deleted) "
+            f"SELECT {names}, final, {{version:UInt64}}, 1 FROM {clickhouse.database}.{table} FINAL "
+            "WHERE customer_id IN {customers:Array(String)} AND version < {version:UInt64}",
+            parameters={"customers": sorted(customers), "version": outputs.version},
+            doing=f"restatement of {table}",
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from touchstream.schemas.topics import Source
@@ -65,3 +66,45 @@ def write(
     rows = [row(event, source) for event, source in events]
     if rows:
         clickhouse.insert(TABLE, list(rows), COLUMNS, dedup_token=dedup_token(sources))
+
+
+#: The stored event columns a `TouchpointEvent` is made of again.
+EVENT_COLUMNS = [
+    "event_id", "schema_version", "customer_id", "channel", "kind", "direction", "actor", "conversation_id",
+    "agent_id", "team_id", "occurred_at", "received_at", "survey_type", "survey_score", "consent_analytics",
+    "attributes",
+]  # fmt: skip
+
+
+def event_of(row: dict[str, Any]) -> TouchpointEvent:
+    """A stored touchpoint as the event it was (times at the stored millisecond)."""
+    survey = {"type": row["survey_type"], "score": row["survey_score"]} if row["survey_type"] else None
+    consent = {"analytics": bool(row["consent_analytics"])} if row["consent_analytics"] is not None else None
+    return TouchpointEvent.model_validate({
+        **{key: row[key] for key in ("event_id", "schema_version", "customer_id", "channel", "kind",
+                                     "direction", "actor", "conversation_id", "agent_id", "team_id",
+                                     "attributes")},
+        "occurred_at": _utc(row["occurred_at"]),
+        "received_at": _utc(row["received_at"]),
+        "survey": survey,
+        "consent": consent,
+    })  # fmt: skip
+
+
+def _utc(value: datetime | str) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def stored_events(clickhouse: ClickHouse, customers: set[str]) -> dict[str, list[TouchpointEvent]]:
+    """Every stored event of `customers` (a restatement's input), by customer."""
+    found: dict[str, list[TouchpointEvent]] = {customer: [] for customer in customers}
+    rows = clickhouse.rows(
+        f"SELECT {', '.join(EVENT_COLUMNS)} FROM {clickhouse.database}.touchpoints FINAL "
+        "WHERE customer_id IN {customers:Array(String)}",
+        {"customers": sorted(customers)},
+    )
+    for values in rows:
+        event = event_of(dict(zip(EVENT_COLUMNS, values, strict=True)))
+        found[event.customer_id].append(event)
+    return found

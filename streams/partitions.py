@@ -163,6 +163,22 @@ class PartitionEngines:
         }
         return self._combine(steps)
 
+    def restate(self, stored: Mapping[str, list[TouchpointEvent]]) -> Outputs:
+        """Customers recomputed from all their stored events (`Engine.restate`) in their
+        partitions, under a version above the step's; their records are written with the
+        step's."""
+        stepped = self._stepped
+        by_partition: dict[int, dict[str, list[TouchpointEvent]]] = {}
+        for customer_id, events in stored.items():
+            partition = partition_of(customer_id.encode(), self.partitions)
+            by_partition.setdefault(partition, {})[customer_id] = events
+        steps = {
+            partition: self.engine(partition).restate(found) for partition, found in by_partition.items()
+        }
+        out = self._combine(steps)
+        self._stepped = sorted({*stepped, *self._stepped})
+        return out
+
     def idle(self, partitions: Iterable[int], wall_clock: datetime) -> Outputs | None:
         """The idle rule for `partitions` (caught up, nothing read for the idle time);
         None when it changes nothing."""

@@ -7,6 +7,9 @@
 3. engines: the metric core steps each partition (in memory only);
 4. touchpoints: the accepted events into ClickHouse (minus those an erasure covers);
 5. metric rows: final and live rows, retractions, late events, horizons;
+   restatement (SPEC §5 "Time"): the customers of the batch's late events recomputed
+   from all their stored events (the late ones now among them), their rows written
+   again and those no longer holding deleted (unless late events are only reported);
 6. analytics: the customers the batch touched are marked due for the maintained tables
    (SPEC §5b), which the worker computes beside the batches;
 7. state records: the customers' engine records into the local RocksDB (after the
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -38,8 +41,8 @@ from touchstream.streams.metrics import Outputs
 from touchstream.streams.metrics.records import Erasure
 
 PHASES = (
-    "decode", "dead letters", "engines", "touchpoints", "metric rows", "analytics", "state records",
-    "acknowledge",
+    "decode", "dead letters", "engines", "touchpoints", "metric rows", "restatement", "analytics",
+    "state records", "acknowledge",
 )  # fmt: skip
 
 
@@ -49,6 +52,8 @@ class Engines(Protocol):
     def process(self, events: Iterable[tuple[Any, int, str]], lagging: Mapping[int, set[str]]) -> Outputs: ...
 
     def idle(self, partitions: Iterable[int], wall_clock: datetime) -> Outputs | None: ...
+
+    def restate(self, stored: Mapping[str, list[TouchpointEvent]]) -> Outputs: ...
 
     def changed_records(self) -> list[tuple[bytes, bytes]]: ...
 
@@ -72,6 +77,11 @@ class Writers:
     #: Per partition, the input topics with unread records (the horizon waits for them),
     #: given the last offset read per (topic, partition).
     unread_topics: Callable[[set[int], Mapping[tuple[str, int], int]], Awaitable[dict[int, set[str]]]]
+    #: Restatement (None: late events are only reported): the stored events of customers,
+    #: and the writer of a restatement's rows, which deletes the customers' rows it did not
+    #: write again.
+    stored_events: Callable[[set[str]], Awaitable[dict[str, list[TouchpointEvent]]]] | None = None
+    restated_rows: Callable[[Outputs, set[str]], Awaitable[None]] | None = None
 
 
 class Stats(Protocol):
@@ -79,6 +89,7 @@ class Stats(Protocol):
     events_written: int
     dead_letters: int
     late_events: int
+    restated_events: int
     duplicates: int
     suppressed: int
     batches: int
@@ -151,8 +162,19 @@ class BatchStep:
         await writers.touchpoints(kept, sources, outputs.erased)
         began = stats.timed("touchpoints insert", began)
 
+        restating = writers.stored_events is not None and writers.restated_rows is not None
+        if restating and outputs.late:
+            restated_at = datetime.now(UTC)
+            outputs.late = [replace(event, restated_at=restated_at) for event in outputs.late]
         await writers.metric_rows(outputs)
         began = stats.timed("metric rows insert", began)
+
+        late = {event.customer_id for event in outputs.late}
+        if late and writers.stored_events is not None and writers.restated_rows is not None:
+            restated = self.engines.restate(await writers.stored_events(late))
+            await writers.restated_rows(restated, late)
+            stats.restated_events += len(outputs.late)
+        began = stats.timed("restatement", began)
 
         touched = outputs.customers() | {event.customer_id for event, _ in batch.accepted}
         await writers.analytics(touched)

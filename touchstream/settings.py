@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     metrics_level_hysteresis: float = Field(default=0.1, ge=0, lt=1)
     #: Provisional rows within seconds of each event; off, rows appear once final (benchmarks).
     metrics_live_rows: bool = True
+    #: Late events (SPEC §5 "Time"): `restate` recomputes their customers from all their
+    #: stored events, so a backfill counts as if it had arrived in order; `report` stores
+    #: and reports them without counting them.
+    metrics_late: Literal["restate", "report"] = "restate"
     #: Opening hours as JSON, by channel ("*" for every channel without its own):
     #: {"*": {"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"},
     #: "holidays": ["2026-12-25"]}}. Responses on a channel with a schedule also get

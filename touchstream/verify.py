@@ -2,7 +2,7 @@
 the stream wrote, in both views.
 
 The recomputation is the brute-force definition (`streams.metrics.reference`) over the
-stored events, minus those the stream reported late, per partition with the horizon
+stored events, minus those the stream reported late and did not restate, per partition with the horizon
 and newest event time the stream recorded for it in `stream_horizons` (where none is
 recorded: its newest event, and that - grace):
 
@@ -33,6 +33,7 @@ from typing import Any
 from touchstream.schemas.partitioning import partition_of
 from touchstream.schemas.touchpoint import TouchpointEvent
 from touchstream.sinks.ddl import ATTRIBUTION_GROUP, ATTRIBUTION_MODELS, WEIGHT_UNITS
+from touchstream.sinks.touchpoints import event_of
 from touchstream.streams.metrics import MetricsConfig
 from touchstream.streams.metrics.records import (
     KEY_COLUMNS,
@@ -93,7 +94,8 @@ BEHAVIOUR = {
 }
 NEWEST = """
     SELECT source_partition AS partition, max(occurred_at) AS newest FROM touchpoints FINAL
-    WHERE (customer_id, event_id) NOT IN (SELECT customer_id, event_id FROM late_events FINAL)
+    WHERE (customer_id, event_id) NOT IN (
+        SELECT customer_id, event_id FROM late_events FINAL WHERE restated_at IS NULL)
     GROUP BY source_partition"""
 HORIZONS = (
     "SELECT partition, max(horizon) AS horizon, max(newest) AS newest FROM stream_horizons GROUP BY partition"
@@ -120,20 +122,6 @@ class TableDiff:
 
 def _time(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-def event_from_row(row: dict[str, Any]) -> TouchpointEvent:
-    survey = {"type": row["survey_type"], "score": row["survey_score"]} if row["survey_type"] else None
-    consent = {"analytics": bool(row["consent_analytics"])} if row["consent_analytics"] is not None else None
-    return TouchpointEvent.model_validate({
-        **{key: row[key] for key in ("event_id", "schema_version", "customer_id", "channel", "kind",
-                                     "direction", "actor", "conversation_id", "agent_id", "team_id",
-                                     "attributes")},
-        "occurred_at": _time(row["occurred_at"]),
-        "received_at": _time(row["received_at"]),
-        "survey": survey,
-        "consent": consent,
-    })  # fmt: skip
 
 
 def expected_tables(
@@ -359,8 +347,10 @@ def _verify_slice(
     def scoped(query: str) -> list[dict[str, Any]]:
         return fetch(f"{query} WHERE {scope}")
 
-    events = [event_from_row(row) for row in scoped(EVENTS)]
-    late = {row["event_id"] for row in scoped("SELECT event_id FROM late_events FINAL")}
+    events = [event_of(row) for row in scoped(EVENTS)]
+    # Late events are counted once restated; those only reported are not.
+    late = {row["event_id"] for row in scoped("SELECT event_id, restated_at FROM late_events FINAL")
+            if row["restated_at"] is None}  # fmt: skip
     live, settled = expected_tables(events, late, config, partitions, horizons)
     stream = {name: scoped(query) for name, query in STREAM.items()}
     final = {name: [row for row in rows if row["final"]] for name, rows in stream.items()}

@@ -33,7 +33,7 @@ from touchstream.producers.health import Check, problems
 from touchstream.schemas.errors import ClickHouseError
 from touchstream.schemas.partitioning import partition_of
 from touchstream.schemas.topics import Source, dead_letter_topic, input_topic
-from touchstream.schemas.touchpoint import Channel
+from touchstream.schemas.touchpoint import Channel, TouchpointEvent
 from touchstream.settings import Settings
 from touchstream.sinks import metric_rows, touchpoints
 from touchstream.sinks.clickhouse import ClickHouse
@@ -70,6 +70,8 @@ class PipelineStats:
     events_written: int = 0
     dead_letters: int = 0
     late_events: int = 0
+    #: Late events whose customers were restated with them (SPEC §5 "Time").
+    restated_events: int = 0
     duplicates: int = 0
     suppressed: int = 0
     batches: int = 0
@@ -123,6 +125,10 @@ class PipelineStats:
             "events_written": ("Events written to touchpoints.", self.events_written),
             "dead_letters": ("Records sent to the dead-letter topic.", self.dead_letters),
             "late_events": ("Events later than the horizon.", self.late_events),
+            "restated_events": (
+                "Late events whose customers were recomputed with them.",
+                self.restated_events,
+            ),
             "duplicates": ("Redelivered events (same event_id).", self.duplicates),
             "suppressed": ("Events not aggregated for lack of analytics consent.", self.suppressed),
             "batches": ("Batches written and acknowledged.", self.batches),
@@ -162,6 +168,7 @@ class PipelineStats:
             "events_written": self.events_written,
             "dead_letters": self.dead_letters,
             "late_events": self.late_events,
+            "restated_events": self.restated_events,
             "duplicates": self.duplicates,
             "suppressed": self.suppressed,
             "batches": self.batches,
@@ -386,6 +393,12 @@ def build(
     async def state_records(records: list[tuple[bytes, bytes]]) -> None:
         await state_writer.write(rocks, records)
 
+    async def stored_events(customers: set[str]) -> dict[str, list[TouchpointEvent]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, touchpoints.stored_events, clickhouse, customers)
+
+    restating = settings.metrics_late == "restate"
+
     step = BatchStep(
         engines=engines,
         writers=Writers(
@@ -395,6 +408,8 @@ def build(
             analytics=in_thread("mark of the customers to compute", catch_up.mark),
             state_records=state_records,
             unread_topics=unread_topics,
+            stored_events=stored_events if restating else None,
+            restated_rows=in_thread("restatement", metric_rows.write_restated) if restating else None,
         ),
         stats=stats,
         expected_channel=expected_channel,

@@ -253,6 +253,40 @@ class Engine:
         self._step(out, {})
         return out
 
+    def restate(self, stored: dict[str, list[TouchpointEvent]]) -> Outputs:
+        """Recompute customers from all their stored events (SPEC §5 "Time": restatement):
+        each one's state starts again from nothing, every stored event before the horizon is
+        folded in in order (its whole history of final rows written again), the rest
+        buffered, and its live view recomputed. `stored` holds, per customer, their stored
+        events, the late ones included; erasure requests are left out (what they erased is no
+        longer stored). The horizon does not move. The rows are the customers' whole current
+        rows: a row of an earlier version that they do not replace no longer holds."""
+        out = Outputs()
+        for customer_id, events in stored.items():
+            self._resident_now(customer_id)
+            kept = {e.event_id: e for e in events if e.kind is not Kind.ERASURE_REQUESTED}
+            for event in self.pending.get(customer_id, []):
+                kept.setdefault(event.event_id, event)
+            ordered = sorted(kept.values(), key=order_key)
+            self.customers.pop(customer_id, None)
+            self._views.pop(customer_id, None)
+            self._drop_at.pop(customer_id, None)
+            self._live_next.pop(customer_id, None)
+            seen = self._seen(customer_id)
+            for event in ordered:
+                seen.setdefault(event.event_id, event.occurred_at)
+            if not ordered:
+                self.pending.pop(customer_id, None)
+                self._pending_json.pop(customer_id, None)
+                continue
+            self.pending[customer_id] = ordered
+            self._pending_json[customer_id] = {event.event_id: pending_json(event) for event in ordered}
+            for event in ordered:
+                heapq.heappush(self._pending_times, (event.occurred_at.timestamp(), customer_id))
+        self._step(out, {customer_id: [] for customer_id in stored})
+        self.touched |= stored.keys()
+        return out
+
     def _step(self, out: Outputs, arrived: dict[str, list[TouchpointEvent]]) -> None:
         """Fold in what the horizon passed (final rows), then recompute the live view of
         every customer it may have changed."""

@@ -214,7 +214,8 @@ class SurveyRow:
 
 @dataclass(frozen=True)
 class LateEvent:
-    """An event that arrived after its grace period: stored, counted, not folded into results."""
+    """An event that arrived after its grace period: stored, reported, and either restated
+    (its customer recomputed from all their stored events) or not counted."""
 
     event_id: str
     customer_id: str
@@ -222,6 +223,8 @@ class LateEvent:
     occurred_at: datetime
     #: The results' horizon (watermark - grace) when it arrived; lateness = horizon - occurred_at.
     horizon: datetime
+    #: When its customer's rows were restated with it (None: reported only).
+    restated_at: datetime | None = None
 
 
 @dataclass(frozen=True)

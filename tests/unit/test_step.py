@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.factories import event_data
+from tests.factories import BASE_TIME, event_data
 from touchstream.schemas.topics import Source
+from touchstream.schemas.touchpoint import TouchpointEvent
 from touchstream.streams.ingest import DeadLetter, RawRecord
 from touchstream.streams.metrics import MetricsConfig, Outputs
 from touchstream.streams.metrics.records import Erasure
@@ -21,7 +22,8 @@ from touchstream.streams.step import PHASES, BatchStep, Writers
 
 
 class Stats:
-    events_in = events_written = dead_letters = late_events = duplicates = suppressed = batches = 0
+    events_in = events_written = dead_letters = late_events = restated_events = duplicates = suppressed = 0
+    batches = 0
     first_batch_at: float | None = None
     last_flush_at: float | None = None
 
@@ -37,6 +39,9 @@ class Recorder:
         self.failing = failing
         self.metric_outputs: list[Outputs] = []
         self.marked: list[set[str]] = []
+        #: What `stored_events` answers: the events "in ClickHouse".
+        self.stored: list[TouchpointEvent] = []
+        self.restated: list[tuple[Outputs, set[str]]] = []
 
     def _call(self, phase: str) -> None:
         self.calls.append(phase)
@@ -67,7 +72,14 @@ class Recorder:
     ) -> dict[int, set[str]]:
         return {}
 
-    def writers(self) -> Writers:
+    async def stored_events(self, customers: set[str]) -> dict[str, list[TouchpointEvent]]:
+        return {customer: [e for e in self.stored if e.customer_id == customer] for customer in customers}
+
+    async def restated_rows(self, outputs: Outputs, customers: set[str]) -> None:
+        self.restated.append((outputs, customers))
+        self._call("restatement")
+
+    def writers(self, *, restating: bool = False) -> Writers:
         return Writers(
             self.dead_letters,
             self.touchpoints,
@@ -75,6 +87,8 @@ class Recorder:
             self.analytics,
             self.state_records,
             self.unread_topics,
+            self.stored_events if restating else None,
+            self.restated_rows if restating else None,
         )
 
 
@@ -121,7 +135,7 @@ def test_the_phases_run_in_order_and_acknowledge_last() -> None:
         "state records",
         "acknowledge",
     ]
-    assert recorder.calls == [phase for phase in PHASES if phase != "decode"]
+    assert recorder.calls == [phase for phase in PHASES if phase not in ("decode", "restatement")]
     assert recorder.marked == [{"cust-1"}], "the batch's customer"
     assert engines.forgotten == 0
     assert [row.conversation_id for row in recorder.metric_outputs[0].live.waiting] == ["conv-1"], (
@@ -160,3 +174,35 @@ def test_idle_partitions_settle_their_rows() -> None:
     assert [row.conversation_id for row in settled.final.waiting] == ["conv-1"]
     assert not asyncio.run(step.idle({0}, idle_seconds=0.0)), "nothing left to settle"
     assert not asyncio.run(step.idle({0}, idle_seconds=3600.0)), "not quiet for long enough"
+
+
+def test_late_events_restate_their_customers_after_the_metric_rows() -> None:
+    """A reply that arrives after the horizon passed it: with restatement on, its customer is
+    recomputed from all their stored events (the late reply among them) before the
+    customers are marked, and the late row says so."""
+    recorder = Recorder()
+    engines = Engines(recorder)
+    step = BatchStep(engines=engines, writers=recorder.writers(restating=True), stats=Stats(),
+                     expected_channel={"touchpoints.chat": "chat"})  # fmt: skip
+    message = event_data(event_id="m1", conversation_id="c1")
+    later = event_data(
+        event_id="x1", customer_id="cust-2", occurred_at=(BASE_TIME + timedelta(hours=2)).isoformat()
+    )
+    five_minutes = (BASE_TIME + timedelta(minutes=5)).isoformat()
+    reply = event_data(event_id="r1", conversation_id="c1", direction="outbound", actor="agent",
+                       agent_id="kim", occurred_at=five_minutes)  # fmt: skip
+    batches = [[message, later], [reply]]
+    for number, batch in enumerate(batches):
+        recorder.stored += [TouchpointEvent.model_validate(data) for data in batch]
+        raw = [RawRecord(data["customer_id"].encode(), json.dumps(data).encode(),
+                         Source("touchpoints.chat", 0, 10 * number + n))
+               for n, data in enumerate(batch)]  # fmt: skip
+        recorder.calls.clear()
+        asyncio.run(step.run(raw, acknowledge=lambda: recorder.calls.append("acknowledge")))
+    assert recorder.calls == [phase for phase in PHASES if phase not in ("decode", "dead letters")]
+    late = recorder.metric_outputs[-1].late
+    assert [(row.event_id, row.restated_at is not None) for row in late] == [("r1", True)]
+    ((restated, customers),) = recorder.restated
+    assert customers == {"cust-1"}
+    assert restated.version > recorder.metric_outputs[-1].version
+    assert [(row.reply_event_id, row.response_seconds) for row in restated.final.responses] == [("r1", 300.0)]
