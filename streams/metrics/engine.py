@@ -265,8 +265,8 @@ class Engine:
         for customer_id, events in stored.items():
             self._resident_now(customer_id)
             kept = {e.event_id: e for e in events if e.kind is not Kind.ERASURE_REQUESTED}
-            for event in self.pending.get(customer_id, []):
-                kept.setdefault(event.event_id, event)
+            # A buffered event as read (stored times are cut to the millisecond).
+            kept.update((event.event_id, event) for event in self.pending.get(customer_id, []))
             ordered = sorted(kept.values(), key=order_key)
             self.customers.pop(customer_id, None)
             self._views.pop(customer_id, None)
