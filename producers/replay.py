@@ -33,6 +33,9 @@ class ReplaySummary:
     #: Blank lines, skipped.
     ignored: int = 0
     reasons: list[str] = field(default_factory=list)
+    #: (customer_id, event_id) of the last event published: the worker has read the
+    #: replay once it has stored this one.
+    last: tuple[str, str] | None = None
 
 
 #: A blank line of a JSONL file: counted as ignored, not published.
@@ -133,6 +136,7 @@ def replay(
         else:
             publisher.send_raw(*destination(decoded, publisher.prefix), raw, delivery)
             summary.published += 1
+            summary.last = (decoded.customer_id, decoded.event_id)
         sent += 1
         if sent % 1000 == 0:
             on_progress(sent)

@@ -372,6 +372,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise InputError(f"no such file: {path}")
+    began = datetime.now(UTC)
     publisher = Publisher(_bootstrap(settings), prefix=settings.topic_prefix)
     with _progress() as progress:
         task = progress.add_task(f"replay {path.name}", total=count_records(path))
@@ -387,7 +388,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"published {summary.published} events, rejected {summary.rejected}{where}, "
         f"ignored {summary.ignored} blank lines"
     )
+    if summary.last is not None and args.wait > 0:
+        _report_late(settings, began, summary.last, args.wait)
     return _report_rejects(summary.reasons, summary.rejected, "records", settings)
+
+
+def _report_late(settings: Settings, since: datetime, last: tuple[str, str], wait: float) -> None:
+    """Once the worker has stored the replay's last event (at most `wait` seconds), how many
+    events it found late since the replay began, and how many of them it restated."""
+    if settings.embedded_clickhouse and _owner_info(settings) is None:
+        print("late       no worker runs on this data dir: the next one restates what it finds late")
+        return
+    db = settings.clickhouse_database
+    customer, event = (value.replace("\\", "\\\\").replace("'", "\\'") for value in last)
+    stored = (
+        f"SELECT count() AS n FROM {db}.touchpoints WHERE customer_id = '{customer}' AND event_id = '{event}'"
+    )
+    late = (
+        f"SELECT count() AS late, countIf(restated_at IS NOT NULL) AS restated FROM {db}.late_events FINAL "
+        f"WHERE detected_at >= '{since.astimezone(UTC):%Y-%m-%d %H:%M:%S}'"
+    )
+    with _fetching(settings) as (fetch, _):
+        deadline = time.monotonic() + wait
+        while not int(str(fetch(stored)[0]["n"])) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        read = bool(int(str(fetch(stored)[0]["n"])))
+        found = fetch(late)[0]
+    prefix = "" if read else f"(the worker has not read the whole replay within {wait:g} s) "
+    counts = f"{found['late']} events behind the horizon when read, {found['restated']} restated"
+    print(f"late       {prefix}{counts}")
 
 
 def cmd_ingest_email(args: argparse.Namespace) -> int:
@@ -518,6 +547,14 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--demo", action="store_true", help="the stream ran with `up --demo` (its grace)")
     replay = verb("replay", cmd_replay, "publish a JSONL or CSV file of events (backfill)")
     replay.add_argument("file")
+    replay.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="wait this long for the worker to read the replay, then report its late and restated events "
+        "(0: do not wait)",
+    )
     ingest = verb("ingest-email", cmd_ingest_email, "publish .eml files, mbox files or directories of them")
     ingest.add_argument("path")
     ingest.add_argument(

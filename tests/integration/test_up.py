@@ -458,7 +458,7 @@ def test_a_low_disk_stops_acknowledging_and_loses_nothing(tmp_path: Path, stop_a
 
         events = tmp_path / "events.jsonl"
         events.write_text(json.dumps({"event_id": "replayed", "occurred_at": "2026-03-02T09:00:00Z",
-            "customer_id": "c-2", "channel": "web", "kind": "page_view", "direction": "inbound",
+            "customer_id": "c-1", "channel": "web", "kind": "page_view", "direction": "inbound",
             "actor": "customer"}) + "\n")  # fmt: skip
         for verb in (
             ["replay", str(events)],
@@ -473,7 +473,12 @@ def test_a_low_disk_stops_acknowledging_and_loses_nothing(tmp_path: Path, stop_a
         filler.unlink()
         time.sleep(0.3)
         assert post_event(up, "after") == 202
-        assert touchstream("replay", str(events), "--data-dir", str(data), env=env).returncode == 0
+        replayed = touchstream("replay", str(events), "--data-dir", str(data), env=env)
+        assert replayed.returncode == 0, replayed.stderr
+        # Months behind the horizon: late, and restated (counted) by the worker.
+        assert "late       1 events behind the horizon when read, 1 restated" in replayed.stdout, (
+            replayed.stdout
+        )
         wait_until(lambda: up.count() == 3, timeout=30, what="every acknowledged event")
         assert get(up, "collector", "/healthz")[0] == 200
         assert up.interrupt() == 0
