@@ -243,6 +243,12 @@ def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: Stack) -> Non
         assert page.locator("#active_hours td.heat").count() == 7 * 24
         health = page.locator("#health tbody").inner_text()
         assert "dead letters\t0" in health and "last sink flush\t20" in health, health
+        # Every table has its CSV link; the waiting queue's downloads the rows shown.
+        assert page.locator("a[data-csv]").count() == page.locator("main table:not(.u-legend)").count() == 11
+        with page.expect_download() as download:
+            page.locator('a[data-csv="waiting"]').click()
+        waiting_csv = open(download.value.path(), encoding="utf-8").read().splitlines()  # noqa: SIM115
+        assert len(waiting_csv) == 1 + page.locator("#waiting tbody tr").count(), waiting_csv
         assert_fits(page)
         assert not errors, errors
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -306,6 +312,11 @@ def test_customer_360_from_search_and_links_updates_live_in_a_real_browser(stack
         seen = round((time.monotonic() - posted) * 1000)
         assert "social" in {lane.strip() for lane in page.locator("#timeline .vis-label").all_inner_texts()}
         assert page.evaluate("window.__sameDocument === true"), "updated without a reload"
+        with page.expect_download() as download:
+            page.locator('a[data-csv="events"]').click()
+        touchpoints_csv = open(download.value.path(), encoding="utf-8").read()  # noqa: SIM115
+        assert touchpoints_csv.count("\n") == 1 + page.locator("#events tbody tr").count()
+        assert "social" in touchpoints_csv
         assert_fits(page)
         assert not errors, errors
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 // Customer 360: one customer's record (GET /api/customers/<id>), drawn as a timeline
-// (vis-timeline) beside the profile, refreshed in place every couple of seconds.
+// (vis-timeline) beside the profile, refreshed in place every couple of seconds; its
+// tables download as CSV (tables.js).
 "use strict";
 
 const customerId = decodeURIComponent(location.pathname.replace(/^\/customers\//, ""));
@@ -22,13 +23,6 @@ const timeline = new vis.Timeline(document.getElementById("timeline"), items, gr
 let fitted = false;
 
 function when(iso) { return iso ? iso.replace("T", " ").slice(0, 19) : "–"; }
-function duration(seconds) {
-  const s = Math.round(seconds);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
-  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
-}
 function live(final) { return final ? "" : " (live)"; }
 
 function fill(tableId, header, rows) {
@@ -47,6 +41,11 @@ function fill(tableId, header, rows) {
     }
     if (row.provisional) tr.classList.add("provisional");
     if (row.muted) tr.classList.add("not-counted");
+  }
+  if (header) {  // the CSV link of tables.js, with what the cells show
+    const columns = header.map((label, key) => ({ key, label }));
+    const shown = rows.map((row) => row.cells.map((value) => (value instanceof Node ? value.textContent : value)));
+    csvLink(table, tableId, columns, shown);
   }
 }
 
