@@ -506,9 +506,16 @@ BENCHMARKS = {
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run a benchmark module with the remaining arguments (each has its own --help)."""
+    """Run a benchmark module with the remaining arguments (each has its own --help). The
+    benchmarks live in the checkout's `bench/`, which is not installed: they run from a
+    checkout, whatever the working directory."""
     import importlib
 
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "bench" / "__init__.py").is_file():
+        raise InputError("touchstream bench runs from a checkout of the repository (bench/ is not installed)")
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
     module = importlib.import_module(BENCHMARKS[args.which])
     return int(module.main(args.options))
 

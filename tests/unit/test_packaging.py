@@ -52,3 +52,13 @@ def test_the_code_imports_the_folders_only_under_the_namespace() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_benchmarks_run_from_a_checkout_whatever_the_working_directory(tmp_path: Path) -> None:
+    """bench/ is not installed: `touchstream bench` finds it in the checkout the CLI runs from."""
+    shown = subprocess.run(
+        [sys.executable, "-m", "touchstream.cli", "bench", "streams", "--help"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: touchstream bench streams")
