@@ -13,6 +13,11 @@ pipeline) down with it. So:
 - a connection that sends no complete request within `idle` seconds (slow or no
   headers, or idle between requests; `TOUCHSTREAM_LISTENER_IDLE_SECONDS`) is closed, and
   a request with a body must arrive and be answered within `BODY_SECONDS` (408 otherwise).
+
+The bound on connections replaces aiohttp's `TCPSite.start`, which needs members of
+aiohttp's sites that are not public (`AIOHTTP_MEMBERS`); they are checked, with the
+version, before the first site starts (`check`), as `streams.faustcompat` does for the
+stream library: a mismatch stops with one line naming it.
 """
 
 from __future__ import annotations
@@ -21,11 +26,27 @@ import asyncio
 import resource
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from importlib import metadata
 
 from aiohttp import web
 from mode import Service
 
+from touchstream.schemas.errors import ConfigError
 from touchstream.settings import Settings
+from touchstream.streams.faustcompat import Member
+
+#: The aiohttp version `BoundedSite` was written and tested against.
+AIOHTTP_VERSION = "3.14.5"
+#: What `BoundedSite.start` uses of aiohttp beyond its public interface.
+AIOHTTP_MEMBERS = (
+    Member(web.BaseSite, "_runner", None, source=web.BaseSite.__init__),
+    Member(web.TCPSite, "_host", None, source=web.TCPSite.__init__),
+    Member(web.TCPSite, "_port", None, source=web.TCPSite.__init__),
+    Member(web.TCPSite, "_server", None, source=web.TCPSite.start),  # closed by BaseSite.stop
+    Member(web.BaseSite, "start", ("self",)),
+    Member(web.BaseRunner, "server", None),
+    Member(web.Server, "connections", None),
+)
 
 #: Descriptors kept for Kafka, chDB, the state store and the process's own files.
 RESERVED_DESCRIPTORS = 256
@@ -79,10 +100,26 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+def problems() -> list[str]:
+    """What differs in the installed aiohttp from what `BoundedSite` is written for."""
+    installed = metadata.version("aiohttp")
+    found = (
+        [] if installed == AIOHTTP_VERSION else [f"aiohttp {installed} is installed, not {AIOHTTP_VERSION}"]
+    )
+    return found + [problem for member in AIOHTTP_MEMBERS if (problem := member.problem()) is not None]
+
+
+def check() -> None:
+    """Stop, naming the first mismatch, unless aiohttp is as `BoundedSite` expects."""
+    if found := problems():
+        raise ConfigError(f"aiohttp differs from the one the HTTP ports are built on: {found[0]}")
+
+
 class BoundedSite(web.TCPSite):
     """A TCP site that takes at most `limit` connections at once."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, *, limit: int) -> None:
+        check()
         super().__init__(runner, host, port)
         self.limit = limit
 

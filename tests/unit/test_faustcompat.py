@@ -1,18 +1,22 @@
 """The worker's reach into faust-streaming, mode and aiokafka is checked before it starts:
 on the installed libraries nothing differs, and a member gone, a changed signature, an
-attribute no longer set or another version stops it with one line naming the mismatch."""
+attribute no longer set or another version stops it with one line naming the mismatch;
+and the same for the aiohttp members behind the bounded HTTP ports."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiokafka.consumer.fetcher import Fetcher
 from faust.stores.rocksdb import Store
 from faust.transport import consumer as faust_consumer
 
+from touchstream import listeners
 from touchstream.schemas.errors import ConfigError
 from touchstream.streams import faustcompat
+from touchstream.streams.faustcompat import Member
 
 
 def test_the_installed_libraries_are_the_ones_the_worker_is_built_on() -> None:
@@ -58,3 +62,18 @@ def test_an_attribute_no_longer_set_is_named(monkeypatch: pytest.MonkeyPatch) ->
 def test_another_version_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(faustcompat.VERSIONS, "aiokafka", "0.99.0")
     stops(r"aiokafka 0\.14\.0 is installed, the worker is written for 0\.99\.0")
+
+
+def test_the_http_ports_check_the_aiohttp_members_they_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for aiohttp's site members behind the bounded HTTP ports (`listeners`)."""
+    assert listeners.problems() == []
+    monkeypatch.setattr(
+        listeners, "AIOHTTP_MEMBERS", (*listeners.AIOHTTP_MEMBERS, Member(web.TCPSite, "_gone", None))
+    )
+    with pytest.raises(
+        ConfigError, match=r"^aiohttp differs .*: aiohttp\.web_runner\.TCPSite\._gone is missing$"
+    ):
+        listeners.BoundedSite(web.AppRunner(web.Application()), "127.0.0.1", 0, limit=1)
+    monkeypatch.setattr(listeners, "AIOHTTP_VERSION", "9.0.0")
+    with pytest.raises(ConfigError, match=r"aiohttp 3\.14\.5 is installed, not 9\.0\.0"):
+        listeners.check()
