@@ -57,14 +57,8 @@ COLUMNS: dict[str, list[str]] = {
     ],
 }  # fmt: skip
 LATE_COLUMNS = [
-    "event_id",
-    "customer_id",
-    "channel",
-    "occurred_at",
-    "horizon",
-    "lateness_seconds",
-    "restated_at",
-]
+    "event_id", "customer_id", "channel", "occurred_at", "horizon", "lateness_seconds", "restated_at",
+]  # fmt: skip
 ERASURE_COLUMNS = ["request_event_id", "requested_at"]
 HORIZON_COLUMNS = ["partition", "horizon", "newest"]
 

@@ -2,9 +2,9 @@
 the stream wrote, in both views.
 
 The recomputation is the brute-force definition (`streams.metrics.reference`) over the
-stored events, minus those the stream reported late and did not restate, per partition with the horizon
-and newest event time the stream recorded for it in `stream_horizons` (where none is
-recorded: its newest event, and that - grace):
+stored events, minus those the stream reported late and did not restate, per partition
+with the horizon and newest event time the stream recorded for it in `stream_horizons`
+(where none is recorded: its newest event, and that - grace):
 
 - live view: every row under `FINAL` equals the definitions applied to all those
   events, evaluated at the partition's newest event time;
@@ -97,6 +97,8 @@ NEWEST = """
     WHERE (customer_id, event_id) NOT IN (
         SELECT customer_id, event_id FROM late_events FINAL WHERE restated_at IS NULL)
     GROUP BY source_partition"""
+#: The late events left out: reported, not restated (a restated one counts).
+UNCOUNTED = "SELECT event_id FROM (SELECT * FROM late_events FINAL WHERE restated_at IS NULL)"
 HORIZONS = (
     "SELECT partition, max(horizon) AS horizon, max(newest) AS newest FROM stream_horizons GROUP BY partition"
 )
@@ -348,9 +350,7 @@ def _verify_slice(
         return fetch(f"{query} WHERE {scope}")
 
     events = [event_of(row) for row in scoped(EVENTS)]
-    # Late events are counted once restated; those only reported are not.
-    late = {row["event_id"] for row in scoped("SELECT event_id, restated_at FROM late_events FINAL")
-            if row["restated_at"] is None}  # fmt: skip
+    late = {row["event_id"] for row in scoped(UNCOUNTED)}
     live, settled = expected_tables(events, late, config, partitions, horizons)
     stream = {name: scoped(query) for name, query in STREAM.items()}
     final = {name: [row for row in rows if row["final"]] for name, rows in stream.items()}

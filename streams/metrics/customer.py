@@ -74,7 +74,7 @@ class CustomerState:
         assert self.engagement is not None
         found = self.engagement.next_crossing(config)
         for conversation in self.conversations.values():
-            if conversation.status != "closed" and (when := conversation.next_change(config)) is not None:
+            if (when := conversation.next_change(config)) is not None:
                 found = when if found is None or when < found else found
         return found
 
@@ -125,20 +125,23 @@ class CustomerState:
 
     def advance(
         self, horizon: datetime, config: MetricsConfig, out: Rows, *, inclusive: bool = False
-    ) -> None:
+    ) -> bool:
         """Results reach `horizon`: what time alone changes before it (level drops by
         decay, snoozes ending, automatic closes) is applied; `inclusive`, for a live view
-        evaluated at `horizon`, a snooze ending or a close at that very instant too."""
+        evaluated at `horizon`, a snooze ending or a close at that very instant too.
+        Whether a conversation changed (its rows are in `out`)."""
         assert self.engagement is not None
         out.changes += self.engagement.decay_until(horizon, config)
+        changed = False
         for key, conversation in self.conversations.items():
-            if conversation.status == "closed" or (when := conversation.next_change(config)) is None:
+            if (when := conversation.next_change(config)) is None:
                 continue
             if when < horizon or (inclusive and when == horizon):
                 if key in self._shared:
                     self._shared.discard(key)
                     conversation = self.conversations[key] = conversation.copy()
-                self._timed(conversation, horizon, config, out, inclusive=inclusive)
+                changed |= self._timed(conversation, horizon, config, out, inclusive=inclusive)
+        return changed
 
     def _timed(
         self,
@@ -148,11 +151,13 @@ class CustomerState:
         out: Rows,
         *,
         inclusive: bool = False,
-    ) -> None:
-        """Apply to `conversation` what time alone changes before `until` (at it too, `inclusive`)."""
+    ) -> bool:
+        """Apply to `conversation` what time alone changes before `until` (at it too,
+        `inclusive`); whether anything did."""
         last = conversation.advance(until, config, self.customer_id, out, inclusive=inclusive)
         if last is not None and (self.changed_by_time is None or last > self.changed_by_time):
             self.changed_by_time = last
+        return last is not None
 
     def erase(self, event: TouchpointEvent, out: Rows) -> None:
         """Forget everything; rows already made from this customer's earlier events are

@@ -508,10 +508,9 @@ class Engine:
         for customer_id in sorted(due):
             self._resident_now(customer_id)
             state = self.customers[customer_id]
-            before, conversation_rows = state.mark(), len(out.waiting) + len(out.conversations)
-            state.advance(horizon, self.config, out)
-            changed = len(out.waiting) + len(out.conversations) != conversation_rows
-            if _engagement_row(state, before, out) or changed:
+            before = state.mark()
+            conversations_changed = state.advance(horizon, self.config, out)
+            if _engagement_row(state, before, out) or conversations_changed:
                 released.add(customer_id)
             self.touched.add(customer_id)  # its record holds the advanced state
             self._schedule(customer_id)
