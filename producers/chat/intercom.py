@@ -172,8 +172,9 @@ def map_request(request: WebhookRequest, context: MappingContext) -> Mapped:
                 continue
         author = part.get("author")
         by_brand = isinstance(author, dict) and author.get("type") in ("admin", "bot")
-        shown = bool(body) and part_type not in NOTE_PART_TYPES
-        if part_type == "comment" or (shown and (by_brand or part_type in REPLY_PART_TYPES)):
+        named = isinstance(part_type, str)  # anything else is no type of Intercom's (nor a note)
+        shown = bool(body) and not (named and part_type in NOTE_PART_TYPES)
+        if part_type == "comment" or (shown and (by_brand or (named and part_type in REPLY_PART_TYPES))):
             candidates.append((part, part.get("created_at")))
         else:
             why = f"{str(part_type)[:40]} part is not a message to or from the customer"
