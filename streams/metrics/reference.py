@@ -508,11 +508,12 @@ def _customers(
             ):
                 churns.append((last, churned_at, following))
         responses = [r for r in tables.responses.values() if r.customer_id == customer_id]
+        conversations = _conversations(kept, config)
         found[customer_id] = _Customer(
             kept,
-            _conversations(kept, config),
+            conversations,
             responses,
-            _interactions(kept, responses, config),
+            _interactions(conversations, responses, config),
             [c for c in tables.changes if c.customer_id == customer_id],
             churns,
         )
@@ -558,12 +559,12 @@ def _is_bot_message(event: TouchpointEvent) -> bool:
 
 
 def _interactions(
-    kept: list[TouchpointEvent], responses: list[ResponseRecord], config: MetricsConfig
+    conversations: dict[str, list[TouchpointEvent]], responses: list[ResponseRecord], config: MetricsConfig
 ) -> dict[str, _Interaction]:
     """Per counted event of one customer (by event_id), its `_Interaction`."""
     by_reply = {r.reply_event_id: r for r in responses}
     found: dict[str, _Interaction] = {}
-    for members in _conversations(kept, config).values():
+    for members in conversations.values():
         team: str | None = None
         for index, event in enumerate(members):
             team = event.team_id if event.team_id is not None else team
