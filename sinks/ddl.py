@@ -1004,7 +1004,7 @@ def _values(database: str, config: MetricsConfig) -> dict[str, object]:
     """What the view and maintained-table templates take: windows and thresholds of `config`."""
     initiated = "', '".join(sorted(kind.value for kind in CUSTOMER_INITIATED_KINDS))
     replies = "', '".join(sorted(actor.value for actor in config.reply_actors))
-    status_kinds = "', '".join(sorted(kind.value for kind in STATUS_KINDS))
+    status_kinds = "('" + "', '".join(sorted(kind.value for kind in STATUS_KINDS)) + "')"
     return {
         "db": database,
         "promoter": PROMOTER_MIN,
@@ -1025,8 +1025,8 @@ def _values(database: str, config: MetricsConfig) -> dict[str, object]:
         "sla_of_channel": _by_channel(
             {channel: span.total_seconds() for channel, span in config.sla.items()}
         ),
-        "reply": f"(direction = 'outbound' AND actor IN ('{replies}') AND kind NOT IN ('{status_kinds}'))",
-        "status_kinds": f"('{status_kinds}')",
+        "reply": f"(direction = 'outbound' AND actor IN ('{replies}') AND kind NOT IN {status_kinds})",
+        "status_kinds": status_kinds,
         "initiated": f"(actor = 'customer' AND kind IN ('{initiated}') "
         "AND (kind NOT IN ('message', 'call') OR direction = 'inbound'))",
     }
