@@ -65,6 +65,52 @@ STATUS_KINDS = frozenset(
 )
 
 
+#: SPEC §5 "Teams and SLA policies": the targets a policy can set.
+SLA_METRICS = ("first_response", "next_response", "resolution")
+#: What became of a target: still running, met by its reply or close, breached at its due
+#: instant, or cancelled by a close before it fell due (a response target only).
+SLA_STATUSES = ("pending", "met", "breached", "cancelled")
+DEFAULT_PRIORITY = "normal"
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    """Targets for the conversations it matches: `team`, `priority` and `channel` each a
+    value or `*` for any (a conversation without a team matches `*` only). A target of
+    None is not tracked. `business`: targets count opening time only (the team's
+    schedule, else the channel's; neither: calendar time)."""
+
+    name: str
+    team: str = "*"
+    priority: str = "*"
+    channel: str = "*"
+    first_response: timedelta | None = None
+    next_response: timedelta | None = None
+    resolution: timedelta | None = None
+    business: bool = False
+
+    def matches(self, team: str | None, priority: str, channel: str) -> bool:
+        return (
+            (self.team == "*" or self.team == team)
+            and self.priority in ("*", priority)
+            and self.channel in ("*", channel)
+        )
+
+    def target(self, metric: str) -> timedelta | None:
+        target: timedelta | None = getattr(self, metric)
+        return target
+
+
+def channel_policies(sla: Mapping[Channel, timedelta]) -> tuple[SlaPolicy, ...]:
+    """The policies without a setting: per channel, its SLA for first and next response,
+    in calendar time, no resolution target."""
+    return tuple(
+        SlaPolicy(name=f"channel:{channel.value}", channel=channel.value, first_response=target,
+                  next_response=target)
+        for channel, target in sla.items()
+    )  # fmt: skip
+
+
 @functools.cache
 def _ranks(levels: tuple[tuple[str, float], ...]) -> dict[str, int]:
     return {name: rank for rank, (name, _) in enumerate(levels)}
@@ -114,10 +160,34 @@ class MetricsConfig:
     #: Opening hours per channel; a response on a channel with a schedule also gets
     #: `response_business_seconds`, the part of its wait within opening hours.
     business_hours: Mapping[Channel, Schedule] = field(default_factory=dict)
+    #: SLA policies, the first that matches a conversation applies (SPEC §5 "Teams and SLA
+    #: policies"); None: `channel_policies(sla)`.
+    sla_policies: tuple[SlaPolicy, ...] | None = None
+    #: Opening hours per team, for policies in business hours (before the channel's).
+    team_hours: Mapping[str, Schedule] = field(default_factory=dict)
+    _policies: tuple[SlaPolicy, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        policies = self.sla_policies if self.sla_policies is not None else channel_policies(self.sla)
+        object.__setattr__(self, "_policies", policies)
 
     def business_seconds(self, channel: Channel, start: datetime, end: datetime) -> float | None:
         schedule = self.business_hours.get(channel)
         return None if schedule is None else schedule.seconds_between(start, end)
+
+    def policy_for(self, team: str | None, priority: str, channel: str) -> SlaPolicy | None:
+        """The first policy that matches (None: no targets)."""
+        return next((policy for policy in self._policies if policy.matches(team, priority, channel)), None)
+
+    def due_at(self, policy: SlaPolicy, target: timedelta, team: str | None, channel: str, start: datetime
+               ) -> datetime | None:  # fmt: skip
+        """When a target started at `start` falls due (None: never, a schedule without
+        opening hours)."""
+        if policy.business:
+            schedule = self.team_hours.get(team or "") or self.business_hours.get(Channel(channel))
+            if schedule is not None:
+                return schedule.instant_after(start, target.total_seconds())
+        return start + target
 
     def level_of(self, score: float) -> str:
         name = self.levels[0][0]

@@ -14,6 +14,7 @@ from touchstream.streams.metrics.records import (
     Erasure,
     ErasureProof,
     Rows,
+    SlaEventRow,
     SurveyRow,
     WaitingRow,
 )
@@ -68,9 +69,13 @@ class CustomerState:
         conversation = self.conversations.get(conversation_id)
         return None if conversation is None else conversation.conversation_row(self.customer_id)
 
+    def sla_row(self, conversation_id: str, metric: str, started_by: str) -> SlaEventRow | None:
+        conversation = self.conversations.get(conversation_id)
+        return None if conversation is None else conversation.sla_row(self.customer_id, metric, started_by)
+
     def next_crossing(self, config: MetricsConfig) -> datetime | None:
         """The next instant time alone changes a row: a level drop by decay, a snooze
-        ending or a conversation's automatic close."""
+        ending, a conversation's automatic close or an SLA target falling due."""
         assert self.engagement is not None
         found = self.engagement.next_crossing(config)
         for conversation in self.conversations.values():

@@ -68,6 +68,8 @@ def _latest_row(state: CustomerState, key: RowKey) -> Any:
         return state.waiting_row(ident[1])
     if table == "conversations":
         return state.conversation_row(ident[1])
+    if table == "sla_events":
+        return state.sla_row(ident[1], ident[2], ident[3])
     return None
 
 
@@ -86,6 +88,7 @@ def _after(rows: Rows, horizon: datetime) -> Rows:
         responses=[row for row in rows.responses if row.replied_at >= horizon],
         waiting=[row for row in rows.waiting if row.updated_at >= horizon],
         conversations=[row for row in rows.conversations if row.updated_at >= horizon],
+        sla_events=[row for row in rows.sla_events if row.updated_at >= horizon],
         engagement=[row for row in rows.engagement if row.updated_at >= horizon],
         changes=[row for row in rows.changes if row.changed_at >= horizon],
         surveys=[row for row in rows.surveys if row.occurred_at >= horizon],

@@ -24,6 +24,10 @@ class ResponseRecord:
     replied_at: datetime
     #: Within the response channel's opening hours; None without a schedule.
     response_business_seconds: float | None = None
+    #: Whether the reply met the response target it ended (SPEC §5 "Teams and SLA
+    #: policies"); None when no target was running (a policy without one, a closed
+    #: conversation's wait).
+    sla_met: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,40 @@ class ConversationRow:
     abandoned: bool
     #: The agent of its latest reply.
     last_agent_id: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SlaEventRow:
+    """One SLA target of a conversation (SPEC §5 "Teams and SLA policies"): started by a
+    customer message under the policy that matched the conversation then, due at
+    `due_at` (None: a business-hours target on a schedule that never opens); `met_at`
+    the reply or close that met it, `breached_at` its due instant once passed unmet,
+    `ended_at` the reply or close that ended it (met, late, or cancelled by a close)."""
+
+    conversation_id: str
+    customer_id: str
+    #: `first_response`, `next_response` or `resolution` (`SLA_METRICS`).
+    metric: str
+    started_at: datetime
+    #: The event_id of the customer message that started it (a message starts at most one
+    #: target per metric: several may start at one instant).
+    started_by: str
+    #: The channel of the customer message that started it.
+    channel: str
+    team_id: str | None
+    priority: str
+    policy: str
+    target_seconds: float
+    business: bool
+    due_at: datetime | None
+    #: `pending`, `met`, `breached` or `cancelled` (`SLA_STATUSES`).
+    status: str
+    met_at: datetime | None
+    breached_at: datetime | None
+    ended_at: datetime | None
+    #: The agent of the reply or close that ended it.
+    agent_id: str | None
     updated_at: datetime
 
 
@@ -255,6 +293,7 @@ class Rows:
     responses: list[ResponseRecord] = field(default_factory=list)
     waiting: list[WaitingRow] = field(default_factory=list)
     conversations: list[ConversationRow] = field(default_factory=list)
+    sla_events: list[SlaEventRow] = field(default_factory=list)
     engagement: list[EngagementRow] = field(default_factory=list)
     changes: list[LevelChange] = field(default_factory=list)
     surveys: list[SurveyRow] = field(default_factory=list)
@@ -267,6 +306,7 @@ class Rows:
         self.responses += other.responses
         self.waiting += other.waiting
         self.conversations += other.conversations
+        self.sla_events += other.sla_events
         self.engagement += other.engagement
         self.changes += other.changes
         self.surveys += other.surveys
@@ -279,6 +319,7 @@ class Rows:
         self.responses = [row for row in self.responses if row.customer_id != customer_id]
         self.waiting = [row for row in self.waiting if row.customer_id != customer_id]
         self.conversations = [row for row in self.conversations if row.customer_id != customer_id]
+        self.sla_events = [row for row in self.sla_events if row.customer_id != customer_id]
         self.engagement = [row for row in self.engagement if row.customer_id != customer_id]
         self.changes = [row for row in self.changes if row.customer_id != customer_id]
         self.surveys = [row for row in self.surveys if row.customer_id != customer_id]
@@ -298,6 +339,7 @@ class Rows:
             "responses": self.responses,
             "waiting": self.waiting,
             "conversations": self.conversations,
+            "sla_events": self.sla_events,
             "engagement": self.engagement,
             "engagement_changes": self.changes,
             "surveys": self.surveys,
@@ -310,6 +352,7 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "responses": ("customer_id", "reply_event_id"),
     "waiting": ("customer_id", "conversation_id"),
     "conversations": ("customer_id", "conversation_id"),
+    "sla_events": ("customer_id", "conversation_id", "metric", "started_by"),
     "engagement": ("customer_id",),
     "engagement_changes": ("customer_id", "changed_at", "previous_level", "level"),
     "surveys": ("customer_id", "event_id"),
@@ -318,7 +361,7 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
 
 #: Tables of one latest-state row per key (a later event replaces it), as opposed to rows
 #: of events and instants, which are final once the horizon passes them.
-LATEST_STATE_TABLES = frozenset({"engagement", "waiting", "conversations"})
+LATEST_STATE_TABLES = frozenset({"engagement", "waiting", "conversations", "sla_events"})
 
 
 def _key_getter(columns: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:

@@ -27,7 +27,7 @@ from touchstream.schemas.touchpoint import (
     TouchpointEvent,
     snoozed_until,
 )
-from touchstream.streams.metrics.config import STATUS_KINDS, MetricsConfig
+from touchstream.streams.metrics.config import DEFAULT_PRIORITY, STATUS_KINDS, MetricsConfig
 from touchstream.streams.metrics.engagement import WINDOWS, is_customer_initiated
 from touchstream.streams.metrics.records import (
     CHURN_SIGNALS,
@@ -39,12 +39,13 @@ from touchstream.streams.metrics.records import (
     OutcomeTouchpoint,
     ProfileRow,
     ResponseRecord,
+    SlaEventRow,
     SurveyRow,
     TicketRow,
     WaitingRow,
     order_key,
 )
-from touchstream.streams.metrics.responses import is_customer_message, is_reply
+from touchstream.streams.metrics.responses import is_customer_message, is_reply, priority_of
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Tables:
     #: By (customer_id, conversation_id): conversation ids are only unique per customer.
     waiting: dict[tuple[str, str], WaitingRow] = field(default_factory=dict)
     conversations: dict[tuple[str, str], ConversationRow] = field(default_factory=dict)
+    #: By (customer_id, conversation_id, metric, started_by).
+    sla: dict[tuple[str, str, str, str], SlaEventRow] = field(default_factory=dict)
 
 
 def recompute(
@@ -162,7 +165,12 @@ def _conversation(
     does: a snooze ends at its `until`, and with no event for the first event's channel's
     `auto_close_after` it closes (strictly after: an event at that instant keeps it open).
     The live view (`live`, evaluated at the newest event, with every event up to it)
-    applies what happens at `until` itself too; the settled one, before the horizon, not."""
+    applies what happens at `until` itself too; the settled one, before the horizon, not.
+
+    SLA targets, each a dict: started by a customer message (a response target when none
+    is running, the resolution target once), under the policy matching the team and
+    priority then; a reply ends the running response target, a close every running one;
+    a target running past its due instant is breached there."""
     first = members[0]
     channel = first.channel
     status, closed_at, snoozed = "open", None, None
@@ -173,6 +181,36 @@ def _conversation(
     replied_to: TouchpointEvent | None = None  # the earliest message the latest reply answered
     last = first.occurred_at
     shown: dict[str, tuple[Any, datetime]] = {}  # table -> (row without its instant, changed at)
+    priority = DEFAULT_PRIORITY
+    targets: list[dict[str, Any]] = []
+    target_shown: dict[tuple[str, str], tuple[Any, datetime]] = {}
+
+    def running(metric: str | None = None) -> list[dict[str, Any]]:
+        return [t for t in targets if t["ended"] is None and (metric is None or (t["metric"] == "resolution")
+                                                              == (metric == "resolution"))]  # fmt: skip
+
+    def start(message: TouchpointEvent) -> None:
+        metrics = [] if running("response") else ["next_response" if responded else "first_response"]
+        if not any(t["metric"] == "resolution" for t in targets):
+            metrics.append("resolution")
+        policy = config.policy_for(team, priority, message.channel.value)
+        for metric in metrics:
+            target = None if policy is None else policy.target(metric)
+            if policy is not None and target is not None:
+                due = config.due_at(policy, target, team, message.channel.value, message.occurred_at)
+                targets.append({
+                    "metric": metric, "started": message.occurred_at, "by": message.event_id,
+                    "channel": message.channel.value,
+                    "team": team, "priority": priority, "policy": policy.name,
+                    "seconds": target.total_seconds(), "business": policy.business, "due": due,
+                    "status": "pending", "ended": None, "agent": None,
+                })  # fmt: skip
+
+    def end(which: list[dict[str, Any]], at: datetime, agent_id: str | None, cancels: bool) -> None:
+        for target in which:
+            if target["status"] == "pending":
+                target["status"] = "cancelled" if cancels and target["metric"] != "resolution" else "met"
+            target["ended"], target["agent"] = at, agent_id
 
     def note(at: datetime) -> None:
         waiting = None
@@ -193,20 +231,36 @@ def _conversation(
         for table, row in (("waiting", waiting), ("conversations", conversation)):
             if row is not None and (table not in shown or shown[table][0] != row):
                 shown[table] = (row, at)
+        for target in targets:
+            key, now = (
+                (target["metric"], target["by"]),
+                (target["status"], target["ended"], target["agent"]),
+            )
+            if key not in target_shown or target_shown[key][0] != now:
+                target_shown[key] = (now, at)
 
     def time_passes(to: datetime, inclusive: bool = False) -> None:
         nonlocal status, closed_at, snoozed, abandoned, unreplied
-        while status != "closed":
-            deadline = last + config.auto_close_after[channel]
-            moment = min(deadline, snoozed) if status == "snoozed" and snoozed is not None else deadline
-            if moment > to or (moment == to and not inclusive):
+        while True:
+            moment = None
+            if status != "closed":
+                deadline = last + config.auto_close_after[channel]
+                moment = min(deadline, snoozed) if status == "snoozed" and snoozed is not None else deadline
+            dues = [t["due"] for t in targets if t["status"] == "pending" and t["due"] is not None]
+            soonest = min([*dues, *([moment] if moment is not None else [])], default=None)
+            if soonest is None or soonest > to or (soonest == to and not inclusive):
                 return
-            if status == "snoozed" and snoozed is not None and snoozed <= deadline:
-                status, snoozed = "open", None
-            else:
-                status, closed_at, snoozed = "closed", moment, None
-                abandoned, unreplied = bool(unanswered), False
-            note(moment)
+            if moment == soonest:
+                if status == "snoozed" and snoozed is not None and snoozed <= deadline:
+                    status, snoozed = "open", None
+                else:
+                    status, closed_at, snoozed = "closed", moment, None
+                    abandoned, unreplied = bool(unanswered), False
+                    end(running(), moment, None, cancels=True)
+            for target in targets:
+                if target["status"] == "pending" and target["due"] == soonest:
+                    target["status"] = "breached"
+            note(soonest)
 
     for event in members:
         time_passes(event.occurred_at)
@@ -214,15 +268,19 @@ def _conversation(
         last = at
         if event.team_id is not None:
             team = event.team_id
+        priority = priority_of(event) or priority
         if (is_customer_message(event) or event.kind is Kind.CONVERSATION_OPENED) and status != "open":
             status, closed_at, snoozed, abandoned, unreplied = "open", None, None, False, False
         if is_customer_message(event):
             unanswered.append(event)
+            start(event)
         elif is_reply(event, config):
             if event.agent_id is not None:
                 agent = event.agent_id
             if unanswered:
                 earliest = unanswered[0]
+                ended = running("response")
+                end(ended, at, event.agent_id, cancels=False)
                 tables.responses[event.event_id] = ResponseRecord(
                     event.event_id,
                     conversation_id,
@@ -234,11 +292,13 @@ def _conversation(
                     earliest.occurred_at,
                     at,
                     config.business_seconds(earliest.channel, earliest.occurred_at, at),
+                    ended[0]["status"] == "met" if ended else None,
                 )
                 responded, unanswered, replied_to = True, [], earliest
         elif event.kind in (Kind.CONVERSATION_CLOSED, Kind.TICKET_RESOLVED) and status != "closed":
             status, closed_at, snoozed = "closed", at, None
             abandoned, unreplied = False, bool(unanswered)
+            end(running(), at, event.agent_id, cancels=True)
         elif event.kind is Kind.CONVERSATION_SNOOZED and status != "closed":
             wake = snoozed_until(event)
             status, snoozed = ("snoozed", wake) if wake > at else ("open", None)
@@ -253,6 +313,15 @@ def _conversation(
     tables.conversations[customer_id, conversation_id] = ConversationRow(
         conversation_id, customer_id, on, team_id, state, opened, closed, without_reply, gone, last_agent, at
     )
+    for target in targets:
+        (state, ended, by), at = target_shown[target["metric"], target["by"]]
+        tables.sla[customer_id, conversation_id, target["metric"], target["by"]] = SlaEventRow(
+            conversation_id, customer_id, target["metric"], target["started"], target["by"],
+            target["channel"], target["team"], target["priority"], target["policy"], target["seconds"],
+            target["business"],
+            target["due"], state, ended if state == "met" else None,
+            target["due"] if state == "breached" else None, ended, by, at,
+        )  # fmt: skip
 
 
 def _engagement(

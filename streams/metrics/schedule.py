@@ -2,7 +2,9 @@
 
 A schedule is a time zone, opening intervals per weekday in local wall-clock time, and
 closed dates (holidays). `Schedule.seconds_between(start, end)` is the length of the
-part of [start, end) during which the local wall clock shows an opening time; each
+part of [start, end) during which the local wall clock shows an opening time, and
+`Schedule.instant_after(start, seconds)` the instant at which that length reaches
+`seconds` (an SLA target in business hours falls due then); each
 day's intervals are turned into UTC instants before they are intersected, so a
 daylight-saving change shortens or lengthens the day it happens on exactly as a wall
 clock would (an opening hour the clock skips is closed; one it shows twice counts
@@ -59,6 +61,31 @@ class Schedule:
                             total += overlap
             day += timedelta(days=1)
         return total.total_seconds()
+
+    def instant_after(self, start: datetime, seconds: float) -> datetime | None:
+        """The earliest instant `end` with `seconds_between(start, end) == seconds`: when
+        that much opening time has passed since `start` (None if it never does within
+        two years: a schedule without opening hours)."""
+        if seconds <= 0:
+            return start
+        zone = ZoneInfo(self.timezone)
+        left = timedelta(seconds=seconds)
+        day = start.astimezone(zone).date() - timedelta(days=1)  # a day's pieces may begin the day before
+        for _ in range(2 * 366 + 2):
+            if day not in self.holidays:
+                midnight = datetime.combine(day, time.min)
+                for opens, closes in self.weekly[day.weekday()]:
+                    wall_open = midnight + timedelta(minutes=opens)
+                    wall_close = midnight + timedelta(minutes=closes)
+                    for open_at, close_at in _utc_pieces(wall_open, wall_close, zone):
+                        begin = max(start, open_at)
+                        if close_at <= begin:
+                            continue
+                        if begin + left <= close_at:
+                            return begin + left
+                        left -= close_at - begin
+            day += timedelta(days=1)
+        return None
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> Schedule:

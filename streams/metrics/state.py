@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import fields as dataclass_fields
 from datetime import date, datetime
 from typing import Any
 
@@ -25,7 +26,10 @@ from touchstream.schemas.touchpoint import TouchpointEvent
 from touchstream.streams.metrics.customer import CustomerState
 from touchstream.streams.metrics.engagement import Engagement
 from touchstream.streams.metrics.records import RowKey
-from touchstream.streams.metrics.responses import Conversation
+from touchstream.streams.metrics.responses import Conversation, SlaTarget
+
+_TARGET_FIELDS = tuple(spec.name for spec in dataclass_fields(SlaTarget))
+_TARGET_TIMES = frozenset({"started_at", "due_at", "ended_at", "updated_at"})
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -62,6 +66,8 @@ def customer_to_dict(state: CustomerState) -> dict[str, Any]:
                 c.team_id,
                 c.last_agent_id,
                 c.updated_at,
+                c.priority,
+                [[getattr(t, name) for name in _TARGET_FIELDS] for t in c.targets],
             ]
             for key, c in state.conversations.items()
         },
@@ -105,7 +111,7 @@ def _conversation(key: str, fields: list[Any]) -> Conversation:
     conversation = Conversation(key, _required(last), _parse(since), channel, responded, _parse(changed))
     if len(fields) > 5:  # a record of a version with conversation status
         (status, closed, snoozed, abandoned, unreplied, first_channel, opened, team, agent, updated) = fields[
-            5:
+            5:15
         ]
         conversation.status, conversation.closed_at, conversation.snoozed_until = (
             status,
@@ -119,7 +125,17 @@ def _conversation(key: str, fields: list[Any]) -> Conversation:
             agent,
             _parse(updated),
         )
+    if len(fields) > 15:  # a record of a version with SLA targets
+        conversation.priority = fields[15]
+        conversation.targets = [_target(saved) for saved in fields[16]]
     return conversation
+
+
+def _target(saved: list[Any]) -> SlaTarget:
+    values: dict[str, Any] = dict(zip(_TARGET_FIELDS, saved, strict=True))
+    for name in _TARGET_TIMES:
+        values[name] = _parse(values[name])
+    return SlaTarget(**values)
 
 
 def pending_json(event: TouchpointEvent) -> str:

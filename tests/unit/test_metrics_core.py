@@ -17,11 +17,13 @@ from hypothesis import strategies as st
 from tests.factories import event
 from touchstream.schemas.touchpoint import Actor, Channel, Kind, TouchpointEvent
 from touchstream.streams.metrics import Engine, MetricsConfig, Outputs
+from touchstream.streams.metrics.config import SlaPolicy
 from touchstream.streams.metrics.records import (
     ConversationRow,
     EngagementRow,
     ResponseRecord,
     RowKey,
+    SlaEventRow,
     SurveyRow,
     WaitingRow,
 )
@@ -44,6 +46,48 @@ CONFIGS = {
             Channel.CHAT: Schedule.parse({"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}}),
             Channel.EMAIL: Schedule.parse({"hours": {"mon": "00:00-00:30,02:00-03:00"}}),
         },
+    ),
+    # SLA policies by team, priority and channel, in calendar and business hours, with
+    # targets short enough to be met, breached and cancelled within the drawn span.
+    "sla policies": MetricsConfig(
+        grace=GRACE,
+        auto_close_after={channel: timedelta(hours=20) for channel in Channel},
+        team_hours={
+            "billing": Schedule.parse({"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}})
+        },
+        business_hours={Channel.EMAIL: Schedule.parse({"hours": {"mon-tue": "08:00-12:00"}})},
+        sla_policies=(
+            SlaPolicy(
+                "urgent billing chat",
+                team="billing",
+                priority="urgent",
+                channel="chat",
+                first_response=timedelta(minutes=10),
+                next_response=timedelta(minutes=30),
+                resolution=timedelta(hours=2),
+                business=True,
+            ),
+            SlaPolicy(
+                "billing",
+                team="billing",
+                first_response=timedelta(hours=1),
+                resolution=timedelta(days=1),
+                business=True,
+            ),
+            SlaPolicy(
+                "email",
+                channel="email",
+                first_response=timedelta(hours=4),
+                next_response=timedelta(hours=2),
+                business=True,
+            ),
+            SlaPolicy(
+                "default",
+                first_response=timedelta(minutes=20),
+                next_response=timedelta(minutes=15),
+                resolution=timedelta(hours=6),
+            ),
+        ),
     ),
 }
 PROPERTY = settings(
@@ -79,11 +123,13 @@ SHAPES: dict[str, dict[str, Any]] = {
     "snooze": {"channel": "email", "kind": "conversation_snoozed", "direction": "none", "actor": "agent"},
     "team_chat": {"channel": "chat", "kind": "message", "direction": "inbound", "actor": "customer",
                   "team_id": "billing"},
+    "urgent_chat": {"channel": "chat", "kind": "message", "direction": "inbound", "actor": "customer",
+                    "attributes": {"priority": "urgent"}},
 }  # fmt: skip
 COMMON = ["customer_chat", "agent_chat", "customer_email", "agent_email", "page_view", "click", "purchase"]
 RARE = ["customer_call", "bot_chat", "ticket", "nps", "opt_out", "opt_in", "erasure"]
 #: Conversation status (SPEC §5): closes, snoozes and reopens, and teams.
-STATUS = ["close", "resolve", "reopen", "snooze", "team_chat"]
+STATUS = ["close", "resolve", "reopen", "snooze", "team_chat", "urgent_chat"]
 
 
 @st.composite
@@ -163,6 +209,8 @@ def as_tables(rows: list[Any]) -> Tables:
             tables.waiting[row.customer_id, row.conversation_id] = row
         elif isinstance(row, ConversationRow):
             tables.conversations[row.customer_id, row.conversation_id] = row
+        elif isinstance(row, SlaEventRow):
+            tables.sla[row.customer_id, row.conversation_id, row.metric, row.started_by] = row
         elif isinstance(row, EngagementRow):
             tables.engagement[row.customer_id] = row
         else:
@@ -185,6 +233,7 @@ def assert_same(actual: Tables, expected: Tables) -> None:
     assert actual.surveys == expected.surveys
     assert actual.waiting == expected.waiting
     assert actual.conversations == expected.conversations
+    assert actual.sla == expected.sla
     assert sorted(actual.engagement) == sorted(expected.engagement)
     for customer, row in expected.engagement.items():
         got = actual.engagement[customer]
@@ -236,6 +285,9 @@ def assert_views(table: Table, received: list[TouchpointEvent], engine: Engine) 
     for pair, conversation in expected.conversations.items():
         assert settled.conversations.get(pair) == conversation or ("conversations", pair) in provisional
     assert set(settled.conversations) <= set(expected.conversations)
+    for ident, target in expected.sla.items():
+        assert settled.sla.get(ident) == target or ("sla_events", ident) in provisional
+    assert set(settled.sla) <= set(expected.sla)
     for key, (row, final) in table.rows.items():
         instant = getattr(row, "replied_at", None) or getattr(row, "changed_at", None) or getattr(
             row, "updated_at", None) or row.occurred_at  # fmt: skip
@@ -333,6 +385,66 @@ def test_response_times_first_response_and_waiting() -> None:
     with_bots = MetricsConfig(grace=GRACE, reply_actors=frozenset({Actor.AGENT, Actor.BOT}))
     bots_count = run(Engine(with_bots), [events])[0].view()
     assert bots_count.responses["bot"].response_seconds == 180.0
+
+
+def test_sla_targets_are_met_breached_and_cancelled_under_the_first_matching_policy() -> None:
+    """SPEC §5 "Teams and SLA policies", hand-checked on settled rows."""
+    office = Schedule.parse({"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}})
+    config = MetricsConfig(
+        grace=GRACE,
+        team_hours={"billing": office},
+        sla_policies=(
+            SlaPolicy("vip", team="billing", priority="urgent", first_response=timedelta(minutes=10),
+                      resolution=timedelta(hours=1)),
+            SlaPolicy("office", team="billing", first_response=timedelta(hours=1), business=True),
+            SlaPolicy("default", first_response=timedelta(minutes=20), next_response=timedelta(minutes=15)),
+        ),
+    )  # fmt: skip
+    at = lambda minutes: (T0 + timedelta(minutes=minutes)).isoformat()  # noqa: E731
+    agent = {"direction": "outbound", "actor": "agent", "agent_id": "kim"}
+    close = {"kind": "conversation_closed", "direction": "none", "actor": "agent", "agent_id": "lee"}
+    billing = {"team_id": "billing"}
+    events = [
+        # No team: the default policy. A reply in time, then one 5 minutes late.
+        event(event_id="d1", occurred_at=at(0), conversation_id="default"),
+        event(event_id="d2", occurred_at=at(15), conversation_id="default", **agent),
+        event(event_id="d3", occurred_at=at(30), conversation_id="default"),
+        event(event_id="d4", occurred_at=at(50), conversation_id="default", **agent),
+        # Closed before the first response was due: cancelled; the customer writes again.
+        event(event_id="c1", occurred_at=at(0), conversation_id="closed"),
+        event(event_id="c2", occurred_at=at(10), conversation_id="closed", **close),
+        event(event_id="c3", occurred_at=at(12), conversation_id="closed"),
+        # Billing, urgent: answered in 5 minutes, resolved 10 minutes after the hour.
+        event(event_id="u1", occurred_at=at(0), conversation_id="urgent", attributes={"priority": "urgent"},
+              **billing),
+        event(event_id="u2", occurred_at=at(5), conversation_id="urgent", **agent),
+        event(event_id="u3", occurred_at=at(70), conversation_id="urgent", **close),
+        # Billing at 01:00 in Berlin on a Monday: an hour of office time is due at 10:00 there.
+        event(event_id="o1", occurred_at=at(0), conversation_id="office", **billing),
+        event(event_id="o2", occurred_at=at(500), conversation_id="office", **agent),
+        event(event_id="tick", customer_id="z", occurred_at=at(2000), conversation_id=None, channel="web",
+              kind="page_view"),
+    ]  # fmt: skip
+    tables = run(Engine(config), [events])[0].view(settled=True)
+    sla = {(key[1], key[2], key[3]): row for key, row in tables.sla.items()}
+    t = lambda m: T0 + timedelta(minutes=m)  # noqa: E731
+    shown = {key: (r.policy, r.status, r.due_at, r.met_at, r.breached_at, r.ended_at, r.agent_id)
+             for key, r in sla.items()}  # fmt: skip
+    assert shown == {
+        ("default", "first_response", "d1"): ("default", "met", t(20), t(15), None, t(15), "kim"),
+        ("default", "next_response", "d3"): ("default", "breached", t(45), None, t(45), t(50), "kim"),
+        ("closed", "first_response", "c1"): ("default", "cancelled", t(20), None, None, t(10), "lee"),
+        ("closed", "first_response", "c3"): ("default", "breached", t(32), None, t(32), None, None),
+        ("urgent", "first_response", "u1"): ("vip", "met", t(10), t(5), None, t(5), "kim"),
+        ("urgent", "resolution", "u1"): ("vip", "breached", t(60), None, t(60), t(70), "lee"),
+        ("office", "first_response", "o1"): ("office", "met", t(540), t(500), None, t(500), "kim"),
+    }  # fmt: skip
+    assert (sla["urgent", "resolution", "u1"].team_id, sla["urgent", "resolution", "u1"].priority) == (
+        "billing", "urgent")  # fmt: skip
+    assert sla["office", "first_response", "o1"].business is True
+    assert {r.reply_event_id: r.sla_met for r in tables.responses.values()} == {
+        "d2": True, "d4": False, "u2": True, "o2": True
+    }  # fmt: skip
 
 
 def test_conversations_close_snooze_reopen_and_close_by_themselves() -> None:

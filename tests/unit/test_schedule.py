@@ -119,3 +119,37 @@ def test_any_span_equals_a_minute_by_minute_count(
     begin = week + timedelta(minutes=start)
     end = begin + timedelta(minutes=length)
     assert schedule.seconds_between(begin, end) == minute_by_minute(schedule, begin, end)
+
+
+def test_a_target_in_business_hours_falls_due_in_opening_time() -> None:
+    # Friday 16:30 + 2 business hours: half an hour on Friday, 1.5 h on Monday -> Monday 10:30.
+    assert OFFICE.instant_after(berlin(2026, 11, 20, 16, 30), 2 * 3600) == berlin(2026, 11, 23, 10, 30)
+    # Exactly the rest of Friday: due at closing time, not at Monday's opening.
+    assert OFFICE.instant_after(berlin(2026, 11, 20, 16, 30), 1800) == berlin(2026, 11, 20, 17)
+    assert OFFICE.instant_after(berlin(2026, 11, 21, 12), 0) == berlin(2026, 11, 21, 12)
+    never = Schedule("UTC", ((),) * 7)
+    assert never.instant_after(berlin(2026, 11, 21, 12), 60) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hours=st.dictionaries(st.sampled_from(["mon", "tue-thu", "fri", "sat-sun"]), intervals, min_size=1),
+    start=st.integers(0, 60 * 24 * 10),
+    minutes=st.integers(1, 60 * 24),
+    holiday=st.booleans(),
+    week=st.sampled_from([datetime(2026, 3, 24, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC)]),
+)
+def test_a_due_instant_is_the_first_with_that_much_opening_time(
+    hours: dict[str, str], start: int, minutes: int, holiday: bool, week: datetime
+) -> None:
+    opening = {days: text for days, text in hours.items() if text}
+    assume(opening)
+    spec: dict[str, object] = {"timezone": "Europe/Berlin", "hours": opening}
+    if holiday:
+        spec["holidays"] = ["2026-03-30", "2026-10-26"]
+    schedule = Schedule.parse(spec)
+    begin = week + timedelta(minutes=start)
+    due = schedule.instant_after(begin, minutes * 60)
+    assert due is not None
+    assert minute_by_minute(schedule, begin, due) == minutes * 60
+    assert minute_by_minute(schedule, begin, due - timedelta(minutes=1)) == (minutes - 1) * 60
