@@ -25,6 +25,7 @@ from touchstream.schemas.errors import ClickHouseError, ConfigError
 from touchstream.sinks.ddl import (
     MIRRORS,
     PARTITIONED_BY,
+    TABLES,
     expected_columns,
     migrations,
     mirror_statements,
@@ -349,7 +350,9 @@ class ClickHouse:
         db = self.database
         for name, mirror in MIRRORS.items():
             statements = mirror_statements(db, name)
-            fingerprint = fingerprint_of("\n".join(statements))
+            # A copy of every column changes with its source's columns.
+            source = TABLES[mirror.source] if mirror.columns == "*" else ""
+            fingerprint = fingerprint_of("\n".join([*statements, source]))
             if known.get(name) == fingerprint:
                 continue
             self.command(f"DROP VIEW IF EXISTS {db}.{name}_feed")

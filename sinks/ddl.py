@@ -73,6 +73,7 @@ TABLES: dict[str, str] = {
         agent_id Nullable(String),
         response_seconds Float64,
         response_business_seconds Nullable(Float64),
+        sla_met Nullable(Bool),
         is_first_response Bool,
         customer_message_at {_TS},
         replied_at {_TS},
@@ -137,6 +138,28 @@ TABLES: dict[str, str] = {
         updated_at {_TS},
         {_UPSERT}
     ORDER BY (customer_id, conversation_id)""",
+    "sla_events": f"""
+        conversation_id String,
+        customer_id String,
+        metric LowCardinality(String),
+        started_at {_TS},
+        started_by String,
+        channel LowCardinality(String),
+        team_id Nullable(String),
+        priority LowCardinality(String),
+        policy LowCardinality(String),
+        target_seconds Float64,
+        business Bool,
+        due_at Nullable({_TS}),
+        status LowCardinality(String),
+        met_at Nullable({_TS}),
+        breached_at Nullable({_TS}),
+        ended_at Nullable({_TS}),
+        agent_id Nullable(String),
+        updated_at {_TS},
+        {_UPSERT}
+    PARTITION BY toYYYYMM(started_at)
+    ORDER BY (customer_id, conversation_id, metric, started_by)""",
     "late_events": f"""
         event_id String,
         customer_id String,
@@ -627,24 +650,23 @@ CHURN_RATES = f"""
         SETTINGS join_use_nulls = 0"""
 
 #: The counted events with what interaction quality (SPEC §5b) reads of each: its
-#: conversation's team at it (the latest team_id seen in the conversation up to it), its
-#: channel's response-time target (`sla_seconds`, NULL: none, every answer meets it), for a
-#: reply its own response record's seconds, and for every event the first later reply of its
-#: conversation that made a response record (instant, seconds, earliest message answered)
-#: and the first later bot message.
+#: conversation's team at it (the latest team_id seen in the conversation up to it), for a
+#: reply whether its own response record met the SLA policy's response target it ended
+#: (`sla_met`; no target: met), and for every event the first later reply of its
+#: conversation that made a response record (instant, met, earliest message answered) and
+#: the first later bot message.
 _INTERACTIONS = """
-        SELECT t.*, {sla_of_channel} AS sla_seconds,
-               if(r.reply_event_id = '', NULL, r.seconds) AS reply_seconds,
+        SELECT t.*,
+               if(r.reply_event_id = '', NULL, r.met) AS reply_met,
                last_value(team_id) OVER upto AS team,
                first_value(if(r.reply_event_id = '', NULL, t.occurred_at)) OVER later AS answer_at,
-               first_value(if(r.reply_event_id = '', NULL, r.seconds)) OVER later AS answer_seconds,
+               first_value(if(r.reply_event_id = '', NULL, r.met)) OVER later AS answer_met,
                first_value(if(r.reply_event_id = '', NULL, r.customer_message_at)) OVER later AS answer_from,
                first_value(if(t.direction = 'outbound' AND t.actor = 'bot' AND t.kind NOT IN {status_kinds},
                               t.occurred_at, NULL)) OVER later AS bot_at
         FROM {db}.counted_touchpoints AS t
         LEFT JOIN (
-            SELECT customer_id, reply_event_id, customer_message_at,
-                   dateDiff('millisecond', customer_message_at, replied_at) / 1000 AS seconds
+            SELECT customer_id, reply_event_id, customer_message_at, ifNull(sla_met, true) AS met
             FROM {db}.responses FINAL WHERE {scope}
         ) AS r ON r.customer_id = t.customer_id AND r.reply_event_id = t.event_id
         WINDOW upto AS (PARTITION BY t.customer_id, t.conversation ORDER BY t.occurred_at, t.event_id
@@ -656,12 +678,11 @@ _INTERACTIONS = """
 _QUALITY = """multiIf(
                        e.customer_message,
                        multiIf(e.answer_from <= e.occurred_at AND e.answer_at <= o.outcome_at,
-                               if(ifNull(e.answer_seconds <= e.sla_seconds, 1), 'answered_in_sla',
-                                  'answered_late'),
+                               if(e.answer_met, 'answered_in_sla', 'answered_late'),
                                e.bot_at <= o.outcome_at, 'bot_only',
                                'unanswered'),
-                       e.reply_seconds IS NOT NULL,
-                       if(ifNull(e.reply_seconds <= e.sla_seconds, 1), 'in_sla', 'late'),
+                       e.reply_met IS NOT NULL,
+                       if(e.reply_met, 'in_sla', 'late'),
                        'none')"""
 #: Outcome touchpoints (SPEC §5b): the counted events in the lookback before each survey
 #: answer (not the answer itself) and up to each churn's last interaction (inclusive), in
@@ -1037,6 +1058,7 @@ def _values(database: str, config: MetricsConfig) -> dict[str, object]:
 ADDED_COLUMNS: dict[str, list[str]] = {
     "touchpoints": ["team_id Nullable(String) AFTER agent_id"],
     "late_events": [f"restated_at Nullable({_TS}) AFTER detected_at"],
+    "responses": ["sla_met Nullable(Bool) AFTER response_business_seconds"],
     "waiting": [
         "team_id Nullable(String) AFTER updated_at",
         "status LowCardinality(String) DEFAULT 'open' AFTER team_id",

@@ -37,7 +37,7 @@ from touchstream.streams.metrics.records import KEY_COLUMNS, Outputs, RowKey
 COLUMNS: dict[str, list[str]] = {
     "responses": [
         "reply_event_id", "conversation_id", "customer_id", "channel", "agent_id", "response_seconds",
-        "is_first_response", "customer_message_at", "replied_at", "response_business_seconds",
+        "is_first_response", "customer_message_at", "replied_at", "response_business_seconds", "sla_met",
     ],
     "waiting": [
         "conversation_id", "customer_id", "channel", "waiting_since", "answered", "updated_at", "team_id",
@@ -46,6 +46,11 @@ COLUMNS: dict[str, list[str]] = {
     "conversations": [
         "conversation_id", "customer_id", "channel", "team_id", "status", "opened_at", "closed_at",
         "closed_without_reply", "abandoned", "last_agent_id", "updated_at",
+    ],
+    "sla_events": [
+        "conversation_id", "customer_id", "metric", "started_at", "started_by", "channel", "team_id",
+        "priority", "policy", "target_seconds", "business", "due_at", "status", "met_at", "breached_at",
+        "ended_at", "agent_id", "updated_at",
     ],
     "engagement": [
         "customer_id", "score", "level", "interactions_24h", "interactions_7d", "interactions_30d",

@@ -292,7 +292,7 @@ def run_worker(
                     port,
                     web.customer_reader(settings, clickhouse),
                     web.experience_reader(clickhouse),
-                    web.teams_reader(settings, clickhouse),
+                    web.teams_reader(clickhouse),
                     bounds=bounds,
                 )
             )

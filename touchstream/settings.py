@@ -8,12 +8,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from touchstream.producers.health import DiskSpace
 from touchstream.schemas.touchpoint import Channel
-from touchstream.streams.metrics.config import MetricsConfig
+from touchstream.streams.metrics.config import MetricsConfig, SlaPolicy
 from touchstream.streams.metrics.schedule import Schedule
 
 
@@ -146,6 +146,15 @@ class Settings(BaseSettings):
     #: "holidays": ["2026-12-25"]}}. Responses on a channel with a schedule also get
     #: response_business_seconds (docs/metrics.md).
     business_hours: Annotated[dict[str, Schedule], NoDecode] = Field(default_factory=dict)
+    #: Opening hours per team, JSON by team_id (schedules as above): a policy in business
+    #: hours counts a team's own hours before its channel's.
+    team_hours: Annotated[dict[str, Schedule], NoDecode] = Field(default_factory=dict)
+    #: SLA policies as a JSON list, the first that matches a conversation applies:
+    #: [{"name": "billing urgent", "team": "billing", "priority": "urgent", "channel": "*",
+    #: "first_response_seconds": 600, "next_response_seconds": 1800,
+    #: "resolution_seconds": 86400, "business": true}]. Unset: per channel, its
+    #: dashboard SLA for first and next response (docs/metrics.md).
+    sla_policies: Annotated[tuple[SlaPolicy, ...] | None, NoDecode] = None
 
     #: Free space kept under the data dir while the embedded broker or chDB writes there:
     #: below it the collector answers 503, replay and ingest-email stop, the worker pauses
@@ -207,15 +216,35 @@ class Settings(BaseSettings):
                 raise ValueError(f'must be a JSON object such as {{"intercom": "secret"}}: {error}') from None
         return value
 
-    @field_validator("business_hours", mode="before")
+    @field_validator("sla_policies", mode="before")
     @classmethod
-    def _schedules(cls, value: object) -> object:
+    def _policies(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                value = json.loads(value)
+            except ValueError as error:
+                raise ValueError(f"must be a JSON list of policies: {error}") from None
+        if value is None or (isinstance(value, tuple) and all(isinstance(p, SlaPolicy) for p in value)):
+            return value
+        if not isinstance(value, list):
+            raise ValueError('must be a JSON list such as [{"name": "all", "first_response_seconds": 300}]')
+        return tuple(_policy(number, spec) for number, spec in enumerate(value, 1))
+
+    @field_validator("business_hours", "team_hours", mode="before")
+    @classmethod
+    def _schedules(cls, value: object, info: ValidationInfo) -> object:
         value = cls._json_object(value)
         if not isinstance(value, dict):
             raise ValueError('must be a JSON object such as {"*": {"hours": {"mon-fri": "09:00-17:00"}}}')
         schedules = {}
         for channel, spec in value.items():
-            if channel != "*" and channel not in {c.value for c in Channel}:
+            if (
+                info.field_name == "business_hours"
+                and channel != "*"
+                and channel not in {c.value for c in Channel}
+            ):
                 raise ValueError(f"unknown channel {channel!r}")
             if isinstance(spec, Schedule):
                 schedules[channel] = spec
@@ -263,6 +292,8 @@ class Settings(BaseSettings):
         return MetricsConfig(
             grace=timedelta(seconds=self.grace(demo=demo)),
             business_hours=schedules,
+            team_hours=self.team_hours,
+            sla_policies=self.sla_policies,
             level_hysteresis=self.metrics_level_hysteresis,
             live_rows=self.metrics_live_rows,
             sla={
@@ -312,3 +343,37 @@ class Settings(BaseSettings):
     @property
     def state_dir(self) -> Path:
         return self.data_dir / "faust"
+
+
+_POLICY_FIELDS = {"name", "team", "priority", "channel", "first_response_seconds", "next_response_seconds",
+                  "resolution_seconds", "business"}  # fmt: skip
+
+
+def _policy(number: int, spec: object) -> SlaPolicy:
+    """One SLA policy of `TOUCHSTREAM_SLA_POLICIES` (the `number`th)."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"policy {number}: a policy is a JSON object")
+    name = str(spec.get("name") or f"policy {number}")
+    if unknown := set(spec) - _POLICY_FIELDS:
+        raise ValueError(f"policy {name!r}: unknown fields {', '.join(sorted(unknown))}")
+    channel = str(spec.get("channel", "*"))
+    if channel != "*" and channel not in {c.value for c in Channel}:
+        raise ValueError(f"policy {name!r}: unknown channel {channel!r}")
+    targets: dict[str, timedelta | None] = {}
+    for metric in ("first_response", "next_response", "resolution"):
+        seconds = spec.get(f"{metric}_seconds")
+        if seconds is not None and (
+            not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0
+        ):
+            raise ValueError(f"policy {name!r}: {metric}_seconds must be a positive number of seconds")
+        targets[metric] = None if seconds is None else timedelta(seconds=seconds)
+    if not any(targets.values()):
+        raise ValueError(f"policy {name!r}: sets no target (first_response_seconds, next_response_seconds, "
+                         "resolution_seconds)")  # fmt: skip
+    business = spec.get("business", False)
+    if not isinstance(business, bool):
+        raise ValueError(f"policy {name!r}: business must be true or false")
+    return SlaPolicy(
+        name, str(spec.get("team", "*")), str(spec.get("priority", "*")), channel,
+        targets["first_response"], targets["next_response"], targets["resolution"], business,
+    )  # fmt: skip

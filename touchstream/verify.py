@@ -62,13 +62,15 @@ EVENTS = """
     FROM touchpoints FINAL"""
 STREAM = {
     "responses": "SELECT reply_event_id, customer_id, response_seconds, response_business_seconds, "
-    "is_first_response, final "
+    "is_first_response, sla_met, final "
     "FROM responses FINAL",
     "engagement": "SELECT customer_id, level, interactions_30d, final FROM engagement FINAL",
     "waiting": "SELECT customer_id, conversation_id, answered, status, team_id, closed_at, final "
     "FROM waiting FINAL",
     "conversations": "SELECT customer_id, conversation_id, status, team_id, closed_without_reply, abandoned, "
     "closed_at, final FROM conversations FINAL",
+    "sla_events": "SELECT customer_id, conversation_id, metric, started_by, policy, team_id, status, due_at, "
+    "met_at, breached_at, ended_at, final FROM sla_events FINAL",
     "engagement_changes": "SELECT customer_id, previous_level, level, final FROM engagement_changes FINAL",
     "surveys": "SELECT event_id, score, final FROM surveys FINAL",
 }
@@ -156,6 +158,7 @@ def _merge(into: Tables, tables: Tables) -> None:
     into.engagement |= tables.engagement
     into.waiting |= tables.waiting
     into.conversations |= tables.conversations
+    into.sla |= tables.sla
     into.changes += tables.changes
     into.surveys |= tables.surveys
 
@@ -408,8 +411,10 @@ def _pairs(
     rows = stream
     pairs: dict[str, tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]] = {
         "responses": (
-            [(r.reply_event_id, r.customer_id, r.is_first_response, True) for r in tables.responses.values()],
-            [(row["reply_event_id"], row["customer_id"], bool(row["is_first_response"]), close_enough(row))
+            [(r.reply_event_id, r.customer_id, r.is_first_response, r.sla_met, True)
+             for r in tables.responses.values()],
+            [(row["reply_event_id"], row["customer_id"], bool(row["is_first_response"]),
+              None if row["sla_met"] is None else bool(row["sla_met"]), close_enough(row))
              for row in stream["responses"]],
         ),
         "engagement": (
@@ -429,6 +434,15 @@ def _pairs(
               bool(row["closed_without_reply"]), bool(row["abandoned"]),
               _stored_value("closed_at", row["closed_at"]))
              for row in rows["conversations"]],
+        ),
+        "sla_events": (
+            [(r.customer_id, r.conversation_id, r.metric, r.started_by, r.policy, r.team_id, r.status,
+              *(_comparable(at) for at in (r.due_at, r.met_at, r.breached_at, r.ended_at)))
+             for r in tables.sla.values()],
+            [(row["customer_id"], row["conversation_id"], row["metric"], row["started_by"], row["policy"],
+              row["team_id"], row["status"],
+              *(_stored_value(at, row[at]) for at in ("due_at", "met_at", "breached_at", "ended_at")))
+             for row in rows["sla_events"]],
         ),
         "engagement_changes": (
             [(c.customer_id, c.previous_level, c.level) for c in tables.changes],

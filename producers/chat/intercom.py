@@ -20,6 +20,9 @@ Mapping:
   conversation's `snoozed_until`, `open`, `unsnoozed` and `timer_unsnooze` a
   `conversation_opened` (event_id `intercom:<part id>:<kind>`, by the part's author).
 - team_id: the conversation's `team_assignee_id`, on every event of the delivery.
+- priority: the conversation's `priority` (`priority` or `not_priority`, as in the
+  official intercom-client's Conversation model) as `attributes["priority"]` `high` or
+  `normal`, on every event of the delivery (SLA policies match it).
 - `ticket.*` topics (e.g. `ticket.admin.replied`, `ticket.contact.replied`): the
   ticket's `ticket_parts` are read the same way; conversation_id `intercom:<ticket id>`.
 - Author `user`/`lead`/`contact` is the customer (inbound); `admin` an agent (outbound,
@@ -110,8 +113,17 @@ def message_fields(
         "conversation_id": stable_id("intercom", text(conversation, "id") or ""),
         "agent_id": text(author, "id", required=False) if actor == "agent" else None,
         "team_id": team_of(conversation),
-        "attributes": {"platform": "intercom", "topic": topic},
+        "attributes": {"platform": "intercom", "topic": topic, **priority_of(conversation)},
     }
+
+
+#: Intercom's two priorities as the SLA policies' (Zendesk's) names.
+PRIORITIES = {"priority": "high", "not_priority": "normal"}
+
+
+def priority_of(conversation: dict[str, Any]) -> dict[str, str]:
+    priority = conversation.get("priority")
+    return {"priority": PRIORITIES[priority]} if isinstance(priority, str) and priority in PRIORITIES else {}
 
 
 def team_of(conversation: dict[str, Any]) -> str | None:

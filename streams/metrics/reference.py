@@ -595,8 +595,6 @@ class _Interaction:
 
     #: The conversation's team at the event: the latest team_id seen in it up to the event.
     team_id: str | None
-    #: The channel's response-time target in seconds (None: no target, every answer meets it).
-    target: float | None
     #: A customer message's instant (None: not a customer message).
     message_at: datetime | None = None
     #: For a customer message: the response record of the first later reply of its
@@ -606,8 +604,10 @@ class _Interaction:
     #: For a reply: its own response record (None: it answered nothing).
     reply: ResponseRecord | None = None
 
-    def _met(self, record: ResponseRecord) -> bool:
-        return self.target is None or record.response_seconds <= self.target
+    @staticmethod
+    def _met(record: ResponseRecord) -> bool:
+        """Whether the reply met the SLA policy's response target it ended (none: met)."""
+        return record.sla_met is not False
 
     def quality(self, outcome_at: datetime) -> str:
         """SPEC §5b interaction quality at the outcome instant."""
@@ -637,18 +637,16 @@ def _interactions(
         team: str | None = None
         for index, event in enumerate(members):
             team = event.team_id if event.team_id is not None else team
-            sla = config.sla.get(event.channel)
-            target = sla.total_seconds() if sla is not None else None
             if is_customer_message(event):
                 later = members[index + 1 :]
                 found[event.event_id] = _Interaction(
-                    team, target, message_at=event.occurred_at,
+                    team, message_at=event.occurred_at,
                     answer=next((by_reply[e.event_id] for e in later if e.event_id in by_reply), None),
                     bot_at=next((e.occurred_at for e in later if _is_bot_message(e)), None),
                 )  # fmt: skip
             else:
                 reply = by_reply.get(event.event_id) if is_reply(event, config) else None
-                found[event.event_id] = _Interaction(team, target, reply=reply)
+                found[event.event_id] = _Interaction(team, reply=reply)
     return found
 
 

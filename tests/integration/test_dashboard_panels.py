@@ -58,6 +58,13 @@ def test_panels_from_clickhouse(clickhouse: ClickHouse) -> None:
         ("cust-1", "email", True)
     ]
     assert panels["waiting"]["count"] == 1
+    # Its first-response target (email: a day, the default policy) is breached now, overdue.
+    sla = panels["sla"]["rows"]
+    breached = [
+        (row["customer_id"], row["metric"], row["policy"]) for row in sla if row["status"] == "breached"
+    ]
+    assert breached == [("cust-1", "first_response", "channel:email")]
+    assert panels["sla"]["count"] == 1 and sla[0]["due_in_seconds"] < 0 and sla[0]["over_sla"]
     # The replies fall outside the last 24 h of event time, so no channel has response times now.
     assert panels["responses"]["rows"] == []
     levels = {row["level"]: row["customers"] for row in panels["levels"]["rows"]}

@@ -115,6 +115,7 @@ def test_intercom_close_snooze_and_open_are_status_events_of_the_team() -> None:
         ("intercom:6073800010:conversation_closed", "conversation_closed", "none", "agent"),
     ]
     assert {event.team_id for event in closed.events} == {"4567"}
+    assert {event.attributes["priority"] for event in closed.events} == {"high"}, "Intercom's priority flag"
     (snoozed,) = delivered["snoozed"].events
     assert (snoozed.kind.value, snoozed.attributes["until"]) == (
         "conversation_snoozed", datetime.fromtimestamp(1596722400, UTC).isoformat())  # fmt: skip

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from pydantic import ValidationError
 
@@ -109,6 +111,43 @@ def test_business_hours_by_channel_with_a_default(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("TOUCHSTREAM_BUSINESS_HOURS", '{"chat": {"hours": {"mon": "9-5"}}}')
     with pytest.raises(ValueError, match="chat: bad opening hours"):
         Settings()
+
+
+def test_sla_policies_and_team_hours(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = Settings().metrics_config()
+    chat = default.policy_for(None, "normal", "chat")
+    assert chat is not None and chat.first_response == chat.next_response == timedelta(minutes=5)
+    assert chat.resolution is None, "without a setting: the dashboard SLA per channel, for replies"
+    monkeypatch.setenv(
+        "TOUCHSTREAM_SLA_POLICIES",
+        '[{"name": "vip", "team": "billing", "priority": "urgent", "first_response_seconds": 600,'
+        ' "resolution_seconds": 86400, "business": true}, {"name": "rest", "next_response_seconds": 3600}]',
+    )
+    monkeypatch.setenv("TOUCHSTREAM_TEAM_HOURS", '{"billing": {"hours": {"mon-fri": "08:00-18:00"}}}')
+    config = Settings().metrics_config()
+    vip = config.policy_for("billing", "urgent", "email")
+    assert vip is not None and (vip.name, vip.first_response, vip.business) == (
+        "vip",
+        timedelta(minutes=10),
+        True,
+    )
+    rest = config.policy_for("billing", "normal", "email")
+    assert rest is not None and (rest.name, rest.first_response, rest.next_response) == (
+        "rest",
+        None,
+        timedelta(hours=1),
+    )
+    assert config.team_hours["billing"].weekly[0] == ((8 * 60, 18 * 60),)
+    for bad, why in [
+        ('{"name": "x"}', "JSON list"),
+        ('[{"name": "x"}]', "sets no target"),
+        ('[{"name": "x", "first_response_seconds": -5}]', "positive number"),
+        ('[{"name": "x", "channel": "fax", "first_response_seconds": 5}]', "unknown channel 'fax'"),
+        ('[{"name": "x", "first_reply_seconds": 5}]', "unknown fields first_reply_seconds"),
+    ]:
+        monkeypatch.setenv("TOUCHSTREAM_SLA_POLICIES", bad)
+        with pytest.raises(ValueError, match=why):
+            Settings()
 
 
 def test_reads_are_bounded_by_default_in_embedded_mode() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from touchstream.dashboard.teams import DEFAULT_DAYS, MAX_DAYS, parse_range, sla_parameters
+from touchstream.dashboard.teams import DEFAULT_DAYS, MAX_DAYS, parse_range
 
 NEWEST = datetime(2026, 3, 9, 12, 30, tzinfo=UTC)
 
@@ -37,9 +37,3 @@ def test_dates_and_instants_are_utc_unless_they_say_otherwise() -> None:
 def test_a_bad_range_is_refused_with_why(since: str, until: str, why: str) -> None:
     with pytest.raises(ValueError, match=why):
         parse_range(since, until, NEWEST)
-
-
-def test_channels_without_a_target_are_left_out_of_the_bindings() -> None:
-    assert sla_parameters({"web": 300.0, "email": 86_400.0, "forum": None}) == {
-        "sla_channels": ["email", "web"], "sla_seconds": [86_400.0, 300.0]
-    }  # fmt: skip

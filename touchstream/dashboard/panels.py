@@ -40,6 +40,18 @@ WHERE NOT answered AND status = 'open'
 ORDER BY waiting_since NULLS LAST, customer_id
 LIMIT 200"""
 
+#: Running SLA targets (no reply or close has ended them): the 50 most overdue of those
+#: breached, then the 50 due next, with how many of each there are (one read).
+SLA_TARGETS = """
+SELECT status, metric, ifNull(team_id, '(none)') AS team, policy, customer_id, conversation_id, due_at,
+       dateDiff('millisecond', {ref:DateTime64(3, 'UTC')}, due_at) / 1000 AS due_in_seconds,
+       NOT final AS provisional,
+       countIf(status = 'breached') OVER () AS breached, countIf(status = 'pending') OVER () AS pending
+FROM sla_events FINAL
+WHERE ended_at IS NULL AND status IN ('pending', 'breached') AND due_at IS NOT NULL
+ORDER BY status = 'pending', due_at, customer_id, conversation_id
+LIMIT 50 BY status"""
+
 RESPONSE_TIMES = """
 WITH {ref:DateTime64(3, 'UTC')} AS ref,
      replied_at > ref - INTERVAL 1 HOUR AS last_hour
@@ -239,6 +251,20 @@ def snapshot(
         waiting_rows,
         queue[0][-1] if queue else 0,  # the queue's length, counted in the same read
     )  # fmt: skip
+
+    targets = fetch(SLA_TARGETS, params) if ref is not None else []
+    panels["sla"] = table(
+        [column("status", "Status"), column("due_in_seconds", "Due in", "seconds"),
+         column("metric", "Target"), column("team", "Team"), column("policy", "Policy"),
+         column("customer_id", "Customer"), column("due_at", "Due", "time"),
+         column("conversation_id", "Conversation")],
+        [{"status": status, "metric": metric, "team": team, "policy": policy, "customer_id": customer,
+          "conversation_id": conversation, "due_at": due, "due_in_seconds": due_in,
+          "over_sla": status == "breached", "provisional": bool(provisional)}
+         for status, metric, team, policy, customer, conversation, due, due_in, provisional, _, _ in targets],
+        targets[0][-2] if targets else 0,  # breached now, counted in the same read
+    )  # fmt: skip
+    panels["sla"]["pending"] = targets[0][-1] if targets else 0
 
     response_rows = []
     if ref is not None:

@@ -9,8 +9,8 @@ answered), over [`since`, `until`):
   range (per agent: those whose latest reply is the agent's);
 - replies that answered a customer (response records), first responses with their
   median and p90 in calendar and in business time, and SLA attainment: the share of first
-  responses within their channel's target (`sla`, seconds by channel; a channel without one
-  meets it);
+  responses that met the first-response target of their SLA policy (`responses.sla_met`;
+  without a target: met);
 - resolutions: those conversations closed in the range, with the median and p90 from
   opening to the (latest) close; of them closed without reply and abandoned (SPEC §5
   "Conversation status");
@@ -27,17 +27,13 @@ answered a survey in it. The queries are in docs/clickhouse.md word for word (af
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from touchstream.dashboard.panels import Fetch, column, records, table, within_bounds
 
-#: The range and the targets, bound as query parameters.
-BINDINGS = (
-    "WITH {since:DateTime64(3, 'UTC')} AS since, {until:DateTime64(3, 'UTC')} AS until, "
-    "mapFromArrays({sla_channels:Array(String)}, {sla_seconds:Array(Float64)}) AS sla"
-)
+#: The range, bound as query parameters.
+BINDINGS = "WITH {since:DateTime64(3, 'UTC')} AS since, {until:DateTime64(3, 'UTC')} AS until"
 #: Per grouping: how a conversation, a response and an outcome touchpoint name their group,
 #: and the flag that counts an answer once per group.
 _GROUPS = {
@@ -89,8 +85,7 @@ FULL OUTER JOIN (
            countIf(is_first_response AND response_business_seconds IS NOT NULL) AS first_business,
            quantileExactIf(0.5)(response_business_seconds, is_first_response) AS business_p50,
            quantileExactIf(0.9)(response_business_seconds, is_first_response) AS business_p90,
-           countIf(is_first_response
-                   AND (NOT mapContains(sla, r.channel) OR response_seconds <= sla[r.channel])) AS within_sla
+           countIf(is_first_response AND ifNull(sla_met, true)) AS within_sla
     FROM responses_by_hour AS r FINAL
     LEFT JOIN (
         SELECT customer_id, conversation_id, team_id
@@ -123,12 +118,6 @@ DEFAULT_DAYS = 7
 MAX_DAYS = 92
 
 
-def sla_parameters(targets: Mapping[str, float | None]) -> dict[str, list[Any]]:
-    """The `sla` bindings: channels and their targets in seconds (channels without one left out)."""
-    kept = sorted((channel, seconds) for channel, seconds in targets.items() if seconds is not None)
-    return {"sla_channels": [channel for channel, _ in kept], "sla_seconds": [seconds for _, seconds in kept]}
-
-
 def parse_range(since: str | None, until: str | None, newest: datetime | None) -> tuple[datetime, datetime]:
     """The range a request asks for (ISO 8601 instants or dates; `until` exclusive), by
     default the `DEFAULT_DAYS` up to just after the newest event. Raises ValueError."""
@@ -149,15 +138,12 @@ def parse_range(since: str | None, until: str | None, newest: datetime | None) -
     return start, end
 
 
-def teams(
-    fetch: Fetch, since: datetime, until: datetime, targets: Mapping[str, float | None]
-) -> dict[str, Any]:
-    """The reports over [since, until) as tables (see `panels.table`), with the response
-    targets by channel (`Settings.sla_seconds`)."""
+def teams(fetch: Fetch, since: datetime, until: datetime) -> dict[str, Any]:
+    """The reports over [since, until) as tables (see `panels.table`)."""
     began = time.perf_counter()
     errors: list[str] = []
     fetch = within_bounds(fetch, errors)
-    params = {"since": since, "until": until, **sla_parameters(targets)}
+    params = {"since": since, "until": until}
     keys = ["conversations", "replies", "first_responses", "first_response_p50", "first_response_p90",
             "first_response_business_p50", "first_response_business_p90", "sla_percent", "resolved",
             "resolution_p50", "resolution_p90", "closed_without_reply", "abandoned", "nps_answers", "nps",

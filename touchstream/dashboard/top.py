@@ -27,6 +27,7 @@ NONE = "-"
 #: Panels in order, with at most this many rows each in the terminal.
 PANELS = {
     "waiting": ("Waiting queue, oldest first", 12),
+    "sla": ("SLA: breached now, breaching next", 10),
     "responses": ("Response times by channel", 12),
     "levels": ("Customers by engagement level", 6),
     "changes": ("Latest level changes", 8),
@@ -40,6 +41,8 @@ PANELS = {
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return NONE
+    if seconds < 0:  # overdue
+        return f"-{duration(-seconds)}"
     whole = round(seconds)
     if whole < 60:
         return f"{whole}s"

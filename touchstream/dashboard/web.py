@@ -41,7 +41,6 @@ from touchstream.dashboard.experience import charts, experience
 from touchstream.dashboard.panels import behaviour, reference, snapshot
 from touchstream.listeners import Bounds, Listener, raise_descriptor_limit
 from touchstream.schemas.errors import ConfigError
-from touchstream.schemas.touchpoint import Channel
 from touchstream.settings import Settings
 from touchstream.sinks.clickhouse import ClickHouse
 
@@ -246,16 +245,15 @@ def experience_reader(clickhouse: ClickHouse) -> Snapshots:
     return Snapshots(lambda: experience(fetch), EXPERIENCE_SECONDS)
 
 
-def teams_reader(settings: Settings, clickhouse: ClickHouse) -> Report:
+def teams_reader(clickhouse: ClickHouse) -> Report:
     """The Teams view's reports (`touchstream.dashboard.teams`), read-only, for the range
-    asked for; the response targets are the dashboard's SLA setting."""
+    asked for."""
     fetch = read_only(clickhouse)
-    targets = {channel.value: settings.sla_seconds(channel.value) for channel in Channel}
 
     def read(since: str | None, until: str | None) -> dict[str, Any]:
         newest = None if since and until else reference(fetch)
         start, end = teams.parse_range(since, until, newest)
-        return teams.teams(fetch, start, end, targets)
+        return teams.teams(fetch, start, end)
 
     return read
 
@@ -309,7 +307,7 @@ def serve(settings: Settings, clickhouse: ClickHouse) -> None:
         Snapshots(reader(settings, clickhouse), settings.dashboard_refresh_seconds),
         customer_reader(settings, clickhouse),
         experience_reader(clickhouse),
-        teams_reader(settings, clickhouse),
+        teams_reader(clickhouse),
     )
     print(f"dashboard  {url(settings, settings.dashboard_port)}", flush=True)
     raise_descriptor_limit()

@@ -2,7 +2,7 @@
 // page's tables (tables.js) and charts (charts.js). No reload, no build step.
 "use strict";
 
-const PANELS = ["waiting", "responses", "levels", "changes", "top", "at_risk", "experience",
+const PANELS = ["waiting", "sla", "responses", "levels", "changes", "top", "at_risk", "experience",
                 "preferred_channels", "journey_paths", "active_hours", "health"];
 
 function show(snapshot) {

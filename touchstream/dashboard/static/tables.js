@@ -10,6 +10,7 @@ const withToken = (path) =>
 
 function duration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 0) return `−${duration(-seconds)}`;  // overdue
   const s = Math.round(seconds);
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
