@@ -136,6 +136,7 @@ TABLES: dict[str, str] = {
         abandoned Bool,
         last_agent_id Nullable(String),
         updated_at {_TS},
+        resolution_business_seconds Nullable(Float64),
         {_UPSERT}
     ORDER BY (customer_id, conversation_id)""",
     "sla_events": f"""
@@ -1059,6 +1060,7 @@ ADDED_COLUMNS: dict[str, list[str]] = {
     "touchpoints": ["team_id Nullable(String) AFTER agent_id"],
     "late_events": [f"restated_at Nullable({_TS}) AFTER detected_at"],
     "responses": ["sla_met Nullable(Bool) AFTER response_business_seconds"],
+    "conversations": ["resolution_business_seconds Nullable(Float64) AFTER updated_at"],
     "waiting": [
         "team_id Nullable(String) AFTER updated_at",
         "status LowCardinality(String) DEFAULT 'open' AFTER team_id",

@@ -45,7 +45,7 @@ COLUMNS: dict[str, list[str]] = {
     ],
     "conversations": [
         "conversation_id", "customer_id", "channel", "team_id", "status", "opened_at", "closed_at",
-        "closed_without_reply", "abandoned", "last_agent_id", "updated_at",
+        "closed_without_reply", "abandoned", "last_agent_id", "updated_at", "resolution_business_seconds",
     ],
     "sla_events": [
         "conversation_id", "customer_id", "metric", "started_at", "started_by", "channel", "team_id",

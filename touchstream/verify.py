@@ -68,7 +68,7 @@ STREAM = {
     "waiting": "SELECT customer_id, conversation_id, answered, status, team_id, closed_at, final "
     "FROM waiting FINAL",
     "conversations": "SELECT customer_id, conversation_id, status, team_id, closed_without_reply, abandoned, "
-    "closed_at, final FROM conversations FINAL",
+    "closed_at, resolution_business_seconds, final FROM conversations FINAL",
     "sla_events": "SELECT customer_id, conversation_id, metric, started_by, policy, team_id, status, due_at, "
     "met_at, breached_at, ended_at, final FROM sla_events FINAL",
     "engagement_changes": "SELECT customer_id, previous_level, level, final FROM engagement_changes FINAL",
@@ -429,10 +429,12 @@ def _pairs(
         ),
         "conversations": (
             [(r.customer_id, r.conversation_id, r.status, r.team_id, r.closed_without_reply, r.abandoned,
-              _comparable(r.closed_at)) for r in tables.conversations.values()],
+              _comparable(r.closed_at), _comparable(r.resolution_business_seconds))
+             for r in tables.conversations.values()],
             [(row["customer_id"], row["conversation_id"], row["status"], row["team_id"],
               bool(row["closed_without_reply"]), bool(row["abandoned"]),
-              _stored_value("closed_at", row["closed_at"]))
+              _stored_value("closed_at", row["closed_at"]),
+              _stored_value("resolution_business_seconds", row["resolution_business_seconds"]))
              for row in rows["conversations"]],
         ),
         "sla_events": (

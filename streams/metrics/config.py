@@ -157,8 +157,9 @@ class MetricsConfig:
     sla: Mapping[Channel, timedelta] = field(default_factory=lambda: DEFAULT_SLA)
     #: Event ids are remembered this long (event time) to drop redeliveries.
     dedup_window: timedelta = timedelta(days=30)
-    #: Opening hours per channel; a response on a channel with a schedule also gets
-    #: `response_business_seconds`, the part of its wait within opening hours.
+    #: Opening hours per channel; a response on a channel with a schedule (or of a team
+    #: with one, `team_hours`) also gets `response_business_seconds`, the part of its wait
+    #: within opening hours.
     business_hours: Mapping[Channel, Schedule] = field(default_factory=dict)
     #: SLA policies, the first that matches a conversation applies (SPEC §5 "Teams and SLA
     #: policies"); None: `channel_policies(sla)`.
@@ -171,8 +172,14 @@ class MetricsConfig:
         policies = self.sla_policies if self.sla_policies is not None else channel_policies(self.sla)
         object.__setattr__(self, "_policies", policies)
 
-    def business_seconds(self, channel: Channel, start: datetime, end: datetime) -> float | None:
-        schedule = self.business_hours.get(channel)
+    def schedule_for(self, team: str | None, channel: Channel) -> Schedule | None:
+        """Opening hours: the team's own, else the channel's (None: neither has a schedule)."""
+        return (self.team_hours.get(team) if team is not None else None) or self.business_hours.get(channel)
+
+    def business_seconds(
+        self, channel: Channel, start: datetime, end: datetime, team: str | None = None
+    ) -> float | None:
+        schedule = self.schedule_for(team, channel)
         return None if schedule is None else schedule.seconds_between(start, end)
 
     def policy_for(self, team: str | None, priority: str, channel: str) -> SlaPolicy | None:
@@ -184,7 +191,7 @@ class MetricsConfig:
         """When a target started at `start` falls due (None: never, a schedule without
         opening hours)."""
         if policy.business:
-            schedule = self.team_hours.get(team or "") or self.business_hours.get(Channel(channel))
+            schedule = self.schedule_for(team, Channel(channel))
             if schedule is not None:
                 return schedule.instant_after(start, target.total_seconds())
         return start + target

@@ -72,6 +72,9 @@ class ConversationRow:
     #: The agent of its latest reply.
     last_agent_id: str | None
     updated_at: datetime
+    #: Opening hours from its first event to its latest close, on the schedule of its team
+    #: at the close (else of its channel); None while open or without a schedule.
+    resolution_business_seconds: float | None = None
 
 
 @dataclass(frozen=True)

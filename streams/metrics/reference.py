@@ -182,6 +182,7 @@ def _conversation(
     last = first.occurred_at
     shown: dict[str, tuple[Any, datetime]] = {}  # table -> (row without its instant, changed at)
     priority = DEFAULT_PRIORITY
+    closed_team: str | None = None  # the team at the latest close
     targets: list[dict[str, Any]] = []
     target_shown: dict[tuple[str, str], tuple[Any, datetime]] = {}
 
@@ -240,7 +241,7 @@ def _conversation(
                 target_shown[key] = (now, at)
 
     def time_passes(to: datetime, inclusive: bool = False) -> None:
-        nonlocal status, closed_at, snoozed, abandoned, unreplied
+        nonlocal status, closed_at, snoozed, abandoned, unreplied, closed_team
         while True:
             moment = None
             if status != "closed":
@@ -254,7 +255,7 @@ def _conversation(
                 if status == "snoozed" and snoozed is not None and snoozed <= deadline:
                     status, snoozed = "open", None
                 else:
-                    status, closed_at, snoozed = "closed", moment, None
+                    status, closed_at, snoozed, closed_team = "closed", moment, None, team
                     abandoned, unreplied = bool(unanswered), False
                     end(running(), moment, None, cancels=True)
             for target in targets:
@@ -291,12 +292,12 @@ def _conversation(
                     not responded,
                     earliest.occurred_at,
                     at,
-                    config.business_seconds(earliest.channel, earliest.occurred_at, at),
+                    config.business_seconds(earliest.channel, earliest.occurred_at, at, team),
                     ended[0]["status"] == "met" if ended else None,
                 )
                 responded, unanswered, replied_to = True, [], earliest
         elif event.kind in (Kind.CONVERSATION_CLOSED, Kind.TICKET_RESOLVED) and status != "closed":
-            status, closed_at, snoozed = "closed", at, None
+            status, closed_at, snoozed, closed_team = "closed", at, None, team
             abandoned, unreplied = False, bool(unanswered)
             end(running(), at, event.agent_id, cancels=True)
         elif event.kind is Kind.CONVERSATION_SNOOZED and status != "closed":
@@ -311,7 +312,18 @@ def _conversation(
         )
     (on, team_id, state, opened, closed, without_reply, gone, last_agent), at = shown["conversations"]
     tables.conversations[customer_id, conversation_id] = ConversationRow(
-        conversation_id, customer_id, on, team_id, state, opened, closed, without_reply, gone, last_agent, at
+        conversation_id,
+        customer_id,
+        on,
+        team_id,
+        state,
+        opened,
+        closed,
+        without_reply,
+        gone,
+        last_agent,
+        at,
+        None if closed is None else config.business_seconds(channel, opened, closed, closed_team),
     )
     for target in targets:
         (state, ended, by), at = target_shown[target["metric"], target["by"]]

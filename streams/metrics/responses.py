@@ -145,6 +145,8 @@ class Conversation:
     updated_at: datetime | None = None
     #: The latest `attributes["priority"]` seen in it.
     priority: str = DEFAULT_PRIORITY
+    #: Opening hours from its first event to its latest close (`ConversationRow`).
+    resolution_business_seconds: float | None = None
     #: Its resolution target and its latest response target (earlier ones have ended).
     targets: list[SlaTarget] = field(default_factory=list)
 
@@ -183,7 +185,7 @@ class Conversation:
                 if self.status == "snoozed" and self.snoozed_until is not None and self.snoozed_until <= when:
                     self.status, self.snoozed_until = "open", None
                 else:
-                    self._close(when, None, automatic=True)
+                    self._close(when, None, config, automatic=True)
             for target in self.targets:  # still unmet after its due instant
                 if target.status == "pending" and target.due_at == when:
                     target.status = "breached"
@@ -207,6 +209,7 @@ class Conversation:
         if opens(event) and self.status != "open":
             self.status, self.closed_at, self.snoozed_until = "open", None, None
             self.abandoned = self.closed_without_reply = False
+            self.resolution_business_seconds = None
         record = None
         if is_customer_message(event):
             if self.waiting_since is None:
@@ -218,7 +221,7 @@ class Conversation:
             if self.waiting_since is not None:
                 record = self._record(event, config)
         elif event.kind in CLOSING_KINDS and self.status != "closed":
-            self._close(at, event.agent_id, automatic=False)
+            self._close(at, event.agent_id, config, automatic=False)
         elif event.kind is Kind.CONVERSATION_SNOOZED and self.status != "closed":
             until = snoozed_until(event)
             self.status, self.snoozed_until = ("snoozed", until) if until > at else ("open", None)
@@ -268,16 +271,20 @@ class Conversation:
             customer_message_at=self.waiting_since,
             replied_at=event.occurred_at,
             response_business_seconds=config.business_seconds(
-                Channel(channel), self.waiting_since, event.occurred_at
+                Channel(channel), self.waiting_since, event.occurred_at, self.team_id
             ),
             sla_met=met,
         )
         self.responded, self.waiting_since, self.waiting_channel = True, None, channel
         return record
 
-    def _close(self, at: datetime, agent_id: str | None, *, automatic: bool) -> None:
+    def _close(self, at: datetime, agent_id: str | None, config: MetricsConfig, *, automatic: bool) -> None:
         waiting = self.waiting_since is not None
         self.status, self.closed_at, self.snoozed_until = "closed", at, None
+        if self.opened_at is not None:
+            self.resolution_business_seconds = config.business_seconds(
+                Channel(self.channel), self.opened_at, at, self.team_id
+            )
         self.abandoned, self.closed_without_reply = automatic and waiting, not automatic and waiting
         for target in self.targets:
             if target.running:
@@ -347,6 +354,7 @@ class Conversation:
             abandoned=self.abandoned,
             last_agent_id=self.last_agent_id,
             updated_at=at or self.last_event_at,
+            resolution_business_seconds=self.resolution_business_seconds,
         )
 
     def copy(self) -> Conversation:

@@ -67,6 +67,7 @@ def customer_to_dict(state: CustomerState) -> dict[str, Any]:
                 c.last_agent_id,
                 c.updated_at,
                 c.priority,
+                c.resolution_business_seconds,
                 [[getattr(t, name) for name in _TARGET_FIELDS] for t in c.targets],
             ]
             for key, c in state.conversations.items()
@@ -126,8 +127,8 @@ def _conversation(key: str, fields: list[Any]) -> Conversation:
             _parse(updated),
         )
     if len(fields) > 15:  # a record of a version with SLA targets
-        conversation.priority = fields[15]
-        conversation.targets = [_target(saved) for saved in fields[16]]
+        conversation.priority, conversation.resolution_business_seconds = fields[15], fields[16]
+        conversation.targets = [_target(saved) for saved in fields[17]]
     return conversation
 
 

@@ -244,7 +244,8 @@ def test_dashboard_fills_and_updates_live_in_a_real_browser(stack: Stack) -> Non
         health = page.locator("#health tbody").inner_text()
         assert "dead letters\t0" in health and "last sink flush\t20" in health, health
         # Every table has its CSV link; the waiting queue's downloads the rows shown.
-        assert page.locator("a[data-csv]").count() == page.locator("main table:not(.u-legend)").count() == 11
+        assert page.locator("a[data-csv]").count() == page.locator("main table:not(.u-legend)").count() == 12
+        assert "Due in" in page.locator("#sla thead").inner_text()
         with page.expect_download() as download:
             page.locator('a[data-csv="waiting"]').click()
         waiting_csv = open(download.value.path(), encoding="utf-8").read().splitlines()  # noqa: SIM115

@@ -43,7 +43,8 @@ CONFIG = MetricsConfig(
 FIGURES = [
     "conversations", "replies", "first_responses", "first_response_p50", "first_response_p90",
     "first_response_business_p50", "first_response_business_p90", "sla_percent", "resolved",
-    "resolution_p50", "resolution_p90", "closed_without_reply", "abandoned", "nps_answers", "nps",
+    "resolution_p50", "resolution_p90", "resolution_business_p50", "resolution_business_p90",
+    "closed_without_reply", "abandoned", "nps_answers", "nps",
     "csat_answers", "csat_percent",
 ]  # fmt: skip
 
@@ -70,6 +71,7 @@ def expected(
     within = lambda at: at is not None and since <= at < until  # noqa: E731
     conversations: dict[str, list[Any]] = defaultdict(list)
     closed: dict[str, list[float]] = defaultdict(list)
+    closed_business: dict[str, list[float]] = defaultdict(list)
     without_reply: dict[str, int] = defaultdict(int)
     abandoned: dict[str, int] = defaultdict(int)
     for key, row in tables.conversations.items():
@@ -83,6 +85,8 @@ def expected(
         if closes:
             assert row.closed_at is not None
             closed[who].append((row.closed_at - row.opened_at).total_seconds())
+            if row.resolution_business_seconds is not None:
+                closed_business[who].append(row.resolution_business_seconds)
             without_reply[who] += row.closed_without_reply
             abandoned[who] += row.abandoned
     team_of = {(r.customer_id, r.conversation_id): r.team_id for r in tables.conversations.values()}
@@ -115,6 +119,8 @@ def expected(
             "first_response_business_p90": quantile(business, 0.9),
             "sla_percent": percent(len(met), len(firsts)), "resolved": len(closed[who]),
             "resolution_p50": quantile(closed[who], 0.5), "resolution_p90": quantile(closed[who], 0.9),
+            "resolution_business_p50": quantile(closed_business[who], 0.5),
+            "resolution_business_p90": quantile(closed_business[who], 0.9),
             "closed_without_reply": without_reply[who], "abandoned": abandoned[who],
             "nps_answers": len(nps), "nps": percent(nps.count("promoter") - nps.count("detractor"), len(nps)),
             "csat_answers": len(csat), "csat_percent": percent(csat.count("satisfied"), len(csat)),
@@ -163,7 +169,7 @@ def test_team_and_agent_reports_count_what_the_definitions_give(clickhouse: Clic
     # The history has what the report counts: every kind of figure is non-zero somewhere.
     teams = stored(clickhouse, TEAMS, since, until)
     figures = ("conversations", "replies", "resolved", "abandoned", "nps_answers", "csat_answers",
-               "first_response_business_p90")  # fmt: skip
+               "first_response_business_p90", "resolution_business_p90")  # fmt: skip
     for figure in figures:
         assert sum(row[figure] or 0 for row in teams.values()) > 0, figure
     assert any(0 < (row["sla_percent"] or 0) < 100 for row in teams.values()), "targets met and missed"

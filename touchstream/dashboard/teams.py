@@ -12,8 +12,8 @@ answered), over [`since`, `until`):
   responses that met the first-response target of their SLA policy (`responses.sla_met`;
   without a target: met);
 - resolutions: those conversations closed in the range, with the median and p90 from
-  opening to the (latest) close; of them closed without reply and abandoned (SPEC §5
-  "Conversation status");
+  opening to the (latest) close, in calendar and in business time; of them closed without
+  reply and abandoned (SPEC §5 "Conversation status");
 - NPS and CSAT of the survey answers given in the range that follow the team's or agent's
   conversations: answers with one of their interactions among the touchpoints of the answer
   (`outcome_touchpoints`, SPEC §5b).
@@ -58,6 +58,8 @@ SELECT multiIf(c_who != '', c_who, r_who != '', r_who, s_who) AS {name},
        resolved,
        if(resolved = 0, NULL, resolution_p50) AS resolution_p50,
        if(resolved = 0, NULL, resolution_p90) AS resolution_p90,
+       if(resolved_business = 0, NULL, resolution_business_p50) AS resolution_business_p50,
+       if(resolved_business = 0, NULL, resolution_business_p90) AS resolution_business_p90,
        closed_without_reply, abandoned,
        nps_answers, if(nps_answers = 0, NULL, round(100 * (promoters - detractors) / nps_answers, 1)) AS nps,
        csat_answers, if(csat_answers = 0, NULL, round(100 * satisfied / csat_answers, 1)) AS csat_percent
@@ -67,6 +69,9 @@ FROM (
            countIf(closed) AS resolved,
            quantileExactIf(0.5)(resolution_seconds, closed) AS resolution_p50,
            quantileExactIf(0.9)(resolution_seconds, closed) AS resolution_p90,
+           countIf(closed AND resolution_business_seconds IS NOT NULL) AS resolved_business,
+           quantileExactIf(0.5)(resolution_business_seconds, closed) AS resolution_business_p50,
+           quantileExactIf(0.9)(resolution_business_seconds, closed) AS resolution_business_p90,
            countIf(closed AND closed_without_reply) AS closed_without_reply,
            countIf(closed AND abandoned) AS abandoned
     FROM (
@@ -146,7 +151,8 @@ def teams(fetch: Fetch, since: datetime, until: datetime) -> dict[str, Any]:
     params = {"since": since, "until": until}
     keys = ["conversations", "replies", "first_responses", "first_response_p50", "first_response_p90",
             "first_response_business_p50", "first_response_business_p90", "sla_percent", "resolved",
-            "resolution_p50", "resolution_p90", "closed_without_reply", "abandoned", "nps_answers", "nps",
+            "resolution_p50", "resolution_p90", "resolution_business_p50", "resolution_business_p90",
+            "closed_without_reply", "abandoned", "nps_answers", "nps",
             "csat_answers", "csat_percent"]  # fmt: skip
     columns = [
         column("conversations", "Conversations", "int"), column("replies", "Replies", "int"),
@@ -157,6 +163,8 @@ def teams(fetch: Fetch, since: datetime, until: datetime) -> dict[str, Any]:
         column("first_response_business_p90", "Business p90", "seconds"),
         column("sla_percent", "SLA %", "number"), column("resolved", "Resolved", "int"),
         column("resolution_p50", "Resolution p50", "seconds"), column("resolution_p90", "p90", "seconds"),
+        column("resolution_business_p50", "Business p50", "seconds"),
+        column("resolution_business_p90", "Business p90", "seconds"),
         column("closed_without_reply", "Closed without reply", "int"),
         column("abandoned", "Abandoned", "int"),
         column("nps_answers", "NPS answers", "int"), column("nps", "NPS", "number"),
