@@ -395,6 +395,10 @@ def _pairs(
         r.reply_event_id: (r.response_seconds, r.response_business_seconds) for r in tables.responses.values()
     }
 
+    # A conversation's business time to its close, within the same tolerance (the stream
+    # measures from the events as read, verify from the stored milliseconds).
+    business = {key: row.resolution_business_seconds for key, row in tables.conversations.items()}
+
     def close(value: Any, wanted: float | None) -> bool:
         if value is None or wanted is None:
             return value is None and wanted is None
@@ -429,12 +433,12 @@ def _pairs(
         ),
         "conversations": (
             [(r.customer_id, r.conversation_id, r.status, r.team_id, r.closed_without_reply, r.abandoned,
-              _comparable(r.closed_at), _comparable(r.resolution_business_seconds))
-             for r in tables.conversations.values()],
+              _comparable(r.closed_at), True) for r in tables.conversations.values()],
             [(row["customer_id"], row["conversation_id"], row["status"], row["team_id"],
               bool(row["closed_without_reply"]), bool(row["abandoned"]),
               _stored_value("closed_at", row["closed_at"]),
-              _stored_value("resolution_business_seconds", row["resolution_business_seconds"]))
+              close(row["resolution_business_seconds"],
+                    business.get((row["customer_id"], row["conversation_id"]))))
              for row in rows["conversations"]],
         ),
         "sla_events": (

@@ -148,6 +148,16 @@ class CustomerState:
                 changed |= self._timed(conversation, horizon, config, out, inclusive=inclusive)
         return changed
 
+    def prune(self, before: datetime) -> None:
+        """Forget what no row can need again: the SLA targets that ended before `before`
+        (the horizon, for a settled state; a live state keeps everything)."""
+        for key, conversation in self.conversations.items():
+            if conversation.prunable():
+                if key in self._shared:
+                    self._shared.discard(key)
+                    conversation = self.conversations[key] = conversation.copy()
+                conversation.prune(before)
+
     def _timed(
         self,
         conversation: Conversation,

@@ -496,6 +496,7 @@ class Engine:
             for event in ready:
                 state.apply(event, self.config, out)
                 del fragments[event.event_id]
+            state.prune(horizon)
             _engagement_row(state, before, out)
             self._schedule(customer_id)
             rest = waiting[len(ready) :]

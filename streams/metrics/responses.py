@@ -147,7 +147,8 @@ class Conversation:
     priority: str = DEFAULT_PRIORITY
     #: Opening hours from its first event to its latest close (`ConversationRow`).
     resolution_business_seconds: float | None = None
-    #: Its resolution target and its latest response target (earlier ones have ended).
+    #: Its resolution target and its response targets (those that ended before the horizon
+    #: are forgotten, `prune`).
     targets: list[SlaTarget] = field(default_factory=list)
 
     def _status_change(self, config: MetricsConfig) -> datetime | None:
@@ -243,8 +244,6 @@ class Conversation:
         for metric in metrics:
             if (target := policy.target(metric)) is None:
                 continue
-            if metric != "resolution":  # the ended response targets' rows are written
-                self.targets = [t for t in self.targets if t.metric == "resolution"]
             at = message.occurred_at
             self.targets.append(SlaTarget(
                 metric, at, message.event_id, channel, self.team_id, self.priority, policy.name,
@@ -359,6 +358,18 @@ class Conversation:
 
     def copy(self) -> Conversation:
         return replace(self, targets=[target.copy() for target in self.targets])
+
+    def prunable(self) -> bool:
+        """Whether it holds a response target that has ended (`prune` may forget it)."""
+        return len(self.targets) > 2
+
+    def prune(self, before: datetime) -> None:
+        """Forget the response targets that ended before `before`: their rows are final,
+        and no event from then on can change them."""
+        self.targets = [
+            t for t in self.targets
+            if t.metric == "resolution" or t.running or (t.updated_at is not None and t.updated_at >= before)
+        ]  # fmt: skip
 
     def sla_row(self, customer_id: str, metric: str, started_by: str) -> SlaEventRow | None:
         for target in self.targets:
