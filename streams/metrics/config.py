@@ -167,10 +167,22 @@ class MetricsConfig:
     #: Opening hours per team, for policies in business hours (before the channel's).
     team_hours: Mapping[str, Schedule] = field(default_factory=dict)
     _policies: tuple[SlaPolicy, ...] = field(init=False, repr=False, compare=False)
+    #: The policy found per (team, priority, channel), and `auto_close_after` by channel
+    #: name: looked up for every customer message and every conversation a step advances.
+    _matched: dict[tuple[str | None, str, str], SlaPolicy | None] = field(
+        init=False, repr=False, compare=False
+    )
+    _auto_close: dict[str, timedelta] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         policies = self.sla_policies if self.sla_policies is not None else channel_policies(self.sla)
         object.__setattr__(self, "_policies", policies)
+        object.__setattr__(self, "_matched", {})
+        object.__setattr__(self, "_auto_close", {c.value: span for c, span in self.auto_close_after.items()})
+
+    def auto_close_for(self, channel: str) -> timedelta:
+        """`auto_close_after` of a channel by its name."""
+        return self._auto_close[channel]
 
     def schedule_for(self, team: str | None, channel: Channel) -> Schedule | None:
         """Opening hours: the team's own, else the channel's (None: neither has a schedule)."""
@@ -184,7 +196,10 @@ class MetricsConfig:
 
     def policy_for(self, team: str | None, priority: str, channel: str) -> SlaPolicy | None:
         """The first policy that matches (None: no targets)."""
-        return next((policy for policy in self._policies if policy.matches(team, priority, channel)), None)
+        key = (team, priority, channel)
+        if key not in self._matched:
+            self._matched[key] = next((p for p in self._policies if p.matches(team, priority, channel)), None)
+        return self._matched[key]
 
     def due_at(self, policy: SlaPolicy, target: timedelta, team: str | None, channel: str, start: datetime
                ) -> datetime | None:  # fmt: skip

@@ -150,24 +150,27 @@ class Conversation:
     #: Its resolution target and its response targets (those that ended before the horizon
     #: are forgotten, `prune`).
     targets: list[SlaTarget] = field(default_factory=list)
+    #: The earliest `due_at` of its pending targets (`refresh_due` keeps it).
+    next_due: datetime | None = None
 
     def _status_change(self, config: MetricsConfig) -> datetime | None:
         """The next instant time alone changes its status: a snooze ending, or the automatic close."""
         if self.status == "closed" or not self.channel:  # no channel: restored from before statuses
             return None
-        deadline = self.last_event_at + config.auto_close_after[Channel(self.channel)]
+        deadline = self.last_event_at + config.auto_close_for(self.channel)
         if self.status == "snoozed" and self.snoozed_until is not None:
             return min(deadline, self.snoozed_until)
         return deadline
 
-    def _next_due(self) -> datetime | None:
+    def refresh_due(self) -> None:
+        """After a target started, ended or was breached: the next due instant."""
         dues = [t.due_at for t in self.targets if t.status == "pending" and t.due_at is not None]
-        return min(dues) if dues else None
+        self.next_due = min(dues) if dues else None
 
     def next_change(self, config: MetricsConfig) -> datetime | None:
         """The next instant time alone changes it: a snooze ending, the automatic close, or
         a target falling due unmet."""
-        status, due = self._status_change(config), self._next_due()
+        status, due = self._status_change(config), self.next_due
         if status is None or due is None:
             return status or due
         return min(status, due)
@@ -187,9 +190,11 @@ class Conversation:
                     self.status, self.snoozed_until = "open", None
                 else:
                     self._close(when, None, config, automatic=True)
-            for target in self.targets:  # still unmet after its due instant
-                if target.status == "pending" and target.due_at == when:
-                    target.status = "breached"
+            if self.next_due == when:
+                for target in self.targets:  # still unmet after its due instant
+                    if target.status == "pending" and target.due_at == when:
+                        target.status = "breached"
+                self.refresh_due()
             self._emit(before, customer_id, when, out)
             last = when
         return last
@@ -250,6 +255,7 @@ class Conversation:
                 target.total_seconds(), policy.business,
                 config.due_at(policy, target, self.team_id, channel, at),
             ))  # fmt: skip
+        self.refresh_due()
 
     def _record(self, event: TouchpointEvent, config: MetricsConfig) -> ResponseRecord:
         assert self.waiting_since is not None
@@ -259,6 +265,7 @@ class Conversation:
             if target.running and target.metric != "resolution":
                 target.end(event.occurred_at, event.agent_id, cancels=False)
                 met = target.status == "met"
+                self.refresh_due()
         record = ResponseRecord(
             reply_event_id=event.event_id,
             conversation_id=self.conversation_id,
@@ -285,14 +292,17 @@ class Conversation:
                 Channel(self.channel), self.opened_at, at, self.team_id
             )
         self.abandoned, self.closed_without_reply = automatic and waiting, not automatic and waiting
-        for target in self.targets:
-            if target.running:
-                target.end(at, agent_id, cancels=target.metric != "resolution")
+        if self.targets:
+            for target in self.targets:
+                if target.running:
+                    target.end(at, agent_id, cancels=target.metric != "resolution")
+            self.refresh_due()
 
-    def _shown(self) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None, dict[Any, Any]]:
+    def _shown(self) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None, tuple[Any, ...]]:
         """What the waiting, the conversation and the SLA rows show, but their instants
-        (None: no row): compared before and after a change, cheaper than the rows themselves."""
-        targets = {(t.metric, t.started_by): t.shown() for t in self.targets}
+        (None: no row): compared before and after a change, cheaper than the rows themselves.
+        Targets by position: a change appends them, only `prune` (never within one) removes."""
+        targets = tuple(t.shown() for t in self.targets) if self.targets else ()
         waiting = None
         if self.waiting_since is not None or self.responded:
             waiting = (self.waiting_since, self.waiting_channel, self.team_id, self.status, self.closed_at)
@@ -304,21 +314,22 @@ class Conversation:
 
     def _emit(
         self,
-        before: tuple[tuple[Any, ...] | None, tuple[Any, ...] | None, dict[Any, Any]],
+        before: tuple[tuple[Any, ...] | None, tuple[Any, ...] | None, tuple[Any, ...]],
         customer_id: str,
         at: datetime,
         out: Rows,
     ) -> None:
         """The rows that changed since `before` (`_shown`), as of `at`."""
-        waiting, conversation, _ = self._shown()
+        waiting, conversation, targets = self._shown()
         if waiting is not None and waiting != before[0] and (row := self._waiting(customer_id, at)):
             self.changed_at = at
             out.waiting.append(row)
         if conversation is not None and conversation != before[1] and (state := self._row(customer_id, at)):
             self.updated_at = at
             out.conversations.append(state)
-        for target in self.targets:
-            if before[2].get((target.metric, target.started_by)) != target.shown():
+        shown = before[2]
+        for position, target in enumerate(self.targets):
+            if position >= len(shown) or shown[position] != targets[position]:
                 target.updated_at = at
                 out.sla_events.append(target.row(self.conversation_id, customer_id))
 

@@ -129,6 +129,7 @@ def _conversation(key: str, fields: list[Any]) -> Conversation:
     if len(fields) > 15:  # a record of a version with SLA targets
         conversation.priority, conversation.resolution_business_seconds = fields[15], fields[16]
         conversation.targets = [_target(saved) for saved in fields[17]]
+        conversation.refresh_due()
     return conversation
 
 
