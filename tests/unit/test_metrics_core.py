@@ -32,6 +32,18 @@ from touchstream.streams.metrics.schedule import Schedule
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 GRACE = timedelta(minutes=10)
+#: SLA policies by team, priority and channel, in calendar and business hours.
+POLICIES = (
+    SlaPolicy("urgent billing chat", team="billing", priority="urgent", channel="chat",
+              first_response=timedelta(minutes=10), next_response=timedelta(minutes=30),
+              resolution=timedelta(hours=2), business=True),
+    SlaPolicy("billing", team="billing", first_response=timedelta(hours=1), resolution=timedelta(days=1),
+              business=True),
+    SlaPolicy("email", channel="email", first_response=timedelta(hours=4), next_response=timedelta(hours=2),
+              business=True),
+    SlaPolicy("default", first_response=timedelta(minutes=20), next_response=timedelta(minutes=15),
+              resolution=timedelta(hours=6)),
+)  # fmt: skip
 CONFIGS = {
     "spec defaults": MetricsConfig(grace=GRACE),
     # Conversations close after hours, not days: automatic closes within the drawn span.
@@ -56,38 +68,7 @@ CONFIGS = {
             "billing": Schedule.parse({"timezone": "Europe/Berlin", "hours": {"mon-fri": "09:00-17:00"}})
         },
         business_hours={Channel.EMAIL: Schedule.parse({"hours": {"mon-tue": "08:00-12:00"}})},
-        sla_policies=(
-            SlaPolicy(
-                "urgent billing chat",
-                team="billing",
-                priority="urgent",
-                channel="chat",
-                first_response=timedelta(minutes=10),
-                next_response=timedelta(minutes=30),
-                resolution=timedelta(hours=2),
-                business=True,
-            ),
-            SlaPolicy(
-                "billing",
-                team="billing",
-                first_response=timedelta(hours=1),
-                resolution=timedelta(days=1),
-                business=True,
-            ),
-            SlaPolicy(
-                "email",
-                channel="email",
-                first_response=timedelta(hours=4),
-                next_response=timedelta(hours=2),
-                business=True,
-            ),
-            SlaPolicy(
-                "default",
-                first_response=timedelta(minutes=20),
-                next_response=timedelta(minutes=15),
-                resolution=timedelta(hours=6),
-            ),
-        ),
+        sla_policies=POLICIES,
     ),
 }
 PROPERTY = settings(

@@ -98,24 +98,32 @@ def day_hours(ends: list[int]) -> str:
 intervals = st.lists(st.integers(0, 48), max_size=6, unique=True).map(day_hours)
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    hours=st.dictionaries(st.sampled_from(["mon", "tue-thu", "fri", "sat-sun"]), intervals, min_size=1),
-    start=st.integers(0, 60 * 24 * 10),
-    length=st.integers(0, 60 * 24 * 3),
-    holiday=st.booleans(),
-    # The weeks around the switches to summer time (29 March) and back (25 October).
-    week=st.sampled_from([datetime(2026, 3, 24, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC)]),
-)
-def test_any_span_equals_a_minute_by_minute_count(
-    hours: dict[str, str], start: int, length: int, holiday: bool, week: datetime
-) -> None:
+#: The weeks around the switches to summer time (29 March) and back (25 October).
+WEEKS = st.sampled_from([datetime(2026, 3, 24, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC)])
+
+
+@st.composite
+def schedules(draw: st.DrawFn) -> Schedule:
+    """Berlin opening hours on some weekdays, with or without holidays on the Mondays
+    after the clock changes."""
+    hours = draw(
+        st.dictionaries(st.sampled_from(["mon", "tue-thu", "fri", "sat-sun"]), intervals, min_size=1)
+    )
     opening = {days: text for days, text in hours.items() if text}
     assume(opening)
     spec: dict[str, object] = {"timezone": "Europe/Berlin", "hours": opening}
-    if holiday:
+    if draw(st.booleans()):
         spec["holidays"] = ["2026-03-30", "2026-10-26"]
-    schedule = Schedule.parse(spec)
+    return Schedule.parse(spec)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    schedule=schedules(), start=st.integers(0, 60 * 24 * 10), length=st.integers(0, 60 * 24 * 3), week=WEEKS
+)
+def test_any_span_equals_a_minute_by_minute_count(
+    schedule: Schedule, start: int, length: int, week: datetime
+) -> None:
     begin = week + timedelta(minutes=start)
     end = begin + timedelta(minutes=length)
     assert schedule.seconds_between(begin, end) == minute_by_minute(schedule, begin, end)
@@ -132,22 +140,10 @@ def test_a_target_in_business_hours_falls_due_in_opening_time() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    hours=st.dictionaries(st.sampled_from(["mon", "tue-thu", "fri", "sat-sun"]), intervals, min_size=1),
-    start=st.integers(0, 60 * 24 * 10),
-    minutes=st.integers(1, 60 * 24),
-    holiday=st.booleans(),
-    week=st.sampled_from([datetime(2026, 3, 24, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC)]),
-)
+@given(schedule=schedules(), start=st.integers(0, 60 * 24 * 10), minutes=st.integers(1, 60 * 24), week=WEEKS)
 def test_a_due_instant_is_the_first_with_that_much_opening_time(
-    hours: dict[str, str], start: int, minutes: int, holiday: bool, week: datetime
+    schedule: Schedule, start: int, minutes: int, week: datetime
 ) -> None:
-    opening = {days: text for days, text in hours.items() if text}
-    assume(opening)
-    spec: dict[str, object] = {"timezone": "Europe/Berlin", "hours": opening}
-    if holiday:
-        spec["holidays"] = ["2026-03-30", "2026-10-26"]
-    schedule = Schedule.parse(spec)
     begin = week + timedelta(minutes=start)
     due = schedule.instant_after(begin, minutes * 60)
     assert due is not None
