@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from touchstream.producers.health import DiskSpace
 from touchstream.schemas.touchpoint import Channel
-from touchstream.streams.metrics.config import MetricsConfig, SlaPolicy
+from touchstream.streams.metrics.config import SLA_METRICS, MetricsConfig, SlaPolicy
 from touchstream.streams.metrics.schedule import Schedule
 
 
@@ -360,7 +360,7 @@ def _policy(number: int, spec: object) -> SlaPolicy:
     if channel != "*" and channel not in {c.value for c in Channel}:
         raise ValueError(f"policy {name!r}: unknown channel {channel!r}")
     targets: dict[str, timedelta | None] = {}
-    for metric in ("first_response", "next_response", "resolution"):
+    for metric in SLA_METRICS:
         seconds = spec.get(f"{metric}_seconds")
         if seconds is not None and (
             not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0

@@ -33,7 +33,7 @@ from typing import Any
 from touchstream.schemas.partitioning import partition_of
 from touchstream.schemas.touchpoint import TouchpointEvent
 from touchstream.sinks.ddl import ATTRIBUTION_GROUP, ATTRIBUTION_MODELS, WEIGHT_UNITS
-from touchstream.sinks.touchpoints import event_of
+from touchstream.sinks.touchpoints import EVENT_COLUMNS, event_of
 from touchstream.streams.metrics import MetricsConfig
 from touchstream.streams.metrics.records import (
     KEY_COLUMNS,
@@ -55,11 +55,7 @@ from touchstream.streams.metrics.reference import (
 Fetch = Callable[[str], list[dict[str, Any]]]
 SECONDS_TOLERANCE = 0.002
 
-EVENTS = """
-    SELECT event_id, schema_version, customer_id, channel, kind, direction, actor, conversation_id,
-           agent_id, team_id, occurred_at, received_at, survey_type, survey_score, consent_analytics,
-           attributes
-    FROM touchpoints FINAL"""
+EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM touchpoints FINAL"
 STREAM = {
     "responses": "SELECT reply_event_id, customer_id, response_seconds, response_business_seconds, "
     "is_first_response, sla_met, final "

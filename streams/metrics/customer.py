@@ -97,7 +97,11 @@ class CustomerState:
             key = self.derived[channel]
         if key not in self.conversations:
             self.conversations[key] = Conversation(key, event.occurred_at)
-        elif key in self._shared:
+        return self._own(key)
+
+    def _own(self, key: str) -> Conversation:
+        """Conversation `key`, copied first if it is still shared with a clone (`clone`)."""
+        if key in self._shared:
             self._shared.discard(key)
             self.conversations[key] = self.conversations[key].copy()
         return self.conversations[key]
@@ -142,10 +146,7 @@ class CustomerState:
             if (when := conversation.next_change(config)) is None:
                 continue
             if when < horizon or (inclusive and when == horizon):
-                if key in self._shared:
-                    self._shared.discard(key)
-                    conversation = self.conversations[key] = conversation.copy()
-                changed |= self._timed(conversation, horizon, config, out, inclusive=inclusive)
+                changed |= self._timed(self._own(key), horizon, config, out, inclusive=inclusive)
         return changed
 
     def prune(self, before: datetime) -> None:
@@ -153,10 +154,7 @@ class CustomerState:
         (the horizon, for a settled state; a live state keeps everything)."""
         for key, conversation in self.conversations.items():
             if conversation.prunable():
-                if key in self._shared:
-                    self._shared.discard(key)
-                    conversation = self.conversations[key] = conversation.copy()
-                conversation.prune(before)
+                self._own(key).prune(before)
 
     def _timed(
         self,
