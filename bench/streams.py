@@ -65,6 +65,8 @@ class Run:
     settings: dict[str, Any]
     #: The worker's batches: seconds per step (GET /status), the rest is Faust's iteration.
     step_seconds: dict[str, float] | None = None
+    #: The worker's batches (steps) over the run.
+    batches: int | None = None
 
 
 class CpuSampler:
@@ -201,7 +203,7 @@ def run_worker(broker: EmbeddedBroker, total: int, work: Path, *, live: bool = T
     first, last = figures["first_batch_at"], figures["last_flush_at"]
     return Run(name, total, last - first, total / (last - first),
                cpu.cores("worker", first, last), cpu.cores("broker", first, last), rss, {},
-               figures["step_seconds"])  # fmt: skip
+               figures["step_seconds"], figures["batches"])  # fmt: skip
 
 
 #: Faust settings tried on the bare agent, to see what raises its ceiling.

@@ -56,6 +56,10 @@ TRANSIENT_CODES = frozenset({
 })  # fmt: skip
 
 
+#: Statements that may change a table's columns.
+_DDL = re.compile(r"\s*(ALTER|CREATE|DROP|RENAME|EXCHANGE|ATTACH|DETACH)\b", re.IGNORECASE)
+
+
 def wrap(error: DriverError, doing: str | None = None) -> ClickHouseError:
     """The project's error for a driver error: ClickHouse's code and name taken from the
     exception (clickhouse-connect parses them from the server's answer), and whether a
@@ -183,6 +187,9 @@ class ClickHouse:
         #: The server's `max_partitions_per_insert_block` (None: no limit), read at first insert.
         self.partition_limit: int | None = None
         self._limit_read = False
+        #: Per (table, columns), the column types an insert sends: read once (clickhouse-connect
+        #: otherwise runs DESCRIBE TABLE before every insert), forgotten by any DDL statement.
+        self._column_types: dict[tuple[str, tuple[str, ...]], Sequence[Any]] = {}
 
     @contextmanager
     def _call(self, doing: str | None = None, *, write: bool = True) -> Iterator[Client]:
@@ -234,6 +241,8 @@ class ClickHouse:
         """Run a statement; `doing` names it in an error ("delete from touchstream.waiting").
         A `background` statement (the maintained tables' computation) waits its turn like a
         read: the sink's writes go first."""
+        if _DDL.match(sql):
+            self._column_types.clear()
         with self._call(doing, write=not background) as client:
             return client.command(sql, parameters=parameters, settings=settings)
 
@@ -311,8 +320,17 @@ class ClickHouse:
         self, table: str, rows: list[tuple[Any, ...]], columns: list[str], token: str | None
     ) -> None:
         settings = {"insert_deduplication_token": token} if token else None
+        shape = (table, tuple(columns))
         with self._call(f"insert into {self.database}.{table}") as client:
-            client.insert(table, rows, column_names=columns, database=self.database, settings=settings)
+            if (types := self._column_types.get(shape)) is None:
+                context = client.create_insert_context(table, columns, database=self.database)
+                self._column_types[shape] = types = context.column_types
+            try:
+                client.insert(table, rows, column_names=columns, column_types=types, database=self.database,
+                              settings=settings)  # fmt: skip
+            except DriverError:
+                self._column_types.pop(shape, None)  # read again next time, in case the table changed
+                raise
 
     def _partitions_per_insert(self) -> int | None:
         if not self._limit_read:

@@ -148,16 +148,23 @@ class PartitionEngines:
                 yield key.decode(), value
 
     def process(
-        self, events: Iterable[tuple[TouchpointEvent, int, str]], lagging: Mapping[int, set[str]]
+        self,
+        events: Iterable[tuple[TouchpointEvent, int, str]],
+        lagging: Mapping[int, set[str]],
+        *,
+        live: bool = True,
     ) -> Outputs:
         """Events with their partition and topic, in arrival order; `lagging`: per partition,
-        the topics with unread records. Returns the outputs of every partition's step."""
+        the topics with unread records; `live` False defers live views (`Engine._defer`).
+        Returns the outputs of every partition's step."""
         by_partition: dict[int, list[tuple[TouchpointEvent, str]]] = {}
+        if live:  # a partition with deferred live views steps even without records
+            by_partition = {partition: [] for partition, engine in self.engines.items() if engine.deferred}
         for event, partition, topic in events:
             by_partition.setdefault(partition, []).append((event, topic))
         steps = {
             partition: self.engine(partition).process_sources(
-                by_partition[partition], lagging=lagging.get(partition, set())
+                by_partition[partition], lagging=lagging.get(partition, set()), live=live
             )
             for partition in sorted(by_partition)
         }

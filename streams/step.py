@@ -4,7 +4,8 @@
 
 1. decode: records -> events and dead letters (`streams.ingest.split`);
 2. dead letters: sent to the dead-letter topic, acknowledged by Kafka;
-3. engines: the metric core steps each partition (in memory only);
+3. engines: the metric core steps each partition (in memory only); while the input holds
+   more than a batch unread (`behind`), live views wait for the first step that keeps up;
 4. touchpoints: the accepted events into ClickHouse (minus those an erasure covers);
 5. metric rows: final and live rows, retractions, late events, horizons;
    restatement (SPEC §5 "Time"): the customers of the batch's late events recomputed
@@ -49,7 +50,9 @@ PHASES = (
 class Engines(Protocol):
     """The per-partition metric engines (`streams.partitions.PartitionEngines`)."""
 
-    def process(self, events: Iterable[tuple[Any, int, str]], lagging: Mapping[int, set[str]]) -> Outputs: ...
+    def process(
+        self, events: Iterable[tuple[Any, int, str]], lagging: Mapping[int, set[str]], *, live: bool = True
+    ) -> Outputs: ...
 
     def idle(self, partitions: Iterable[int], wall_clock: datetime) -> Outputs | None: ...
 
@@ -108,6 +111,7 @@ class BatchStep:
         stats: Stats,
         expected_channel: dict[str, str],
         max_skew: timedelta = MAX_CLOCK_SKEW,
+        behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self.engines = engines
         self.writers = writers
@@ -115,6 +119,9 @@ class BatchStep:
         self.expected_channel = expected_channel
         #: Events dated further than this after the wall clock are dead letters.
         self.max_skew = max_skew
+        #: Whether the input still holds a backlog once `unread_topics` has looked (more
+        #: than a batch unread): the engines then write final rows and defer live views.
+        self.behind = behind
         #: Per partition, the wall-clock time (monotonic) it last had records.
         self.last_read: dict[int, float] = {}
         #: The last offset read per input (topic, partition).
@@ -153,7 +160,9 @@ class BatchStep:
         sources = [source for _, source in batch.accepted]
         lagging = await writers.unread_topics({source.partition for source in sources}, self.read)
         outputs = self.engines.process(
-            ((event, source.partition, source.topic) for event, source in batch.accepted), lagging
+            ((event, source.partition, source.topic) for event, source in batch.accepted),
+            lagging,
+            live=not self.behind(),
         )
         began = stats.timed("metric engines", began)
 

@@ -414,6 +414,7 @@ def build(
         stats=stats,
         expected_channel=expected_channel,
         max_skew=settings.max_clock_skew,
+        behind=lambda: (stats.consumer_lag or 0) >= settings.sink_batch_size,
     )
 
     def partitions_moved(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -44,7 +44,13 @@ from touchstream.streams.metrics.records import (
     Rows,
     order_key,
 )
-from touchstream.streams.metrics.state import pending_json, record_from_dict, record_head, record_json
+from touchstream.streams.metrics.state import (
+    pending_json,
+    record_from_dict,
+    record_head,
+    record_json,
+    state_json,
+)
 
 #: The idle rule moves a quiet partition's horizon just past its newest event.
 _JUST_AFTER = timedelta(microseconds=1)
@@ -171,6 +177,9 @@ class Engine:
         self.version = 0
         #: Per customer, the `order_key` of its latest erasure request read.
         self.erasures: dict[str, tuple[datetime, str]] = {}
+        #: Per customer, its folded state's JSON as last written in its record: a step that
+        #: only buffers events (most of a live step's customers) serializes the state once.
+        self._state_json: dict[str, bytes] = {}
 
     @property
     def horizon(self) -> datetime | None:
@@ -178,16 +187,21 @@ class Engine:
         return self._horizon
 
     @property
+    def deferred(self) -> bool:
+        """Whether customers wait for their live view to be recomputed (`_defer`, or restored)."""
+        return bool(self._unsettled)
+
+    @property
     def newest(self) -> datetime | None:
         """The partition's newest event time: live rows are evaluated at it."""
         return max(self.watermarks.values()) if self.watermarks else None
 
-    def process(self, events: Iterable[TouchpointEvent]) -> Outputs:
+    def process(self, events: Iterable[TouchpointEvent], *, live: bool = True) -> Outputs:
         """A batch from one source, in arrival order; return the rows it makes."""
-        return self.process_sources(((event, "") for event in events), lagging=())
+        return self.process_sources(((event, "") for event in events), lagging=(), live=live)
 
     def process_sources(
-        self, events: Iterable[tuple[TouchpointEvent, str]], *, lagging: Collection[str]
+        self, events: Iterable[tuple[TouchpointEvent, str]], *, lagging: Collection[str], live: bool = True
     ) -> Outputs:
         """A batch in arrival order, each event with its source (its input topic).
 
@@ -195,6 +209,10 @@ class Engine:
         horizon waits for it (the minimum of their watermarks), so a backlog read
         unevenly across topics does not make the slower topics' events late. With
         every source caught up, the horizon follows the newest event.
+
+        `live` False (the caller is reading a backlog): the step writes final rows, and
+        the live views of customers that keep buffered events wait for the next live step
+        (see `_defer`).
         """
         out = Outputs()
         self.touched = set()
@@ -224,7 +242,7 @@ class Engine:
             if mark is None or event.occurred_at > mark:
                 self.watermarks[source] = event.occurred_at
         self._advance(lagging)
-        self._step(out, arrived)
+        self._step(out, arrived, live=live)
         if self.erasures:  # redeliveries included: an erased event is not stored again
             out.forgotten = {
                 (event.customer_id, event.event_id)
@@ -236,21 +254,22 @@ class Engine:
 
     def idle(self, wall_clock: datetime) -> Outputs | None:
         """The idle rule (SPEC §5): the partition is caught up and has read nothing for a
-        while, so its horizon moves to min(newest event + 1 µs, wall clock - grace).
-        Returns the rows that makes, or None when nothing would change."""
+        while, so its horizon moves to min(newest event + 1 µs, wall clock - grace), and
+        live views deferred while it read a backlog are written. Returns the rows that
+        makes, or None when nothing would change."""
         newest = self.newest
         if newest is None:
             return None
         candidate = min(newest + _JUST_AFTER, wall_clock - self.config.grace)
-        if self._horizon is not None and candidate <= self._horizon:
-            return None
         until = candidate.timestamp()
-        due = (self._pending_times and self._pending_times[0][0] < until) or (
-            self._crossings and self._crossings[0][0] < until
+        due = (self._horizon is None or candidate > self._horizon) and (
+            (self._pending_times and self._pending_times[0][0] < until)
+            or (self._crossings and self._crossings[0][0] < until)
         )
-        if not due:
+        if not due and not self._unsettled:
             return None
-        self._horizon = candidate
+        if due:
+            self._horizon = candidate
         out = Outputs()
         self.touched = set()
         self._step(out, {})
@@ -272,6 +291,7 @@ class Engine:
             kept.update((event.event_id, event) for event in self.pending.get(customer_id, []))
             ordered = sorted(kept.values(), key=order_key)
             self.customers.pop(customer_id, None)
+            self._state_json.pop(customer_id, None)
             self._views.pop(customer_id, None)
             self._drop_at.pop(customer_id, None)
             self._live_next.pop(customer_id, None)
@@ -290,9 +310,9 @@ class Engine:
         self.touched |= stored.keys()
         return out
 
-    def _step(self, out: Outputs, arrived: dict[str, list[TouchpointEvent]]) -> None:
+    def _step(self, out: Outputs, arrived: dict[str, list[TouchpointEvent]], *, live: bool = True) -> None:
         """Fold in what the horizon passed (final rows), then recompute the live view of
-        every customer it may have changed."""
+        every customer it may have changed (or, not `live`, defer it: `_defer`)."""
         released = self.release(self._horizon, out.final) if self._horizon is not None else set()
         newest = self.newest
         if newest is None or not self.config.live_rows:
@@ -314,11 +334,35 @@ class Engine:
         erased_now = {erasure.customer_id for erasure in out.final.erased}
         for customer_id in sorted(changed):
             final = settled.get(customer_id, {})
+            if not live and customer_id not in erased_now and self._defer(customer_id, final):
+                continue
             if customer_id in erased_now or not self._extend_live(
                 customer_id, arrived.get(customer_id, []), newest, out, final
             ):
                 self._live(customer_id, newest, out, set(final))
         self.touched |= changed
+
+    def _defer(self, customer_id: str, final: dict[RowKey, Any]) -> bool:
+        """Leave the customer's live view as last written until the next live step, which
+        recomputes it (`_live`) and replaces or retracts what no longer holds. A backlog's
+        live rows would be replaced by the next step's anyway: reading one, each step then
+        costs what it folds in, not what the grace period holds (SPEC §5 "Live and final
+        results", while the worker is behind). Not deferred (False): a customer without
+        buffered events (its view is its folded state, and nothing would recompute it
+        after a restart) or with a buffered erasure request (carried out when read)."""
+        pending = self.pending.get(customer_id)
+        if not pending or any(event.kind is Kind.ERASURE_REQUESTED for event in pending):
+            return False
+        self._unsettled.add(customer_id)
+        self._views.pop(customer_id, None)
+        keys = self.provisional.get(customer_id)
+        if keys and final:
+            # Keys this step settled: the final row replaces the provisional one in the table.
+            if kept := keys - final.keys():
+                self.provisional[customer_id] = kept
+            else:
+                del self.provisional[customer_id]
+        return True
 
     def _extend_live(
         self,
@@ -490,6 +534,7 @@ class Engine:
             if not ready:
                 continue
             state = self.customers.setdefault(customer_id, CustomerState(customer_id))
+            self._state_json.pop(customer_id, None)
             released.add(customer_id)
             fragments = self._pending_json[customer_id]
             before = state.mark()
@@ -512,6 +557,7 @@ class Engine:
         for customer_id in sorted(due):
             self._resident_now(customer_id)
             state = self.customers[customer_id]
+            self._state_json.pop(customer_id, None)
             before = state.mark()
             conversations_changed = state.advance(horizon, self.config, out)
             if _engagement_row(state, before, out) or conversations_changed:
@@ -573,15 +619,25 @@ class Engine:
             if customer_id in self.pending or customer_id in self.touched or customer_id in self._unsettled:
                 continue
             del self._resident[customer_id]
-            for held in (self.customers, self.seen, self.provisional, self.erasures, self._views):
+            for held in (
+                self.customers,
+                self.seen,
+                self.provisional,
+                self.erasures,
+                self._views,
+                self._state_json,
+            ):
                 held.pop(customer_id, None)
             excess -= 1
 
     def export_json(self, customer_id: str) -> bytes:
         """The customer's whole record as JSON, for a changelog-backed table."""
+        state = self._state_json.get(customer_id)
+        if state is None:
+            state = self._state_json[customer_id] = state_json(self.customers.get(customer_id))
         return record_json(
             self._drop_at.get(customer_id),
-            self.customers.get(customer_id),
+            state,
             self._pending_json.get(customer_id, {}).values(),
             self.seen.get(customer_id, {}),
             customer_id,
@@ -624,6 +680,7 @@ class Engine:
             erasures.append(state.erased_before)
         if erasures:
             self.erasures[customer_id] = max(erasures)
+        self._state_json.pop(customer_id, None)
         if state is not None:
             self.customers[customer_id] = state
             if schedule:

@@ -145,29 +145,29 @@ def pending_json(event: TouchpointEvent) -> str:
     return event.model_dump_json(exclude_defaults=True)
 
 
+def state_json(state: CustomerState | None) -> bytes:
+    """A folded state as it travels in its customer's record (`record_json`)."""
+    return to_json(customer_to_dict(state) if state is not None else None)
+
+
 def record_json(
     crossing: float | None,
-    state: CustomerState | None,
+    state: bytes,
     pending: Iterable[str],
     seen: dict[str, datetime],
     customer_id: str,
     provisional: Iterable[RowKey] = (),
 ) -> bytes:
     """The customer's record; `crossing` is its folded state's next decay crossing (POSIX
-    seconds), `pending` holds the buffered events' `pending_json`, `provisional` the keys
-    of its provisional rows in the tables. The record opens with the crossing and the
-    number of buffered events (`record_head`), so a restart reads those without parsing
-    the rest."""
+    seconds), `state` the folded state's `state_json`, `pending` holds the buffered
+    events' `pending_json`, `provisional` the keys of its provisional rows in the tables.
+    The record opens with the crossing and the number of buffered events (`record_head`),
+    so a restart reads those without parsing the rest."""
     pending = list(pending)
-    head = to_json({
-        "next": crossing,
-        "buffered": len(pending),
-        "customer_id": customer_id,
-        "state": customer_to_dict(state) if state is not None else None,
-        "seen": seen,
-        "provisional": sorted([table, list(key)] for table, key in provisional),
-    })  # fmt: skip
-    return b"".join((head[:-1], b',"pending":[', ",".join(pending).encode(), b"]}"))
+    head = to_json({"next": crossing, "buffered": len(pending), "customer_id": customer_id})
+    rest = to_json({"seen": seen, "provisional": sorted([table, list(key)] for table, key in provisional)})
+    return b"".join((head[:-1], b',"state":', state, b",", rest[1:-1], b',"pending":[',
+                     ",".join(pending).encode(), b"]}"))  # fmt: skip
 
 
 _HEAD = re.compile(rb'\{"next":(null|[-+.eE0-9]+),"buffered":([0-9]+),')

@@ -311,6 +311,27 @@ def test_after_every_batch_the_live_and_settled_views_equal_the_brute_force(
     assert_views(table, received, engine)
 
 
+@pytest.mark.parametrize("name", ["quick auto-close", "sla policies"])
+@PROPERTY
+@given(data=st.data())
+def test_live_views_deferred_while_behind_are_exact_at_the_next_live_step(
+    name: str, data: st.DataObject
+) -> None:
+    """A backlog's steps write final rows only (`live=False`); the first live step after
+    them brings every deferred live view up to date, retracting what no longer holds."""
+    config = CONFIGS[name]
+    events = data.draw(journeys())
+    engine, table, received = Engine(config), Table(), []
+    for batch in data.draw(arrivals(events)):
+        live = data.draw(st.booleans(), label="live")
+        table.apply(engine.process(batch, live=live))
+        received += batch
+        if live and engine.newest is not None and engine.horizon is not None:
+            assert_views(table, received, engine)
+    table.apply(engine.process([]))  # a step that keeps up
+    assert_views(table, received, engine)
+
+
 @PROPERTY
 @given(data=st.data())
 def test_redelivery_and_batching_change_nothing(data: st.DataObject) -> None:

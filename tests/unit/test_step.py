@@ -98,9 +98,9 @@ class Engines(PartitionEngines):
         self.recorder = recorder
         self.forgotten = 0
 
-    def process(self, events: Any, lagging: Mapping[int, set[str]]) -> Outputs:
+    def process(self, events: Any, lagging: Mapping[int, set[str]], *, live: bool = True) -> Outputs:
         self.recorder._call("engines")
-        return super().process(events, lagging)
+        return super().process(events, lagging, live=live)
 
     def forget(self) -> None:
         self.forgotten += 1
@@ -115,10 +115,10 @@ def records() -> list[RawRecord]:
     ]
 
 
-def run_step(recorder: Recorder) -> tuple[BatchStep, Engines]:
+def run_step(recorder: Recorder, *, behind: bool = False) -> tuple[BatchStep, Engines]:
     engines = Engines(recorder)
     step = BatchStep(engines=engines, writers=recorder.writers(), stats=Stats(),
-                     expected_channel={"touchpoints.chat": "chat"})  # fmt: skip
+                     expected_channel={"touchpoints.chat": "chat"}, behind=lambda: behind)  # fmt: skip
     asyncio.run(step.run(records(), acknowledge=lambda: recorder.calls.append("acknowledge")))
     return step, engines
 
@@ -141,6 +141,15 @@ def test_the_phases_run_in_order_and_acknowledge_last() -> None:
     assert [row.conversation_id for row in recorder.metric_outputs[0].live.waiting] == ["conv-1"], (
         "live at once"
     )
+
+
+def test_a_step_behind_its_input_defers_live_rows_to_the_next_that_keeps_up() -> None:
+    recorder = Recorder()
+    step, _ = run_step(recorder, behind=True)
+    assert recorder.metric_outputs[0].live.waiting == [], "a backlog's step writes final rows only"
+    step.behind = lambda: False
+    asyncio.run(step.run([], acknowledge=lambda: None))  # no records: the partition steps all the same
+    assert [row.conversation_id for row in recorder.metric_outputs[1].live.waiting] == ["conv-1"]
 
 
 @pytest.mark.parametrize(
