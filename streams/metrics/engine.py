@@ -350,8 +350,10 @@ class Engine:
         results", while the worker is behind). Not deferred (False): a customer without
         buffered events (its view is its folded state, and nothing would recompute it
         after a restart) or with a buffered erasure request (carried out when read)."""
-        pending = self.pending.get(customer_id)
-        if not pending or any(event.kind is Kind.ERASURE_REQUESTED for event in pending):
+        erased = self.erasures.get(customer_id)
+        if customer_id not in self.pending or (
+            erased is not None and (self._horizon is None or erased[0] >= self._horizon)
+        ):
             return False
         self._unsettled.add(customer_id)
         self._views.pop(customer_id, None)
