@@ -206,6 +206,49 @@ def run_worker(broker: EmbeddedBroker, total: int, work: Path, *, live: bool = T
                figures["step_seconds"], figures["batches"])  # fmt: skip
 
 
+def run_workers(broker: EmbeddedBroker, total: int, work: Path, count: int = 2) -> Run:
+    """`count` workers in one consumer group, started together, sharing the partitions
+    (scale-out): each writes its own embedded chDB, as on separate machines; the rate is
+    every event over the span from the first worker's first batch to the last one's last
+    flush, rebalances included. CPU is the workers' sum."""
+    assert broker.process is not None
+    workers = []
+    for number in range(count):
+        data = work / f"scale-out-{number}"
+        env = worker_env(broker.bootstrap, PREFIX, data, fetch_wait_ms=100)
+        env["TOUCHSTREAM_APP_ID"] += "-scale-out"
+        env["TOUCHSTREAM_WORKER_INSTANCE"] = f"scale-out-{number}"
+        workers.append(WorkerProcess(env, data, work / f"{data.name}.log"))
+    starting = [threading.Thread(target=worker.start) for worker in workers]
+    for thread in starting:
+        thread.start()
+    for thread in starting:
+        thread.join()
+    pids = {"broker": broker.process.pid} | {f"worker-{n}": worker.pid for n, worker in enumerate(workers)}
+    try:
+        with CpuSampler(pids) as cpu:
+            wait_until(
+                lambda: sum(worker.status()["events_written"] for worker in workers) >= total,
+                timeout=1200, what="the workers", every=0.2,
+            )  # fmt: skip
+            rss = max(peak_rss_mb(worker.pid) or 0.0 for worker in workers)
+            time.sleep(0.5)
+        figures = [worker.status() for worker in workers]
+    finally:
+        for worker in workers:
+            worker.stop()
+    first = min(f["first_batch_at"] for f in figures if f["first_batch_at"] is not None)
+    last = max(f["last_flush_at"] for f in figures if f["last_flush_at"] is not None)
+    cores = sum(cpu.cores(f"worker-{n}", first, last) for n in range(count))
+    steps: dict[str, float] = {}
+    for f in figures:
+        for step, seconds in f["step_seconds"].items():
+            steps[step] = round(steps.get(step, 0.0) + seconds, 3)
+    return Run(f"full analytics worker x{count} (scale-out, one group)", total, last - first,
+               total / (last - first), cores, cpu.cores("broker", first, last), rss, {}, steps,
+               sum(f["batches"] for f in figures))  # fmt: skip
+
+
 #: Faust settings tried on the bare agent, to see what raises its ceiling.
 TUNINGS: list[dict[str, Any]] = [
     {"stream_buffer_maxsize": 16384, "broker_max_poll_records": 5000},
@@ -225,6 +268,10 @@ def report(figures: dict[str, Any], out: Path) -> None:
     }
     if (final_only := by.get("full analytics worker, live rows off")) is not None:
         figures["ratios"]["live_vs_final_only"] = round(full["events_per_s"] / final_only["events_per_s"], 3)
+    if (
+        scaled := next((run for run in runs if run["name"].startswith("full analytics worker x")), None)
+    ) is not None:
+        figures["ratios"]["scale_out_vs_one"] = round(scaled["events_per_s"] / full["events_per_s"], 3)
     (out / "streams.json").write_text(json.dumps(figures, indent=2) + "\n")
     lines = [
         f"# Streams benchmark, {figures['date']}",
@@ -308,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: run_faust("naive", broker, len(records), work, {}),
             lambda: run_worker(broker, len(records), work),
             lambda: run_worker(broker, len(records), work, live=False),
+            lambda: run_workers(broker, len(records), work),
         ]  # fmt: skip
         for step in steps:
             run = step()

@@ -22,22 +22,23 @@ ahead of what was written, is dropped (`PartitionEngines.forget`), so the batch 
 again from the changelog and the input by whoever owns its partitions next. `idle`
 applies the idle rule (SPEC §5) to quiet partitions through phases 3, 5, 6 and 7.
 
-The writers are passed in (`Writers`), so the order is testable without Faust, Kafka
-or ClickHouse (tests/unit/test_step.py). Quix Streams' `Checkpoint.commit` is the
+Each phase is the method of its name (`PHASES`, timed under that name in the worker's
+`step_seconds`). The writers are passed in (`Writers`), so the order is testable
+without Faust, Kafka or ClickHouse (tests/unit/test_step.py). Quix Streams' `Checkpoint.commit` is the
 model: one ordered commit per batch, offsets last.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from touchstream.schemas.topics import Source
 from touchstream.schemas.touchpoint import MAX_CLOCK_SKEW, TouchpointEvent
-from touchstream.streams.ingest import DeadLetter, RawRecord, split
+from touchstream.streams.ingest import DeadLetter, RawRecord, Split, split
 from touchstream.streams.metrics import Outputs
 from touchstream.streams.metrics.records import Erasure
 
@@ -63,28 +64,50 @@ class Engines(Protocol):
     def forget(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class Writers:
+class Writers(Protocol):
     """Where a batch goes; each call returns once its destination has acknowledged it."""
 
-    dead_letters: Callable[[Sequence[DeadLetter]], Awaitable[None]]
-    #: (events to store with their sources, every source of the batch, the erasures whose
-    #: earlier touchpoints go).
-    touchpoints: Callable[
-        [list[tuple[TouchpointEvent, Source]], list[Source], list[Erasure]], Awaitable[None]
-    ]
-    metric_rows: Callable[[Outputs], Awaitable[None]]
-    #: The customers touched: mark them due for the maintained tables.
-    analytics: Callable[[set[str]], Awaitable[None]]
-    state_records: Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
-    #: Per partition, the input topics with unread records (the horizon waits for them),
-    #: given the last offset read per (topic, partition).
-    unread_topics: Callable[[set[int], Mapping[tuple[str, int], int]], Awaitable[dict[int, set[str]]]]
-    #: Restatement (None: late events are only reported): the stored events of customers,
-    #: and the writer of a restatement's rows, which deletes the customers' rows it did not
-    #: write again.
-    stored_events: Callable[[set[str]], Awaitable[dict[str, list[TouchpointEvent]]]] | None = None
-    restated_rows: Callable[[Outputs, set[str]], Awaitable[None]] | None = None
+    #: Whether late events restate their customers (`stored_events`, `restated_rows`);
+    #: otherwise they are only reported.
+    restating: bool
+
+    async def dead_letters(self, letters: Sequence[DeadLetter]) -> None: ...
+
+    async def touchpoints(
+        self, events: list[tuple[TouchpointEvent, Source]], sources: list[Source], erased: list[Erasure]
+    ) -> None:
+        """The events to store with their sources, every source of the batch, and the
+        erasures whose earlier touchpoints go."""
+
+    async def metric_rows(self, outputs: Outputs) -> None: ...
+
+    async def analytics(self, customers: set[str]) -> None:
+        """The customers touched: mark them due for the maintained tables."""
+
+    async def state_records(self, records: list[tuple[bytes, bytes]]) -> None: ...
+
+    async def unread_topics(
+        self, partitions: set[int], read: Mapping[tuple[str, int], int]
+    ) -> dict[int, set[str]]:
+        """Per partition, the input topics with unread records (the horizon waits for
+        them), given the last offset read per (topic, partition)."""
+
+    async def stored_events(self, customers: set[str]) -> dict[str, list[TouchpointEvent]]:
+        """The customers' stored events (restatement)."""
+
+    async def restated_rows(self, outputs: Outputs, customers: set[str]) -> None:
+        """A restatement's rows; deletes the customers' rows it did not write again."""
+
+
+@dataclass
+class Batch:
+    """What one batch's phases hand on to the next."""
+
+    records: Sequence[RawRecord]
+    split: Split = field(default_factory=Split)
+    outputs: Outputs = field(default_factory=Outputs)
+    #: The accepted events that are stored (an erasure in the batch forgets some).
+    kept: list[tuple[TouchpointEvent, Source]] = field(default_factory=list)
 
 
 class Stats(Protocol):
@@ -113,7 +136,7 @@ class BatchStep:
         max_skew: timedelta = MAX_CLOCK_SKEW,
         behind: Callable[[], bool] = lambda: False,
     ) -> None:
-        self.engines = engines
+        self.metric_engines = engines
         self.writers = writers
         self.stats = stats
         self.expected_channel = expected_channel
@@ -132,73 +155,77 @@ class BatchStep:
         try:
             await self._run(records)
         except BaseException:
-            self.engines.forget()  # the state in memory ran ahead of what was written
+            self.metric_engines.forget()  # the state in memory ran ahead of what was written
             raise
         acknowledge()
 
     async def _run(self, records: Sequence[RawRecord]) -> None:
-        stats, writers = self.stats, self.writers
+        batch = Batch(records)
         began = time.perf_counter()
-        batch = split(
-            records, expected_channel=self.expected_channel, max_skew=self.max_skew, now=datetime.now(UTC)
-        )
+        for phase in PHASES[:-1]:
+            await getattr(self, phase.replace(" ", "_"))(batch)
+            began = self.stats.timed(phase, began)
+        stats = self.stats
+        stats.late_events += len(batch.outputs.late)
+        stats.duplicates += batch.outputs.duplicates
+        stats.suppressed += batch.outputs.suppressed
+        stats.events_written += len(batch.kept)
+        stats.dead_letters += len(batch.split.rejected)
+        stats.batches += 1
+        stats.last_flush_at = time.time()
+
+    async def decode(self, batch: Batch) -> None:
+        records, stats = batch.records, self.stats
+        now = datetime.now(UTC)
+        batch.split = split(records, expected_channel=self.expected_channel, max_skew=self.max_skew, now=now)
         if stats.first_batch_at is None:
             stats.first_batch_at = time.time()
         stats.events_in += len(records)
-        now = time.monotonic()
+        read_at = time.monotonic()
         for record in records:
             source = record.source
-            self.last_read[source.partition] = now
+            self.last_read[source.partition] = read_at
             tp = (source.topic, source.partition)
             self.read[tp] = max(self.read.get(tp, source.offset), source.offset)  # a seek may repeat records
-        began = stats.timed("decode", began)
 
-        if batch.rejected:
-            await writers.dead_letters(batch.rejected)
-        began = stats.timed("dead letters", began)
+    async def dead_letters(self, batch: Batch) -> None:
+        if batch.split.rejected:
+            await self.writers.dead_letters(batch.split.rejected)
 
-        sources = [source for _, source in batch.accepted]
-        lagging = await writers.unread_topics({source.partition for source in sources}, self.read)
-        outputs = self.engines.process(
-            ((event, source.partition, source.topic) for event, source in batch.accepted),
+    async def engines(self, batch: Batch) -> None:
+        accepted = batch.split.accepted
+        lagging = await self.writers.unread_topics({source.partition for _, source in accepted}, self.read)
+        batch.outputs = self.metric_engines.process(
+            ((event, source.partition, source.topic) for event, source in accepted),
             lagging,
             live=not self.behind(),
         )
-        began = stats.timed("metric engines", began)
 
-        forgotten = outputs.forgotten
-        kept = [(e, s) for e, s in batch.accepted if (e.customer_id, e.event_id) not in forgotten]
-        await writers.touchpoints(kept, sources, outputs.erased)
-        began = stats.timed("touchpoints insert", began)
+    async def touchpoints(self, batch: Batch) -> None:
+        accepted, forgotten = batch.split.accepted, batch.outputs.forgotten
+        batch.kept = [(e, s) for e, s in accepted if (e.customer_id, e.event_id) not in forgotten]
+        await self.writers.touchpoints(batch.kept, [source for _, source in accepted], batch.outputs.erased)
 
-        restating = writers.stored_events is not None and writers.restated_rows is not None
-        if restating and outputs.late:
+    async def metric_rows(self, batch: Batch) -> None:
+        outputs = batch.outputs
+        if self.writers.restating and outputs.late:
             restated_at = datetime.now(UTC)
             outputs.late = [replace(event, restated_at=restated_at) for event in outputs.late]
-        await writers.metric_rows(outputs)
-        began = stats.timed("metric rows insert", began)
+        await self.writers.metric_rows(outputs)
 
-        late = {event.customer_id for event in outputs.late}
-        if late and writers.stored_events is not None and writers.restated_rows is not None:
-            restated = self.engines.restate(await writers.stored_events(late))
-            await writers.restated_rows(restated, late)
-            stats.restated_events += len(outputs.late)
-        began = stats.timed("restatement", began)
+    async def restatement(self, batch: Batch) -> None:
+        late = {event.customer_id for event in batch.outputs.late}
+        if late and self.writers.restating:
+            restated = self.metric_engines.restate(await self.writers.stored_events(late))
+            await self.writers.restated_rows(restated, late)
+            self.stats.restated_events += len(batch.outputs.late)
 
-        touched = outputs.customers() | {event.customer_id for event, _ in batch.accepted}
-        await writers.analytics(touched)
-        began = stats.timed("analytics", began)
+    async def analytics(self, batch: Batch) -> None:
+        touched = batch.outputs.customers() | {event.customer_id for event, _ in batch.split.accepted}
+        await self.writers.analytics(touched)
 
-        await writers.state_records(self.engines.changed_records())
-        stats.timed("state records", began)
-
-        stats.late_events += len(outputs.late)
-        stats.duplicates += outputs.duplicates
-        stats.suppressed += outputs.suppressed
-        stats.events_written += len(kept)
-        stats.dead_letters += len(batch.rejected)
-        stats.batches += 1
-        stats.last_flush_at = time.time()
+    async def state_records(self, batch: Batch) -> None:
+        await self.writers.state_records(self.metric_engines.changed_records())
 
     async def idle(self, assigned: Collection[int], idle_seconds: float) -> bool:
         """The idle rule for the partitions of `assigned` that are caught up and have read
@@ -211,14 +238,14 @@ class BatchStep:
         if not quiet:
             return False
         try:
-            outputs = self.engines.idle(quiet, datetime.now(UTC))
+            outputs = self.metric_engines.idle(quiet, datetime.now(UTC))
             if outputs is None:
                 return False
             await self.writers.metric_rows(outputs)
             await self.writers.analytics(outputs.customers())
-            await self.writers.state_records(self.engines.changed_records())
+            await self.writers.state_records(self.metric_engines.changed_records())
         except BaseException:
-            self.engines.forget()
+            self.metric_engines.forget()
             raise
         self.stats.last_flush_at = time.time()
         return True

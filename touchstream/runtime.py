@@ -38,7 +38,7 @@ from touchstream.schemas.touchpoint import TouchpointEvent
 from touchstream.settings import Settings
 from touchstream.sinks.clickhouse import ClickHouse, connect
 from touchstream.streams.fetchpace import pace_empty_fetches
-from touchstream.worker import PipelineStats, build, faust_app, tune_garbage_collector
+from touchstream.worker import Pipeline, PipelineStats, faust_app, tune_garbage_collector
 
 log = logging.getLogger(__name__)
 #: Events per second per session started per second, once journeys are under way; turns
@@ -228,122 +228,69 @@ def run_worker(
     started = time.monotonic()
     settings = settings.model_copy(update={"data_dir": settings.data_dir.absolute()})
     with ExitStack() as stack:
+        WorkerBuilder(settings, stack, demo=demo, owner=owner).run(
+            started, collector=collector, dashboard=dashboard
+        )
+
+
+class WorkerBuilder:
+    """`touchstream worker`'s services, one method each, started in `run` in order: the
+    ports checked, Kafka, ClickHouse, the pipeline on a Faust app (`worker.Pipeline`),
+    then the control port, the dashboard, the collector, the ClickHouse endpoint and the
+    demo traffic as asked. What is started is stopped by `stack`, in reverse."""
+
+    def __init__(self, settings: Settings, stack: ExitStack, *, demo: bool, owner: bool) -> None:
+        self.settings = settings
+        self.stack = stack
+        self.demo = demo
+        self.owner = owner
+        self.services: list[ServiceT] = []
+        self.stopping = asyncio.Event()  # set when the worker begins to stop
+
+    def run(self, started: float, *, collector: bool, dashboard: bool) -> None:
+        settings, stack = self.settings, self.stack
         stack.enter_context(DataDirLock(settings.data_dir))
         refuse_busy_port(settings.worker_host, settings.worker_port, "TOUCHSTREAM_WORKER_PORT")
         if collector:
             collecting.check_port(settings)
-        serve_clickhouse = owner and settings.clickhouse_http and not settings.clickhouse_url
+        serve_clickhouse = self.owner and settings.clickhouse_http and not settings.clickhouse_url
         if serve_clickhouse:
             clickhouse_http.check_port(settings)
-        bootstrap, forgetful = kafka(settings, stack)
-        if not settings.kafka_bootstrap:  # the embedded broker keeps only what ClickHouse lacks
-            retention = InputRetention(
-                bootstrap, settings.app_id, input_topics(settings.topic_prefix), settings.partitions
-            )
-            retention.start()
-            stack.callback(retention.stop)
-        clickhouse = connect(settings, say=lambda line: print(f"clickhouse {line}", flush=True))
-        stack.callback(clickhouse.close)
-        if forgetful:
-            refuse_stale_results(settings, clickhouse)
-            shutil.rmtree(settings.state_dir, ignore_errors=True)  # mirrors a changelog now gone
-        where = "chDB at " + str(settings.chdb_path) if clickhouse.embedded else "ClickHouse server"
-        print(f"clickhouse {where}, database {clickhouse.database}")
+        self.bootstrap = self.kafka()
+        self.clickhouse = self.clickhouse_connection()
         if not settings.worker_port:
-            settings = settings.model_copy(update={"worker_port": free_port(settings.worker_host)})
+            self.settings = settings = settings.model_copy(
+                update={"worker_port": free_port(settings.worker_host)}
+            )
         pace_empty_fetches(settings.empty_fetch_wait_seconds)
-        app = faust_app(settings, bootstrap)
+        app = faust_app(settings, self.bootstrap)
         disk = settings.disk_checks()
-        stats, stop_sink = build(app, settings, clickhouse, demo=demo, pause_while=disk)
-        kafka_probe = KafkaProbe(bootstrap)  # one for the worker's and the collector's health
-        readiness: list[Check] = [kafka_probe, *disk, stats.sink_problem]
-        token = control.control_token(settings) if owner and clickhouse.embedded else None
-        stopping = asyncio.Event()  # set when the worker begins to stop
-        ports = 1 + dashboard + collector + serve_clickhouse
-        bounds = listeners.Bounds.of(settings, ports)
-        services: list[ServiceT] = [
-            listeners.Listener(
-                lambda: control.application(
-                    clickhouse,
-                    stats,
-                    port=settings.worker_port,
-                    loopback=is_loopback(settings.worker_host),
-                    token=token,
-                    external=settings.worker_sql_external,
-                    stopping=stopping,
-                    readiness=readiness,
-                ),
-                settings.worker_host,
-                settings.worker_port,
-                bounds=bounds,
-            )
-        ]
-        url = f"http://{settings.worker_host}:{settings.worker_port}"
-        print(f"worker     {url}/status  (group {settings.app_id}, {settings.partitions} partitions)")
-        dashboard_url = None
-        if dashboard:
-            web.check_binding(settings)
-            port = settings.dashboard_port or free_port(settings.dashboard_host)
-            read = web.reader(settings, clickhouse, health=worker_health(stats, readiness, demo=demo))
-            services.append(
-                web.DashboardService(
-                    settings,
-                    read,
-                    port,
-                    web.customer_reader(settings, clickhouse),
-                    web.experience_reader(clickhouse),
-                    web.teams_reader(clickhouse),
-                    bounds=bounds,
-                )
-            )
-            dashboard_url = f"http://{settings.dashboard_host}:{port}/"
-            print(f"dashboard  {web.url(settings, port)}")
+        pipeline = Pipeline(app, settings, self.clickhouse, demo=self.demo, pause_while=disk)
+        self.stats = pipeline.stats
+        self.kafka_probe = KafkaProbe(self.bootstrap)  # one for the worker's and the collector's health
+        self.readiness: list[Check] = [self.kafka_probe, *disk, self.stats.sink_problem]
+        self.bounds = listeners.Bounds.of(settings, 1 + dashboard + collector + serve_clickhouse)
+        url = self.control()
+        dashboard_url = self.dashboard() if dashboard else None
         if collector:
-            port = settings.collector_port or free_port(settings.collector_host)
-            services.append(
-                collecting.CollectorService(
-                    settings,
-                    bootstrap,
-                    port,
-                    bounds=bounds,
-                    kafka_probe=kafka_probe,
-                    readiness=[stats.sink_problem],
-                    more_metrics=stats.prometheus,
-                )
-            )
-            print(f"collector  {collecting.describe(settings, port)}")
+            self.collector()
         if serve_clickhouse:
-            endpoint = clickhouse_http.ClickHouseHttpService.configured(settings, clickhouse, bounds=bounds)
-            services.append(endpoint)
-            print(f"clickhouse  {endpoint.describe()}")
-        if demo:
-            empty = clickhouse.scalar("SELECT count() FROM touchpoints") == 0
-            taken = lambda: stats.events_written + stats.dead_letters  # noqa: E731
-            traffic = DemoTraffic(settings, bootstrap, processed=taken if empty else None)
-            traffic.start()
-            stack.callback(traffic.stop)
-            if settings.demo_rate is None:
-                print(
-                    f"demo       a business of {BUSINESS_CUSTOMERS:,} customers, about "
-                    f"{BUSINESS_SESSIONS_PER_DAY * BUSINESS_EVENTS_PER_SESSION:,.0f} events a day, busiest "
-                    f"in working hours; {DEMO_INVALID_SHARE:.1%} of records broken on purpose (dead letters)"
-                )
-            else:
-                print(
-                    f"demo       simulated journeys, ramping up to ~{settings.demo_rate:.0f} events/s "
-                    "as conversations get under way"
-                )
+            self.clickhouse_endpoint()
+        if self.demo:
+            self.demo_traffic()
         info = None
-        if owner:
-            info = control.ControlInfo(url=url, pid=os.getpid(), bootstrap=bootstrap, dashboard=dashboard_url)
+        if self.owner:
+            info = control.ControlInfo(
+                url=url, pid=os.getpid(), bootstrap=self.bootstrap, dashboard=dashboard_url
+            )
             stack.callback((settings.data_dir / control.CONTROL_FILE).unlink, missing_ok=True)
             stack.callback(control.forget_running, settings.data_dir)
         worker = _Worker(
             app,
-            *services,
+            *self.services,
             control_info=info,
-            stopping=stopping,
-            stop_sink=stop_sink,
+            stopping=self.stopping,
+            stop_sink=pipeline.stop_sink,
             data_dir=settings.data_dir,
             started=started,
             loglevel=settings.log_level.upper(),
@@ -354,10 +301,124 @@ def run_worker(
         try:
             worker.execute_from_commandline()
         except SystemExit as exit_:
-            if exit_.code not in (0, None) and stats.stopped_by is None:
+            if exit_.code not in (0, None) and self.stats.stopped_by is None:
                 raise
-        if stats.stopped_by is not None:
-            raise stats.stopped_by  # one line from the CLI: the table, ClickHouse's code and name
+        if self.stats.stopped_by is not None:
+            raise self.stats.stopped_by  # one line from the CLI: the table, ClickHouse's code and name
+
+    def kafka(self) -> str:
+        """The Kafka in use (embedded or `KAFKA_BOOTSTRAP`) with its topics; on the embedded
+        broker, the retention that keeps only what ClickHouse lacks."""
+        settings = self.settings
+        bootstrap, self.forgetful = kafka(settings, self.stack)
+        if not settings.kafka_bootstrap:
+            retention = InputRetention(
+                bootstrap, settings.app_id, input_topics(settings.topic_prefix), settings.partitions
+            )
+            retention.start()
+            self.stack.callback(retention.stop)
+        return bootstrap
+
+    def clickhouse_connection(self) -> ClickHouse:
+        settings = self.settings
+        clickhouse = connect(settings, say=lambda line: print(f"clickhouse {line}", flush=True))
+        self.stack.callback(clickhouse.close)
+        if self.forgetful:
+            refuse_stale_results(settings, clickhouse)
+            shutil.rmtree(settings.state_dir, ignore_errors=True)  # mirrors a changelog now gone
+        where = "chDB at " + str(settings.chdb_path) if clickhouse.embedded else "ClickHouse server"
+        print(f"clickhouse {where}, database {clickhouse.database}")
+        return clickhouse
+
+    def control(self) -> str:
+        """The worker's own port (/status, /metrics, /sql, readiness); returns its URL."""
+        settings, clickhouse = self.settings, self.clickhouse
+        token = control.control_token(settings) if self.owner and clickhouse.embedded else None
+        self.services.append(
+            listeners.Listener(
+                lambda: control.application(
+                    clickhouse,
+                    self.stats,
+                    port=settings.worker_port,
+                    loopback=is_loopback(settings.worker_host),
+                    token=token,
+                    external=settings.worker_sql_external,
+                    stopping=self.stopping,
+                    readiness=self.readiness,
+                ),
+                settings.worker_host,
+                settings.worker_port,
+                bounds=self.bounds,
+            )
+        )
+        url = f"http://{settings.worker_host}:{settings.worker_port}"
+        print(f"worker     {url}/status  (group {settings.app_id}, {settings.partitions} partitions)")
+        return url
+
+    def dashboard(self) -> str:
+        """The dashboard; returns its URL."""
+        settings, clickhouse = self.settings, self.clickhouse
+        web.check_binding(settings)
+        port = settings.dashboard_port or free_port(settings.dashboard_host)
+        read = web.reader(
+            settings, clickhouse, health=worker_health(self.stats, self.readiness, demo=self.demo)
+        )
+        self.services.append(
+            web.DashboardService(
+                settings,
+                read,
+                port,
+                web.customer_reader(settings, clickhouse),
+                web.experience_reader(clickhouse),
+                web.teams_reader(clickhouse),
+                bounds=self.bounds,
+            )
+        )
+        print(f"dashboard  {web.url(settings, port)}")
+        return f"http://{settings.dashboard_host}:{port}/"
+
+    def collector(self) -> None:
+        settings = self.settings
+        port = settings.collector_port or free_port(settings.collector_host)
+        self.services.append(
+            collecting.CollectorService(
+                settings,
+                self.bootstrap,
+                port,
+                bounds=self.bounds,
+                kafka_probe=self.kafka_probe,
+                readiness=[self.stats.sink_problem],
+                more_metrics=self.stats.prometheus,
+            )
+        )
+        print(f"collector  {collecting.describe(settings, port)}")
+
+    def clickhouse_endpoint(self) -> None:
+        """ClickHouse's HTTP interface over the embedded chDB, for other clients."""
+        endpoint = clickhouse_http.ClickHouseHttpService.configured(
+            self.settings, self.clickhouse, bounds=self.bounds
+        )
+        self.services.append(endpoint)
+        print(f"clickhouse  {endpoint.describe()}")
+
+    def demo_traffic(self) -> None:
+        settings, stats = self.settings, self.stats
+        empty = self.clickhouse.scalar("SELECT count() FROM touchpoints") == 0
+        taken = lambda: stats.events_written + stats.dead_letters  # noqa: E731
+        traffic = DemoTraffic(settings, self.bootstrap, processed=taken if empty else None)
+        traffic.start()
+        self.stack.callback(traffic.stop)
+        if settings.demo_rate is None:
+            print(
+                f"demo       a business of {BUSINESS_CUSTOMERS:,} customers, about "
+                f"{BUSINESS_SESSIONS_PER_DAY * BUSINESS_EVENTS_PER_SESSION:,.0f} events a day, busiest "
+                f"in working hours; {DEMO_INVALID_SHARE:.1%} of records broken on purpose (dead letters)"
+            )
+        else:
+            print(
+                f"demo       simulated journeys, ramping up to ~{settings.demo_rate:.0f} events/s "
+                "as conversations get under way"
+            )
 
 
 def worker_health(

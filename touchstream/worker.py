@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +42,10 @@ from touchstream.sinks.retry import until_written
 from touchstream.streams import faustcompat, flowcontrol
 from touchstream.streams.batches import Inbox
 from touchstream.streams.ingest import DeadLetter, RawRecord
+from touchstream.streams.metrics import Outputs
+from touchstream.streams.metrics.records import Erasure
 from touchstream.streams.partitions import STATE_TABLE, PartitionEngines, RocksState, StateWriter
-from touchstream.streams.step import BatchStep, Writers
+from touchstream.streams.step import BatchStep
 
 log = logging.getLogger(__name__)
 
@@ -298,142 +300,188 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
     return app
 
 
-def build(
-    app: faust.App,
-    settings: Settings,
-    clickhouse: ClickHouse,
-    *,
-    demo: bool = False,
-    pause_while: Sequence[Check] = (),
-) -> tuple[PipelineStats, Callable[[], None]]:
-    """Declare topics, tables and agents on `app`; return the counters the agents update,
-    and the call to make when shutdown begins (`stop_sink` below). While a check of
-    `pause_while` fails (the disk is low), the sink takes no input; those checks run on
-    the event loop before every batch, so they must be cheap (`DiskSpace` is a cached
-    statvfs)."""
-    stats = PipelineStats()
-    state = app.Table(
-        STATE_TABLE,
-        default=None,
-        key_type=bytes,  # bytes keys and values travel raw
-        value_type=bytes,
-        partitions=settings.partitions,
-        use_partitioner=True,
-        options={"driver": "rocksdict", **ROCKSDB_OPTIONS},
-    )
-    config = settings.metrics_config(demo=demo)
-    rocks = RocksState.of(state, settings.partitions)
-    engines = PartitionEngines(config, rocks, settings.partitions, cache=settings.state_cache)
-    catch_up = AnalyticsCatchUp(
-        MaintainedTables(clickhouse.database, config),
-        clickhouse,
-        settings.partitions,
-        keeping_up=lambda: (stats.consumer_lag or 0) < settings.sink_batch_size,
-        stats=stats,
-    )
-    bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
-    # The changelog on a Kafka of one's own only: see StateWriter.
-    state_writer = StateWriter(None if settings.embedded_kafka else bootstrap)
+class SinkWriters:
+    """The batch step's destinations (`streams.step.Writers`): the dead-letter topic, the
+    ClickHouse writes (each in a worker thread, retried while ClickHouse is unavailable),
+    the state table with its changelog, and the consumer's view of what is unread."""
 
-    prefix = settings.topic_prefix
-    expected_channel = {input_topic(channel, prefix): channel.value for channel in Channel}
-    raw = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    inputs = app.topic(*expected_channel, **raw)  # type: ignore[arg-type]
-    dlq = app.topic(dead_letter_topic(prefix), **raw)  # type: ignore[arg-type]
-    inbox = Inbox(app, inputs)
-    inbox.install()
+    def __init__(
+        self,
+        app: faust.App,
+        inbox: Inbox,
+        dead_letter_topic: faust.TopicT,
+        clickhouse: ClickHouse,
+        stats: PipelineStats,
+        catch_up: AnalyticsCatchUp,
+        state: tuple[RocksState, StateWriter],
+        *,
+        input_topics: Collection[str],
+        restating: bool,
+    ) -> None:
+        self.app = app
+        self.inbox = inbox
+        self.dead_letter_topic = dead_letter_topic
+        self.clickhouse = clickhouse
+        self.stats = stats
+        self.catch_up = catch_up
+        self.rocks, self.state_writer = state
+        self.input_topics = input_topics
+        self.restating = restating
 
-    async def unread_topics(partitions: set[int], read: Mapping[tuple[str, int], int]) -> dict[int, set[str]]:
-        """Per partition, the input topics with records not processed yet."""
-        assigned = app.consumer.assignment()
-        candidates = [
-            (topic, partition)
-            for partition in partitions
-            for topic in expected_channel
-            if TP(topic, partition) in assigned
-        ]
-        found: dict[int, set[str]] = {}
-        for topic, partition in await inbox.unread(candidates, read):
-            found.setdefault(partition, set()).add(topic)
-        stats.consumer_lag = sum(
-            max((app.consumer.highwater(TP(*tp)) or 0) - done - 1, 0) for tp, done in read.items()
-        )
-        return found
-
-    async def send_dead_letters(letters: Sequence[DeadLetter]) -> None:
+    async def dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        topic = self.dead_letter_topic
         pending = [
-            await dlq.send(key=letter.key, value=letter.value, headers=letter.headers()) for letter in letters
+            await topic.send(key=letter.key, value=letter.value, headers=letter.headers())
+            for letter in letters
         ]
         await asyncio.gather(*pending)
         for letter in letters:
             log.info("dead letter from %s: %s", letter.source, letter.reason)
 
-    def in_thread(what: str, write: Callable[..., None]) -> Callable[..., Awaitable[None]]:
-        """`write` in a worker thread, retried while ClickHouse is unavailable."""
+    async def touchpoints(
+        self, events: list[tuple[TouchpointEvent, Source]], sources: list[Source], erased: list[Erasure]
+    ) -> None:
+        await self._in_thread("insert of touchpoints", touchpoints.write, events, sources, erased)
 
-        async def written(*args: Any) -> None:
-            loop = asyncio.get_running_loop()
-            stats.writing_since = time.monotonic()
-            try:
-                await until_written(
-                    lambda: loop.run_in_executor(None, write, clickhouse, *args),
-                    what=what,
-                    on_retry=stats.retried,
-                )
-            finally:
-                stats.writing_since = stats.retrying_since = None
+    async def metric_rows(self, outputs: Outputs) -> None:
+        await self._in_thread("insert of metric rows", metric_rows.write, outputs)
 
-        return written
+    async def analytics(self, customers: set[str]) -> None:
+        await self._in_thread("mark of the customers to compute", self.catch_up.mark, customers)
 
-    async def state_records(records: list[tuple[bytes, bytes]]) -> None:
-        await state_writer.write(rocks, records)
+    async def state_records(self, records: list[tuple[bytes, bytes]]) -> None:
+        await self.state_writer.write(self.rocks, records)
 
-    async def stored_events(customers: set[str]) -> dict[str, list[TouchpointEvent]]:
+    async def unread_topics(
+        self, partitions: set[int], read: Mapping[tuple[str, int], int]
+    ) -> dict[int, set[str]]:
+        """Per partition, the input topics with records not processed yet; counts the
+        consumer lag on the way."""
+        consumer = self.app.consumer
+        assigned = consumer.assignment()
+        candidates = [
+            (topic, partition)
+            for partition in partitions
+            for topic in self.input_topics
+            if TP(topic, partition) in assigned
+        ]
+        found: dict[int, set[str]] = {}
+        for topic, partition in await self.inbox.unread(candidates, read):
+            found.setdefault(partition, set()).add(topic)
+        self.stats.consumer_lag = sum(
+            max((consumer.highwater(TP(*tp)) or 0) - done - 1, 0) for tp, done in read.items()
+        )
+        return found
+
+    async def stored_events(self, customers: set[str]) -> dict[str, list[TouchpointEvent]]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, touchpoints.stored_events, clickhouse, customers)
+        return await loop.run_in_executor(None, touchpoints.stored_events, self.clickhouse, customers)
 
-    restating = settings.metrics_late == "restate"
+    async def restated_rows(self, outputs: Outputs, customers: set[str]) -> None:
+        await self._in_thread("restatement", metric_rows.write_restated, outputs, customers)
 
-    step = BatchStep(
-        engines=engines,
-        writers=Writers(
-            dead_letters=send_dead_letters,
-            touchpoints=in_thread("insert of touchpoints", touchpoints.write),
-            metric_rows=in_thread("insert of metric rows", metric_rows.write),
-            analytics=in_thread("mark of the customers to compute", catch_up.mark),
-            state_records=state_records,
-            unread_topics=unread_topics,
-            stored_events=stored_events if restating else None,
-            restated_rows=in_thread("restatement", metric_rows.write_restated) if restating else None,
-        ),
-        stats=stats,
-        expected_channel=expected_channel,
-        max_skew=settings.max_clock_skew,
-        behind=lambda: (stats.consumer_lag or 0) >= settings.sink_batch_size,
-    )
+    async def _in_thread(self, what: str, write: Callable[..., None], *args: Any) -> None:
+        """`write(clickhouse, *args)` in a worker thread, retried while ClickHouse is unavailable."""
+        loop, stats = asyncio.get_running_loop(), self.stats
+        stats.writing_since = time.monotonic()
+        try:
+            await until_written(
+                lambda: loop.run_in_executor(None, write, self.clickhouse, *args),
+                what=what,
+                on_retry=stats.retried,
+            )
+        finally:
+            stats.writing_since = stats.retrying_since = None
 
-    def partitions_moved(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        engines.forget()
-        step.read.clear()
 
-    app.on_partitions_revoked.connect(partitions_moved)
+class Pipeline:
+    """The worker's topics, state table and agents on a Faust app: the sink, which takes
+    the input a batch at a time through `BatchStep`, and the computation of the
+    maintained tables beside it (`AnalyticsCatchUp`). `stats` are the counters both
+    update. While a check of `pause_while` fails (the disk is low), the sink takes no
+    input; those checks run on the event loop before every batch, so they must be cheap
+    (`DiskSpace` is a cached statvfs)."""
 
-    def assigned() -> set[int]:
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic in expected_channel}
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        clickhouse: ClickHouse,
+        *,
+        demo: bool = False,
+        pause_while: Sequence[Check] = (),
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.pause_while = pause_while
+        self.stats = stats = PipelineStats()
+        state = app.Table(
+            STATE_TABLE,
+            default=None,
+            key_type=bytes,  # bytes keys and values travel raw
+            value_type=bytes,
+            partitions=settings.partitions,
+            use_partitioner=True,
+            options={"driver": "rocksdict", **ROCKSDB_OPTIONS},
+        )
+        config = settings.metrics_config(demo=demo)
+        rocks = RocksState.of(state, settings.partitions)
+        self.engines = PartitionEngines(config, rocks, settings.partitions, cache=settings.state_cache)
+        self.catch_up = AnalyticsCatchUp(
+            MaintainedTables(clickhouse.database, config),
+            clickhouse,
+            settings.partitions,
+            keeping_up=lambda: not self.behind(),
+            stats=stats,
+        )
+        bootstrap = ",".join(f"{url.host}:{url.port}" for url in app.conf.broker)
+        # The changelog on a Kafka of one's own only: see StateWriter.
+        state_writer = StateWriter(None if settings.embedded_kafka else bootstrap)
+        prefix = settings.topic_prefix
+        self.expected_channel = {input_topic(channel, prefix): channel.value for channel in Channel}
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        inputs = app.topic(*self.expected_channel, **raw)  # type: ignore[arg-type]
+        dlq = app.topic(dead_letter_topic(prefix), **raw)  # type: ignore[arg-type]
+        self.inbox = Inbox(app, inputs)
+        self.inbox.install()
+        writers = SinkWriters(
+            app, self.inbox, dlq, clickhouse, stats, self.catch_up, (rocks, state_writer),
+            input_topics=self.expected_channel, restating=settings.metrics_late == "restate",
+        )  # fmt: skip
+        self.step = BatchStep(
+            engines=self.engines,
+            writers=writers,
+            stats=stats,
+            expected_channel=self.expected_channel,
+            max_skew=settings.max_clock_skew,
+            behind=self.behind,
+        )
+        app.on_partitions_revoked.connect(self._partitions_moved)
+        #: The agents' tasks once they run, and the shutdown watch over them (held, so it
+        #: is not collected).
+        self._running: list[asyncio.Task[Any]] = []
+        self._watchers: list[asyncio.Future[None]] = []
+        app.task(self.analytics)
+        app.task(self.sink)
 
-    running: list[asyncio.Task[Any]] = []
-    watchers: list[asyncio.Future[None]] = []  # held, so the watch is not collected
+    def behind(self) -> bool:
+        """Whether the input holds more than a batch unread (a backlog)."""
+        return (self.stats.consumer_lag or 0) >= self.settings.sink_batch_size
 
-    def stop_sink() -> None:
+    def assigned(self) -> set[int]:
+        """The input partitions assigned to this worker."""
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic in self.expected_channel}
+
+    def _partitions_moved(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self.engines.forget()
+        self.step.read.clear()
+
+    def stop_sink(self) -> None:
         """At shutdown, watch the sink: Faust's stop waits for the batch being written, as
         it should, but not for one ClickHouse refuses (retried) or whose current write hangs
         (`STUCK_WRITE_SECONDS`): such a batch is cancelled, unacknowledged, and read again
         by the next run. The watch ends with the sink."""
+        running, stats = self._running, self.stats
 
         async def watch() -> None:
             while any(not task.done() for task in running):
@@ -446,25 +494,28 @@ def build(
                     return
                 await asyncio.sleep(0.1)
 
-        watchers.append(asyncio.ensure_future(watch()))
+        self._watchers.append(asyncio.ensure_future(watch()))
 
-    @app.task
-    async def analytics() -> None:
+    def _stop(self, error: ClickHouseError) -> None:
+        """A permanent ClickHouse error (transient ones are retried): the ordinary shutdown."""
+        self.stats.stopped_by = error
+        log.error("stopping: %s", error)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    async def analytics(self) -> None:
         if (task := asyncio.current_task()) is not None:
-            running.append(task)
+            self._running.append(task)
         try:
-            await catch_up.run(assigned)
-        except ClickHouseError as error:  # permanent (transient ones are retried): stop
-            stats.stopped_by = error
-            log.error("stopping: %s", error)
-            os.kill(os.getpid(), signal.SIGTERM)
+            await self.catch_up.run(self.assigned)
+        except ClickHouseError as error:
+            self._stop(error)
 
-    @app.task
-    async def sink() -> None:
+    async def sink(self) -> None:
         if (task := asyncio.current_task()) is not None:
-            running.append(task)
+            self._running.append(task)
+        stats, settings, inbox, step = self.stats, self.settings, self.inbox, self.step
         while True:
-            paused = problems(pause_while)
+            paused = problems(self.pause_while)
             if paused:
                 if stats.paused_by is None:
                     log.warning("input paused: %s", "; ".join(paused))
@@ -482,7 +533,7 @@ def build(
                 spacing=BATCH_SPACING_SECONDS,
             )
             if not messages:
-                await step.idle(assigned(), settings.metrics_idle_seconds)
+                await step.idle(self.assigned(), settings.metrics_idle_seconds)
                 continue
             records = [
                 RawRecord(
@@ -495,11 +546,7 @@ def build(
             except asyncio.CancelledError:  # shutdown: the batch is read again by the next run
                 inbox.abandon(messages)
                 raise
-            except ClickHouseError as error:  # permanent (transient ones are retried): stop
-                stats.stopped_by = error
-                log.error("stopping: %s", error)
+            except ClickHouseError as error:  # nothing is acknowledged
                 inbox.abandon(messages)
-                os.kill(os.getpid(), signal.SIGTERM)  # the ordinary shutdown; nothing is acknowledged
+                self._stop(error)
                 return
-
-    return stats, stop_sink

@@ -18,7 +18,7 @@ from touchstream.streams.ingest import DeadLetter, RawRecord
 from touchstream.streams.metrics import MetricsConfig, Outputs
 from touchstream.streams.metrics.records import Erasure
 from touchstream.streams.partitions import PartitionEngines
-from touchstream.streams.step import PHASES, BatchStep, Writers
+from touchstream.streams.step import PHASES, BatchStep
 
 
 class Stats:
@@ -42,6 +42,7 @@ class Recorder:
         #: What `stored_events` answers: the events "in ClickHouse".
         self.stored: list[TouchpointEvent] = []
         self.restated: list[tuple[Outputs, set[str]]] = []
+        self.restating = False
 
     def _call(self, phase: str) -> None:
         self.calls.append(phase)
@@ -79,18 +80,6 @@ class Recorder:
         self.restated.append((outputs, customers))
         self._call("restatement")
 
-    def writers(self, *, restating: bool = False) -> Writers:
-        return Writers(
-            self.dead_letters,
-            self.touchpoints,
-            self.metric_rows,
-            self.analytics,
-            self.state_records,
-            self.unread_topics,
-            self.stored_events if restating else None,
-            self.restated_rows if restating else None,
-        )
-
 
 class Engines(PartitionEngines):
     def __init__(self, recorder: Recorder) -> None:
@@ -117,7 +106,7 @@ def records() -> list[RawRecord]:
 
 def run_step(recorder: Recorder, *, behind: bool = False) -> tuple[BatchStep, Engines]:
     engines = Engines(recorder)
-    step = BatchStep(engines=engines, writers=recorder.writers(), stats=Stats(),
+    step = BatchStep(engines=engines, writers=recorder, stats=Stats(),
                      expected_channel={"touchpoints.chat": "chat"}, behind=lambda: behind)  # fmt: skip
     asyncio.run(step.run(records(), acknowledge=lambda: recorder.calls.append("acknowledge")))
     return step, engines
@@ -166,7 +155,7 @@ def test_a_failure_in_any_phase_acknowledges_nothing(phase: str) -> None:
 def test_a_failed_step_drops_the_engines_memory() -> None:
     recorder = Recorder(failing="metric rows")
     engines = Engines(recorder)
-    step = BatchStep(engines=engines, writers=recorder.writers(), stats=Stats(),
+    step = BatchStep(engines=engines, writers=recorder, stats=Stats(),
                      expected_channel={"touchpoints.chat": "chat"})  # fmt: skip
     with pytest.raises(RuntimeError):
         asyncio.run(step.run(records(), acknowledge=lambda: None))
@@ -190,8 +179,9 @@ def test_late_events_restate_their_customers_after_the_metric_rows() -> None:
     recomputed from all their stored events (the late reply among them) before the
     customers are marked, and the late row says so."""
     recorder = Recorder()
+    recorder.restating = True
     engines = Engines(recorder)
-    step = BatchStep(engines=engines, writers=recorder.writers(restating=True), stats=Stats(),
+    step = BatchStep(engines=engines, writers=recorder, stats=Stats(),
                      expected_channel={"touchpoints.chat": "chat"})  # fmt: skip
     message = event_data(event_id="m1", conversation_id="c1")
     later = event_data(
