@@ -327,9 +327,13 @@ class Engine:
                 self._resident_now(customer_id)
         changed = arrived.keys() | released | due | self._unsettled
         self._unsettled = set()
+        # Per customer, its rows this step settled: what its live view must give way to. Only
+        # a customer with a live view or provisional rows has any to give way (a backlog read
+        # from the start has none).
         settled: dict[str, dict[RowKey, Any]] = {}
-        for key, row in out.final.keyed().items():
-            settled.setdefault(key[1][0], {})[key] = row
+        if live or any(c in self.provisional or c in self._views for c in changed):
+            for key, row in out.final.keyed().items():
+                settled.setdefault(key[1][0], {})[key] = row
         # An erasure folded in now deletes the customer's rows first: its live rows are written again.
         erased_now = {erasure.customer_id for erasure in out.final.erased}
         for customer_id in sorted(changed):
