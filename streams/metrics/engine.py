@@ -336,15 +336,18 @@ class Engine:
                 settled.setdefault(key[1][0], {})[key] = row
         # An erasure folded in now deletes the customer's rows first: its live rows are written again.
         erased_now = {erasure.customer_id for erasure in out.final.erased}
+        waiting = set()  # deferred, and neither read nor folded this step: their records hold
         for customer_id in sorted(changed):
             final = settled.get(customer_id, {})
             if not live and customer_id not in erased_now and self._defer(customer_id, final):
+                if customer_id not in arrived and customer_id not in released:
+                    waiting.add(customer_id)
                 continue
             if customer_id in erased_now or not self._extend_live(
                 customer_id, arrived.get(customer_id, []), newest, out, final
             ):
                 self._live(customer_id, newest, out, set(final))
-        self.touched |= changed
+        self.touched |= changed - waiting
 
     def _defer(self, customer_id: str, final: dict[RowKey, Any]) -> bool:
         """Leave the customer's live view as last written until the next live step, which

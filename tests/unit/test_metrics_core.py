@@ -632,10 +632,12 @@ def test_a_restored_engine_carries_on_exactly(data: st.DataObject) -> None:
 def test_an_engine_reading_customers_back_from_its_store_gives_the_same_rows(data: st.DataObject) -> None:
     """Customers evicted after every batch (`keep` of 0 or 1) and read back from their
     records when an event, a decay crossing or a live view needs them, and a restart at
-    any batch that notes crossings from the records' heads (`Engine.index`): the rows,
-    batch by batch, are those of an engine that keeps everyone in memory."""
+    any batch that notes crossings from the records' heads (`Engine.index`), and steps that
+    defer live views (`live=False`, a backlog) where drawn: the rows, batch by batch, are
+    those of an engine that keeps everyone in memory."""
     config = CONFIGS["fast decay, business hours"]
     batches = data.draw(arrivals(data.draw(journeys())))
+    live = data.draw(st.lists(st.booleans(), min_size=len(batches), max_size=len(batches)))
     keep = data.draw(st.integers(0, 1))
     restart = data.draw(st.integers(0, len(batches)))
     records: dict[str, bytes] = {}
@@ -651,8 +653,8 @@ def test_an_engine_reading_customers_back_from_its_store_gives_the_same_rows(dat
             stored = on_disk()
             stored.index(records.items())
             stored.restore_partition(partition)
-        expected.apply(memory.process(batch))
-        actual.apply(stored.process(batch))
+        expected.apply(memory.process(batch, live=live[number]))
+        actual.apply(stored.process(batch, live=live[number]))
         records |= {customer: stored.export_json(customer) for customer in stored.touched}
         stored.touched = set()
         stored.evict(keep)
