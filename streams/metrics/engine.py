@@ -644,11 +644,13 @@ class Engine:
         state = self._state_json.get(customer_id)
         if state is None:
             state = self._state_json[customer_id] = state_json(self.customers.get(customer_id))
+        pending = self._pending_json.get(customer_id, {})
+        seen = self.seen.get(customer_id, {})
         return record_json(
             self._drop_at.get(customer_id),
             state,
-            self._pending_json.get(customer_id, {}).values(),
-            self.seen.get(customer_id, {}),
+            pending.values(),
+            {event_id: at for event_id, at in seen.items() if event_id not in pending} if pending else seen,
             customer_id,
             self.provisional.get(customer_id, ()),
         )

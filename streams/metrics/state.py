@@ -160,7 +160,8 @@ def record_json(
 ) -> bytes:
     """The customer's record; `crossing` is its folded state's next decay crossing (POSIX
     seconds), `state` the folded state's `state_json`, `pending` holds the buffered
-    events' `pending_json`, `provisional` the keys of its provisional rows in the tables.
+    events' `pending_json`, `seen` the remembered event ids but the buffered events'
+    (which carry theirs), `provisional` the keys of its provisional rows in the tables.
     The record opens with the crossing and the number of buffered events (`record_head`),
     so a restart reads those without parsing the rest."""
     pending = list(pending)
@@ -195,5 +196,6 @@ def record_from_dict(
     state = customer_from_dict(data["state"]) if data["state"] is not None else None
     pending = [TouchpointEvent.model_validate(item) for item in data["pending"]]
     seen = {event_id: _required(when) for event_id, when in data["seen"].items()}
+    seen |= {event.event_id: event.occurred_at for event in pending}  # left out of `seen` as written
     provisional = {_row_key(table, key) for table, key in data.get("provisional", ())}
     return state, pending, seen, provisional
