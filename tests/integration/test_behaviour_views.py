@@ -27,7 +27,7 @@ from touchstream.streams.partitions import PartitionEngines
 CONFIG = MetricsConfig(grace=GRACE, journey_gap=timedelta(hours=6), profile_window=timedelta(days=2),
                        churn_after=timedelta(days=1))  # fmt: skip
 VIEWS = settings(
-    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")) // 6,
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")) // 10,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -30,7 +30,7 @@ CONFIG = MetricsConfig(
 #: Histories span a month's start, where churn rates count the active customers.
 T0 = datetime(2026, 2, 27, tzinfo=UTC)
 VIEWS = settings(
-    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")) // 6,
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "150")) // 10,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
