@@ -24,8 +24,8 @@ applies the idle rule (SPEC §5) to quiet partitions through phases 3, 5, 6 and 
 
 Each phase is the method of its name (`PHASES`, timed under that name in the worker's
 `step_seconds`). The writers are passed in (`Writers`), so the order is testable
-without Faust, Kafka or ClickHouse (tests/unit/test_step.py). Quix Streams' `Checkpoint.commit` is the
-model: one ordered commit per batch, offsets last.
+without Faust, Kafka or ClickHouse (tests/unit/test_step.py). Quix Streams'
+`Checkpoint.commit` is the model: one ordered commit per batch, offsets last.
 """
 
 from __future__ import annotations

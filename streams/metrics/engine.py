@@ -357,10 +357,7 @@ class Engine:
         results", while the worker is behind). Not deferred (False): a customer without
         buffered events (its view is its folded state, and nothing would recompute it
         after a restart) or with a buffered erasure request (carried out when read)."""
-        erased = self.erasures.get(customer_id)
-        if customer_id not in self.pending or (
-            erased is not None and (self._horizon is None or erased[0] >= self._horizon)
-        ):
+        if customer_id not in self.pending or self._erasure_buffered(customer_id):
             return False
         self._unsettled.add(customer_id)
         self._views.pop(customer_id, None)
@@ -372,6 +369,12 @@ class Engine:
             else:
                 del self.provisional[customer_id]
         return True
+
+    def _erasure_buffered(self, customer_id: str) -> bool:
+        """Whether the customer's latest erasure request read is still buffered (at or
+        after the horizon: not folded in yet)."""
+        erased = self.erasures.get(customer_id)
+        return erased is not None and (self._horizon is None or erased[0] >= self._horizon)
 
     def _extend_live(
         self,
@@ -394,9 +397,8 @@ class Engine:
         ordered = sorted(arrived, key=order_key)
         if ordered and (order_key(ordered[0]) <= view.last_key or ordered[0].occurred_at <= view.changed_at):
             return False
-        erased = self.erasures.get(customer_id)
-        if erased is not None and (self._horizon is None or erased[0] >= self._horizon):
-            return False  # a buffered erasure: what is folded in meanwhile is withdrawn (`_live`)
+        if self._erasure_buffered(customer_id):
+            return False  # what is folded in meanwhile is withdrawn (`_live`)
         rows = Rows()
         state = view.state
         self._play(state, ordered, newest, rows)
