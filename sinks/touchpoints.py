@@ -46,10 +46,27 @@ def row(event: TouchpointEvent, source: Source) -> tuple[Any, ...]:
 
 
 def dedup_token(sources: Sequence[Source]) -> str:
-    """Same records -> same token, so ClickHouse drops an identical retried insert."""
+    """Same records -> same token, so ClickHouse drops an identical retried insert.
+
+    A batch holds every record its consumer read of a partition between two offsets, so
+    per (topic, partition) the first and last offset, the count and the sum name its
+    records (one pass; hashing each offset cost more than the rest of the insert's rows)."""
+    spans: dict[tuple[str, int], list[int]] = {}
+    for source in sources:
+        offset = source.offset
+        span = spans.get((source.topic, source.partition))
+        if span is None:
+            spans[source.topic, source.partition] = [offset, offset, 1, offset]
+        else:
+            if offset > span[1]:
+                span[1] = offset
+            elif offset < span[0]:
+                span[0] = offset
+            span[2] += 1
+            span[3] += offset
     digest = hashlib.sha256()
-    for source in sorted(sources, key=lambda s: (s.topic, s.partition, s.offset)):
-        digest.update(f"{source.topic}\0{source.partition}\0{source.offset}\n".encode())
+    for (topic, partition), (first, last, count, total) in sorted(spans.items()):
+        digest.update(f"{topic}\0{partition}\0{first}\0{last}\0{count}\0{total}\n".encode())
     return f"{TABLE}:{digest.hexdigest()}"
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,15 @@ def test_valid_event_round_trips_through_bytes() -> None:
     original = event(attributes={"page": "/pricing"})
     decoded = decode(encode(original))
     assert decoded == original
+
+
+def test_times_with_an_offset_are_the_same_instants_in_utc() -> None:
+    decoded = decode(json.dumps(event_data(occurred_at="2026-03-02T10:30:00.123456+01:30",
+                                           received_at="2026-03-02T09:00:01-00:00")).encode())  # fmt: skip
+    assert isinstance(decoded, TouchpointEvent)
+    assert decoded.occurred_at == datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=UTC)
+    assert decoded.occurred_at.tzinfo is UTC and decoded.received_at.tzinfo is UTC
+    assert decode(encode(decoded)) == decoded
 
 
 @pytest.mark.parametrize(
