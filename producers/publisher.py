@@ -82,6 +82,21 @@ class Delivery:
     def ok(self) -> bool:
         return not self.errors
 
+    def __call__(self, error: KafkaError | None, message: Message) -> None:
+        """The delivery report of one message (the producer's `on_delivery`)."""
+        if error is None:
+            self.delivered += 1
+            where, offset = (message.topic() or "", message.partition() or 0), message.offset() or 0
+            if offset > self.newest.get(where, -1):
+                self.newest[where] = offset
+        else:
+            self.errors.append(f"{message.topic()}: {error.str()}")
+
+
+#: `Publisher.send_raw` serves delivery reports once per this many messages (each call
+#: costs about as much as a `produce`); `wait` serves the rest.
+POLL_EVERY = 500
+
 
 class Publisher:
     """Publishes TouchpointEvents to `touchpoints.<channel>`, keyed by `customer_id`.
@@ -93,6 +108,8 @@ class Publisher:
     def __init__(self, bootstrap: str, *, prefix: str = DEFAULT_PREFIX, **config: object) -> None:
         self.prefix = prefix
         self._producer = Producer(producer_config(bootstrap, **config))
+        #: Messages sent since delivery reports were last served.
+        self._unpolled = 0
 
     def send_raw(
         self,
@@ -103,22 +120,17 @@ class Publisher:
         *,
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
-        def report(error: KafkaError | None, message: Message) -> None:
-            if error is None:
-                delivery.delivered += 1
-                where, offset = (topic, message.partition() or 0), message.offset() or 0
-                delivery.newest[where] = max(delivery.newest.get(where, -1), offset)
-            else:
-                delivery.errors.append(f"{topic}: {error.str()}")
-
-        wire: list[tuple[str, str | bytes | None]] = [(name, data) for name, data in headers]
+        wire: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=wire, on_delivery=report)
+                self._producer.produce(topic, value=value, key=key, headers=wire, on_delivery=delivery)
                 break
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self._producer.poll(0.1)
-        self._producer.poll(0)
+        self._unpolled += 1
+        if self._unpolled >= POLL_EVERY:
+            self._unpolled = 0
+            self._producer.poll(0)
 
     def publish(self, events: Iterable[TouchpointEvent], *, timeout: float = 30.0) -> Delivery:
         """Send `events` and wait until Kafka has acknowledged all of them (or `timeout`)."""

@@ -648,11 +648,15 @@ class Engine:
             state = self._state_json[customer_id] = state_json(self.customers.get(customer_id))
         pending = self._pending_json.get(customer_id, {})
         seen = self.seen.get(customer_id, {})
+        if pending:  # the buffered events carry their own ids
+            seen = seen.copy()
+            for event_id in pending:
+                seen.pop(event_id, None)
         return record_json(
             self._drop_at.get(customer_id),
             state,
             pending.values(),
-            {event_id: at for event_id, at in seen.items() if event_id not in pending} if pending else seen,
+            seen,
             customer_id,
             self.provisional.get(customer_id, ()),
         )
