@@ -186,48 +186,36 @@ def run_faust(variant: str, broker: EmbeddedBroker, total: int, work: Path, sett
                cpu.cores("broker", first, last), rss, settings)  # fmt: skip
 
 
-def run_worker(broker: EmbeddedBroker, total: int, work: Path, *, live: bool = True) -> Run:
-    assert broker.process is not None
-    name = "full analytics worker" if live else "full analytics worker, live rows off"
-    data = work / ("worker" if live else "worker-final-only")
-    env = worker_env(broker.bootstrap, PREFIX, data, fetch_wait_ms=100)
-    env["TOUCHSTREAM_APP_ID"] += "" if live else "-final-only"
-    env["TOUCHSTREAM_METRICS_LIVE_ROWS"] = "true" if live else "false"
-    worker = WorkerProcess(env, data, work / f"{data.name}.log").start()
-
-    try:
-        with CpuSampler({"broker": broker.process.pid, "worker": worker.pid}) as cpu:
-            wait_until(
-                lambda: worker.status()["events_written"] >= total, timeout=1200, what="the worker", every=0.2
-            )
-            rss = peak_rss_mb(worker.pid)
-            time.sleep(0.5)
-        figures = worker.status()
-    finally:
-        worker.stop()
-    first, last = figures["first_batch_at"], figures["last_flush_at"]
-    return Run(name, total, last - first, total / (last - first),
-               cpu.cores("worker", first, last), cpu.cores("broker", first, last), rss, {},
-               figures["step_seconds"], figures["batches"])  # fmt: skip
-
-
 #: How long the scale-out variant may take: on noida, two members joining at once can
 #: leave the group rebalancing (commits refused with IllegalGeneration) with no progress.
 SCALE_OUT_TIMEOUT_SECONDS = 300
 
 
-def run_workers(broker: EmbeddedBroker, total: int, work: Path, count: int = 2) -> Run:
-    """`count` workers in one consumer group, started together, sharing the partitions
-    (scale-out): each writes its own embedded chDB, as on separate machines; the rate is
-    every event over the span from the first worker's first batch to the last one's last
-    flush, rebalances included. CPU is the workers' sum."""
+def run_workers(broker: EmbeddedBroker, total: int, work: Path, *, count: int = 1, live: bool = True) -> Run:
+    """The full worker, or `count` of them in one consumer group, started together,
+    sharing the partitions (scale-out): each writes its own embedded chDB, as on separate
+    machines; the rate is every event over the span from the first worker's first batch
+    to the last one's last flush, rebalances included. CPU is the workers' sum. A
+    scale-out run that stalls is reported as such (`SCALE_OUT_TIMEOUT_SECONDS`)."""
     assert broker.process is not None
+    if count > 1:
+        name, names, suffix = (
+            f"full analytics worker x{count} (scale-out, one group)",
+            "scale-out-{}",
+            "-scale-out",
+        )
+    elif live:
+        name, names, suffix = "full analytics worker", "worker", ""
+    else:
+        name, names, suffix = "full analytics worker, live rows off", "worker-final-only", "-final-only"
     workers = []
     for number in range(count):
-        data = work / f"scale-out-{number}"
+        data = work / names.format(number)
         env = worker_env(broker.bootstrap, PREFIX, data, fetch_wait_ms=100)
-        env["TOUCHSTREAM_APP_ID"] += "-scale-out"
-        env["TOUCHSTREAM_WORKER_INSTANCE"] = f"scale-out-{number}"
+        env["TOUCHSTREAM_APP_ID"] += suffix
+        env["TOUCHSTREAM_METRICS_LIVE_ROWS"] = "true" if live else "false"
+        if count > 1:
+            env["TOUCHSTREAM_WORKER_INSTANCE"] = data.name
         workers.append(WorkerProcess(env, data, work / f"{data.name}.log"))
     starting = [threading.Thread(target=worker.start) for worker in workers]
     for thread in starting:
@@ -235,18 +223,21 @@ def run_workers(broker: EmbeddedBroker, total: int, work: Path, count: int = 2) 
     for thread in starting:
         thread.join()
     pids = {"broker": broker.process.pid} | {f"worker-{n}": worker.pid for n, worker in enumerate(workers)}
+    timeout = SCALE_OUT_TIMEOUT_SECONDS if count > 1 else 1200
     stalled = None
     try:
         with CpuSampler(pids) as cpu:
             try:
                 wait_until(
                     lambda: sum(worker.status()["events_written"] for worker in workers) >= total,
-                    timeout=SCALE_OUT_TIMEOUT_SECONDS, what="the workers", every=0.2,
+                    timeout=timeout, what="the workers", every=0.2,
                 )  # fmt: skip
             except AssertionError:  # `wait_until` timed out
+                if count == 1:
+                    raise
                 written = sum(worker.status()["events_written"] for worker in workers)
-                stalled = f"{written:,} of {total:,} events written after {SCALE_OUT_TIMEOUT_SECONDS} s"
-            rss = max(peak_rss_mb(worker.pid) or 0.0 for worker in workers)
+                stalled = f"{written:,} of {total:,} events written after {timeout} s"
+            rss = max(peak_rss_mb(worker.pid) for worker in workers)
             time.sleep(0.5)
         figures = [worker.status() for worker in workers]
     finally:
@@ -261,9 +252,8 @@ def run_workers(broker: EmbeddedBroker, total: int, work: Path, count: int = 2) 
     for f in figures:
         for step, seconds in f["step_seconds"].items():
             steps[step] = round(steps.get(step, 0.0) + seconds, 3)
-    return Run(f"full analytics worker x{count} (scale-out, one group)", total, last - first,
-               total / (last - first), cores, cpu.cores("broker", first, last), rss, {}, steps,
-               sum(f["batches"] for f in figures), stalled)  # fmt: skip
+    return Run(name, total, last - first, total / (last - first), cores, cpu.cores("broker", first, last),
+               rss, {}, steps, sum(f["batches"] for f in figures), stalled)  # fmt: skip
 
 
 #: Faust settings tried on the bare agent, to see what raises its ceiling.
@@ -380,9 +370,9 @@ def main(argv: list[str] | None = None) -> int:
               for tuning in ([] if args.no_tuning else TUNINGS)],
             lambda: run_faust("batched", broker, len(records), work, {}),
             lambda: run_faust("naive", broker, len(records), work, {}),
-            lambda: run_worker(broker, len(records), work),
-            lambda: run_worker(broker, len(records), work, live=False),
             lambda: run_workers(broker, len(records), work),
+            lambda: run_workers(broker, len(records), work, live=False),
+            lambda: run_workers(broker, len(records), work, count=2),
         ]  # fmt: skip
         for step in steps:
             run = step()
