@@ -96,6 +96,8 @@ class Delivery:
 #: `Publisher.send_raw` serves delivery reports once per this many messages (each call
 #: costs about as much as a `produce`); `wait` serves the rest.
 POLL_EVERY = 500
+#: librdkafka's "unassigned partition": the producer's partitioner picks it from the key.
+PARTITION_BY_KEY = -1
 
 
 class Publisher:
@@ -115,15 +117,19 @@ class Publisher:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         delivery: Delivery,
         *,
         headers: Sequence[tuple[str, bytes]] = (),
+        partition: int = PARTITION_BY_KEY,
     ) -> None:
+        """Send one record (a value of None is a tombstone), to `partition` if given."""
         wire: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=wire, on_delivery=delivery)
+                self._producer.produce(
+                    topic, value=value, key=key, headers=wire, on_delivery=delivery, partition=partition
+                )
                 break
             except BufferError:  # local queue full: serve delivery reports, then retry
                 self._producer.poll(0.1)

@@ -30,7 +30,7 @@ import asyncio
 import functools
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -45,6 +45,14 @@ from touchstream.streams.metrics import Engine, MetricsConfig, Outputs
 
 STATE_TABLE = "customer-state"
 _PARTITION_PREFIX = "\x00touchstream.partition:"
+
+
+def record_partition(key: bytes, partitions: int) -> int:
+    """The partition of a table key: its murmur2 partition, but a retired conversation's
+    record (`customer\\x00conversation`, `Engine.retire`) lives in its customer's."""
+    if not key.startswith(b"\x00"):
+        key = key.partition(b"\x00")[0]
+    return partition_of(key, partitions)
 
 
 def partition_key(partition: int, partitions: int) -> bytes:
@@ -62,6 +70,8 @@ class State(Protocol):
     def get(self, partition: int, key: bytes) -> bytes | None: ...
 
     def items(self, partition: int) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def keys(self, partition: int, prefix: bytes) -> Iterator[bytes]: ...
 
 
 class RocksState:
@@ -99,14 +109,23 @@ class RocksState:
             if key != self.offset_key:
                 yield key, value
 
-    def write(self, records: list[tuple[bytes, bytes]], newest: Mapping[int, int]) -> None:
+    def keys(self, partition: int, prefix: bytes) -> Iterator[bytes]:
+        for key in self._db(partition).keys(from_key=prefix):
+            if not key.startswith(prefix):
+                return
+            yield key
+
+    def write(self, records: list[tuple[bytes, bytes | None]], newest: Mapping[int, int]) -> None:
         batches: dict[int, Any] = {}
         for key, value in records:
-            partition = partition_of(key, self.partitions)
+            partition = record_partition(key, self.partitions)
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = WriteBatch(raw_mode=True)
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         for partition, batch in batches.items():
             if partition in newest:
                 batch.put(self.offset_key, str(newest[partition]).encode())
@@ -134,7 +153,11 @@ class PartitionEngines:
             if state is None:
                 engine = Engine(self.config)
             else:
-                engine = Engine(self.config, load=lambda customer: state.get(partition, customer.encode()))
+                engine = Engine(
+                    self.config,
+                    load=lambda key: state.get(partition, key.encode()),
+                    keys=lambda prefix: (key.decode() for key in state.keys(partition, prefix.encode())),
+                )
                 engine.index(self._records(state, partition))
                 own = state.get(partition, partition_key(partition, self.partitions))
                 if own is not None:
@@ -216,14 +239,17 @@ class PartitionEngines:
         out.version = version
         return out
 
-    def changed_records(self) -> list[tuple[bytes, bytes]]:
-        """(key, value) of every record the last step changed, for the table."""
-        records = []
+    def changed_records(self) -> list[tuple[bytes, bytes | None]]:
+        """(key, value) of every record the last step changed, for the table; a value of
+        None deletes the record."""
+        records: list[tuple[bytes, bytes | None]] = []
         for partition in self._stepped:
             engine = self.engines[partition]
             for customer_id in sorted(engine.touched):
                 records.append((customer_id.encode(), engine.export_json(customer_id)))
             engine.touched = set()
+            records += [(key.encode(), value) for key, value in sorted(engine.retired.items())]
+            engine.retired = {}
             own = json.dumps(engine.export_partition()).encode()
             records.append((partition_key(partition, self.partitions), own))
             engine.evict(self.cache // max(len(self.engines), 1))
@@ -260,20 +286,23 @@ class StateWriter:
         self.timeout = timeout
         self.publisher = Publisher(bootstrap) if bootstrap is not None else None
 
-    def produce(self, topic: str, records: list[tuple[bytes, bytes]]) -> dict[int, int]:
-        """Blocking: send `records`, wait for every acknowledgement; the newest offset per partition."""
+    def produce(
+        self, topic: str, records: Sequence[tuple[bytes, bytes | None]], partitions: int
+    ) -> dict[int, int]:
+        """Blocking: send `records` (None: a tombstone) each to its key's partition
+        (`record_partition`), wait for every acknowledgement; the newest offset per partition."""
         if self.publisher is None:
             return {}
         delivery = Delivery()
         for key, value in records:
-            self.publisher.send_raw(topic, key, value, delivery)
+            self.publisher.send_raw(topic, key, value, delivery, partition=record_partition(key, partitions))
         self.publisher.wait(delivery, len(records), self.timeout)
         if not delivery.ok:
             raise BrokerError(f"changelog write failed: {delivery.errors[0]}")
         return {partition: offset for (_, partition), offset in delivery.newest.items()}
 
-    async def write(self, state: RocksState, records: list[tuple[bytes, bytes]]) -> None:
+    async def write(self, state: RocksState, records: list[tuple[bytes, bytes | None]]) -> None:
         def written() -> None:
-            state.write(records, self.produce(state.topic, records))
+            state.write(records, self.produce(state.topic, records, state.partitions))
 
         await asyncio.get_running_loop().run_in_executor(None, written)

@@ -59,7 +59,7 @@ class Engines(Protocol):
 
     def restate(self, stored: Mapping[str, list[TouchpointEvent]]) -> Outputs: ...
 
-    def changed_records(self) -> list[tuple[bytes, bytes]]: ...
+    def changed_records(self) -> list[tuple[bytes, bytes | None]]: ...
 
     def forget(self) -> None: ...
 
@@ -84,7 +84,8 @@ class Writers(Protocol):
     async def analytics(self, customers: set[str]) -> None:
         """The customers touched: mark them due for the maintained tables."""
 
-    async def state_records(self, records: list[tuple[bytes, bytes]]) -> None: ...
+    async def state_records(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        """The engines' records (`changed_records`); a value of None deletes one."""
 
     async def unread_topics(
         self, partitions: set[int], read: Mapping[tuple[str, int], int]

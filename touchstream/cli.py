@@ -502,6 +502,7 @@ BENCHMARKS = {
     "collector": "bench.collector",
     "latency": "bench.latency",
     "scale": "bench.scale",
+    "state": "bench.state",
 }
 
 
@@ -577,7 +578,7 @@ def parser() -> argparse.ArgumentParser:
     simulate.add_argument("--customers", type=int, default=1000)
     simulate.add_argument("--start", help="simulated start time, ISO 8601 with timezone (default now)")
     simulate.add_argument("--out", help="write JSONL here instead of publishing to Kafka")
-    bench = verb("bench", cmd_bench, "measure throughput: streams, pipeline or collector (not a test)")
+    bench = verb("bench", cmd_bench, "measure throughput, latency, scale or state size (not a test)")
     bench.add_argument("which", choices=sorted(BENCHMARKS))
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options, e.g. --events")
     schema = verb("schema", cmd_schema, "export the event JSON Schema")

@@ -349,7 +349,7 @@ class SinkWriters:
     async def analytics(self, customers: set[str]) -> None:
         await self._in_thread("mark of the customers to compute", self.catch_up.mark, customers)
 
-    async def state_records(self, records: list[tuple[bytes, bytes]]) -> None:
+    async def state_records(self, records: list[tuple[bytes, bytes | None]]) -> None:
         await self.state_writer.write(self.rocks, records)
 
     async def unread_topics(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,6 +36,9 @@ class CustomerState:
     changed_by_time: datetime | None = None
     #: Conversations shared with the state this one was cloned from, copied on first change.
     _shared: set[str] = field(default_factory=set, repr=False, compare=False)
+    #: Reads back a conversation kept out of the state (`Engine.retire`): (customer, key)
+    #: to the conversation, or None if there is none.
+    dormant: Callable[[str, str], Conversation | None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.engagement is None:
@@ -48,6 +52,7 @@ class CustomerState:
         twin = CustomerState(self.customer_id, self.consent, dict(self.conversations), dict(self.derived),
                              self.engagement.clone(), self.erased_before, self.changed_by_time)  # fmt: skip
         twin._shared = set(self.conversations)
+        twin.dormant = self.dormant
         self._shared |= twin._shared
         return twin
 
@@ -96,8 +101,21 @@ class CustomerState:
                 self.derived[channel] = f"derived:{channel}:{event.event_id}"
             key = self.derived[channel]
         if key not in self.conversations:
-            self.conversations[key] = Conversation(key, event.occurred_at)
+            woken = self.dormant(self.customer_id, key) if self.dormant is not None else None
+            self.conversations[key] = woken if woken is not None else Conversation(key, event.occurred_at)
         return self._own(key)
+
+    def retire(self, config: MetricsConfig) -> list[Conversation]:
+        """Take out the conversations that only an event of their own can change again:
+        closed, with nothing left for time to change, and not a channel's current run of
+        events without conversation_id (`Engine` keeps them out of the record, `dormant`)."""
+        runs = set(self.derived.values())
+        gone = [c for key, c in self.conversations.items()
+                if c.status == "closed" and key not in runs and c.next_change(config) is None]  # fmt: skip
+        for conversation in gone:
+            del self.conversations[conversation.conversation_id]
+            self._shared.discard(conversation.conversation_id)
+        return gone
 
     def _own(self, key: str) -> Conversation:
         """Conversation `key`, copied first if it is still shared with a clone (`clone`)."""
@@ -177,6 +195,7 @@ class CustomerState:
         withdrawn, earlier ones are deleted by the sink (`Rows.erased`)."""
         out.withdraw(self.customer_id)
         self.conversations.clear()
+        self.dormant = None  # what was kept out of the state is gone too (`Engine.release`)
         self.derived.clear()
         self._shared.clear()
         self.consent = True

@@ -44,7 +44,11 @@ from touchstream.streams.metrics.records import (
     Rows,
     order_key,
 )
+from touchstream.streams.metrics.responses import Conversation
 from touchstream.streams.metrics.state import (
+    conversation_from_json,
+    conversation_json,
+    conversation_key,
     pending_json,
     record_from_dict,
     record_head,
@@ -131,13 +135,29 @@ class Engine:
     (`export_json` made it): customers are then resident only while they have buffered
     events or were used recently (`evict`), and the rest are read back when an event,
     a decay crossing or a live view needs them. Without it every customer stays in memory.
+
+    With `load`, a customer's record also stays small however long its history: the
+    conversations only an event of their own can change again (closed, nothing left for
+    time to change) are kept out of it, each in a record of its own (`retire`), read back
+    when such an event arrives (`CustomerState.dormant`), and deleted with the rest of the
+    customer's history by an erasure (`keys` finds them). A closed run of events without
+    conversation_id that is no longer its channel's current one is not kept at all: no
+    event can reach it again.
     """
 
     def __init__(
-        self, config: MetricsConfig | None = None, load: Callable[[str], bytes | None] | None = None
+        self,
+        config: MetricsConfig | None = None,
+        load: Callable[[str], bytes | None] | None = None,
+        keys: Callable[[str], Iterable[str]] | None = None,
     ) -> None:
         self.config = config or MetricsConfig()
         self._load = load
+        #: The stored keys that start with a prefix (`forget_retired`).
+        self._keys = keys
+        #: Conversations kept out of their customers' records (`retire`), to write under
+        #: `conversation_key`: the record, or None to delete it.
+        self.retired: dict[str, bytes | None] = {}
         #: Customers whose record is in memory (or known to have none), least recently used first.
         self._resident: OrderedDict[str, None] = OrderedDict()
         self.customers: dict[str, CustomerState] = {}
@@ -290,6 +310,7 @@ class Engine:
             # A buffered event as read (stored times are cut to the millisecond).
             kept.update((event.event_id, event) for event in self.pending.get(customer_id, []))
             ordered = sorted(kept.values(), key=order_key)
+            self.forget_retired(customer_id)  # its conversations are all made again
             self.customers.pop(customer_id, None)
             self._state_json.pop(customer_id, None)
             self._views.pop(customer_id, None)
@@ -544,14 +565,16 @@ class Engine:
             ready = [event for event in waiting if event.occurred_at < horizon]
             if not ready:
                 continue
-            state = self.customers.setdefault(customer_id, CustomerState(customer_id))
+            state = self.customers.get(customer_id) or self._arrived(customer_id)
             self._state_json.pop(customer_id, None)
             released.add(customer_id)
             fragments = self._pending_json[customer_id]
-            before = state.mark()
+            before, erased = state.mark(), state.erased_before
             for event in ready:
                 state.apply(event, self.config, out)
                 del fragments[event.event_id]
+            if state.erased_before != erased:
+                self.forget_retired(customer_id)
             state.prune(horizon)
             _engagement_row(state, before, out)
             self._schedule(customer_id)
@@ -641,8 +664,62 @@ class Engine:
                 held.pop(customer_id, None)
             excess -= 1
 
+    def _arrived(self, customer_id: str) -> CustomerState:
+        """A customer's state, new: its first events are about to be folded in."""
+        state = self.customers[customer_id] = CustomerState(customer_id)
+        state.dormant = self._wake if self._load is not None else None
+        return state
+
+    def _wake(self, customer_id: str, conversation_id: str) -> Conversation | None:
+        """A retired conversation, read back for an event of its own (`CustomerState.dormant`)."""
+        key = conversation_key(customer_id, conversation_id)
+        if key in self.retired:
+            value = self.retired[key]
+        else:
+            assert self._load is not None
+            value = self._load(key)
+        return None if value is None else conversation_from_json(conversation_id, value)
+
+    def retire(self, customer_id: str) -> None:
+        """With `load`: keep out of the customer's record the conversations that only an
+        event of their own can change again (`CustomerState.retire`), once nothing of the
+        customer is buffered or shown provisionally; each in `retired` under its own key,
+        but a closed run of events without conversation_id, which no event can reach again."""
+        state = self.customers.get(customer_id)
+        if (
+            self._load is None
+            or state is None
+            or customer_id in self.pending
+            or customer_id in self.provisional
+            or not state.conversations
+        ):
+            return
+        gone = state.retire(self.config)
+        if not gone:
+            return
+        self._state_json.pop(customer_id, None)
+        for conversation in gone:
+            if not conversation.conversation_id.startswith("derived:"):
+                key = conversation_key(customer_id, conversation.conversation_id)
+                self.retired[key] = conversation_json(conversation)
+
+    def forget_retired(self, customer_id: str) -> None:
+        """Delete the customer's retired conversations (an erasure, a restatement that makes
+        them again); its state reads back none until it retires them anew."""
+        if self._load is None:
+            return
+        prefix = conversation_key(customer_id, "")
+        stored = list(self._keys(prefix)) if self._keys is not None else []
+        for key in [*stored, *(key for key in self.retired if key.startswith(prefix))]:
+            self.retired[key] = None
+        state = self.customers.get(customer_id)
+        if state is not None:
+            state.dormant = self._wake
+
     def export_json(self, customer_id: str) -> bytes:
-        """The customer's whole record as JSON, for a changelog-backed table."""
+        """The customer's whole record as JSON, for a changelog-backed table (with `load`,
+        its conversations `retire` takes out are written to `retired`)."""
+        self.retire(customer_id)
         state = self._state_json.get(customer_id)
         if state is None:
             state = self._state_json[customer_id] = state_json(self.customers.get(customer_id))
@@ -675,6 +752,8 @@ class Engine:
         from the head of its record (`record_head`) and load only those with buffered
         events; the rest are read back when needed."""
         for customer_id, value in records:
+            if "\x00" in customer_id:  # a retired conversation's record (`conversation_key`)
+                continue
             head = record_head(value)
             if head is None:  # a record written before it had a head
                 self._restore_one(json.loads(value), schedule=True)
@@ -700,6 +779,7 @@ class Engine:
         self._state_json.pop(customer_id, None)
         if state is not None:
             self.customers[customer_id] = state
+            state.dormant = self._wake if self._load is not None else None
             if schedule:
                 self._schedule(customer_id)
                 self._schedule_live(customer_id, state)

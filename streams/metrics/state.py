@@ -14,6 +14,7 @@ and spliced in as it is (`pending_json`) however many records carry it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import fields as dataclass_fields
@@ -49,29 +50,7 @@ def customer_to_dict(state: CustomerState) -> dict[str, Any]:
         "erased_before": state.erased_before,
         "derived": dict(state.derived),
         "changed_by_time": state.changed_by_time,
-        "conversations": {
-            key: [
-                c.last_event_at,
-                c.waiting_since,
-                c.waiting_channel,
-                c.responded,
-                c.changed_at,
-                c.status,
-                c.closed_at,
-                c.snoozed_until,
-                c.abandoned,
-                c.closed_without_reply,
-                c.channel,
-                c.opened_at,
-                c.team_id,
-                c.last_agent_id,
-                c.updated_at,
-                c.priority,
-                c.resolution_business_seconds,
-                [[getattr(t, name) for name in _TARGET_FIELDS] for t in c.targets],
-            ]
-            for key, c in state.conversations.items()
-        },
+        "conversations": {key: _conversation_fields(c) for key, c in state.conversations.items()},
         "engagement": {
             "score": engagement.score,
             "updated_at": engagement.updated_at,
@@ -81,6 +60,44 @@ def customer_to_dict(state: CustomerState) -> dict[str, Any]:
             "recent": engagement.recent,
         },
     }
+
+
+def _conversation_fields(c: Conversation) -> list[Any]:
+    return [
+        c.last_event_at,
+        c.waiting_since,
+        c.waiting_channel,
+        c.responded,
+        c.changed_at,
+        c.status,
+        c.closed_at,
+        c.snoozed_until,
+        c.abandoned,
+        c.closed_without_reply,
+        c.channel,
+        c.opened_at,
+        c.team_id,
+        c.last_agent_id,
+        c.updated_at,
+        c.priority,
+        c.resolution_business_seconds,
+        [[getattr(t, name) for name in _TARGET_FIELDS] for t in c.targets],
+    ]
+
+
+def conversation_key(customer_id: str, conversation_id: str) -> str:
+    """The key of a conversation kept out of its customer's record (`Engine.retire`): it
+    starts with the customer's id, so an erasure finds them all."""
+    return f"{customer_id}\x00{conversation_id}"
+
+
+def conversation_json(conversation: Conversation) -> bytes:
+    """A conversation kept out of its customer's record (`Engine.retire`), as its own record."""
+    return to_json(_conversation_fields(conversation))
+
+
+def conversation_from_json(conversation_id: str, value: bytes) -> Conversation:
+    return _conversation(conversation_id, json.loads(value))
 
 
 def customer_from_dict(data: dict[str, Any]) -> CustomerState:

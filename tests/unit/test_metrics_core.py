@@ -627,14 +627,25 @@ def test_a_restored_engine_carries_on_exactly(data: st.DataObject) -> None:
         assert restored_rows.rows == rows.rows
 
 
+def write(records: dict[str, bytes], engine: Engine) -> None:
+    """An engine's retired conversations into `records`, as a table applies them."""
+    for key, value in engine.retired.items():
+        if value is None:
+            records.pop(key, None)
+        else:
+            records[key] = value
+    engine.touched, engine.retired = set(), {}
+
+
 @PROPERTY
 @given(data=st.data())
 def test_an_engine_reading_customers_back_from_its_store_gives_the_same_rows(data: st.DataObject) -> None:
     """Customers evicted after every batch (`keep` of 0 or 1) and read back from their
     records when an event, a decay crossing or a live view needs them, and a restart at
     any batch that notes crossings from the records' heads (`Engine.index`), and steps that
-    defer live views (`live=False`, a backlog) where drawn: the rows, batch by batch, are
-    those of an engine that keeps everyone in memory."""
+    defer live views (`live=False`, a backlog) where drawn; closed conversations kept out
+    of the records (`Engine.retire`), read back when reopened and deleted by erasures:
+    the rows, batch by batch, are those of an engine that keeps everyone in memory."""
     config = CONFIGS["fast decay, business hours"]
     batches = data.draw(arrivals(data.draw(journeys())))
     live = data.draw(st.lists(st.booleans(), min_size=len(batches), max_size=len(batches)))
@@ -643,7 +654,9 @@ def test_an_engine_reading_customers_back_from_its_store_gives_the_same_rows(dat
     records: dict[str, bytes] = {}
 
     def on_disk() -> Engine:
-        return Engine(config, load=records.get)
+        return Engine(
+            config, load=records.get, keys=lambda prefix: [k for k in records if k.startswith(prefix)]
+        )
 
     memory, stored = Engine(config), on_disk()
     expected, actual = Table(), Table()
@@ -656,7 +669,7 @@ def test_an_engine_reading_customers_back_from_its_store_gives_the_same_rows(dat
         expected.apply(memory.process(batch, live=live[number]))
         actual.apply(stored.process(batch, live=live[number]))
         records |= {customer: stored.export_json(customer) for customer in stored.touched}
-        stored.touched = set()
+        write(records, stored)
         stored.evict(keep)
         assert actual.rows == expected.rows
     assert len(stored.customers) <= keep + len(stored.pending)
@@ -666,6 +679,55 @@ def test_an_engine_reading_customers_back_from_its_store_gives_the_same_rows(dat
             if (out := engine.idle(later)) is not None:
                 table.apply(out)
         assert actual.rows == expected.rows
+
+
+def test_closed_conversations_leave_the_record_and_come_back_when_reopened() -> None:
+    """A closed conversation with nothing left for time to change is kept out of its
+    customer's record, in one of its own; a message in it reads it back, and an erasure
+    deletes it. The rows are those of an engine that keeps everything in memory."""
+    config = MetricsConfig(grace=GRACE)
+    records: dict[str, bytes] = {}
+    stored = Engine(
+        config, load=records.get, keys=lambda prefix: [k for k in records if k.startswith(prefix)]
+    )
+    memory, expected, actual = Engine(config), Table(), Table()
+    at = lambda minutes: (T0 + timedelta(minutes=minutes)).isoformat()  # noqa: E731
+    chat = {"customer_id": "ann", "conversation_id": "old"}
+    reply = {"direction": "outbound", "actor": "agent", "agent_id": "lee"}
+    ticks = iter(range(1000))
+
+    def later(minutes: float) -> TouchpointEvent:  # another customer moves event time on
+        return event(
+            event_id=f"t{next(ticks)}", customer_id="zed", occurred_at=at(minutes), conversation_id=None
+        )
+
+    def step(*events: TouchpointEvent) -> None:
+        expected.apply(memory.process(list(events)))
+        actual.apply(stored.process(list(events)))
+        records.update({customer: stored.export_json(customer) for customer in stored.touched})
+        write(records, stored)
+        stored.evict(0)
+        assert actual.rows == expected.rows
+
+    step(
+        event(event_id="a1", occurred_at=at(0), **chat),
+        event(event_id="a2", occurred_at=at(1), **chat, **reply),
+    )
+    step(event(event_id="a3", occurred_at=at(2), kind="conversation_closed", **chat, **reply), later(30))
+    step(later(60))
+    assert "old" not in json.loads(records["ann"])["state"]["conversations"]
+    assert "ann\x00old" in records, "kept in a record of its own"
+    step(event(event_id="a4", occurred_at=at(90), **chat), later(120))
+    assert json.loads(records["ann"])["state"]["conversations"]["old"][5] == "open", "reopened"
+    step(event(event_id="a5", occurred_at=at(121), kind="conversation_closed", **chat, **reply), later(150))
+    step(later(180))
+    assert "old" not in json.loads(records["ann"])["state"]["conversations"]
+    step(event(event_id="x", occurred_at=at(200), channel="web", kind="erasure_requested", customer_id="ann",
+               conversation_id=None), later(230))  # fmt: skip
+    step(later(260))
+    assert not [key for key in records if key.startswith("ann\x00")], "the erasure deleted it"
+    step(event(event_id="a6", occurred_at=at(300), **chat), later(330))
+    assert expected.view(settled=True).conversations == actual.view(settled=True).conversations
 
 
 def test_the_horizon_waits_for_sources_with_unread_records() -> None:

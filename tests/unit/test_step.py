@@ -65,7 +65,7 @@ class Recorder:
         self.marked.append(customers)
         self._call("analytics")
 
-    async def state_records(self, records: list[tuple[bytes, bytes]]) -> None:
+    async def state_records(self, records: list[tuple[bytes, bytes | None]]) -> None:
         self._call("state records")
 
     async def unread_topics(
