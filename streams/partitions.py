@@ -245,10 +245,12 @@ class PartitionEngines:
         records: list[tuple[bytes, bytes | None]] = []
         for partition in self._stepped:
             engine = self.engines[partition]
-            for customer_id in sorted(engine.touched):
-                records.append((customer_id.encode(), engine.export_json(customer_id)))
+            customers = [(c.encode(), engine.export_json(c)) for c in sorted(engine.touched)]
             engine.touched = set()
+            # A customer's retired conversations before the record that no longer holds them:
+            # a changelog cut short after the record would have lost them.
             records += [(key.encode(), value) for key, value in sorted(engine.retired.items())]
+            records += customers
             engine.retired = {}
             own = json.dumps(engine.export_partition()).encode()
             records.append((partition_key(partition, self.partitions), own))
