@@ -26,6 +26,7 @@ from typing import Any
 from bench.pipeline import START
 from touchstream.producers.simulator import Simulator, SimulatorConfig
 from touchstream.streams.metrics import Engine, MetricsConfig
+from touchstream.streams.metrics.state import SIDE
 
 #: Events per simulated session (the simulator's mean), to turn a rate into sessions.
 EVENTS_PER_SESSION = 7.4
@@ -37,7 +38,7 @@ def measure(days: float, customers: int, per_day: float) -> dict[str, Any]:
     rate = total / EVENTS_PER_SESSION / (days * 86400)
     config = SimulatorConfig(seed=11, customers=customers, sessions_per_second=rate)
     events = list(Simulator(config, START).events(total))
-    records: dict[str, bytes] = {}
+    records: dict[bytes, bytes] = {}
     stored = Engine(
         MetricsConfig(), load=records.get, keys=lambda prefix: [k for k in records if k.startswith(prefix)]
     )
@@ -49,7 +50,7 @@ def measure(days: float, customers: int, per_day: float) -> dict[str, Any]:
         written["whole"] += sum(len(whole.export_json(c)) for c in whole.touched)
         whole.touched = set()
         stored.process(batch)
-        changed = {c: stored.export_json(c) for c in stored.touched}
+        changed = {c.encode(): stored.export_json(c) for c in stored.touched}
         records.update(changed)
         for key, value in stored.retired.items():
             if value is None:
@@ -60,9 +61,9 @@ def measure(days: float, customers: int, per_day: float) -> dict[str, Any]:
         written["retired"] += sum(map(len, changed.values()))
         stored.touched, stored.retired = set(), {}
         stored.evict(customers // 10)
-    held = [c for c in records if "\x00" not in c]
-    retired = [len(v) for k, v in records.items() if "\x00" in k]
-    kept_whole = [len(whole.export_json(c)) for c in held]
+    held = [key for key in records if SIDE not in key]
+    retired = [len(value) for key, value in records.items() if SIDE in key]
+    kept_whole = [len(whole.export_json(c.decode())) for c in held]
     kept_small = [len(records[c]) for c in held]
     return {
         "days": round((events[-1].occurred_at - events[0].occurred_at).total_seconds() / 86400, 1),

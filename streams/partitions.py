@@ -1,11 +1,13 @@
 """One metric `Engine` per partition, its state kept in a changelog-backed Faust table.
 
-Each customer's engine record (`Engine.export`) is stored under the customer's key in
-the table `customer-state`, written once per batch for the customers the batch
-touched; each partition's own record (horizon, per-topic watermarks) under a key that
-hashes to it. The records are written by `StateWriter` (outside per-event iteration,
-where Faust's own table writes have no "current event" to pick the changelog partition)
-to the changelog partition their key hashes to with murmur2, the hash of every
+Each customer's engine record (`Engine.export_json`) is stored under the customer's key
+in the table `customer-state`, written once per batch for the customers the batch
+touched, and beside it its retired conversations under keys of their own
+(`Engine.retire`, in the customer's partition: `record_partition`); each partition's
+own record (horizon, per-topic watermarks) under a key that hashes to it. The records
+are written by `StateWriter` (outside per-event iteration, where Faust's own table
+writes have no "current event" to pick the changelog partition) to the changelog
+partition their key hashes to with murmur2, the hash of every
 Touchstream producer, so customer X's record lives in the changelog partition of X's
 input partition and is recovered by whichever worker owns that partition. The table
 is declared partitioned by key (`use_partitioner=True`) to match. On the embedded
@@ -42,6 +44,7 @@ from touchstream.schemas.partitioning import partition_of
 from touchstream.schemas.touchpoint import TouchpointEvent
 from touchstream.streams import faustcompat
 from touchstream.streams.metrics import Engine, MetricsConfig, Outputs
+from touchstream.streams.metrics.state import customer_of
 
 STATE_TABLE = "customer-state"
 _PARTITION_PREFIX = "\x00touchstream.partition:"
@@ -49,10 +52,8 @@ _PARTITION_PREFIX = "\x00touchstream.partition:"
 
 def record_partition(key: bytes, partitions: int) -> int:
     """The partition of a table key: its murmur2 partition, but a retired conversation's
-    record (`customer\\x00conversation`, `Engine.retire`) lives in its customer's."""
-    if not key.startswith(b"\x00"):
-        key = key.partition(b"\x00")[0]
-    return partition_of(key, partitions)
+    record (`Engine.retire`) lives in its customer's."""
+    return partition_of(customer_of(key), partitions)
 
 
 def partition_key(partition: int, partitions: int) -> bytes:
@@ -155,8 +156,8 @@ class PartitionEngines:
             else:
                 engine = Engine(
                     self.config,
-                    load=lambda key: state.get(partition, key.encode()),
-                    keys=lambda prefix: (key.decode() for key in state.keys(partition, prefix.encode())),
+                    load=lambda key: state.get(partition, key),
+                    keys=lambda prefix: state.keys(partition, prefix),
                 )
                 engine.index(self._records(state, partition))
                 own = state.get(partition, partition_key(partition, self.partitions))
@@ -165,10 +166,10 @@ class PartitionEngines:
             self.engines[partition] = engine
         return self.engines[partition]
 
-    def _records(self, state: State, partition: int) -> Iterator[tuple[str, bytes]]:
+    def _records(self, state: State, partition: int) -> Iterator[tuple[bytes, bytes]]:
         for key, value in state.items(partition):
             if not key.startswith(_PARTITION_PREFIX.encode()):
-                yield key.decode(), value
+                yield key, value
 
     def process(
         self,
@@ -249,7 +250,7 @@ class PartitionEngines:
             engine.touched = set()
             # A customer's retired conversations before the record that no longer holds them:
             # a changelog cut short after the record would have lost them.
-            records += [(key.encode(), value) for key, value in sorted(engine.retired.items())]
+            records += sorted(engine.retired.items())
             records += customers
             engine.retired = {}
             own = json.dumps(engine.export_partition()).encode()

@@ -46,6 +46,7 @@ from touchstream.streams.metrics.records import (
 )
 from touchstream.streams.metrics.responses import Conversation
 from touchstream.streams.metrics.state import (
+    SIDE,
     conversation_from_json,
     conversation_json,
     conversation_key,
@@ -148,16 +149,16 @@ class Engine:
     def __init__(
         self,
         config: MetricsConfig | None = None,
-        load: Callable[[str], bytes | None] | None = None,
-        keys: Callable[[str], Iterable[str]] | None = None,
+        load: Callable[[bytes], bytes | None] | None = None,
+        keys: Callable[[bytes], Iterable[bytes]] | None = None,
     ) -> None:
         self.config = config or MetricsConfig()
         self._load = load
         #: The stored keys that start with a prefix (`forget_retired`).
         self._keys = keys
-        #: Conversations kept out of their customers' records (`retire`), to write under
-        #: `conversation_key`: the record, or None to delete it.
-        self.retired: dict[str, bytes | None] = {}
+        #: With `load`, conversations kept out of their customers' records (`retire`), to
+        #: write under `conversation_key`: the record, or None to delete it.
+        self.retired: dict[bytes, bytes | None] = {}
         #: Customers whose record is in memory (or known to have none), least recently used first.
         self._resident: OrderedDict[str, None] = OrderedDict()
         self.customers: dict[str, CustomerState] = {}
@@ -636,7 +637,7 @@ class Engine:
             self._resident.move_to_end(customer_id)
             return
         self._resident[customer_id] = None
-        value = self._load(customer_id)
+        value = self._load(customer_id.encode())
         if value is not None:
             self._restore_one(json.loads(value), schedule=False)
 
@@ -747,18 +748,20 @@ class Engine:
         for record in records:
             self._restore_one(record, schedule=True)
 
-    def index(self, records: Iterable[tuple[str, bytes]]) -> None:
-        """After a restart, with `load` given: note every customer's next decay crossing
-        from the head of its record (`record_head`) and load only those with buffered
-        events; the rest are read back when needed."""
-        for customer_id, value in records:
-            if "\x00" in customer_id:  # a retired conversation's record (`conversation_key`)
+    def index(self, records: Iterable[tuple[bytes, bytes]]) -> None:
+        """After a restart, with `load` given (`records`: the partition's table, keys and
+        values): note every customer's next decay crossing from the head of its record
+        (`record_head`) and load only those with buffered events; the rest are read back
+        when needed."""
+        for key, value in records:
+            if SIDE in key:  # a retired conversation (`conversation_key`)
                 continue
             head = record_head(value)
             if head is None:  # a record written before it had a head
                 self._restore_one(json.loads(value), schedule=True)
                 continue
             crossing, buffered = head
+            customer_id = key.decode()
             if buffered:
                 self._restore_one(json.loads(value), schedule=True)
                 self._resident[customer_id] = None

@@ -1,8 +1,10 @@
-"""A customer's whole engine state as one JSON record, and back.
+"""A customer's engine state as JSON records, and back.
 
 One record per customer (state, buffered events, remembered event ids) is what a
 changelog-backed table stores under the customer's key; the partition's horizon and
-watermarks travel in a record of their own (`Engine.export_partition`).
+watermarks travel in a record of their own (`Engine.export_partition`). With a store
+(the worker's table), a customer's closed conversations leave its record for records of
+their own under keys that start with the customer's (`conversation_key`, `Engine.retire`).
 `Engine.export_json` / `Engine.restore` use these; restoring and carrying on gives
 exactly the results of never having stopped (property-tested).
 
@@ -85,10 +87,19 @@ def _conversation_fields(c: Conversation) -> list[Any]:
     ]
 
 
-def conversation_key(customer_id: str, conversation_id: str) -> str:
-    """The key of a conversation kept out of its customer's record (`Engine.retire`): it
-    starts with the customer's id, so an erasure finds them all."""
-    return f"{customer_id}\x00{conversation_id}"
+#: Separates a customer's id from what follows in the keys of its other records: a byte
+#: that UTF-8 never holds, so no customer id (any string) is such a key or starts one.
+SIDE = b"\xff"
+
+
+def conversation_key(customer_id: str, conversation_id: str) -> bytes:
+    """The key of a conversation kept out of its customer's record (`Engine.retire`)."""
+    return customer_id.encode() + SIDE + b"c" + conversation_id.encode()
+
+
+def customer_of(key: bytes) -> bytes:
+    """The customer id (UTF-8) a record's key belongs to."""
+    return key.partition(SIDE)[0]
 
 
 def conversation_json(conversation: Conversation) -> bytes:

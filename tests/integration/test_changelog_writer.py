@@ -10,6 +10,7 @@ from tests.integration.conftest import read_topic
 from touchstream.broker import EmbeddedBroker
 from touchstream.kafka import ensure_topics
 from touchstream.schemas.partitioning import partition_of
+from touchstream.streams.metrics.state import conversation_key, customer_of
 from touchstream.streams.partitions import StateWriter
 
 
@@ -21,10 +22,10 @@ def test_records_land_in_their_key_partition_and_are_acknowledged(broker: Embedd
     records: list[tuple[bytes, bytes | None]] = [
         (key, f'{{"n": {n}}}'.encode()) for n, key in enumerate(customers)
     ]
-    records += [(key + b"\x00conversation-1", b"[]") for key in customers[:100]]
-    records += [(key + b"\x00conversation-2", None) for key in customers[:100]]
+    records += [(conversation_key(key.decode(), "conversation-1"), b"[]") for key in customers[:100]]
+    records += [(conversation_key(key.decode(), "conversation-2"), None) for key in customers[:100]]
     newest = writer.produce(topic, records, 4)
-    customer = {key: key.partition(b"\x00")[0] for key, _ in records}
+    customer = {key: customer_of(key) for key, _ in records}
     expected = {p: sum(1 for key, _ in records if partition_of(customer[key], 4) == p) - 1 for p in range(4)}
     assert newest == expected  # offsets from 0: the last offset per partition, all acknowledged
     messages = read_topic(broker.bootstrap, topic, expected=len(records))
