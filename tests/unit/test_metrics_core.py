@@ -644,16 +644,19 @@ def stored_engine(config: MetricsConfig, records: dict[bytes, bytes]) -> Engine:
     return Engine(config, load=records.get, keys=lambda prefix: [k for k in records if k.startswith(prefix)])
 
 
+@pytest.mark.parametrize("name", ["fast decay, business hours", "quick auto-close"])
 @PROPERTY
 @given(data=st.data())
-def test_an_engine_reading_customers_back_from_its_store_gives_the_same_rows(data: st.DataObject) -> None:
+def test_an_engine_reading_customers_back_from_its_store_gives_the_same_rows(
+    name: str, data: st.DataObject
+) -> None:
     """Customers evicted after every batch (`keep` of 0 or 1) and read back from their
     records when an event, a decay crossing or a live view needs them, and a restart at
     any batch that notes crossings from the records' heads (`Engine.index`), and steps that
     defer live views (`live=False`, a backlog) where drawn; closed conversations kept out
     of the records (`Engine.retire`), read back when reopened and deleted by erasures:
     the rows, batch by batch, are those of an engine that keeps everyone in memory."""
-    config = CONFIGS["fast decay, business hours"]
+    config = CONFIGS[name]
     batches = data.draw(arrivals(data.draw(journeys())))
     live = data.draw(st.lists(st.booleans(), min_size=len(batches), max_size=len(batches)))
     keep = data.draw(st.integers(0, 1))
