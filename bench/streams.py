@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from rocksdict import AccessType, Options, Rdict
 
 from bench.pipeline import PARTITIONS, START, cpu_seconds, publish, worker_env
 from touchstream.broker import EmbeddedBroker
@@ -52,8 +53,11 @@ from touchstream.process import WorkerProcess, wait_until
 from touchstream.producers.simulator import Simulator, SimulatorConfig
 from touchstream.schemas.topics import all_topics, input_topic, input_topics
 from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.streams.metrics.state import SIDE
 
 PREFIX = "streams"
+#: Where Faust's RocksDB tables keep the last changelog offset they hold (`faust.stores.rocksdb.Store`).
+OFFSET_KEY = b"__faust\0offset__"
 
 
 @dataclass
@@ -72,6 +76,9 @@ class Run:
     batches: int | None = None
     #: Why the run did not finish, if it did not (its figures then cover what it read).
     stalled: str | None = None
+    #: The state table (`customer-state`) the worker wrote: bytes of records written per
+    #: event, and at the end, per customer (its record and its retired conversations').
+    state: dict[str, float] | None = None
 
 
 class CpuSampler:
@@ -243,6 +250,10 @@ def run_workers(broker: EmbeddedBroker, total: int, work: Path, *, count: int = 
     finally:
         for worker in workers:
             worker.stop()
+    state = None
+    if count == 1:
+        state = {"written_bytes_per_event": round(figures[0]["state_bytes"] / total)}
+        state |= state_table(work / names.format(0))
     if stalled is not None:
         total = sum(f["events_written"] for f in figures)
     first = min(f["first_batch_at"] for f in figures if f["first_batch_at"] is not None)
@@ -253,7 +264,32 @@ def run_workers(broker: EmbeddedBroker, total: int, work: Path, *, count: int = 
         for step, seconds in f["step_seconds"].items():
             steps[step] = round(steps.get(step, 0.0) + seconds, 3)
     return Run(name, total, last - first, total / (last - first), cores, cpu.cores("broker", first, last),
-               rss, {}, steps, sum(f["batches"] for f in figures), stalled)  # fmt: skip
+               rss, {}, steps, sum(f["batches"] for f in figures), stalled, state)  # fmt: skip
+
+
+def state_table(data_dir: Path) -> dict[str, float]:
+    """A stopped worker's `customer-state` databases: per customer, the bytes of its record
+    and of its retired conversations' (keys and values), and its record's alone."""
+    customers = record_bytes = retired = 0
+    for path in sorted(data_dir.rglob("customer-state-*.db")):
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            for key, value in db.items():
+                assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
+                if key.startswith(b"\x00") or key == OFFSET_KEY:  # a partition's own record, Faust's offset
+                    continue
+                if SIDE in key:
+                    retired += len(key) + len(value)
+                else:
+                    customers += 1
+                    record_bytes += len(key) + len(value)
+        finally:
+            db.close()
+    return {
+        "customers": customers,
+        "bytes_per_customer": round((record_bytes + retired) / max(customers, 1)),
+        "record_bytes": round(record_bytes / max(customers, 1)),
+    }
 
 
 #: Faust settings tried on the bare agent, to see what raises its ceiling.
@@ -311,6 +347,14 @@ def report(figures: dict[str, Any], out: Path) -> None:
         ),
         "",
     ]
+    state = full.get("state")
+    if state:
+        lines += [
+            f"State table at the end of the full worker's run: {state['bytes_per_customer']:,} bytes per "
+            f"customer ({state['customers']:,} customers; their records alone {state['record_bytes']:,} "
+            f"bytes on average); {state['written_bytes_per_event']:,} bytes of records written per event.",
+            "",
+        ]
     (out / "streams.md").write_text("\n".join(lines))
     chart(runs, out / "streams.png", figures)
 

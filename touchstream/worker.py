@@ -97,6 +97,10 @@ class PipelineStats:
     paused_by: str | None = None
     #: Customers whose maintained tables (SPEC §5b) were computed.
     customers_computed: int = 0
+    #: Records written to the state table (`customer-state`: customers', partitions',
+    #: retired conversations', deletions) and their bytes, keys and values.
+    state_records: int = 0
+    state_bytes: int = 0
 
     def retried(self, error: ClickHouseError) -> None:
         self.sink_retries += 1
@@ -182,6 +186,8 @@ class PipelineStats:
             "sink_stalls": self.sink_stalls,
             "paused_by": self.paused_by,
             "customers_computed": self.customers_computed,
+            "state_records": self.state_records,
+            "state_bytes": self.state_bytes,
             "uptime_seconds": round(time.time() - self.started_at, 1),
         }
 
@@ -351,6 +357,8 @@ class SinkWriters:
 
     async def state_records(self, records: list[tuple[bytes, bytes | None]]) -> None:
         await self.state_writer.write(self.rocks, records)
+        self.stats.state_records += len(records)
+        self.stats.state_bytes += sum(len(key) + len(value or b"") for key, value in records)
 
     async def unread_topics(
         self, partitions: set[int], read: Mapping[tuple[str, int], int]
