@@ -36,8 +36,11 @@ class CustomerState:
     changed_by_time: datetime | None = None
     #: Conversations shared with the state this one was cloned from, copied on first change.
     _shared: set[str] = field(default_factory=set, repr=False, compare=False)
-    #: Reads back a conversation kept out of the state (`Engine.retire`): (customer, key)
-    #: to the conversation, or None if there is none.
+    #: Whether some of its conversations are kept out of the state (`Engine.retire`): only
+    #: then is `dormant` asked for a conversation the state does not hold.
+    retired: bool = False
+    #: Reads back a conversation kept out of the state: (customer, key) to the
+    #: conversation, or None if there is none.
     dormant: Callable[[str, str], Conversation | None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -52,7 +55,7 @@ class CustomerState:
         twin = CustomerState(self.customer_id, self.consent, dict(self.conversations), dict(self.derived),
                              self.engagement.clone(), self.erased_before, self.changed_by_time)  # fmt: skip
         twin._shared = set(self.conversations)
-        twin.dormant = self.dormant
+        twin.retired, twin.dormant = self.retired, self.dormant
         self._shared |= twin._shared
         return twin
 
@@ -101,7 +104,7 @@ class CustomerState:
                 self.derived[channel] = f"derived:{channel}:{event.event_id}"
             key = self.derived[channel]
         if key not in self.conversations:
-            woken = self.dormant(self.customer_id, key) if self.dormant is not None else None
+            woken = self.dormant(self.customer_id, key) if self.retired and self.dormant is not None else None
             self.conversations[key] = woken if woken is not None else Conversation(key, event.occurred_at)
         return self._own(key)
 
@@ -195,7 +198,7 @@ class CustomerState:
         withdrawn, earlier ones are deleted by the sink (`Rows.erased`)."""
         out.withdraw(self.customer_id)
         self.conversations.clear()
-        self.dormant = None  # what was kept out of the state is gone too (`Engine.release`)
+        self.retired = False  # what was kept out of the state is gone too (`Engine.release`)
         self.derived.clear()
         self._shared.clear()
         self.consent = True

@@ -703,6 +703,7 @@ class Engine:
             if not conversation.conversation_id.startswith("derived:"):
                 key = conversation_key(customer_id, conversation.conversation_id)
                 self.retired[key] = conversation_json(conversation)
+                state.retired = True
 
     def forget_retired(self, customer_id: str) -> None:
         """Delete the customer's retired conversations (an erasure, a restatement that makes
@@ -713,9 +714,6 @@ class Engine:
         stored = list(self._keys(prefix)) if self._keys is not None else []
         for key in [*stored, *(key for key in self.retired if key.startswith(prefix))]:
             self.retired[key] = None
-        state = self.customers.get(customer_id)
-        if state is not None:
-            state.dormant = self._wake
 
     def export_json(self, customer_id: str) -> bytes:
         """The customer's whole record as JSON, for a changelog-backed table (with `load`,

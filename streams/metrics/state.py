@@ -52,6 +52,7 @@ def customer_to_dict(state: CustomerState) -> dict[str, Any]:
         "erased_before": state.erased_before,
         "derived": dict(state.derived),
         "changed_by_time": state.changed_by_time,
+        "retired": state.retired,
         "conversations": {key: _conversation_fields(c) for key, c in state.conversations.items()},
         "engagement": {
             "score": engagement.score,
@@ -132,6 +133,7 @@ def customer_from_dict(data: dict[str, Any]) -> CustomerState:
         engagement=engagement,
         erased_before=(_required(erased[0]), erased[1]) if erased else None,
         changed_by_time=_parse(data.get("changed_by_time")),
+        retired=data.get("retired", False),
     )
 
 
