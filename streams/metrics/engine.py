@@ -159,6 +159,8 @@ class Engine:
         #: With `load`, conversations kept out of their customers' records (`retire`), to
         #: write under `conversation_key`: the record, or None to delete it.
         self.retired: dict[bytes, bytes | None] = {}
+        #: What a state reads a retired conversation back with (`CustomerState.dormant`).
+        self._dormant = self._wake if load is not None else None
         #: Customers whose record is in memory (or known to have none), least recently used first.
         self._resident: OrderedDict[str, None] = OrderedDict()
         self.customers: dict[str, CustomerState] = {}
@@ -668,7 +670,7 @@ class Engine:
     def _arrived(self, customer_id: str) -> CustomerState:
         """A customer's state, new: its first events are about to be folded in."""
         state = self.customers[customer_id] = CustomerState(customer_id)
-        state.dormant = self._wake if self._load is not None else None
+        state.dormant = self._dormant
         return state
 
     def _wake(self, customer_id: str, conversation_id: str) -> Conversation | None:
@@ -780,7 +782,7 @@ class Engine:
         self._state_json.pop(customer_id, None)
         if state is not None:
             self.customers[customer_id] = state
-            state.dormant = self._wake if self._load is not None else None
+            state.dormant = self._dormant
             if schedule:
                 self._schedule(customer_id)
                 self._schedule_live(customer_id, state)
