@@ -53,11 +53,11 @@ from touchstream.process import WorkerProcess, wait_until
 from touchstream.producers.simulator import Simulator, SimulatorConfig
 from touchstream.schemas.topics import all_topics, input_topic, input_topics
 from touchstream.schemas.touchpoint import TouchpointEvent
+from touchstream.streams import faustcompat
 from touchstream.streams.metrics.state import SIDE
+from touchstream.streams.partitions import STATE_TABLE, RocksState, customer_records
 
 PREFIX = "streams"
-#: Where Faust's RocksDB tables keep the last changelog offset they hold (`faust.stores.rocksdb.Store`).
-OFFSET_KEY = b"__faust\0offset__"
 
 
 @dataclass
@@ -270,20 +270,24 @@ def run_workers(broker: EmbeddedBroker, total: int, work: Path, *, count: int = 
 def state_table(data_dir: Path) -> dict[str, float]:
     """A stopped worker's `customer-state` databases: per customer, the bytes of its record
     and of its retired conversations' (keys and values), and its record's alone."""
+    databases = {
+        int(path.stem.rsplit("-", 1)[1]): Rdict(
+            str(path), options=Options(raw_mode=True), access_type=AccessType.read_only()
+        )
+        for path in data_dir.rglob(f"{STATE_TABLE}-*.db")
+    }
+    state = RocksState(STATE_TABLE, len(databases), databases.__getitem__, faustcompat.offset_key())
     customers = record_bytes = retired = 0
-    for path in sorted(data_dir.rglob("customer-state-*.db")):
-        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
-        try:
-            for key, value in db.items():
-                assert isinstance(key, bytes) and isinstance(value, bytes)  # raw mode
-                if key.startswith(b"\x00") or key == OFFSET_KEY:  # a partition's own record, Faust's offset
-                    continue
+    try:
+        for partition in databases:
+            for key, value in customer_records(state, partition):
                 if SIDE in key:
                     retired += len(key) + len(value)
                 else:
                     customers += 1
                     record_bytes += len(key) + len(value)
-        finally:
+    finally:
+        for db in databases.values():
             db.close()
     return {
         "customers": customers,

@@ -152,6 +152,6 @@ def partition_db(table: Any, partition: int) -> Any:
     return table.data._db_for_partition(partition)
 
 
-def offset_key(table: Any) -> bytes:
+def offset_key() -> bytes:
     """The key under which a RocksDB table keeps the last changelog offset it holds."""
-    return table.data.offset_key
+    return bytes(RocksStore.offset_key)

@@ -75,6 +75,14 @@ class State(Protocol):
     def keys(self, partition: int, prefix: bytes) -> Iterator[bytes]: ...
 
 
+def customer_records(state: State, partition: int) -> Iterator[tuple[bytes, bytes]]:
+    """A partition's records of customers (theirs and their retired conversations'), without
+    the partition's own."""
+    for key, value in state.items(partition):
+        if not key.startswith(_PARTITION_PREFIX.encode()):
+            yield key, value
+
+
 class RocksState:
     """The `customer-state` table's RocksDB databases (one per partition), read and written
     directly.
@@ -99,7 +107,7 @@ class RocksState:
         """The databases of a Faust table with the `rocksdb://` store."""
         topic = table.changelog_topic.get_topic_name()
         databases = functools.partial(faustcompat.partition_db, table)
-        return cls(topic, partitions, databases, faustcompat.offset_key(table))
+        return cls(topic, partitions, databases, faustcompat.offset_key())
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         value = self._db(partition).get(key)
@@ -159,17 +167,12 @@ class PartitionEngines:
                     load=lambda key: state.get(partition, key),
                     keys=lambda prefix: state.keys(partition, prefix),
                 )
-                engine.index(self._records(state, partition))
+                engine.index(customer_records(state, partition))
                 own = state.get(partition, partition_key(partition, self.partitions))
                 if own is not None:
                     engine.restore_partition(json.loads(own))
             self.engines[partition] = engine
         return self.engines[partition]
-
-    def _records(self, state: State, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        for key, value in state.items(partition):
-            if not key.startswith(_PARTITION_PREFIX.encode()):
-                yield key, value
 
     def process(
         self,
