@@ -21,6 +21,9 @@ from touchstream.streams.metrics.records import (
 )
 from touchstream.streams.metrics.responses import Conversation
 
+#: How the key of a run of events without conversation_id begins (`conversation_for`).
+_DERIVED = "derived:"
+
 
 @dataclass
 class CustomerState:
@@ -101,7 +104,7 @@ class CustomerState:
             current = self.conversations.get(self.derived.get(channel, ""))
             gap = config.inactivity[event.channel]
             if current is None or event.occurred_at - current.last_event_at > gap:
-                self.derived[channel] = f"derived:{channel}:{event.event_id}"
+                self.derived[channel] = f"{_DERIVED}{channel}:{event.event_id}"
             key = self.derived[channel]
         if key not in self.conversations:
             woken = self.dormant(self.customer_id, key) if self.retired and self.dormant is not None else None
@@ -111,14 +114,18 @@ class CustomerState:
     def retire(self, config: MetricsConfig) -> list[Conversation]:
         """Take out the conversations that only an event of their own can change again:
         closed, with nothing left for time to change, and not a channel's current run of
-        events without conversation_id (`Engine` keeps them out of the record, `dormant`)."""
+        events without conversation_id. Returns those to keep apart (read back by
+        `dormant`): a run of events without conversation_id is dropped, since no event can
+        reach it once it is not its channel's current one."""
         runs = set(self.derived.values())
         gone = [c for key, c in self.conversations.items()
                 if c.status == "closed" and key not in runs and c.next_change(config) is None]  # fmt: skip
         for conversation in gone:
             del self.conversations[conversation.conversation_id]
             self._shared.discard(conversation.conversation_id)
-        return gone
+        kept = [c for c in gone if not c.conversation_id.startswith(_DERIVED)]
+        self.retired |= bool(kept)
+        return kept
 
     def _own(self, key: str) -> Conversation:
         """Conversation `key`, copied first if it is still shared with a clone (`clone`)."""

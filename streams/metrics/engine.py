@@ -686,8 +686,7 @@ class Engine:
     def retire(self, customer_id: str) -> None:
         """With `load`: keep out of the customer's record the conversations that only an
         event of their own can change again (`CustomerState.retire`), once nothing of the
-        customer is buffered or shown provisionally; each in `retired` under its own key,
-        but a closed run of events without conversation_id, which no event can reach again."""
+        customer is buffered or shown provisionally; each in `retired` under its own key."""
         state = self.customers.get(customer_id)
         if (
             self._load is None
@@ -697,15 +696,13 @@ class Engine:
             or not state.conversations
         ):
             return
-        gone = state.retire(self.config)
-        if not gone:
-            return
-        self._state_json.pop(customer_id, None)
-        for conversation in gone:
-            if not conversation.conversation_id.startswith("derived:"):
-                key = conversation_key(customer_id, conversation.conversation_id)
-                self.retired[key] = conversation_json(conversation)
-                state.retired = True
+        held = len(state.conversations)
+        for conversation in state.retire(self.config):
+            self.retired[conversation_key(customer_id, conversation.conversation_id)] = conversation_json(
+                conversation
+            )
+        if len(state.conversations) != held:
+            self._state_json.pop(customer_id, None)
 
     def forget_retired(self, customer_id: str) -> None:
         """Delete the customer's retired conversations (an erasure, a restatement that makes
